@@ -1,0 +1,255 @@
+//! The command line (contract §5): `run`, `check`, `demo`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Settings};
+use crate::server;
+use crate::telemetry::{self, LogFormat};
+
+/// Exit code for startup errors (bad configuration, unusable files, unbindable ports):
+/// `EX_USAGE` from sysexits.h, so supervisors can tell them from crashes.
+pub const EXIT_STARTUP: u8 = 64;
+
+/// Exit code of `check` when the configuration has problems.
+pub const EXIT_CHECK_FAILED: u8 = 1;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fieldseal",
+    version,
+    about = "TLS 1.3 sidecar that seals sensitive JSON fields in flight"
+)]
+pub struct Cli {
+    /// Log output format (default: json for `run`, pretty for `demo`).
+    #[arg(long, global = true, env = "FIELDSEAL_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve: TLS listener in front of the upstream, admin listener beside it.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a configuration and print the compiled routes (exit 0), or list every problem (exit 1).
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Zero-setup demo: self-signed certificate, a demo JSON app, and the proxy in front of it.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config } => {
+            telemetry::init(cli.log_format.unwrap_or(LogFormat::Json));
+            run(&config)
+        }
+        Command::Demo { listen, admin } => {
+            telemetry::init(cli.log_format.unwrap_or(LogFormat::Pretty));
+            demo(listen, admin)
+        }
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    match config::load(path) {
+        Ok(settings) => {
+            print!("{}", describe(&settings));
+            let unsupported = settings.unsupported();
+            if !unsupported.is_empty() {
+                println!("note: `fieldseal run` refuses this configuration in this build:");
+                for u in unsupported {
+                    println!("  - {u}");
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for p in &errors.0 {
+                eprintln!("error: {p}");
+            }
+            eprintln!("{} problem(s) in {}", errors.0.len(), path.display());
+            ExitCode::from(EXIT_CHECK_FAILED)
+        }
+    }
+}
+
+/// The compiled configuration as `check` prints it.
+pub fn describe(s: &Settings) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "configuration {} is valid", s.source.display());
+    let _ = writeln!(
+        out,
+        "listen {} (TLS 1.3{}) -> upstream {}; admin http://{}",
+        s.listen,
+        if s.mtls {
+            ", client certificates required"
+        } else {
+            ""
+        },
+        s.upstream,
+        s.admin
+    );
+    for w in &s.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    let _ = writeln!(out, "routes ({}, first match wins):", s.routes.len());
+    for (i, r) in s.routes.iter().enumerate() {
+        let _ = writeln!(out, "  {}. {} {} {}", i + 1, r.name, r.methods, r.path);
+        let rules = r.rules.describe();
+        if rules.is_empty() {
+            let _ = writeln!(out, "       pass-through (bodies stream untouched)");
+        }
+        for rule in rules {
+            let _ = writeln!(out, "       {rule}");
+        }
+        let names: Vec<&str> = r.headers.names().collect();
+        let _ = writeln!(out, "       headers: {}", names.join(", "));
+    }
+    let _ = writeln!(out, "  *. unmatched requests: pass-through");
+    out
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts")
+}
+
+/// Loads the config for `run`/`demo`; on failure prints every problem and returns the exit code.
+fn load_for_serving(path: &Path) -> Result<Settings, ExitCode> {
+    let settings = match config::load(path) {
+        Ok(s) => s,
+        Err(errors) => {
+            for p in &errors.0 {
+                eprintln!("error: {p}");
+            }
+            tracing::error!(problems = errors.0.len(), "configuration rejected");
+            return Err(ExitCode::from(EXIT_STARTUP));
+        }
+    };
+    let unsupported = settings.unsupported();
+    if !unsupported.is_empty() {
+        for u in &unsupported {
+            eprintln!("error: {}: {u}", path.display());
+        }
+        tracing::error!("configuration asks for rules this build cannot apply; refusing to start");
+        return Err(ExitCode::from(EXIT_STARTUP));
+    }
+    for w in &settings.warnings {
+        tracing::warn!(origin = %w.origin, key = %w.key, message = %w.message, "configuration warning");
+    }
+    Ok(settings)
+}
+
+fn run(path: &Path) -> ExitCode {
+    let settings = match load_for_serving(path) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    runtime().block_on(serve(settings, None))
+}
+
+fn demo(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
+    runtime().block_on(async move {
+        let ws = match crate::demo::Workspace::create() {
+            Ok(ws) => ws,
+            Err(e) => {
+                eprintln!("error: cannot create the demo directory: {e}");
+                return ExitCode::from(EXIT_STARTUP);
+            }
+        };
+        let app = match crate::demo::app::start().await {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("error: cannot start the demo app: {e}");
+                return ExitCode::from(EXIT_STARTUP);
+            }
+        };
+        let config = match crate::demo::write_files(&ws, listen, admin, app) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_STARTUP);
+            }
+        };
+        let settings = match load_for_serving(&config) {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
+        serve(settings, Some(&config)).await
+    })
+}
+
+/// Serves until SIGTERM/SIGINT, then drains.
+async fn serve(settings: Settings, demo_config: Option<&Path>) -> ExitCode {
+    let routes = settings.routes.len();
+    let upstream = settings.upstream.to_string();
+    let running = match server::start(settings).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            tracing::error!(error = %e, "cannot start");
+            return ExitCode::from(EXIT_STARTUP);
+        }
+    };
+    tracing::info!(
+        listen = %running.listen_addr,
+        admin = %running.admin_addr,
+        upstream = %upstream,
+        routes,
+        "fieldseal ready"
+    );
+    if let Some(config) = demo_config {
+        println!(
+            "{}",
+            crate::demo::banner(running.listen_addr, running.admin_addr, config)
+        );
+    }
+    wait_for_stop_signal().await;
+    tracing::info!("stop signal received; draining");
+    let drained = running.shutdown().await;
+    tracing::info!(drained, "stopped");
+    ExitCode::SUCCESS
+}
+
+#[cfg(unix)]
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler installs");
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => {
+                // Hot reload arrives with key lifecycle; until then SIGHUP must not kill the proxy.
+                tracing::warn!("SIGHUP received: reload is not supported by this build yet; still serving the loaded configuration");
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_stop_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,645 @@
+//! Loads a configuration (YAML file + `FIELDSEAL_…` environment overrides) and compiles it into
+//! [`Settings`], collecting every problem instead of stopping at the first.
+//!
+//! Each top-level section and each route is deserialised on its own, so one typo does not hide
+//! the next; semantic checks (addresses, templates, JSONPaths, files) run on whatever parsed.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use figment::providers::{Env, Format, Yaml};
+use figment::value::Value;
+use figment::Figment;
+use http::uri::{Authority, Uri};
+use http::Method;
+use serde::de::DeserializeOwned;
+
+use super::error::{redacted_message, ConfigErrors, ConfigProblem};
+use super::raw::*;
+use super::settings::*;
+use crate::limits;
+use crate::routing::{MethodSet, PathTemplate, RouteTable};
+use crate::secret_file::{self, Exposure};
+use crate::security_headers::HeaderPolicy;
+use crate::selector::Selector;
+use crate::tls;
+
+/// Prefix of environment overrides; `__` separates nested keys (`FIELDSEAL_TLS__CERT`).
+pub const ENV_PREFIX: &str = "FIELDSEAL_";
+
+const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
+
+/// Loads and compiles the configuration at `path`, with environment overrides applied.
+pub fn load(path: &Path) -> Result<Settings, ConfigErrors> {
+    let env = Env::prefixed(ENV_PREFIX)
+        .filter(|key| {
+            let top = key.as_str().split("__").next().unwrap_or_default();
+            TOP_LEVEL_KEYS.iter().any(|k| k.eq_ignore_ascii_case(top))
+        })
+        .split("__");
+    load_from(
+        path,
+        Figment::new().merge(Yaml::file_exact(path)).merge(env),
+    )
+}
+
+/// Compiles an already assembled figment whose file provider is `path`.
+pub fn load_from(path: &Path, figment: Figment) -> Result<Settings, ConfigErrors> {
+    let mut c = Compiler::new(path, &figment);
+    if let Err(e) = std::fs::metadata(path).and_then(|m| {
+        if m.is_file() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other("not a regular file"))
+        }
+    }) {
+        c.problem("", format!("cannot read the configuration file: {e}"));
+        return Err(ConfigErrors(c.problems));
+    }
+    let settings = c.compile();
+    match settings {
+        Some(s) if c.problems.is_empty() => Ok(s),
+        _ => Err(ConfigErrors(c.problems)),
+    }
+}
+
+struct Compiler<'a> {
+    fig: &'a Figment,
+    file: String,
+    base_dir: PathBuf,
+    problems: Vec<ConfigProblem>,
+    warnings: Vec<ConfigProblem>,
+}
+
+impl<'a> Compiler<'a> {
+    fn new(path: &Path, fig: &'a Figment) -> Self {
+        Self {
+            fig,
+            file: path.display().to_string(),
+            base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            problems: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Where the value at `key` came from: the file, or the environment variable that set it.
+    fn origin(&self, key: &str) -> String {
+        let from_env = self
+            .fig
+            .find_metadata(key)
+            .is_some_and(|md| !matches!(md.source, Some(figment::Source::File(_))));
+        if from_env && !key.is_empty() {
+            format!(
+                "env {ENV_PREFIX}{}",
+                key.replace('.', "__").to_ascii_uppercase()
+            )
+        } else {
+            self.file.clone()
+        }
+    }
+
+    fn problem(&mut self, key: &str, message: impl Into<String>) {
+        let origin = if key.is_empty() {
+            self.file.clone()
+        } else {
+            self.origin(key)
+        };
+        self.problems.push(ConfigProblem {
+            origin,
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn warning(&mut self, key: &str, message: impl Into<String>) {
+        let origin = self.origin(key);
+        self.warnings.push(ConfigProblem {
+            origin,
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    /// Records every error in a figment error chain; `prefix` is prepended to their paths.
+    fn figment_errors(&mut self, err: figment::Error, prefix: &str) {
+        for e in err {
+            let mut path: Vec<String> = Vec::new();
+            if !prefix.is_empty() {
+                path.push(prefix.to_string());
+            }
+            path.extend(e.path.iter().cloned());
+            if let figment::error::Kind::UnknownField(field, _) = &e.kind {
+                path.push(field.clone());
+            }
+            let key = path.join(".");
+            self.problem(&key, redacted_message(&e.kind));
+        }
+    }
+
+    fn present(&self, key: &str) -> bool {
+        self.fig.find_value(key).is_ok()
+    }
+
+    /// Deserialises an optional top-level section.
+    fn section<T: DeserializeOwned>(&mut self, key: &str) -> Option<T> {
+        if !self.present(key) {
+            return None;
+        }
+        match self.fig.extract_inner::<T>(key) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                // extract_inner already prefixes the path with `key`.
+                self.figment_errors(e, "");
+                None
+            }
+        }
+    }
+
+    fn required<T: DeserializeOwned>(&mut self, key: &str) -> Option<T> {
+        if !self.present(key) {
+            self.problem(key, format!("missing required key `{key}`"));
+            return None;
+        }
+        self.section(key)
+    }
+
+    /// Resolves a configured file path: relative paths are relative to the config file.
+    fn file_path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    fn compile(&mut self) -> Option<Settings> {
+        let top: BTreeMap<String, Value> = match self.fig.extract() {
+            Ok(t) => t,
+            Err(e) => {
+                self.figment_errors(e, "");
+                return None;
+            }
+        };
+        for key in top.keys() {
+            if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
+                self.problem(
+                    key,
+                    format!("unknown key (known keys: {})", TOP_LEVEL_KEYS.join(", ")),
+                );
+            }
+        }
+
+        let listen = self
+            .required::<String>("listen")
+            .and_then(|s| self.socket_addr("listen", &s));
+        let admin_raw = self
+            .section::<String>("admin")
+            .unwrap_or_else(|| DEFAULT_ADMIN.to_string());
+        let admin = self.socket_addr("admin", &admin_raw);
+        if let (Some(l), Some(a)) = (listen, admin) {
+            if l == a && l.port() != 0 {
+                self.problem("admin", "must differ from `listen`");
+            }
+        }
+        let upstream = self
+            .required::<String>("upstream")
+            .and_then(|s| self.upstream(&s));
+        let tls = self.required::<RawTls>("tls").and_then(|t| self.tls(t));
+        let keys = self.keys();
+        let global_headers = self
+            .section::<BTreeMap<String, String>>("headers")
+            .unwrap_or_default();
+        let default_headers = self.header_policy("headers", &global_headers, None);
+        let timeouts = self.timeouts();
+        let limits = self.limits();
+        let routes = self.routes(&global_headers, &keys);
+
+        let (tls, mtls) = tls?;
+        Some(Settings {
+            source: PathBuf::from(&self.file),
+            listen: listen?,
+            admin: admin?,
+            upstream: upstream?,
+            tls,
+            mtls,
+            keys,
+            routes: RouteTable::new(routes?),
+            default_headers: default_headers?,
+            timeouts,
+            limits,
+            warnings: std::mem::take(&mut self.warnings),
+        })
+    }
+
+    fn socket_addr(&mut self, key: &str, value: &str) -> Option<SocketAddr> {
+        match value.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.problem(
+                    key,
+                    "not an IP socket address (e.g. `0.0.0.0:8443` or `[::]:8443`)",
+                );
+                None
+            }
+        }
+    }
+
+    fn upstream(&mut self, value: &str) -> Option<UpstreamTarget> {
+        let uri: Uri = match value.parse() {
+            Ok(u) => u,
+            Err(_) => {
+                self.problem("upstream", "not a URL (e.g. `http://127.0.0.1:8000`)");
+                return None;
+            }
+        };
+        if uri.scheme_str() != Some("http") {
+            self.problem(
+                "upstream",
+                "must be a plain `http://` URL: fieldseal terminates TLS in front of the app",
+            );
+            return None;
+        }
+        if uri.path_and_query().is_some_and(|pq| pq.as_str() != "/") {
+            self.problem(
+                "upstream",
+                "must not have a path or query (requests keep their own)",
+            );
+            return None;
+        }
+        let authority: Authority = match uri.authority() {
+            Some(a) if a.port_u16().is_some() || !a.host().is_empty() => a.clone(),
+            _ => {
+                self.problem("upstream", "has no host");
+                return None;
+            }
+        };
+        if authority.as_str().contains('@') {
+            self.problem("upstream", "must not contain credentials");
+            return None;
+        }
+        Some(UpstreamTarget { authority })
+    }
+
+    /// Checks a secret file's permissions, recording a problem or a warning.
+    fn secret_file(&mut self, key: &str, path: &Path) -> bool {
+        match secret_file::check(path) {
+            Ok(Exposure::OwnerOnly) => true,
+            Ok(Exposure::GroupReadable) => {
+                self.warning(
+                    key,
+                    format!(
+                        "{} is readable by its group; make sure that group is trusted",
+                        path.display()
+                    ),
+                );
+                true
+            }
+            Err(m) => {
+                self.problem(key, m);
+                false
+            }
+        }
+    }
+
+    fn tls(&mut self, raw: RawTls) -> Option<(Arc<rustls::ServerConfig>, bool)> {
+        let cert_path = self.file_path(&raw.cert);
+        let key_path = self.file_path(&raw.key);
+        let chain = tls::read_cert_chain(&cert_path)
+            .map_err(|m| self.problem("tls.cert", m))
+            .ok();
+        let key = if self.secret_file("tls.key", &key_path) {
+            tls::read_private_key(&key_path)
+                .map_err(|m| self.problem("tls.key", m))
+                .ok()
+        } else {
+            None
+        };
+        let client_ca = match &raw.client_ca {
+            None => Some(None),
+            Some(p) => {
+                let p = self.file_path(p);
+                tls::read_cert_chain(&p)
+                    .map_err(|m| self.problem("tls.client_ca", m))
+                    .ok()
+                    .map(Some)
+            }
+        };
+        let (chain, key, client_ca) = (chain?, key?, client_ca?);
+        let mtls = client_ca.is_some();
+        match tls::server_config(chain, key, client_ca) {
+            Ok(cfg) => Some((cfg, mtls)),
+            Err(m) => {
+                self.problem("tls", m);
+                None
+            }
+        }
+    }
+
+    fn keys(&mut self) -> KeySources {
+        let Some(raw) = self.section::<RawKeys>("keys") else {
+            return KeySources::default();
+        };
+        let keyring = raw.keyring.map(|p| self.file_path(&p));
+        if let Some(p) = &keyring {
+            self.secret_file("keys.keyring", p);
+        }
+        let rsa_private_key = raw.rsa_private_key.map(|p| self.file_path(&p));
+        if let Some(p) = &rsa_private_key {
+            self.secret_file("keys.rsa_private_key", p);
+        }
+        if let Some(p) = &raw.public_key_path {
+            if !p.starts_with('/') {
+                self.problem(
+                    "keys.public_key_path",
+                    "must be an absolute URL path starting with `/`",
+                );
+            }
+        }
+        KeySources {
+            keyring,
+            rsa_private_key,
+            public_key_path: raw.public_key_path,
+        }
+    }
+
+    fn header_policy(
+        &mut self,
+        key: &str,
+        global: &BTreeMap<String, String>,
+        route: Option<&BTreeMap<String, String>>,
+    ) -> Option<HeaderPolicy> {
+        match HeaderPolicy::compile(global, route) {
+            Ok(p) => Some(p),
+            Err(errors) => {
+                for (name, reason) in errors {
+                    // Report against the layer that configured the bad header.
+                    let in_route =
+                        route.is_some_and(|r| r.keys().any(|k| k.eq_ignore_ascii_case(&name)));
+                    if route.is_none() || in_route {
+                        self.problem(&format!("{key}.{name}"), reason);
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    fn timeouts(&mut self) -> Timeouts {
+        let raw = self.section::<RawTimeouts>("timeouts").unwrap_or_default();
+        let mut pick = |name: &str, v: Option<std::time::Duration>, default| match v {
+            Some(d) if d.is_zero() => {
+                self.problem(&format!("timeouts.{name}"), "must be greater than zero");
+                default
+            }
+            Some(d) => d,
+            None => default,
+        };
+        Timeouts {
+            tls_handshake: pick(
+                "tls_handshake",
+                raw.tls_handshake,
+                limits::TLS_HANDSHAKE_TIMEOUT,
+            ),
+            upstream_connect: pick(
+                "upstream_connect",
+                raw.upstream_connect,
+                limits::UPSTREAM_CONNECT_TIMEOUT,
+            ),
+            upstream_response: pick(
+                "upstream_response",
+                raw.upstream_response,
+                limits::UPSTREAM_RESPONSE_TIMEOUT,
+            ),
+            upstream_idle: pick(
+                "upstream_idle",
+                raw.upstream_idle,
+                limits::UPSTREAM_IDLE_TIMEOUT,
+            ),
+            client_header_read: pick(
+                "client_header_read",
+                raw.client_header_read,
+                limits::CLIENT_HEADER_READ_TIMEOUT,
+            ),
+            shutdown_grace: pick("shutdown_grace", raw.shutdown_grace, limits::SHUTDOWN_GRACE),
+        }
+    }
+
+    fn limits(&mut self) -> Limits {
+        let raw = self.section::<RawLimits>("limits").unwrap_or_default();
+        let mut positive = |name: &str, v: Option<usize>, default: usize| match v {
+            Some(0) => {
+                self.problem(&format!("limits.{name}"), "must be greater than zero");
+                default
+            }
+            Some(n) => n,
+            None => default,
+        };
+        Limits {
+            max_body_bytes: positive("max_body_bytes", raw.max_body_bytes, limits::MAX_BODY_BYTES),
+            max_connections: positive(
+                "max_connections",
+                raw.max_connections,
+                limits::MAX_CONNECTIONS,
+            ),
+        }
+    }
+
+    fn routes(
+        &mut self,
+        global_headers: &BTreeMap<String, String>,
+        keys: &KeySources,
+    ) -> Option<Vec<Route>> {
+        if !self.present("routes") {
+            return Some(Vec::new());
+        }
+        let values: Vec<Value> = match self.fig.extract_inner("routes") {
+            Ok(v) => v,
+            Err(e) => {
+                self.figment_errors(e, "");
+                return None;
+            }
+        };
+        let mut routes = Vec::with_capacity(values.len());
+        let mut names = HashSet::new();
+        let mut ok = true;
+        for (i, value) in values.iter().enumerate() {
+            let key = format!("routes.{i}");
+            let raw: RawRoute = match value.deserialize() {
+                Ok(r) => r,
+                Err(e) => {
+                    self.figment_errors(e, &key);
+                    ok = false;
+                    continue;
+                }
+            };
+            if !names.insert(raw.name.clone()) {
+                self.problem(&format!("{key}.name"), "duplicate route name");
+                ok = false;
+            }
+            match self.route(&key, raw, global_headers, keys) {
+                Some(r) => routes.push(r),
+                None => ok = false,
+            }
+        }
+        ok.then_some(routes)
+    }
+
+    fn route(
+        &mut self,
+        key: &str,
+        raw: RawRoute,
+        global_headers: &BTreeMap<String, String>,
+        keys: &KeySources,
+    ) -> Option<Route> {
+        let before = self.problems.len();
+        let name_ok = !raw.name.is_empty()
+            && raw.name.len() <= 64
+            && raw
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !name_ok {
+            self.problem(
+                &format!("{key}.name"),
+                "must be 1-64 characters of letters, digits, `-`, `_` or `.` (it is a metric label)",
+            );
+        }
+        let path = PathTemplate::parse(&raw.matcher.path)
+            .map_err(|m| {
+                self.problem(
+                    &format!("{key}.match.path"),
+                    format!("bad path template: {m}"),
+                )
+            })
+            .ok();
+        let methods = match &raw.matcher.methods {
+            None => MethodSet::Any,
+            Some(list) => {
+                let mut parsed = Vec::new();
+                for (j, m) in list.iter().enumerate() {
+                    let upper = m.to_ascii_uppercase();
+                    match Method::from_bytes(upper.as_bytes()) {
+                        Ok(method) => parsed.push(method),
+                        Err(_) => {
+                            self.problem(&format!("{key}.match.methods.{j}"), "not an HTTP method")
+                        }
+                    }
+                }
+                if list.is_empty() {
+                    self.problem(
+                        &format!("{key}.match.methods"),
+                        "must not be empty (omit it to match every method)",
+                    );
+                }
+                MethodSet::Only(parsed)
+            }
+        };
+        let headers = self.header_policy(
+            &format!("{key}.headers"),
+            global_headers,
+            Some(&raw.headers),
+        );
+        let rules = self.rules(key, &raw, keys);
+        if self.problems.len() != before {
+            return None;
+        }
+        Some(Route {
+            name: Arc::from(raw.name.as_str()),
+            methods,
+            path: path?,
+            headers: headers?,
+            rules,
+        })
+    }
+
+    fn selectors(&mut self, key: &str, raw: &[RawSelector]) -> Vec<Selector> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for (i, sel) in raw.iter().enumerate() {
+            let (path, context) = match sel {
+                RawSelector::Path(p) => (p.as_str(), None),
+                RawSelector::WithContext(w) => (w.path.as_str(), w.context.clone()),
+            };
+            if !seen.insert(path.to_string()) {
+                self.problem(&format!("{key}.{i}"), "the same selector is listed twice");
+                continue;
+            }
+            match Selector::compile(path, context) {
+                Ok(s) => out.push(s),
+                Err(m) => self.problem(&format!("{key}.{i}"), m),
+            }
+        }
+        out
+    }
+
+    fn rules(&mut self, key: &str, raw: &RawRoute, keys: &KeySources) -> RouteRules {
+        let response = raw.response.as_ref().map(|r| {
+            let encrypt = self.selectors(&format!("{key}.response.encrypt"), &r.encrypt);
+            let redact = self.selectors(&format!("{key}.response.redact"), &r.redact);
+            let mut mask = Vec::new();
+            for (i, m) in r.mask.iter().enumerate() {
+                match Selector::compile(&m.path, None) {
+                    Ok(selector) => mask.push(MaskRule {
+                        selector,
+                        keep_last: m.keep_last,
+                    }),
+                    Err(msg) => self.problem(&format!("{key}.response.mask.{i}.path"), msg),
+                }
+            }
+            ResponseRules {
+                encrypt,
+                redact,
+                mask,
+                on_non_json: r.on_non_json,
+            }
+        });
+        let request = raw.request.as_ref().map(|r| {
+            if r.max_age == Some(0) {
+                self.problem(
+                    &format!("{key}.request.max_age"),
+                    "must be greater than zero",
+                );
+            }
+            RequestRules {
+                decrypt: self.selectors(&format!("{key}.request.decrypt"), &r.decrypt),
+                require_encrypted: r.require_encrypted,
+                max_age: r.max_age.map(std::time::Duration::from_secs),
+            }
+        });
+        let rules = RouteRules {
+            response,
+            request,
+            envelope: raw.envelope,
+        };
+        let uses_fields = rules
+            .response
+            .as_ref()
+            .is_some_and(|r| !r.encrypt.is_empty())
+            || rules
+                .request
+                .as_ref()
+                .is_some_and(|r| !r.decrypt.is_empty());
+        if uses_fields && keys.keyring.is_none() {
+            self.problem(
+                &format!("{key}"),
+                "encrypt/decrypt rules need `keys.keyring`",
+            );
+        }
+        if rules.envelope {
+            if keys.rsa_private_key.is_none() {
+                self.problem(&format!("{key}.envelope"), "needs `keys.rsa_private_key`");
+            }
+            if !rules.response.as_ref().is_none_or(ResponseRules::is_empty)
+                || !rules.request.as_ref().is_none_or(RequestRules::is_empty)
+            {
+                self.problem(
+                    &format!("{key}.envelope"),
+                    "an envelope route seals whole bodies and cannot also have field rules",
+                );
+            }
+        }
+        rules
+    }
+}

@@ -1,0 +1,144 @@
+//! The configuration file as written: serde types that mirror the YAML (contract §4).
+//!
+//! Nothing here is validated beyond its shape; `compile` turns these into runtime types.
+//! `deny_unknown_fields` everywhere, so a misspelt key is an error, never silently ignored.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Top-level keys, in the order they are reported. Environment overrides are restricted to
+/// these so unrelated `FIELDSEAL_*` variables (Kubernetes service links such as
+/// `FIELDSEAL_SERVICE_HOST`) do not break startup.
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "listen", "upstream", "admin", "tls", "keys", "headers", "routes", "timeouts", "limits",
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeys {
+    #[serde(default)]
+    pub keyring: Option<PathBuf>,
+    #[serde(default)]
+    pub rsa_private_key: Option<PathBuf>,
+    #[serde(default)]
+    pub public_key_path: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    #[serde(default, with = "humantime_serde")]
+    pub tls_handshake: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub upstream_connect: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub upstream_response: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub upstream_idle: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub client_header_read: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub shutdown_grace: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    #[serde(default)]
+    pub max_body_bytes: Option<usize>,
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: String,
+    #[serde(rename = "match")]
+    pub matcher: RawMatch,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub response: Option<RawResponseRules>,
+    #[serde(default)]
+    pub request: Option<RawRequestRules>,
+    #[serde(default)]
+    pub envelope: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    pub path: String,
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+}
+
+/// A JSONPath selector: a bare string, or a path with an explicit AAD context.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawSelector {
+    Path(String),
+    WithContext(RawSelectorWithContext),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSelectorWithContext {
+    pub path: String,
+    #[serde(default)]
+    pub context: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMask {
+    pub path: String,
+    pub keep_last: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnNonJson {
+    /// A body that cannot be transformed becomes a 502: plaintext never leaks.
+    #[default]
+    Fail,
+    /// Non-JSON bodies pass untouched (explicit per-route opt-out).
+    Pass,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResponseRules {
+    #[serde(default)]
+    pub encrypt: Vec<RawSelector>,
+    #[serde(default)]
+    pub redact: Vec<RawSelector>,
+    #[serde(default)]
+    pub mask: Vec<RawMask>,
+    #[serde(default)]
+    pub on_non_json: OnNonJson,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequestRules {
+    #[serde(default)]
+    pub decrypt: Vec<RawSelector>,
+    #[serde(default)]
+    pub require_encrypted: bool,
+    #[serde(default)]
+    pub max_age: Option<u64>,
+}

@@ -1,0 +1,230 @@
+//! The compiled configuration: everything parsed, validated and built, ready to serve.
+//! Nothing here is parsed again per request.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::Authority;
+
+use super::error::ConfigProblem;
+use super::raw::OnNonJson;
+use crate::routing::{Matchable, MethodSet, PathTemplate, RouteTable};
+use crate::security_headers::HeaderPolicy;
+use crate::selector::Selector;
+
+/// A whole compiled configuration.
+pub struct Settings {
+    /// The file it was loaded from (for messages and reloads).
+    pub source: PathBuf,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub upstream: UpstreamTarget,
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Whether client certificates are required.
+    pub mtls: bool,
+    pub keys: KeySources,
+    pub routes: RouteTable<Route>,
+    /// Header policy for requests that match no route.
+    pub default_headers: HeaderPolicy,
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+    /// Accepted but worth saying (e.g. a group-readable key file).
+    pub warnings: Vec<ConfigProblem>,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("source", &self.source)
+            .field("listen", &self.listen)
+            .field("admin", &self.admin)
+            .field("upstream", &self.upstream)
+            .field("mtls", &self.mtls)
+            .field("routes", &self.routes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The unmodified app: plain HTTP/1.1.
+#[derive(Debug, Clone)]
+pub struct UpstreamTarget {
+    pub authority: Authority,
+}
+
+impl fmt::Display for UpstreamTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "http://{}", self.authority)
+    }
+}
+
+/// Where key material lives. Loaded by the field-encryption stage; validated to exist now.
+#[derive(Debug, Clone, Default)]
+pub struct KeySources {
+    pub keyring: Option<PathBuf>,
+    pub rsa_private_key: Option<PathBuf>,
+    pub public_key_path: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub tls_handshake: Duration,
+    pub upstream_connect: Duration,
+    pub upstream_response: Duration,
+    pub upstream_idle: Duration,
+    pub client_header_read: Duration,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_connections: usize,
+}
+
+/// One compiled route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Used as the `route` label in logs and metrics.
+    pub name: Arc<str>,
+    pub methods: MethodSet,
+    pub path: PathTemplate,
+    pub headers: HeaderPolicy,
+    pub rules: RouteRules,
+}
+
+impl Matchable for Route {
+    fn methods(&self) -> &MethodSet {
+        &self.methods
+    }
+    fn template(&self) -> &PathTemplate {
+        &self.path
+    }
+}
+
+/// The transforms a route asks for.
+#[derive(Debug, Clone, Default)]
+pub struct RouteRules {
+    pub response: Option<ResponseRules>,
+    pub request: Option<RequestRules>,
+    pub envelope: bool,
+}
+
+impl RouteRules {
+    /// True when the route only proxies (its bodies stream untouched).
+    pub fn is_passthrough(&self) -> bool {
+        !self.envelope
+            && self.response.as_ref().is_none_or(ResponseRules::is_empty)
+            && self.request.as_ref().is_none_or(RequestRules::is_empty)
+    }
+
+    /// Human summary for `fieldseal check`.
+    pub fn describe(&self) -> Vec<String> {
+        let list = |sels: &[Selector]| -> String {
+            sels.iter()
+                .map(|s| match &s.context {
+                    Some(c) => format!("{} (context {c})", s.source),
+                    None => s.source.clone(),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut out = Vec::new();
+        if let Some(r) = &self.response {
+            if !r.encrypt.is_empty() {
+                out.push(format!("response.encrypt: {}", list(&r.encrypt)));
+            }
+            if !r.redact.is_empty() {
+                out.push(format!("response.redact: {}", list(&r.redact)));
+            }
+            if !r.mask.is_empty() {
+                let masks: Vec<String> = r
+                    .mask
+                    .iter()
+                    .map(|m| format!("{} (keep_last {})", m.selector.source, m.keep_last))
+                    .collect();
+                out.push(format!("response.mask: {}", masks.join(", ")));
+            }
+            if r.on_non_json == OnNonJson::Pass {
+                out.push("response.on_non_json: pass".into());
+            }
+        }
+        if let Some(r) = &self.request {
+            if !r.decrypt.is_empty() {
+                out.push(format!("request.decrypt: {}", list(&r.decrypt)));
+            }
+            if r.require_encrypted {
+                out.push("request.require_encrypted: true".into());
+            }
+            if let Some(age) = r.max_age {
+                out.push(format!("request.max_age: {}s", age.as_secs()));
+            }
+        }
+        if self.envelope {
+            out.push("envelope: true".into());
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ResponseRules {
+    pub encrypt: Vec<Selector>,
+    pub redact: Vec<Selector>,
+    pub mask: Vec<MaskRule>,
+    pub on_non_json: OnNonJson,
+}
+
+impl ResponseRules {
+    pub fn is_empty(&self) -> bool {
+        self.encrypt.is_empty() && self.redact.is_empty() && self.mask.is_empty()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MaskRule {
+    pub selector: Selector,
+    pub keep_last: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RequestRules {
+    pub decrypt: Vec<Selector>,
+    pub require_encrypted: bool,
+    pub max_age: Option<Duration>,
+}
+
+impl RequestRules {
+    pub fn is_empty(&self) -> bool {
+        self.decrypt.is_empty()
+    }
+}
+
+impl Settings {
+    /// What this configuration asks for that this build cannot apply yet. `run` refuses to
+    /// start while this is non-empty: a rule must never be accepted and silently skipped.
+    pub fn unsupported(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for route in self.routes.iter() {
+            if !route.rules.is_passthrough() {
+                out.push(format!(
+                    "route `{}` has transform rules ({}), which this build does not apply yet",
+                    route.name,
+                    route.rules.describe().join("; ")
+                ));
+            }
+        }
+        if self.keys.rsa_private_key.is_some() {
+            out.push(
+                "keys.rsa_private_key (JWKS, JWE, envelopes) is not supported by this build yet"
+                    .into(),
+            );
+        }
+        if self.keys.public_key_path.is_some() {
+            out.push("keys.public_key_path is not supported by this build yet".into());
+        }
+        out
+    }
+}

@@ -1,0 +1,106 @@
+//! `fieldseal demo`: zero setup. Generates a self-signed certificate, writes a config into a
+//! private temporary directory, starts the demo app and the proxy in front of it — through the
+//! same load/compile path as `run` — and prints commands to try.
+
+pub mod app;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::secret_file::write_private;
+
+/// A private (0700) scratch directory, removed when dropped.
+pub struct Workspace(PathBuf);
+
+impl Workspace {
+    pub fn create() -> std::io::Result<Self> {
+        let dir =
+            std::env::temp_dir().join(format!("fieldseal-demo-{}", uuid::Uuid::new_v4().simple()));
+        let mut builder = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder.create(&dir)?;
+        Ok(Self(dir))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes certificate, key and config; returns the config path.
+pub fn write_files(
+    ws: &Workspace,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    app: SocketAddr,
+) -> Result<PathBuf, String> {
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    let cert = rcgen::generate_simple_self_signed(names)
+        .map_err(|e| format!("cannot generate a certificate: {e}"))?;
+    let dir = ws.path();
+    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).map_err(|e| e.to_string())?;
+    write_private(
+        &dir.join("key.pem"),
+        cert.signing_key.serialize_pem().as_bytes(),
+    )
+    .map_err(|e| e.to_string())?;
+    let config = format!(
+        r#"# Written by `fieldseal demo`.
+listen: "{listen}"
+upstream: "http://{app}"
+admin: "{admin}"
+tls:
+  cert: cert.pem
+  key: key.pem
+headers:
+  permissions-policy: "geolocation=(), camera=()"
+routes:
+  - name: user
+    match: {{ path: "/api/users/{{id}}", methods: [GET] }}
+    headers:
+      cache-control: "no-store"
+  - name: echo
+    match: {{ path: "/api/echo", methods: [POST] }}
+"#
+    );
+    let path = dir.join("fieldseal.yaml");
+    std::fs::write(&path, config).map_err(|e| e.to_string())?;
+    Ok(path)
+}
+
+/// What to try, printed once the proxy is up.
+pub fn banner(listen: SocketAddr, admin: SocketAddr, config: &Path) -> String {
+    let host = if listen.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        listen.ip().to_string()
+    };
+    let base = format!("https://{host}:{}", listen.port());
+    format!(
+        r#"
+fieldseal demo is running (TLS 1.3, self-signed certificate; Ctrl-C to stop)
+  proxy  {base}   ->  built-in demo app
+  admin  http://{admin}
+  config {config}
+
+Try:
+  curl -sk --http2 {base}/api/users/1
+  curl -sk -D - -o /dev/null {base}/api/users/1        # security headers; no Server / X-Powered-By
+  curl -sk {base}/api/echo -H 'content-type: application/json' -d '{{"hello":"world"}}'
+  curl -sk --tls-max 1.2 {base}/api/users/1            # refused: TLS 1.3 only
+  curl -s http://{admin}/readyz
+  curl -s http://{admin}/metrics
+"#,
+        config = config.display()
+    )
+}

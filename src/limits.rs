@@ -1,0 +1,50 @@
+//! Every bound the proxy enforces, as a named default with the reason for its value.
+//!
+//! Operators override most of them in the `timeouts` and `limits` config sections; the
+//! constants here are what a config that says nothing gets.
+
+use std::time::Duration;
+
+/// A TLS handshake that has not finished by then is a stalled or hostile client: close it so
+/// half-open handshakes cannot pin file descriptors.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connecting to a co-located app (a sidecar's upstream is on loopback) takes microseconds;
+/// seconds mean the app is down or overloaded, and the client deserves a prompt 502/504.
+pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Time from sending the request to receiving the upstream's response head. Generous because
+/// app endpoints can be slow; the body itself streams without a deadline.
+pub const UPSTREAM_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Idle pooled upstream connections are closed after this. Kept below the keep-alive timeouts
+/// of common Python servers (uvicorn 5 s) so the proxy, not the app, closes an idle
+/// connection: otherwise a request can race the app's close and fail.
+pub const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Idle upstream connections kept per host: enough for bursts, bounded so a spike does not
+/// leave hundreds of sockets open on the app.
+pub const UPSTREAM_MAX_IDLE_PER_HOST: usize = 256;
+
+/// How long SIGTERM waits for in-flight requests. Kubernetes sends SIGKILL 30 s after SIGTERM
+/// by default; finishing within 25 s leaves room for the process to exit cleanly.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
+
+/// An HTTP/1.1 client must send its request head within this time (slowloris defence).
+pub const CLIENT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Concurrent HTTP/2 streams per client connection: matches nginx's default of 128 so one
+/// connection cannot monopolise the upstream pool.
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 128;
+
+/// Open client connections at once. Each costs a socket and a few KiB of TLS and HTTP state;
+/// past this the proxy refuses new connections instead of running out of file descriptors.
+pub const MAX_CONNECTIONS: usize = 10_000;
+
+/// Largest body the proxy will ever buffer (only routes with transforms buffer). 10 MiB holds
+/// any realistic JSON API document while bounding memory per request.
+pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+
+/// Longest client-supplied `X-Request-Id` that is forwarded as is; longer or non-token values
+/// are replaced so log lines and upstream headers stay bounded and unforgeable.
+pub const MAX_REQUEST_ID_LEN: usize = 128;

@@ -1,0 +1,230 @@
+//! Prometheus metrics, served as text on the admin listener's `/metrics`.
+//!
+//! Label values are bounded: routes come from the config (plus `unmatched`), methods outside
+//! the standard set are reported as `OTHER`, so a client cannot grow the series count.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Latency buckets in seconds: sub-millisecond resolution where a sidecar lives, up to the
+/// upstream response timeout's order of magnitude.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+/// A shared string label value that costs a refcount, not an allocation, per request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct Label(pub Arc<str>);
+
+impl EncodeLabelValue for Label {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(&self.0)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: Label,
+    method: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: Label,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamErrorLabels {
+    route: Label,
+    kind: &'static str,
+}
+
+/// Every metric fieldseal exports.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram>,
+    upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    tls_handshake_failures: Counter,
+    open_connections: Gauge,
+    rejected_connections: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("fieldseal");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by route, method and status",
+            requests.clone(),
+        );
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(LATENCY_BUCKETS.iter().copied())) as fn() -> Histogram,
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request head to the end of the response body, by route",
+            latency.clone(),
+        );
+        let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
+        registry.register(
+            "upstream_errors",
+            "Requests that failed at the upstream, by route and kind (unreachable, timeout, protocol)",
+            upstream_errors.clone(),
+        );
+        let tls_handshake_failures = Counter::default();
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed or timed out",
+            tls_handshake_failures.clone(),
+        );
+        let open_connections = Gauge::default();
+        registry.register(
+            "open_connections",
+            "Client connections currently open",
+            open_connections.clone(),
+        );
+        let rejected_connections = Counter::default();
+        registry.register(
+            "rejected_connections",
+            "Client connections refused because limits.max_connections was reached",
+            rejected_connections.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            upstream_errors,
+            tls_handshake_failures,
+            open_connections,
+            rejected_connections,
+        }
+    }
+
+    pub fn observe_request(
+        &self,
+        route: &Arc<str>,
+        method: &Method,
+        status: u16,
+        elapsed: Duration,
+    ) {
+        let route = Label(route.clone());
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.clone(),
+                method: method_label(method),
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabels { route })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn upstream_error(&self, route: &Arc<str>, kind: &'static str) {
+        self.upstream_errors
+            .get_or_create(&UpstreamErrorLabels {
+                route: Label(route.clone()),
+                kind,
+            })
+            .inc();
+    }
+
+    pub fn tls_handshake_failed(&self) {
+        self.tls_handshake_failures.inc();
+    }
+
+    pub fn connection_rejected(&self) {
+        self.rejected_connections.inc();
+    }
+
+    /// Counts a connection as open until the guard drops.
+    pub fn connection_opened(self: &Arc<Self>) -> ConnectionGuard {
+        self.open_connections.inc();
+        ConnectionGuard(self.clone())
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+            let _ = writeln!(out, "# metrics encoding failed");
+        }
+        out
+    }
+}
+
+/// Decrements the open-connection gauge when the connection ends.
+pub struct ConnectionGuard(Arc<Metrics>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.open_connections.dec();
+    }
+}
+
+/// Bounded method label.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposes_request_counts_and_bounded_methods() {
+        let m = Arc::new(Metrics::new());
+        let route: Arc<str> = Arc::from("user");
+        m.observe_request(&route, &Method::GET, 200, Duration::from_millis(3));
+        m.observe_request(
+            &route,
+            &Method::from_bytes(b"BREW").unwrap(),
+            200,
+            Duration::from_millis(3),
+        );
+        m.upstream_error(&route, "timeout");
+        let guard = m.connection_opened();
+        let text = m.encode();
+        assert!(
+            text.contains(r#"fieldseal_requests_total{route="user",method="GET",status="200"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"method="OTHER""#));
+        assert!(!text.contains("BREW"));
+        assert!(text.contains(r#"fieldseal_upstream_errors_total{route="user",kind="timeout"} 1"#));
+        assert!(text.contains("fieldseal_open_connections 1"));
+        drop(guard);
+        assert!(m.encode().contains("fieldseal_open_connections 0"));
+    }
+}

@@ -1,0 +1,327 @@
+//! Route matching: path templates (`/api/users/{id}`, `/api/secure/**`) and methods,
+//! first match wins.
+//!
+//! Request paths are normalised before matching — empty and `.` segments dropped, `..` applied,
+//! percent-escapes decoded — so `/api//users/%31/` selects the same route as `/api/users/1`.
+//! Matching leniently is the safe direction: a rule must not be bypassed by spelling a path
+//! differently from how the app will read it. The forwarded path is never rewritten.
+
+use std::fmt;
+
+use http::Method;
+
+/// One segment of a compiled template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    /// `{name}`: exactly one non-empty segment.
+    Param(String),
+}
+
+/// A compiled path template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathTemplate {
+    source: String,
+    segments: Vec<Segment>,
+    /// Trailing `/**`: any number (including zero) of further segments.
+    rest: bool,
+}
+
+impl PathTemplate {
+    /// Parses a template; the error says what is wrong with it.
+    pub fn parse(source: &str) -> Result<Self, String> {
+        let Some(body) = source.strip_prefix('/') else {
+            return Err("a path template must start with `/`".into());
+        };
+        let mut segments = Vec::new();
+        let mut rest = false;
+        let mut names: Vec<&str> = Vec::new();
+        let parts: Vec<&str> = if body.is_empty() {
+            Vec::new()
+        } else {
+            body.split('/').collect()
+        };
+        for (i, part) in parts.iter().enumerate() {
+            let last = i + 1 == parts.len();
+            if *part == "**" {
+                if !last {
+                    return Err("`**` is only allowed as the last segment".into());
+                }
+                rest = true;
+            } else if let Some(name) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                let valid = name
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !valid {
+                    return Err(format!(
+                        "segment {} must be `{{name}}` with a name of letters, digits and `_`",
+                        i + 1
+                    ));
+                }
+                if names.contains(&name) {
+                    return Err(format!("parameter `{name}` appears twice"));
+                }
+                names.push(name);
+                segments.push(Segment::Param(name.to_string()));
+            } else if part.is_empty() {
+                if last {
+                    // "/users/" is written like "/users": trailing slashes are normalised away.
+                    continue;
+                }
+                return Err(format!("segment {} is empty (`//`)", i + 1));
+            } else if part.contains(['{', '}', '*']) || *part == "." || *part == ".." {
+                return Err(format!(
+                    "segment {} (`{part}`) mixes literal text with `{{`, `}}` or `*`, or is a dot segment",
+                    i + 1
+                ));
+            } else {
+                segments.push(Segment::Literal(part.to_string()));
+            }
+        }
+        Ok(Self {
+            source: source.to_string(),
+            segments,
+            rest,
+        })
+    }
+
+    /// Whether the normalised request segments match this template.
+    pub fn matches<S: AsRef<str>>(&self, request: &[S]) -> bool {
+        if request.len() < self.segments.len()
+            || (!self.rest && request.len() != self.segments.len())
+        {
+            return false;
+        }
+        self.segments
+            .iter()
+            .zip(request)
+            .all(|(seg, actual)| match seg {
+                Segment::Literal(lit) => lit == actual.as_ref(),
+                Segment::Param(_) => !actual.as_ref().is_empty(),
+            })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+}
+
+impl fmt::Display for PathTemplate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
+/// Splits a request path into normalised segments: `//` and `.` dropped, `..` applied,
+/// percent-escapes decoded (left as written when they do not decode to UTF-8).
+pub fn normalize_path(path: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for raw in path.split('/') {
+        let seg = percent_decode(raw);
+        match seg.as_str() {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            _ => out.push(seg),
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    if !s.contains('%') {
+        return s.to_string();
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap_or_else(|_| s.to_string())
+}
+
+/// Methods a route accepts. `GET` implies `HEAD`, as in Flask and Starlette.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MethodSet {
+    Any,
+    Only(Vec<Method>),
+}
+
+impl MethodSet {
+    pub fn contains(&self, method: &Method) -> bool {
+        match self {
+            MethodSet::Any => true,
+            MethodSet::Only(list) => {
+                list.contains(method) || (method == Method::HEAD && list.contains(&Method::GET))
+            }
+        }
+    }
+}
+
+impl fmt::Display for MethodSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MethodSet::Any => f.write_str("*"),
+            MethodSet::Only(list) => {
+                let names: Vec<&str> = list.iter().map(Method::as_str).collect();
+                f.write_str(&names.join(","))
+            }
+        }
+    }
+}
+
+/// Anything that can be matched by method and path.
+pub trait Matchable {
+    fn methods(&self) -> &MethodSet;
+    fn template(&self) -> &PathTemplate;
+}
+
+/// Ordered routes; the first whose method set and template match wins.
+#[derive(Debug, Clone)]
+pub struct RouteTable<R> {
+    routes: Vec<R>,
+}
+
+impl<R: Matchable> RouteTable<R> {
+    pub fn new(routes: Vec<R>) -> Self {
+        Self { routes }
+    }
+
+    pub fn find(&self, method: &Method, path: &str) -> Option<&R> {
+        if self.routes.is_empty() {
+            return None;
+        }
+        let segments = normalize_path(path);
+        self.routes
+            .iter()
+            .find(|r| r.methods().contains(method) && r.template().matches(&segments))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &R> {
+        self.routes.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> PathTemplate {
+        PathTemplate::parse(s).unwrap()
+    }
+
+    fn m(tpl: &str, path: &str) -> bool {
+        t(tpl).matches(&normalize_path(path))
+    }
+
+    #[test]
+    fn params_match_exactly_one_segment() {
+        assert!(m("/api/users/{id}", "/api/users/42"));
+        assert!(!m("/api/users/{id}", "/api/users"));
+        assert!(!m("/api/users/{id}", "/api/users/42/cards"));
+        assert!(!m("/api/users/{id}", "/api/accounts/42"));
+    }
+
+    #[test]
+    fn rest_matches_zero_or_more_segments() {
+        assert!(m("/api/secure/**", "/api/secure"));
+        assert!(m("/api/secure/**", "/api/secure/a/b/c"));
+        assert!(!m("/api/secure/**", "/api/securex/a"));
+        assert!(m("/**", "/"));
+        assert!(m("/**", "/anything/at/all"));
+    }
+
+    #[test]
+    fn root_template_matches_only_root() {
+        assert!(m("/", "/"));
+        assert!(!m("/", "/a"));
+    }
+
+    #[test]
+    fn spelling_variants_cannot_bypass_a_route() {
+        for path in [
+            "/api/users/1/",
+            "/api//users/1",
+            "/api/./users/1",
+            "/api/x/../users/1",
+            "/api/%75sers/1",
+        ] {
+            assert!(m("/api/users/{id}", path), "{path}");
+        }
+    }
+
+    #[test]
+    fn invalid_percent_escapes_are_kept_literally() {
+        assert_eq!(normalize_path("/a/%zz/%"), vec!["a", "%zz", "%"]);
+        assert_eq!(normalize_path("/a/%ff"), vec!["a", "%ff"]);
+    }
+
+    #[test]
+    fn bad_templates_are_rejected_with_a_reason() {
+        for (tpl, needle) in [
+            ("api/users", "start with"),
+            ("/api/**/x", "last segment"),
+            ("/api/{id", "mixes"),
+            ("/api/{1d}", "letters"),
+            ("/api/{id}/{id}", "twice"),
+            ("/api//x", "empty"),
+            ("/api/x*", "mixes"),
+        ] {
+            let err = PathTemplate::parse(tpl).unwrap_err();
+            assert!(err.contains(needle), "{tpl}: {err}");
+        }
+    }
+
+    struct R(&'static str, MethodSet, PathTemplate);
+    impl Matchable for R {
+        fn methods(&self) -> &MethodSet {
+            &self.1
+        }
+        fn template(&self) -> &PathTemplate {
+            &self.2
+        }
+    }
+
+    #[test]
+    fn first_match_wins_and_methods_filter() {
+        let table = RouteTable::new(vec![
+            R(
+                "put-only",
+                MethodSet::Only(vec![Method::PUT]),
+                t("/api/users/{id}"),
+            ),
+            R(
+                "user",
+                MethodSet::Only(vec![Method::GET]),
+                t("/api/users/{id}"),
+            ),
+            R("all", MethodSet::Any, t("/**")),
+        ]);
+        let name = |meth: Method, p: &str| table.find(&meth, p).map(|r| r.0);
+        assert_eq!(name(Method::PUT, "/api/users/1"), Some("put-only"));
+        assert_eq!(name(Method::GET, "/api/users/1"), Some("user"));
+        assert_eq!(name(Method::HEAD, "/api/users/1"), Some("user"));
+        assert_eq!(name(Method::POST, "/api/users/1"), Some("all"));
+    }
+}

@@ -1,0 +1,112 @@
+//! Permission checks for files that hold secrets (TLS and RSA private keys, keyrings).
+//!
+//! Contract §2: refuse a secret file that others can read; warn when the group can, because a
+//! Kubernetes Secret mounted for a non-root container with `fsGroup` is typically 0440 and must
+//! work. Symlinks are followed (Secrets are mounted as symlinked directories).
+
+use std::path::Path;
+
+/// How readable a secret file is beyond its owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposure {
+    OwnerOnly,
+    GroupReadable,
+}
+
+/// Checks `path`; `Err` explains why the file must not be used.
+pub fn check(path: &Path) -> Result<Exposure, String> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    exposure_of(mode_of(&meta)).map_err(|m| format!("{} {m}", path.display()))
+}
+
+#[cfg(unix)]
+fn mode_of(meta: &std::fs::Metadata) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode()
+}
+
+#[cfg(not(unix))]
+fn mode_of(_meta: &std::fs::Metadata) -> u32 {
+    0o600
+}
+
+fn exposure_of(mode: u32) -> Result<Exposure, String> {
+    if mode & 0o007 != 0 {
+        Err(format!(
+            "holds a secret but is accessible to other users (mode {:04o}); run `chmod 600` on it",
+            mode & 0o7777
+        ))
+    } else if mode & 0o070 != 0 {
+        Ok(Exposure::GroupReadable)
+    } else {
+        Ok(Exposure::OwnerOnly)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes() {
+        assert_eq!(exposure_of(0o100600), Ok(Exposure::OwnerOnly));
+        assert_eq!(exposure_of(0o100400), Ok(Exposure::OwnerOnly));
+        assert_eq!(exposure_of(0o100440), Ok(Exposure::GroupReadable));
+        let err = exposure_of(0o100644).unwrap_err();
+        assert!(err.contains("0644") && err.contains("chmod 600"), "{err}");
+        assert!(exposure_of(0o100604).is_err());
+    }
+}
+
+/// Writes a secret file atomically with mode 0600: a temporary file in the same directory,
+/// fsynced, then renamed over the target, so readers never see a partial or exposed file.
+pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("secret");
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let result = (|| {
+        let mut file = opts.open(&tmp)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod write_tests {
+    use super::*;
+
+    #[test]
+    fn written_secrets_are_owner_only() {
+        let dir = std::env::temp_dir().join(format!("fieldseal-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("key.pem");
+        write_private(&path, b"first").unwrap();
+        write_private(&path, b"second").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        assert_eq!(check(&path), Ok(Exposure::OwnerOnly));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,187 @@
+//! Listeners and connections: accept → connection limit → TLS 1.3 handshake (bounded) →
+//! HTTP/1.1 or HTTP/2 (sniffed) → [`proxy::handle`] per request; plus graceful shutdown.
+//!
+//! Shutdown order: mark draining (`/readyz` turns 503), close the listener (no new
+//! connections), ask every connection to finish its in-flight requests, wait up to the grace
+//! period, then stop the admin listener.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use crate::admin;
+use crate::config::settings::Timeouts;
+use crate::config::Settings;
+use crate::limits::H2_MAX_CONCURRENT_STREAMS;
+use crate::metrics::Metrics;
+use crate::proxy::{self, ConnInfo};
+use crate::state::{Runtime, Shared};
+
+/// After an accept error (typically EMFILE), wait before trying again instead of spinning.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// A started proxy: its bound addresses and the handle to stop it.
+pub struct RunningProxy {
+    pub listen_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    stop_proxy: watch::Sender<bool>,
+    stop_admin: watch::Sender<bool>,
+    proxy_task: JoinHandle<bool>,
+    admin_task: JoinHandle<()>,
+}
+
+/// Binds both listeners and starts serving.
+pub async fn start(settings: Settings) -> std::io::Result<RunningProxy> {
+    let listener = TcpListener::bind(settings.listen).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on {}: {e}", settings.listen),
+        )
+    })?;
+    let admin_listener = TcpListener::bind(settings.admin).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on {} (admin): {e}", settings.admin),
+        )
+    })?;
+    let listen_addr = listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+    let shared = Shared::new(Runtime::new(settings), Arc::new(Metrics::new()));
+    let (stop_proxy, proxy_rx) = watch::channel(false);
+    let (stop_admin, admin_rx) = watch::channel(false);
+    let proxy_task = tokio::spawn(accept_loop(listener, shared.clone(), proxy_rx));
+    let admin_task = tokio::spawn(admin::serve(admin_listener, shared.clone(), admin_rx));
+    Ok(RunningProxy {
+        listen_addr,
+        admin_addr,
+        shared,
+        stop_proxy,
+        stop_admin,
+        proxy_task,
+        admin_task,
+    })
+}
+
+impl RunningProxy {
+    /// Drains and stops. Returns whether every in-flight request finished within the grace
+    /// period.
+    pub async fn shutdown(self) -> bool {
+        self.shared.start_draining();
+        let _ = self.stop_proxy.send(true);
+        let drained = self.proxy_task.await.unwrap_or(false);
+        let _ = self.stop_admin.send(true);
+        let _ = self.admin_task.await;
+        drained
+    }
+}
+
+fn connection_builder(timeouts: &Timeouts) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.client_header_read)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS);
+    builder
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) -> bool {
+    let settings = shared.runtime.load().settings.clone();
+    let builder = Arc::new(connection_builder(&settings.timeouts));
+    let permits = Arc::new(Semaphore::new(settings.limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            accepted = listener.accept() => {
+                let (tcp, peer) = match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    shared.metrics.connection_rejected();
+                    tracing::warn!("connection refused: limits.max_connections reached");
+                    continue;
+                };
+                let _ = tcp.set_nodelay(true);
+                let watcher = graceful.watcher();
+                let shared = shared.clone();
+                let builder = builder.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let _open = shared.metrics.connection_opened();
+                    serve_connection(tcp, peer, shared, &builder, watcher).await;
+                });
+            }
+        }
+    }
+    drop(listener);
+    tracing::info!("listener closed; draining in-flight requests");
+    tokio::select! {
+        _ = graceful.shutdown() => true,
+        _ = tokio::time::sleep(settings.timeouts.shutdown_grace) => {
+            tracing::warn!(grace_s = settings.timeouts.shutdown_grace.as_secs_f64(), "grace period over with requests still in flight");
+            false
+        }
+    }
+}
+
+async fn serve_connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+) {
+    let runtime = shared.runtime.load_full();
+    let acceptor = TlsAcceptor::from(runtime.settings.tls.clone());
+    let handshake = tokio::time::timeout(
+        runtime.settings.timeouts.tls_handshake,
+        acceptor.accept(tcp),
+    )
+    .await;
+    drop(runtime);
+    let tls = match handshake {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            shared.metrics.tls_handshake_failed();
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            shared.metrics.tls_handshake_failed();
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let info = ConnInfo { peer };
+    let service = service_fn(move |req| proxy::handle(req, info, shared.clone()));
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(tls), service)
+        .into_owned();
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
