@@ -54,14 +54,14 @@ impl Exchange {
 
 pin_project! {
     /// Counts response bytes and reports the exchange exactly once.
-    pub struct ObservedBody<B> {
+    pub struct ObservedBody<B: Body> {
         #[pin]
         inner: B,
         exchange: Option<Box<Exchange>>,
         bytes_out: u64,
     }
 
-    impl<B> PinnedDrop for ObservedBody<B> {
+    impl<B: Body> PinnedDrop for ObservedBody<B> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let Some(ex) = this.exchange.take() {
@@ -73,7 +73,7 @@ pin_project! {
     }
 }
 
-impl<B> ObservedBody<B> {
+impl<B: Body> ObservedBody<B> {
     pub fn new(inner: B, exchange: Exchange) -> Self {
         Self {
             inner,
@@ -94,8 +94,8 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {

@@ -1,0 +1,592 @@
+//! Test harness: a throwaway PKI (rcgen), a Rust upstream with edge-case endpoints, the real
+//! `fieldseal` binary started on `127.0.0.1:0`, and real TLS clients (rustls + hyper, HTTP/1.1
+//! and HTTP/2).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fieldseal::body::{BoxError, ProxyBody};
+use http::{Request, Response, StatusCode};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::net::{TcpListener, TcpStream};
+
+// ---------------------------------------------------------------------------------------
+// PKI
+
+/// A CA, a server certificate for localhost/127.0.0.1 signed by it, and a client CA + client
+/// certificate for mTLS, written as PEM files into a private temp dir.
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+    pub ca_pem: String,
+    pub client_ca_pem: String,
+    pub client_cert_pem: String,
+    pub client_key_pem: String,
+}
+
+impl Pki {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = make_ca("fieldseal test CA");
+        let mut leaf = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        leaf.distinguished_name.push(DnType::CommonName, "localhost");
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf_cert = leaf.signed_by(&leaf_key, &ca).unwrap();
+
+        let client_ca = make_ca("fieldseal test client CA");
+        let mut client = CertificateParams::new(vec!["client.test".into()]).unwrap();
+        client.distinguished_name.push(DnType::CommonName, "client.test");
+        let client_key = KeyPair::generate().unwrap();
+        let client_cert = client.signed_by(&client_key, &client_ca).unwrap();
+
+        let pki = Self {
+            dir,
+            ca_pem: ca.pem(),
+            client_ca_pem: client_ca.pem(),
+            client_cert_pem: client_cert.pem(),
+            client_key_pem: client_key.serialize_pem(),
+        };
+        std::fs::write(pki.path("cert.pem"), format!("{}{}", leaf_cert.pem(), ca.pem())).unwrap();
+        write_mode(&pki.path("key.pem"), &leaf_key.serialize_pem(), 0o600);
+        std::fs::write(pki.path("client-ca.pem"), &pki.client_ca_pem).unwrap();
+        pki
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn cert(&self) -> PathBuf {
+        self.path("cert.pem")
+    }
+
+    pub fn key(&self) -> PathBuf {
+        self.path("key.pem")
+    }
+}
+
+fn make_ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+}
+
+pub fn write_mode(path: &Path, contents: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, contents).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// The proxy under test, as a real process
+
+pub struct ProxyProcess {
+    pub child: Child,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub logs: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_fieldseal")
+}
+
+/// A minimal config for `pki`, proxying to `upstream`, with `extra` YAML appended.
+pub fn config_yaml(pki: &Pki, upstream: SocketAddr, extra: &str) -> String {
+    format!(
+        "listen: \"127.0.0.1:0\"\nupstream: \"http://{upstream}\"\nadmin: \"127.0.0.1:0\"\ntls:\n  cert: \"{}\"\n  key: \"{}\"\n{extra}",
+        pki.cert().display(),
+        pki.key().display()
+    )
+}
+
+impl ProxyProcess {
+    /// Starts `fieldseal run` with `yaml` and waits until it reports its bound addresses.
+    pub fn start(yaml: &str) -> Self {
+        Self::start_with_env(yaml, &[])
+    }
+
+    pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("fieldseal.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let mut cmd = Command::new(bin());
+        cmd.args(["run", "--config"])
+            .arg(&config)
+            .env("FIELDSEAL_LOG_FORMAT", "json")
+            .env("FIELDSEAL_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("fieldseal starts");
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if line.contains("fieldseal ready") {
+                        let _ = tx.send(line.clone());
+                    }
+                    logs.lock().unwrap().push(line);
+                }
+            });
+        }
+        let ready = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("fieldseal did not become ready; logs:\n{}", logs.lock().unwrap().join("\n"));
+            }
+        };
+        let v: serde_json::Value = serde_json::from_str(&ready).unwrap();
+        Self {
+            child,
+            listen: v["listen"].as_str().unwrap().parse().unwrap(),
+            admin: v["admin"].as_str().unwrap().parse().unwrap(),
+            logs,
+            _dir: dir,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident memory (VmHWM) of the proxy process, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        status_field(self.pid(), "VmHWM:")
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        status_field(self.pid(), "VmRSS:")
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit, returning its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Waits until a log line satisfies `pred` (logs are written asynchronously).
+    pub fn wait_log(&self, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(line) = self.logs().into_iter().find(|l| pred(l)) {
+                return line;
+            }
+            assert!(Instant::now() < deadline, "no matching log line in:\n{}", self.logs().join("\n"));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// GET on the admin listener (plain HTTP/1.1).
+    pub async fn admin_get(&self, path: &str) -> (StatusCode, String) {
+        let tcp = TcpStream::connect(self.admin).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+        tokio::spawn(conn);
+        let req = Request::get(path).header("host", "admin").body(Full::new(Bytes::new())).unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn status_field(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// Runs `fieldseal` with `args`, returning (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(bin());
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// TLS clients
+
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+pub struct ClientOptions {
+    pub alpn: Vec<Vec<u8>>,
+    pub versions: Vec<&'static rustls::SupportedProtocolVersion>,
+    pub client_cert: Option<(String, String)>,
+}
+
+impl ClientOptions {
+    pub fn h2() -> Self {
+        Self {
+            alpn: vec![b"h2".to_vec()],
+            versions: vec![&rustls::version::TLS13],
+            client_cert: None,
+        }
+    }
+
+    pub fn h1() -> Self {
+        Self {
+            alpn: vec![b"http/1.1".to_vec()],
+            ..Self::h2()
+        }
+    }
+}
+
+pub fn client_config(pki: &Pki, opts: &ClientOptions) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(pki.ca_pem.as_bytes()).unwrap()).unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&opts.versions)
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut config = match &opts.client_cert {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()];
+            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+    };
+    config.alpn_protocols = opts.alpn.clone();
+    Arc::new(config)
+}
+
+pub type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
+
+pub async fn tls_connect(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> std::io::Result<TlsStream> {
+    let tcp = TcpStream::connect(addr).await?;
+    let connector = tokio_rustls::TlsConnector::from(config);
+    connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await
+}
+
+/// An HTTP connection over TLS speaking whatever ALPN negotiated.
+pub enum HttpConn {
+    H1(hyper::client::conn::http1::SendRequest<ProxyBody>),
+    H2(hyper::client::conn::http2::SendRequest<ProxyBody>),
+}
+
+impl HttpConn {
+    pub async fn open(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> std::io::Result<Self> {
+        let tls = tls_connect(addr, config).await?;
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let io = TokioIo::new(tls);
+        Ok(if h2 {
+            let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(std::io::Error::other)?;
+            tokio::spawn(conn);
+            HttpConn::H2(send)
+        } else {
+            let (send, conn) = hyper::client::conn::http1::handshake(io)
+                .await
+                .map_err(std::io::Error::other)?;
+            tokio::spawn(conn.with_upgrades());
+            HttpConn::H1(send)
+        })
+    }
+
+    pub fn is_h2(&self) -> bool {
+        matches!(self, HttpConn::H2(_))
+    }
+
+    pub async fn send(&mut self, req: Request<ProxyBody>) -> hyper::Result<Response<Incoming>> {
+        match self {
+            HttpConn::H1(s) => {
+                s.ready().await?;
+                s.send_request(req).await
+            }
+            HttpConn::H2(s) => {
+                s.ready().await?;
+                s.send_request(req).await
+            }
+        }
+    }
+}
+
+/// Builds a request with the right URI form for the connection's protocol.
+pub fn request(method: &str, path: &str, h2: bool) -> http::request::Builder {
+    let b = Request::builder().method(method);
+    if h2 {
+        b.uri(format!("https://localhost{path}"))
+    } else {
+        b.uri(path).header("host", "localhost")
+    }
+}
+
+pub fn body(bytes: impl Into<Bytes>) -> ProxyBody {
+    fieldseal::body::full(bytes)
+}
+
+pub async fn read_body(resp: Response<Incoming>) -> Bytes {
+    resp.into_body().collect().await.unwrap().to_bytes()
+}
+
+pub async fn read_json(resp: Response<Incoming>) -> serde_json::Value {
+    let bytes = read_body(resp).await;
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
+}
+
+/// Opens a connection and sends one request.
+pub async fn send_once(addr: SocketAddr, config: Arc<rustls::ClientConfig>, req: Request<ProxyBody>) -> Response<Incoming> {
+    let mut conn = HttpConn::open(addr, config).await.unwrap();
+    conn.send(req).await.unwrap()
+}
+
+// ---------------------------------------------------------------------------------------
+// Bodies that stream a given number of bytes without holding them
+
+/// Yields `remaining` bytes in 64 KiB chunks of one shared buffer.
+pub struct RepeatBody {
+    remaining: u64,
+    chunk: Bytes,
+}
+
+impl RepeatBody {
+    pub fn new(len: u64) -> Self {
+        Self {
+            remaining: len,
+            chunk: Bytes::from(vec![b'x'; 64 * 1024]),
+        }
+    }
+}
+
+impl Body for RepeatBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.remaining.min(self.chunk.len() as u64) as usize;
+        self.remaining -= n as u64;
+        Poll::Ready(Some(Ok(Frame::data(self.chunk.slice(..n)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// Reads a body to the end, counting bytes without keeping them.
+pub async fn drain_count<B>(mut body: B) -> u64
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Debug,
+{
+    let mut n = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            n += data.len() as u64;
+        }
+    }
+    n
+}
+
+// ---------------------------------------------------------------------------------------
+// The Rust test upstream
+
+/// An HTTP/1.1 upstream with endpoints for the proxy's edge cases:
+/// `/echo` (request as JSON), `/hop` (hop-by-hop and disclosing response headers),
+/// `/download?bytes=N`, `/upload` (counts bytes), `/slow?ms=N`, `/ws` (WebSocket echo).
+pub struct TestUpstream {
+    pub addr: SocketAddr,
+}
+
+impl TestUpstream {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), hyper::service::service_fn(upstream_respond))
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Self { addr }
+    }
+}
+
+fn query_param(req: &Request<Incoming>, name: &str) -> Option<u64> {
+    req.uri().query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == name).then(|| v.parse().ok()).flatten()
+    })
+}
+
+async fn upstream_respond(mut req: Request<Incoming>) -> Result<Response<ProxyBody>, std::convert::Infallible> {
+    let path = req.uri().path().to_string();
+    let resp = match path.as_str() {
+        "/echo" => {
+            let mut headers = serde_json::Map::new();
+            for (name, value) in req.headers() {
+                let entry = headers
+                    .entry(name.as_str().to_string())
+                    .or_insert_with(|| serde_json::Value::Array(vec![]));
+                entry
+                    .as_array_mut()
+                    .unwrap()
+                    .push(serde_json::Value::String(value.to_str().unwrap_or("<binary>").to_string()));
+            }
+            let method = req.method().to_string();
+            let query = req.uri().query().map(str::to_string);
+            let version = format!("{:?}", req.version());
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let doc = serde_json::json!({
+                "method": method, "path": path, "query": query, "version": version,
+                "headers": headers, "body": String::from_utf8_lossy(&body),
+            });
+            json_response(&doc)
+        }
+        "/hop" => {
+            let mut resp = json_response(&serde_json::json!({"ok": true}));
+            let h = resp.headers_mut();
+            h.insert("connection", "X-Upstream-Hop".parse().unwrap());
+            h.insert("x-upstream-hop", "1".parse().unwrap());
+            h.insert("keep-alive", "timeout=5".parse().unwrap());
+            h.insert("server", "test-upstream/1.0".parse().unwrap());
+            h.insert("x-powered-by", "TestStack".parse().unwrap());
+            h.insert("content-security-policy", "upstream-policy".parse().unwrap());
+            h.insert("x-frame-options", "SAMEORIGIN".parse().unwrap());
+            h.insert("x-app-header", "kept".parse().unwrap());
+            resp
+        }
+        "/download" => {
+            let n = query_param(&req, "bytes").unwrap_or(0);
+            Response::new(RepeatBody::new(n).boxed_unsync())
+        }
+        "/upload" => {
+            let n = drain_count(req.into_body()).await;
+            json_response(&serde_json::json!({"received": n}))
+        }
+        "/slow" => {
+            let ms = query_param(&req, "ms").unwrap_or(1000);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            json_response(&serde_json::json!({"slept_ms": ms}))
+        }
+        "/ws" => websocket_accept(&mut req),
+        _ => {
+            let mut r = json_response(&serde_json::json!({"detail": "not found"}));
+            *r.status_mut() = StatusCode::NOT_FOUND;
+            r
+        }
+    };
+    Ok(resp)
+}
+
+fn json_response(doc: &serde_json::Value) -> Response<ProxyBody> {
+    let mut resp = Response::new(body(doc.to_string()));
+    resp.headers_mut().insert("content-type", "application/json".parse().unwrap());
+    resp
+}
+
+fn websocket_accept(req: &mut Request<Incoming>) -> Response<ProxyBody> {
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let key = req.headers().get("sec-websocket-key").map(|k| derive_accept_key(k.as_bytes()));
+    let Some(accept) = key else {
+        let mut r = json_response(&serde_json::json!({"detail": "not a websocket request"}));
+        *r.status_mut() = StatusCode::BAD_REQUEST;
+        return r;
+    };
+    let on_upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        use futures_util::{SinkExt, StreamExt};
+        let upgraded = on_upgrade.await.unwrap();
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        while let Some(Ok(msg)) = ws.next().await {
+            if msg.is_text() || msg.is_binary() {
+                if ws.send(msg).await.is_err() {
+                    break;
+                }
+            } else if msg.is_close() {
+                break;
+            }
+        }
+    });
+    let mut resp = Response::new(fieldseal::body::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert("upgrade", "websocket".parse().unwrap());
+    h.insert("connection", "Upgrade".parse().unwrap());
+    h.insert("sec-websocket-accept", accept.parse().unwrap());
+    resp
+}
+
+/// Parses a Prometheus sample value, e.g. `fieldseal_requests_total{route="x",...}`.
+pub fn metric(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
