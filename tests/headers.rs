@@ -27,21 +27,45 @@ async fn security_headers_are_added_overridden_and_removed() {
 
     // Route `hop`: global + route overrides; upstream sends Server, X-Powered-By, its own CSP
     // and X-Frame-Options.
-    let resp = send_once(proxy.listen, cfg.clone(), request("GET", "/hop", true).body(body("")).unwrap()).await;
+    let resp = send_once(
+        proxy.listen,
+        cfg.clone(),
+        request("GET", "/hop", true).body(body("")).unwrap(),
+    )
+    .await;
     let h = resp.headers().clone();
-    assert_eq!(h["strict-transport-security"], "max-age=63072000; includeSubDomains");
-    assert_eq!(h["content-security-policy"], "default-src 'self'", "global override replaces the app's CSP");
+    assert_eq!(
+        h["strict-transport-security"],
+        "max-age=63072000; includeSubDomains"
+    );
+    assert_eq!(
+        h["content-security-policy"], "default-src 'self'",
+        "global override replaces the app's CSP"
+    );
     assert_eq!(h["x-content-type-options"], "nosniff");
     assert_eq!(h["permissions-policy"], "camera=()");
     assert_eq!(h["cache-control"], "no-store", "route header added");
-    assert!(!h.contains_key("referrer-policy"), "route removed the default");
-    assert_eq!(h["x-frame-options"], "SAMEORIGIN", "removed from the policy: the app's own value passes");
+    assert!(
+        !h.contains_key("referrer-policy"),
+        "route removed the default"
+    );
+    assert_eq!(
+        h["x-frame-options"], "SAMEORIGIN",
+        "removed from the policy: the app's own value passes"
+    );
     assert!(!h.contains_key("server"));
     assert!(!h.contains_key("x-powered-by"));
     assert_eq!(h["x-app-header"], "kept");
 
     // An unmatched path gets the global policy only.
-    let resp = send_once(proxy.listen, cfg.clone(), request("GET", "/nothing-here", true).body(body("")).unwrap()).await;
+    let resp = send_once(
+        proxy.listen,
+        cfg.clone(),
+        request("GET", "/nothing-here", true)
+            .body(body(""))
+            .unwrap(),
+    )
+    .await;
     assert_eq!(resp.status(), 404);
     assert_eq!(resp.headers()["referrer-policy"], "no-referrer");
     assert!(!resp.headers().contains_key("cache-control"));
@@ -51,7 +75,10 @@ async fn security_headers_are_added_overridden_and_removed() {
 async fn proxy_errors_carry_security_headers_too() {
     let pki = Pki::new();
     // Nothing listens on the upstream port.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let proxy = ProxyProcess::start(&config_yaml(&pki, dead, ""));
     let resp = send_once(
         proxy.listen,
@@ -60,7 +87,10 @@ async fn proxy_errors_carry_security_headers_too() {
     )
     .await;
     assert_eq!(resp.status(), 502);
-    assert_eq!(resp.headers()["strict-transport-security"], "max-age=63072000; includeSubDomains");
+    assert_eq!(
+        resp.headers()["strict-transport-security"],
+        "max-age=63072000; includeSubDomains"
+    );
     assert_eq!(resp.headers()["x-frame-options"], "DENY");
     assert_eq!(resp.headers()["content-type"], "application/json");
 }
@@ -84,20 +114,43 @@ async fn hop_by_hop_headers_are_stripped_both_ways() {
         .unwrap();
     let echo = read_json(send_once(proxy.listen, cfg.clone(), req).await).await;
     let seen = echo["headers"].as_object().unwrap();
-    for name in ["x-secret-hop", "keep-alive", "te", "proxy-authorization", "proxy-connection", "upgrade"] {
-        assert!(!seen.contains_key(name), "{name} reached the upstream: {seen:?}");
+    for name in [
+        "x-secret-hop",
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+        "proxy-connection",
+        "upgrade",
+    ] {
+        assert!(
+            !seen.contains_key(name),
+            "{name} reached the upstream: {seen:?}"
+        );
     }
     if let Some(conn) = seen.get("connection") {
         // hyper's client may add its own `connection: keep-alive`; never the client's list.
-        assert!(!conn.to_string().to_ascii_lowercase().contains("x-secret-hop"), "{conn}");
+        assert!(
+            !conn
+                .to_string()
+                .to_ascii_lowercase()
+                .contains("x-secret-hop"),
+            "{conn}"
+        );
     }
     assert_eq!(seen["x-end-to-end"][0], "arrives");
 
-    let resp = send_once(proxy.listen, cfg, request("GET", "/hop", false).body(body("")).unwrap()).await;
+    let resp = send_once(
+        proxy.listen,
+        cfg,
+        request("GET", "/hop", false).body(body("")).unwrap(),
+    )
+    .await;
     let h = resp.headers();
     assert!(!h.contains_key("x-upstream-hop"), "{h:?}");
     assert!(!h.contains_key("keep-alive"));
-    assert!(h.get("connection").is_none_or(|v| !v.to_str().unwrap().contains("X-Upstream-Hop")));
+    assert!(h
+        .get("connection")
+        .is_none_or(|v| !v.to_str().unwrap().contains("X-Upstream-Hop")));
 }
 
 #[tokio::test]
@@ -117,7 +170,10 @@ async fn forwarding_headers_and_request_ids() {
     let resp = send_once(proxy.listen, cfg.clone(), req).await;
     assert_eq!(resp.headers()["x-request-id"], "client-id-42");
     let echo = read_json(resp).await;
-    assert_eq!(echo["headers"]["x-forwarded-for"][0], "203.0.113.9, 127.0.0.1");
+    assert_eq!(
+        echo["headers"]["x-forwarded-for"][0],
+        "203.0.113.9, 127.0.0.1"
+    );
     assert_eq!(echo["headers"]["x-forwarded-proto"][0], "https");
     assert_eq!(echo["headers"]["x-forwarded-host"][0], "localhost");
     assert_eq!(echo["headers"]["x-request-id"][0], "client-id-42");
@@ -161,13 +217,21 @@ async fn access_log_has_the_fields_and_no_secrets() {
     assert_eq!(v["complete"], true);
     assert!(v["duration_ms"].as_f64().unwrap() > 0.0);
     let all = proxy.logs().join("\n");
-    for secret in ["query-secret-123", "header-secret-456", "cookie-secret-789", "body-secret-000"] {
+    for secret in [
+        "query-secret-123",
+        "header-secret-456",
+        "cookie-secret-789",
+        "body-secret-000",
+    ] {
         assert!(!all.contains(secret), "{secret} leaked into the logs");
     }
 
     // Metrics saw it under its route.
     let (_, metrics) = proxy.admin_get("/metrics").await;
-    let count = metric(&metrics, r#"fieldseal_requests_total{route="echo",method="POST",status="200"}"#);
+    let count = metric(
+        &metrics,
+        r#"fieldseal_requests_total{route="echo",method="POST",status="200"}"#,
+    );
     assert_eq!(count, Some(1.0), "{metrics}");
     assert!(metrics.contains(r#"fieldseal_request_duration_seconds_count{route="echo"} 1"#));
 }

@@ -129,10 +129,8 @@ impl<'a> Compiler<'a> {
             if !prefix.is_empty() {
                 path.push(prefix.to_string());
             }
+            // figment already names an unknown field in `path`.
             path.extend(e.path.iter().cloned());
-            if let figment::error::Kind::UnknownField(field, _) = &e.kind {
-                path.push(field.clone());
-            }
             let key = path.join(".");
             self.problem(&key, redacted_message(&e.kind));
         }
@@ -147,11 +145,13 @@ impl<'a> Compiler<'a> {
         if !self.present(key) {
             return None;
         }
-        match self.fig.extract_inner::<T>(key) {
+        // Deserialise the value itself (not `extract_inner`, which appends `key` to the end
+        // of the error path instead of prefixing it).
+        let value = self.fig.find_value(key).ok()?;
+        match value.deserialize::<T>() {
             Ok(v) => Some(v),
             Err(e) => {
-                // extract_inner already prefixes the path with `key`.
-                self.figment_errors(e, "");
+                self.figment_errors(e, key);
                 None
             }
         }
@@ -454,13 +454,7 @@ impl<'a> Compiler<'a> {
         if !self.present("routes") {
             return Some(Vec::new());
         }
-        let values: Vec<Value> = match self.fig.extract_inner("routes") {
-            Ok(v) => v,
-            Err(e) => {
-                self.figment_errors(e, "");
-                return None;
-            }
-        };
+        let values: Vec<Value> = self.section("routes")?;
         let mut routes = Vec::with_capacity(values.len());
         let mut names = HashSet::new();
         let mut ok = true;
@@ -623,7 +617,7 @@ impl<'a> Compiler<'a> {
                 .is_some_and(|r| !r.decrypt.is_empty());
         if uses_fields && keys.keyring.is_none() {
             self.problem(
-                &format!("{key}"),
+                key,
                 "encrypt/decrypt rules need `keys.keyring`",
             );
         }

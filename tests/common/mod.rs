@@ -41,14 +41,18 @@ impl Pki {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ca = make_ca("fieldseal test CA");
-        let mut leaf = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-        leaf.distinguished_name.push(DnType::CommonName, "localhost");
+        let mut leaf =
+            CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        leaf.distinguished_name
+            .push(DnType::CommonName, "localhost");
         let leaf_key = KeyPair::generate().unwrap();
         let leaf_cert = leaf.signed_by(&leaf_key, &ca).unwrap();
 
         let client_ca = make_ca("fieldseal test client CA");
         let mut client = CertificateParams::new(vec!["client.test".into()]).unwrap();
-        client.distinguished_name.push(DnType::CommonName, "client.test");
+        client
+            .distinguished_name
+            .push(DnType::CommonName, "client.test");
         let client_key = KeyPair::generate().unwrap();
         let client_cert = client.signed_by(&client_key, &client_ca).unwrap();
 
@@ -59,7 +63,11 @@ impl Pki {
             client_cert_pem: client_cert.pem(),
             client_key_pem: client_key.serialize_pem(),
         };
-        std::fs::write(pki.path("cert.pem"), format!("{}{}", leaf_cert.pem(), ca.pem())).unwrap();
+        std::fs::write(
+            pki.path("cert.pem"),
+            format!("{}{}", leaf_cert.pem(), ca.pem()),
+        )
+        .unwrap();
         write_mode(&pki.path("key.pem"), &leaf_key.serialize_pem(), 0o600);
         std::fs::write(pki.path("client-ca.pem"), &pki.client_ca_pem).unwrap();
         pki
@@ -155,7 +163,10 @@ impl ProxyProcess {
             Ok(line) => line,
             Err(_) => {
                 let _ = child.kill();
-                panic!("fieldseal did not become ready; logs:\n{}", logs.lock().unwrap().join("\n"));
+                panic!(
+                    "fieldseal did not become ready; logs:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
             }
         };
         let v: serde_json::Value = serde_json::from_str(&ready).unwrap();
@@ -213,7 +224,11 @@ impl ProxyProcess {
             if let Some(line) = self.logs().into_iter().find(|l| pred(l)) {
                 return line;
             }
-            assert!(Instant::now() < deadline, "no matching log line in:\n{}", self.logs().join("\n"));
+            assert!(
+                Instant::now() < deadline,
+                "no matching log line in:\n{}",
+                self.logs().join("\n")
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -221,9 +236,14 @@ impl ProxyProcess {
     /// GET on the admin listener (plain HTTP/1.1).
     pub async fn admin_get(&self, path: &str) -> (StatusCode, String) {
         let tcp = TcpStream::connect(self.admin).await.unwrap();
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
         tokio::spawn(conn);
-        let req = Request::get(path).header("host", "admin").body(Full::new(Bytes::new())).unwrap();
+        let req = Request::get(path)
+            .header("host", "admin")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
         let resp = send.send_request(req).await.unwrap();
         let status = resp.status();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
@@ -295,7 +315,9 @@ impl ClientOptions {
 
 pub fn client_config(pki: &Pki, opts: &ClientOptions) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_slice(pki.ca_pem.as_bytes()).unwrap()).unwrap();
+    roots
+        .add(CertificateDer::from_pem_slice(pki.ca_pem.as_bytes()).unwrap())
+        .unwrap();
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&opts.versions)
         .unwrap()
@@ -314,10 +336,15 @@ pub fn client_config(pki: &Pki, opts: &ClientOptions) -> Arc<rustls::ClientConfi
 
 pub type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
 
-pub async fn tls_connect(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> std::io::Result<TlsStream> {
+pub async fn tls_connect(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> std::io::Result<TlsStream> {
     let tcp = TcpStream::connect(addr).await?;
     let connector = tokio_rustls::TlsConnector::from(config);
-    connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await
+    connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
 }
 
 /// An HTTP connection over TLS speaking whatever ALPN negotiated.
@@ -327,7 +354,10 @@ pub enum HttpConn {
 }
 
 impl HttpConn {
-    pub async fn open(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> std::io::Result<Self> {
+    pub async fn open(
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+    ) -> std::io::Result<Self> {
         let tls = tls_connect(addr, config).await?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         let io = TokioIo::new(tls);
@@ -384,11 +414,16 @@ pub async fn read_body(resp: Response<Incoming>) -> Bytes {
 
 pub async fn read_json(resp: Response<Incoming>) -> serde_json::Value {
     let bytes = read_body(resp).await;
-    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
+    serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
 }
 
 /// Opens a connection and sends one request.
-pub async fn send_once(addr: SocketAddr, config: Arc<rustls::ClientConfig>, req: Request<ProxyBody>) -> Response<Incoming> {
+pub async fn send_once(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    req: Request<ProxyBody>,
+) -> Response<Incoming> {
     let mut conn = HttpConn::open(addr, config).await.unwrap();
     conn.send(req).await.unwrap()
 }
@@ -415,7 +450,10 @@ impl Body for RepeatBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if self.remaining == 0 {
             return Poll::Ready(None);
         }
@@ -464,10 +502,15 @@ impl TestUpstream {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
                 tokio::spawn(async move {
                     let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), hyper::service::service_fn(upstream_respond))
+                        .serve_connection(
+                            TokioIo::new(tcp),
+                            hyper::service::service_fn(upstream_respond),
+                        )
                         .with_upgrades()
                         .await;
                 });
@@ -484,7 +527,9 @@ fn query_param(req: &Request<Incoming>, name: &str) -> Option<u64> {
     })
 }
 
-async fn upstream_respond(mut req: Request<Incoming>) -> Result<Response<ProxyBody>, std::convert::Infallible> {
+async fn upstream_respond(
+    mut req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, std::convert::Infallible> {
     let path = req.uri().path().to_string();
     let resp = match path.as_str() {
         "/echo" => {
@@ -496,7 +541,9 @@ async fn upstream_respond(mut req: Request<Incoming>) -> Result<Response<ProxyBo
                 entry
                     .as_array_mut()
                     .unwrap()
-                    .push(serde_json::Value::String(value.to_str().unwrap_or("<binary>").to_string()));
+                    .push(serde_json::Value::String(
+                        value.to_str().unwrap_or("<binary>").to_string(),
+                    ));
             }
             let method = req.method().to_string();
             let query = req.uri().query().map(str::to_string);
@@ -516,7 +563,10 @@ async fn upstream_respond(mut req: Request<Incoming>) -> Result<Response<ProxyBo
             h.insert("keep-alive", "timeout=5".parse().unwrap());
             h.insert("server", "test-upstream/1.0".parse().unwrap());
             h.insert("x-powered-by", "TestStack".parse().unwrap());
-            h.insert("content-security-policy", "upstream-policy".parse().unwrap());
+            h.insert(
+                "content-security-policy",
+                "upstream-policy".parse().unwrap(),
+            );
             h.insert("x-frame-options", "SAMEORIGIN".parse().unwrap());
             h.insert("x-app-header", "kept".parse().unwrap());
             resp
@@ -546,14 +596,18 @@ async fn upstream_respond(mut req: Request<Incoming>) -> Result<Response<ProxyBo
 
 fn json_response(doc: &serde_json::Value) -> Response<ProxyBody> {
     let mut resp = Response::new(body(doc.to_string()));
-    resp.headers_mut().insert("content-type", "application/json".parse().unwrap());
+    resp.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
     resp
 }
 
 fn websocket_accept(req: &mut Request<Incoming>) -> Response<ProxyBody> {
     use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
     use tokio_tungstenite::tungstenite::protocol::Role;
-    let key = req.headers().get("sec-websocket-key").map(|k| derive_accept_key(k.as_bytes()));
+    let key = req
+        .headers()
+        .get("sec-websocket-key")
+        .map(|k| derive_accept_key(k.as_bytes()));
     let Some(accept) = key else {
         let mut r = json_response(&serde_json::json!({"detail": "not a websocket request"}));
         *r.status_mut() = StatusCode::BAD_REQUEST;
@@ -563,7 +617,12 @@ fn websocket_accept(req: &mut Request<Incoming>) -> Response<ProxyBody> {
     tokio::spawn(async move {
         use futures_util::{SinkExt, StreamExt};
         let upgraded = on_upgrade.await.unwrap();
-        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            None,
+        )
+        .await;
         while let Some(Ok(msg)) = ws.next().await {
             if msg.is_text() || msg.is_binary() {
                 if ws.send(msg).await.is_err() {

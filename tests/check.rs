@@ -1,0 +1,216 @@
+//! `fieldseal check`: every example config passes; problems are all reported, each with its
+//! origin and key path, values redacted; environment overrides.
+
+mod common;
+
+use common::*;
+
+/// Env overrides pointing the example configs' file paths at real test files.
+fn example_env(pki: &Pki, yaml: &str) -> Vec<(String, String)> {
+    let mut env = vec![
+        (
+            "FIELDSEAL_TLS__CERT".to_string(),
+            pki.cert().display().to_string(),
+        ),
+        (
+            "FIELDSEAL_TLS__KEY".to_string(),
+            pki.key().display().to_string(),
+        ),
+    ];
+    if yaml.contains("client_ca") {
+        env.push((
+            "FIELDSEAL_TLS__CLIENT_CA".into(),
+            pki.path("client-ca.pem").display().to_string(),
+        ));
+    }
+    if yaml.contains("keyring") {
+        let keyring = pki.path("keyring.json");
+        write_mode(&keyring, "{}", 0o600);
+        env.push((
+            "FIELDSEAL_KEYS__KEYRING".into(),
+            keyring.display().to_string(),
+        ));
+    }
+    env
+}
+
+#[test]
+fn every_example_config_passes_check() {
+    let pki = Pki::new();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let yaml = std::fs::read_to_string(&path).unwrap();
+        let env = example_env(&pki, &yaml);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let (code, stdout, stderr) = run_cli(&["check", "--config", path.to_str().unwrap()], &env);
+        assert_eq!(code, 0, "{}:\n{stderr}", path.display());
+        assert!(stdout.contains("is valid"), "{stdout}");
+        checked += 1;
+    }
+    assert!(checked >= 4, "only {checked} example configs found");
+}
+
+#[test]
+fn check_prints_the_compiled_routes() {
+    let pki = Pki::new();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sidecar.yaml");
+    let yaml = std::fs::read_to_string(&path).unwrap();
+    let env = example_env(&pki, &yaml);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (code, stdout, _) = run_cli(&["check", "--config", path.to_str().unwrap()], &env);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("1. users GET,PUT /api/users/{id}"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("2. docs GET /docs/**"), "{stdout}");
+    assert!(stdout.contains("pass-through"), "{stdout}");
+    assert!(
+        stdout.contains("-> upstream http://127.0.0.1:8000"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_reports_every_problem_with_file_and_key_path() {
+    let pki = Pki::new();
+    let config = pki.path("broken.yaml");
+    let yaml = format!(
+        r#"listen: "127.0.0.1:8443"
+upstream: "http://127.0.0.1:8000"
+tls:
+  cert: "{missing}"
+  key: "{key}"
+unknown_top: 1
+limits:
+  max_body_bytes: "hunter2-not-a-number"
+routes:
+  - name: a
+    match: {{ path: "/api/{{id", methods: [GET] }}
+  - name: b
+    match: {{ path: "/ok" }}
+    response:
+      encrypt: ["$.cards[", "$.fine"]
+  - name: c
+    match: {{ path: "/c" }}
+    respnse: {{}}
+"#,
+        missing = pki.path("missing-cert.pem").display(),
+        key = pki.key().display()
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let (code, stdout, stderr) = run_cli(&["check", "--config", config.to_str().unwrap()], &[]);
+    assert_eq!(code, 1, "{stdout}");
+    let file = config.display().to_string();
+    let expect = [
+        ("unknown_top", "unknown key"),
+        ("tls.cert", "missing-cert.pem"),
+        ("limits.max_body_bytes", "expected"),
+        ("routes.0.match.path", "bad path template"),
+        ("routes.1.response.encrypt.0", "invalid JSONPath"),
+        ("routes.2.respnse", "unknown key"),
+        ("routes.1", "keys.keyring"),
+    ];
+    for (key, what) in expect {
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(&format!("{file}: {key}: ")))
+            .unwrap_or_else(|| panic!("no problem reported for {key}:\n{stderr}"));
+        assert!(line.contains(what), "{line}");
+    }
+    assert!(
+        !stderr.contains("hunter2"),
+        "a config value was echoed:\n{stderr}"
+    );
+    assert!(stderr.contains("problem(s)"), "{stderr}");
+}
+
+#[test]
+fn environment_overrides_apply_and_are_named_in_errors() {
+    let pki = Pki::new();
+    let config = pki.path("env.yaml");
+    std::fs::write(
+        &config,
+        config_yaml(&pki, "127.0.0.1:8000".parse().unwrap(), ""),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+
+    // Overrides win; unrelated FIELDSEAL_* variables (Kubernetes service links) are ignored.
+    let (code, stdout, stderr) = run_cli(
+        &["check", "--config", config],
+        &[
+            ("FIELDSEAL_UPSTREAM", "http://10.9.8.7:9000"),
+            ("FIELDSEAL_SERVICE_HOST", "10.0.0.1"),
+            ("FIELDSEAL_PORT", "tcp://10.0.0.1:443"),
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("upstream http://10.9.8.7:9000"), "{stdout}");
+
+    // A misspelt nested override is an error that names the variable.
+    let (code, _, stderr) = run_cli(
+        &["check", "--config", config],
+        &[("FIELDSEAL_TLS__CERTT", "/x")],
+    );
+    assert_eq!(code, 1);
+    assert!(stderr.contains("env FIELDSEAL_TLS__CERTT"), "{stderr}");
+
+    // A bad value from the environment is attributed to it.
+    let (code, _, stderr) = run_cli(
+        &["check", "--config", config],
+        &[("FIELDSEAL_LISTEN", "not-an-address")],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("env FIELDSEAL_LISTEN: listen: not an IP socket address"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn secret_file_permissions_are_enforced() {
+    let pki = Pki::new();
+    let config = pki.path("perm.yaml");
+    std::fs::write(
+        &config,
+        config_yaml(&pki, "127.0.0.1:8000".parse().unwrap(), ""),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let set =
+        |mode| std::fs::set_permissions(pki.key(), std::fs::Permissions::from_mode(mode)).unwrap();
+
+    set(0o644);
+    let (code, _, stderr) = run_cli(&["check", "--config", config], &[]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("tls.key") && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
+
+    // Kubernetes fsGroup mounts are 0440: accepted with a warning.
+    set(0o440);
+    let (code, stdout, stderr) = run_cli(&["check", "--config", config], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("warning") && stdout.contains("readable by its group"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn missing_config_file_is_reported() {
+    let (code, _, stderr) = run_cli(&["check", "--config", "/nonexistent/fieldseal.yaml"], &[]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("/nonexistent/fieldseal.yaml: cannot read the configuration file"),
+        "{stderr}"
+    );
+}
