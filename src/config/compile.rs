@@ -616,10 +616,7 @@ impl<'a> Compiler<'a> {
                 .as_ref()
                 .is_some_and(|r| !r.decrypt.is_empty());
         if uses_fields && keys.keyring.is_none() {
-            self.problem(
-                key,
-                "encrypt/decrypt rules need `keys.keyring`",
-            );
+            self.problem(key, "encrypt/decrypt rules need `keys.keyring`");
         }
         if rules.envelope {
             if keys.rsa_private_key.is_none() {
