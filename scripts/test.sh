@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what the tests need (a Python venv with
+# the real upstream apps and independent clients), then formatting, lints, Rust tests, and the
+# Python integration tests against the freshly built binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV="${FIELDSEAL_VENV:-.venv}"
+if [ ! -x "$VENV/bin/python" ]; then
+  if ! python3 -m venv "$VENV" 2>/dev/null; then
+    # Debian's system Python ships venv separately.
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv "$VENV"
+  fi
+fi
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --all-targets
+echo "== pytest (FastAPI, Flask, httpx)"
+cargo build --bin fieldseal
+FIELDSEAL_BIN="$PWD/target/debug/fieldseal" "$VENV/bin/python" -m pytest -q tests/python

@@ -1,0 +1,64 @@
+"""A real, unmodified FastAPI app used as fieldseal's upstream in the integration tests."""
+import asyncio
+import hashlib
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+app = FastAPI()
+
+USER = {
+    "name": "Ada Lovelace",
+    "email": "ada@example.com",
+    "ssn": "123-45-6789",
+    "password": "correct horse battery staple",
+    "cards": [{"brand": "visa", "number": "4111111111110366"}],
+}
+
+
+@app.get("/api/users/{user_id}")
+async def get_user(user_id: int):
+    return {"id": user_id, **USER}
+
+
+@app.post("/api/echo")
+async def echo(request: Request):
+    body = await request.json()
+    return {
+        "json": body,
+        "query": str(request.url.query),
+        "client": request.client.host if request.client else None,
+        "headers": {k: v for k, v in request.headers.items()},
+    }
+
+
+@app.post("/api/upload")
+async def upload(request: Request):
+    digest = hashlib.sha256()
+    length = 0
+    async for chunk in request.stream():
+        digest.update(chunk)
+        length += len(chunk)
+    return {"length": length, "sha256": digest.hexdigest()}
+
+
+@app.get("/api/download")
+async def download(mib: int = 1):
+    chunk = bytes(range(256)) * 4096  # 1 MiB
+
+    async def gen():
+        for _ in range(mib):
+            yield chunk
+
+    return StreamingResponse(gen(), media_type="application/octet-stream")
+
+
+@app.get("/api/error")
+async def error():
+    return JSONResponse({"detail": "app failure"}, status_code=500)
+
+
+@app.get("/api/slow")
+async def slow(ms: int = 100):
+    await asyncio.sleep(ms / 1000)
+    return {"slept_ms": ms}
