@@ -48,3 +48,6 @@ pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 /// Longest client-supplied `X-Request-Id` that is forwarded as is; longer or non-token values
 /// are replaced so log lines and upstream headers stay bounded and unforgeable.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Upper bound on configured worker threads: more threads than cores only adds switching.
+pub const MAX_WORKERS: usize = 256;

@@ -13,16 +13,25 @@ use crate::proxy::upstream::Upstream;
 /// Everything built from one configuration.
 pub struct Runtime {
     pub settings: Arc<Settings>,
-    pub upstream: Upstream,
+    /// One upstream pool per worker thread, so a request and the pooled connection it uses
+    /// live on the same thread (no cross-thread wake-ups on the hot path).
+    upstreams: Vec<Upstream>,
 }
 
 impl Runtime {
-    pub fn new(settings: Settings) -> Self {
-        let upstream = Upstream::new(&settings.upstream, &settings.timeouts);
+    pub fn new(settings: Settings, workers: usize) -> Self {
+        let upstreams = (0..workers.max(1))
+            .map(|_| Upstream::new(&settings.upstream, &settings.timeouts))
+            .collect();
         Self {
             settings: Arc::new(settings),
-            upstream,
+            upstreams,
         }
+    }
+
+    /// The upstream pool of worker `worker`.
+    pub fn upstream(&self, worker: usize) -> &Upstream {
+        &self.upstreams[worker % self.upstreams.len()]
     }
 }
 

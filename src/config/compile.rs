@@ -203,6 +203,18 @@ impl<'a> Compiler<'a> {
                 self.problem("admin", "must differ from `listen`");
             }
         }
+        let workers = match self.section::<usize>("workers") {
+            Some(0) => {
+                self.problem("workers", "must be at least 1");
+                1
+            }
+            Some(n) if n > limits::MAX_WORKERS => {
+                self.problem("workers", format!("must be at most {}", limits::MAX_WORKERS));
+                1
+            }
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
         let upstream = self
             .required::<String>("upstream")
             .and_then(|s| self.upstream(&s));
@@ -221,6 +233,7 @@ impl<'a> Compiler<'a> {
             source: PathBuf::from(&self.file),
             listen: listen?,
             admin: admin?,
+            workers,
             upstream: upstream?,
             tls,
             mtls,

@@ -13,7 +13,8 @@ use serde::Deserialize;
 /// these so unrelated `FIELDSEAL_*` variables (Kubernetes service links such as
 /// `FIELDSEAL_SERVICE_HOST`) do not break startup.
 pub const TOP_LEVEL_KEYS: &[&str] = &[
-    "listen", "upstream", "admin", "tls", "keys", "headers", "routes", "timeouts", "limits",
+    "listen", "upstream", "admin", "workers", "tls", "keys", "headers", "routes", "timeouts",
+    "limits",
 ];
 
 #[derive(Debug, Deserialize)]

@@ -21,6 +21,8 @@ pub struct Settings {
     pub source: PathBuf,
     pub listen: SocketAddr,
     pub admin: SocketAddr,
+    /// Worker threads serving connections (each a single-threaded runtime).
+    pub workers: usize,
     pub upstream: UpstreamTarget,
     pub tls: Arc<rustls::ServerConfig>,
     /// Whether client certificates are required.

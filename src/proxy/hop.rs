@@ -27,6 +27,11 @@ pub const X_FORWARDED_HOST: &str = "x-forwarded-host";
 /// With `keep_upgrade`, `Connection: upgrade` and `Upgrade` survive so a WebSocket handshake
 /// can reach the upstream (they are hop-by-hop, but an upgrade is negotiated end to end).
 pub fn strip(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Fast path: most requests and responses carry none (one pass of cheap name compares
+    // instead of a hashed removal per listed header).
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -52,6 +57,10 @@ pub fn strip(headers: &mut HeaderMap, keep_upgrade: bool) {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         }
     }
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || name.as_str() == KEEP_ALIVE || name.as_str() == PROXY_CONNECTION
 }
 
 /// Whether the request asks to switch protocols (`Connection: upgrade` + `Upgrade`).

@@ -34,6 +34,8 @@ pub static UNMATCHED: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("unmatched
 #[derive(Debug, Clone, Copy)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
+    /// Index of the worker thread serving the connection (selects its upstream pool).
+    pub worker: usize,
 }
 
 /// Serves one request. Never fails: every error becomes a response.
@@ -112,7 +114,8 @@ async fn forward(
         parts.headers.insert(HOST, h);
     }
     parts.headers.insert(X_REQUEST_ID, request_id.clone());
-    parts.uri = runtime.upstream.uri_for(parts.uri.path_and_query());
+    let upstream = runtime.upstream(conn.worker);
+    parts.uri = upstream.uri_for(parts.uri.path_and_query());
     parts.version = Version::HTTP_11;
 
     let body = if upgrade {
@@ -120,10 +123,7 @@ async fn forward(
     } else {
         CountedBody::new(body, bytes_in).boxed_unsync()
     };
-    let mut resp = runtime
-        .upstream
-        .send(Request::from_parts(parts, body))
-        .await?;
+    let mut resp = upstream.send(Request::from_parts(parts, body)).await?;
 
     if let Some(client_upgrade) = client_upgrade {
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {

@@ -1,5 +1,6 @@
-//! Listeners and connections: accept → connection limit → TLS 1.3 handshake (bounded) →
-//! HTTP/1.1 or HTTP/2 (sniffed) → [`proxy::handle`] per request; plus graceful shutdown.
+//! Listeners and connections: accept → connection limit → hand-off to a worker thread →
+//! TLS 1.3 handshake (bounded) → HTTP/1.1 or HTTP/2 (sniffed) → [`proxy::handle`] per
+//! request; plus graceful shutdown.
 //!
 //! Shutdown order: mark draining (`/readyz` turns 503), close the listener (no new
 //! connections), ask every connection to finish its in-flight requests, wait up to the grace
@@ -13,10 +14,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
+
+mod workers;
 
 use crate::admin;
 use crate::config::settings::Timeouts;
@@ -25,6 +28,7 @@ use crate::limits::H2_MAX_CONCURRENT_STREAMS;
 use crate::metrics::Metrics;
 use crate::proxy::{self, ConnInfo};
 use crate::state::{Runtime, Shared};
+use workers::WorkerPool;
 
 /// After an accept error (typically EMFILE), wait before trying again instead of spinning.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
@@ -56,10 +60,11 @@ pub async fn start(settings: Settings) -> std::io::Result<RunningProxy> {
     })?;
     let listen_addr = listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
-    let shared = Shared::new(Runtime::new(settings), Arc::new(Metrics::new()));
+    let pool = WorkerPool::start(settings.workers)?;
+    let shared = Shared::new(Runtime::new(settings, pool.len()), Arc::new(Metrics::new()));
     let (stop_proxy, proxy_rx) = watch::channel(false);
     let (stop_admin, admin_rx) = watch::channel(false);
-    let proxy_task = tokio::spawn(accept_loop(listener, shared.clone(), proxy_rx));
+    let proxy_task = tokio::spawn(accept_loop(listener, pool, shared.clone(), proxy_rx));
     let admin_task = tokio::spawn(admin::serve(admin_listener, shared.clone(), admin_rx));
     Ok(RunningProxy {
         listen_addr,
@@ -101,6 +106,7 @@ fn connection_builder(timeouts: &Timeouts) -> auto::Builder<TokioExecutor> {
 
 async fn accept_loop(
     listener: TcpListener,
+    pool: WorkerPool,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) -> bool {
@@ -126,35 +132,42 @@ async fn accept_loop(
                     continue;
                 };
                 let _ = tcp.set_nodelay(true);
+                // Move the socket to the worker's reactor: deregister here, register there.
+                let Ok(tcp) = tcp.into_std() else { continue };
                 let watcher = graceful.watcher();
                 let shared = shared.clone();
                 let builder = builder.clone();
-                tokio::spawn(async move {
+                let open = shared.metrics.connection_opened();
+                pool.spawn(move |worker| async move {
                     let _permit = permit;
-                    let _open = shared.metrics.connection_opened();
-                    serve_connection(tcp, peer, shared, &builder, watcher).await;
+                    let _open = open;
+                    let Ok(tcp) = tokio::net::TcpStream::from_std(tcp) else { return };
+                    serve_connection(tcp, ConnInfo { peer, worker }, shared, &builder, watcher).await;
                 });
             }
         }
     }
     drop(listener);
     tracing::info!("listener closed; draining in-flight requests");
-    tokio::select! {
+    let drained = tokio::select! {
         _ = graceful.shutdown() => true,
         _ = tokio::time::sleep(settings.timeouts.shutdown_grace) => {
             tracing::warn!(grace_s = settings.timeouts.shutdown_grace.as_secs_f64(), "grace period over with requests still in flight");
             false
         }
-    }
+    };
+    let _ = tokio::task::spawn_blocking(move || pool.stop()).await;
+    drained
 }
 
 async fn serve_connection(
-    tcp: TcpStream,
-    peer: SocketAddr,
+    tcp: tokio::net::TcpStream,
+    info: ConnInfo,
     shared: Arc<Shared>,
     builder: &auto::Builder<TokioExecutor>,
     watcher: Watcher,
 ) {
+    let peer = info.peer;
     let runtime = shared.runtime.load_full();
     let acceptor = TlsAcceptor::from(runtime.settings.tls.clone());
     let handshake = tokio::time::timeout(
@@ -176,7 +189,6 @@ async fn serve_connection(
             return;
         }
     };
-    let info = ConnInfo { peer };
     let service = service_fn(move |req| proxy::handle(req, info, shared.clone()));
     let conn = builder
         .serve_connection_with_upgrades(TokioIo::new(tls), service)
