@@ -90,6 +90,46 @@ async fn slow_upstream_is_a_504_with_error_json() {
 }
 
 #[tokio::test]
+async fn upstream_connections_are_reused() {
+    let pki = Pki::new();
+    let up = TestUpstream::start().await;
+    let proxy = ProxyProcess::start(&config_yaml(&pki, up.addr, ""));
+    let mut conn = HttpConn::open(proxy.listen, client_config(&pki, &ClientOptions::h1()))
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        let resp = conn
+            .send(request("GET", "/echo", false).body(body("")).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        read_body(resp).await;
+    }
+    // One client connection is served by one worker, whose pool reuses one upstream connection.
+    assert_eq!(up.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn connections_the_app_closed_are_never_an_error() {
+    let pki = Pki::new();
+    let up = start_closing_upstream().await;
+    let proxy = ProxyProcess::start(&config_yaml(&pki, up, ""));
+    let mut conn = HttpConn::open(proxy.listen, client_config(&pki, &ClientOptions::h2()))
+        .await
+        .unwrap();
+    for i in 0..20 {
+        let resp = conn
+            .send(request("GET", "/x", true).body(body("")).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "request {i}");
+        assert_eq!(read_json(resp).await["ok"], true);
+        // Vary the timing: sometimes the app has closed the pooled connection, sometimes not yet.
+        tokio::time::sleep(Duration::from_millis((i % 3) * 15)).await;
+    }
+}
+
+#[tokio::test]
 async fn admin_endpoints_report_health_readiness_and_metrics() {
     let pki = Pki::new();
     let up = TestUpstream::start().await;
@@ -145,7 +185,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
             .unwrap();
         (resp.status(), read_json(resp).await)
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    up.wait_slow_started(1).await;
     proxy.signal("TERM");
 
     // Draining: not ready, and new connections are refused.

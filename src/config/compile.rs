@@ -209,7 +209,10 @@ impl<'a> Compiler<'a> {
                 1
             }
             Some(n) if n > limits::MAX_WORKERS => {
-                self.problem("workers", format!("must be at most {}", limits::MAX_WORKERS));
+                self.problem(
+                    "workers",
+                    format!("must be at most {}", limits::MAX_WORKERS),
+                );
                 1
             }
             Some(n) => n,

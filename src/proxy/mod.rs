@@ -123,7 +123,9 @@ async fn forward(
     } else {
         CountedBody::new(body, bytes_in).boxed_unsync()
     };
-    let mut resp = upstream.send(Request::from_parts(parts, body)).await?;
+    let mut resp = upstream
+        .send(Request::from_parts(parts, body), upgrade)
+        .await?;
 
     if let Some(client_upgrade) = client_upgrade {
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -136,5 +138,5 @@ async fn forward(
         }
     }
     hop::strip(resp.headers_mut(), false);
-    Ok(resp.map(|b| b.map_err(Into::into).boxed_unsync()))
+    Ok(resp)
 }

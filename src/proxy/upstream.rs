@@ -1,52 +1,80 @@
 //! The connection to the unmodified app: plain HTTP/1.1 over a keep-alive pool, with a
 //! connect timeout and a deadline for the response head. Failures are classified into the
 //! errors the client sees (502 unreachable/protocol, 504 timeout).
+//!
+//! Each worker thread has its own [`Upstream`] (see `server::workers`), so the pool is a
+//! plain LIFO stack behind an uncontended mutex: no hashing, no cross-thread hand-offs. A
+//! connection goes back to the pool when its response body has been read to the end; one
+//! whose body was abandoned is closed instead (it cannot carry another request).
 
-use std::error::Error as _;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use pin_project_lite::pin_project;
+use tokio::net::TcpStream;
 
 use super::error::ProxyError;
-use crate::body::ProxyBody;
+use crate::body::{BoxError, ProxyBody};
 use crate::config::settings::{Timeouts, UpstreamTarget};
 use crate::limits::UPSTREAM_MAX_IDLE_PER_HOST;
 
-/// A pooled client for one upstream.
+/// A pooled HTTP/1.1 client for one upstream, used by one worker thread.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpConnector, ProxyBody>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     authority: Authority,
-    response_timeout: std::time::Duration,
+    /// `host:port` to connect to (port 80 when the URL has none).
+    target: String,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    idle_timeout: Duration,
+    /// Idle connections, most recently used last.
+    idle: Mutex<Vec<IdleConn>>,
+}
+
+struct IdleConn {
+    sender: SendRequest<ProxyBody>,
+    since: Instant,
 }
 
 impl Upstream {
     pub fn new(target: &UpstreamTarget, timeouts: &Timeouts) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(timeouts.upstream_connect));
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(timeouts.upstream_idle)
-            .pool_max_idle_per_host(UPSTREAM_MAX_IDLE_PER_HOST)
-            .build(connector);
+        let authority = target.authority.clone();
+        let connect = format!(
+            "{}:{}",
+            authority.host(),
+            authority.port_u16().unwrap_or(80)
+        );
         Self {
-            client,
-            authority: target.authority.clone(),
-            response_timeout: timeouts.upstream_response,
+            inner: Arc::new(Inner {
+                authority,
+                target: connect,
+                connect_timeout: timeouts.upstream_connect,
+                response_timeout: timeouts.upstream_response,
+                idle_timeout: timeouts.upstream_idle,
+                idle: Mutex::new(Vec::new()),
+            }),
         }
     }
 
-    /// The absolute URI the pool needs; HTTP/1.1 sends it in origin form.
+    /// The absolute URI of a request to the upstream (HTTP/1.1 sends it in origin form).
     pub fn uri_for(&self, path_and_query: Option<&PathAndQuery>) -> Uri {
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(self.authority.clone());
+        parts.authority = Some(self.inner.authority.clone());
         parts.path_and_query = Some(
             path_and_query
                 .cloned()
@@ -56,31 +84,205 @@ impl Upstream {
     }
 
     /// Sends the request and waits for the response head (the body streams afterwards).
-    pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, ProxyError> {
-        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+    /// An `upgrade` request's connection is handed over to the tunnel, never pooled.
+    pub async fn send(
+        &self,
+        req: Request<ProxyBody>,
+        upgrade: bool,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        match tokio::time::timeout(self.inner.response_timeout, self.exchange(req, upgrade)).await {
             Err(_) => Err(ProxyError::UpstreamTimeout),
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(classify(&e)),
+            Ok(result) => result,
         }
+    }
+
+    async fn exchange(
+        &self,
+        mut req: Request<ProxyBody>,
+        upgrade: bool,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let mut fresh_only = false;
+        loop {
+            let pooled = if fresh_only {
+                None
+            } else {
+                self.checkout().await
+            };
+            let reused = pooled.is_some();
+            let mut sender = match pooled {
+                Some(sender) => sender,
+                None => self.connect().await?,
+            };
+            // A pooled connection can be closed by the app just as the request is written
+            // (keep-alive race). Keep a copy of requests that are safe to send again.
+            let replay = if reused { replayable(&req) } else { None };
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok(self.attach(resp, sender, upgrade)),
+                Err(mut err) => match (err.take_message(), replay) {
+                    // Nothing was sent: always safe to retry.
+                    (Some(unsent), _) if reused => req = unsent,
+                    // Sent, but no response: only a bodyless idempotent request is replayed.
+                    (None, Some(copy)) => req = copy,
+                    _ => return Err(classify(err.error())),
+                },
+            }
+            // Retries go to a new connection, so they are bounded.
+            fresh_only = true;
+        }
+    }
+
+    /// The most recently used idle connection that is still open and ready.
+    async fn checkout(&self) -> Option<SendRequest<ProxyBody>> {
+        loop {
+            let idle = {
+                let mut stack = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
+                let top = stack.pop()?;
+                if top.since.elapsed() > self.inner.idle_timeout {
+                    // The stack is ordered by use: everything below is older still.
+                    stack.clear();
+                    return None;
+                }
+                top
+            };
+            let mut sender = idle.sender;
+            // Ready at once for a live idle connection; an error if the app closed it.
+            if sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    fn checkin(&self, sender: SendRequest<ProxyBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut stack = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if stack.len() < UPSTREAM_MAX_IDLE_PER_HOST {
+            stack.push(IdleConn {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<ProxyBody>, ProxyError> {
+        let target = self.inner.target.as_str();
+        let stream = match tokio::time::timeout(
+            self.inner.connect_timeout,
+            TcpStream::connect(target),
+        )
+        .await
+        {
+            Err(_) => return Err(ProxyError::UpstreamTimeout),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                return Err(ProxyError::UpstreamTimeout)
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "upstream connect failed");
+                return Err(ProxyError::UpstreamUnreachable);
+            }
+            Ok(Ok(stream)) => stream,
+        };
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|_| ProxyError::UpstreamUnreachable)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Wraps the response body so the connection returns to the pool when it is read out.
+    fn attach(
+        &self,
+        resp: Response<Incoming>,
+        sender: SendRequest<ProxyBody>,
+        upgrade: bool,
+    ) -> Response<ProxyBody> {
+        if upgrade || resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            return resp.map(|b| b.map_err(Into::into).boxed_unsync());
+        }
+        if resp.body().is_end_stream() {
+            self.checkin(sender);
+            return resp.map(|b| b.map_err(Into::into).boxed_unsync());
+        }
+        let upstream = self.clone();
+        resp.map(|inner| {
+            PooledBody {
+                inner,
+                release: Some((upstream, sender)),
+            }
+            .boxed_unsync()
+        })
     }
 }
 
-fn classify(err: &hyper_util::client::legacy::Error) -> ProxyError {
-    let mut source = err.source();
-    let mut timed_out = false;
-    while let Some(e) = source {
-        if e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        {
-            timed_out = true;
-            break;
-        }
-        source = e.source();
+pin_project! {
+    /// A response body that gives its connection back to the pool once fully read.
+    struct PooledBody {
+        #[pin]
+        inner: Incoming,
+        release: Option<(Upstream, SendRequest<ProxyBody>)>,
     }
-    if timed_out {
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
+        let finished = match &polled {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),
+            _ => false,
+        };
+        if finished {
+            if let Some((upstream, sender)) = this.release.take() {
+                upstream.checkin(sender);
+            }
+        }
+        polled.map(|o| o.map(|r| r.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A copy of a bodyless `GET`/`HEAD`/`OPTIONS` request, which may be sent twice without
+/// effect (RFC 9110 §9.2.2); `None` for anything else.
+fn replayable(req: &Request<ProxyBody>) -> Option<Request<ProxyBody>> {
+    let safe = matches!(
+        *req.method(),
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+    );
+    if !safe || !req.body().is_end_stream() {
+        return None;
+    }
+    let mut copy = Request::new(crate::body::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
+}
+
+fn classify(err: &hyper::Error) -> ProxyError {
+    if err.is_timeout() {
         ProxyError::UpstreamTimeout
-    } else if err.is_connect() {
-        ProxyError::UpstreamUnreachable
     } else {
         ProxyError::UpstreamProtocol
     }

@@ -494,29 +494,58 @@ where
 /// `/download?bytes=N`, `/upload` (counts bytes), `/slow?ms=N`, `/ws` (WebSocket echo).
 pub struct TestUpstream {
     pub addr: SocketAddr,
+    /// Requests to `/slow` that have arrived (lets tests act while one is in flight).
+    pub slow_started: Arc<std::sync::atomic::AtomicUsize>,
+    /// TCP connections accepted (shows whether the proxy reuses pooled connections).
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl TestUpstream {
     pub async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let slow_started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = slow_started.clone();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepted = connections.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let counter = counter.clone();
                 tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        if req.uri().path() == "/slow" {
+                            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        upstream_respond(req)
+                    });
                     let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(
-                            TokioIo::new(tcp),
-                            hyper::service::service_fn(upstream_respond),
-                        )
+                        .serve_connection(TokioIo::new(tcp), service)
                         .with_upgrades()
                         .await;
                 });
             }
         });
-        Self { addr }
+        Self {
+            addr,
+            slow_started,
+            connections,
+        }
+    }
+
+    /// Waits until `n` requests to `/slow` have arrived.
+    pub async fn wait_slow_started(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.slow_started.load(std::sync::atomic::Ordering::SeqCst) < n {
+            assert!(
+                Instant::now() < deadline,
+                "the slow request never reached the upstream"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }
 
@@ -648,4 +677,35 @@ pub fn metric(text: &str, prefix: &str) -> Option<f64> {
         .find(|l| l.starts_with(prefix))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// An upstream that answers one request per connection and then closes it silently (no
+/// `Connection: close`), like an app whose keep-alive timeout is shorter than the proxy's.
+pub async fn start_closing_upstream() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"ok\":true}")
+                    .await;
+                // Linger a moment so the proxy pools the connection, then close it.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            });
+        }
+    });
+    addr
 }
