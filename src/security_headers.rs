@@ -24,8 +24,11 @@ pub const DEFAULT_SECURITY_HEADERS: &[(&str, &str)] = &[
     ("referrer-policy", "no-referrer"),
 ];
 
-/// Upstream headers that disclose the software stack.
-const DISCLOSING_HEADERS: &[&str] = &["server", "x-powered-by"];
+/// Upstream headers that disclose the software stack (pre-parsed: applied to every response).
+const DISCLOSING_HEADERS: [HeaderName; 2] = [
+    http::header::SERVER,
+    HeaderName::from_static("x-powered-by"),
+];
 
 /// Headers the proxy owns (framing, connection management): configuring them would corrupt
 /// responses, so the config rejects them.
@@ -85,8 +88,8 @@ impl HeaderPolicy {
 
     /// Applies the policy to a response's headers.
     pub fn apply(&self, headers: &mut HeaderMap) {
-        for name in DISCLOSING_HEADERS {
-            headers.remove(*name);
+        for name in &DISCLOSING_HEADERS {
+            headers.remove(name);
         }
         for (name, value) in &self.set {
             headers.insert(name.clone(), value.clone());
@@ -101,7 +104,7 @@ impl HeaderPolicy {
 fn validate(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> {
     let header = HeaderName::from_bytes(name.as_bytes())
         .map_err(|_| "not a valid header name".to_string())?;
-    if RESERVED.contains(&header.as_str()) || DISCLOSING_HEADERS.contains(&header.as_str()) {
+    if RESERVED.contains(&header.as_str()) || DISCLOSING_HEADERS.contains(&header) {
         return Err("this header is managed by the proxy and cannot be configured".into());
     }
     let value = HeaderValue::from_str(value)

@@ -1,16 +1,16 @@
 //! Request ids: the client's `X-Request-Id` when it is a sane token, a fresh UUID otherwise.
 //! The id is forwarded upstream, returned to the client, and logged.
 
-use http::header::{HeaderMap, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::limits::MAX_REQUEST_ID_LEN;
 
-pub const X_REQUEST_ID: &str = "x-request-id";
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Returns the id to use for this request.
 pub fn resolve(headers: &HeaderMap) -> HeaderValue {
     headers
-        .get(X_REQUEST_ID)
+        .get(&X_REQUEST_ID)
         .filter(|v| is_acceptable(v.as_bytes()))
         .cloned()
         .unwrap_or_else(generate)
