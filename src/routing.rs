@@ -6,6 +6,7 @@
 //! Matching leniently is the safe direction: a rule must not be bypassed by spelling a path
 //! differently from how the app will read it. The forwarded path is never rewritten.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use http::Method;
@@ -115,12 +116,13 @@ impl fmt::Display for PathTemplate {
 }
 
 /// Splits a request path into normalised segments: `//` and `.` dropped, `..` applied,
-/// percent-escapes decoded (left as written when they do not decode to UTF-8).
-pub fn normalize_path(path: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
+/// percent-escapes decoded (left as written when they do not decode to UTF-8). Segments
+/// borrow from `path` unless they had to be decoded.
+pub fn normalize_path(path: &str) -> Vec<Cow<'_, str>> {
+    let mut out: Vec<Cow<'_, str>> = Vec::with_capacity(8);
     for raw in path.split('/') {
         let seg = percent_decode(raw);
-        match seg.as_str() {
+        match seg.as_ref() {
             "" | "." => {}
             ".." => {
                 out.pop();
@@ -131,9 +133,9 @@ pub fn normalize_path(path: &str) -> Vec<String> {
     out
 }
 
-fn percent_decode(s: &str) -> String {
+fn percent_decode(s: &str) -> Cow<'_, str> {
     if !s.contains('%') {
-        return s.to_string();
+        return Cow::Borrowed(s);
     }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -150,7 +152,7 @@ fn percent_decode(s: &str) -> String {
         out.push(bytes[i]);
         i += 1;
     }
-    String::from_utf8(out).unwrap_or_else(|_| s.to_string())
+    String::from_utf8(out).map_or(Cow::Borrowed(s), Cow::Owned)
 }
 
 /// Methods a route accepts. `GET` implies `HEAD`, as in Flask and Starlette.

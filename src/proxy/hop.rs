@@ -81,12 +81,20 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
 /// `$proxy_add_x_forwarded_for` does), `X-Forwarded-Proto: https` and `X-Forwarded-Host`
 /// (the host the client asked for; replaced, never trusted from the client).
 pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&HeaderValue>) {
-    let client = client.to_canonical().to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {client}"),
-        _ => client,
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    use std::fmt::Write;
+    headers.reserve(3);
+    let prior = headers
+        .get(&X_FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    let mut xff = String::with_capacity(prior.map_or(0, |p| p.len() + 2) + 39);
+    if let Some(prior) = prior {
+        xff.push_str(prior);
+        xff.push_str(", ");
+    }
+    let _ = write!(xff, "{}", client.to_canonical());
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)) {
         headers.insert(X_FORWARDED_FOR, v);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
@@ -95,7 +103,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&Head
             headers.insert(X_FORWARDED_HOST, h.clone());
         }
         None => {
-            headers.remove(X_FORWARDED_HOST);
+            headers.remove(&X_FORWARDED_HOST);
         }
     }
 }
