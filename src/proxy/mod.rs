@@ -71,6 +71,10 @@ pub async fn handle(
 
     let policy = route.map_or(&runtime.settings.default_headers, |r| &r.headers);
     policy.apply(response.headers_mut());
+    // Unique per request: HPACK must not add it to the HTTP/2 dynamic table, where it would
+    // only evict the security headers that repeat on every response.
+    let mut request_id = request_id;
+    request_id.set_sensitive(true);
     response.headers_mut().insert(X_REQUEST_ID, request_id);
 
     let exchange = Exchange {
