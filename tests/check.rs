@@ -87,6 +87,7 @@ tls:
   cert: "{missing}"
   key: "{key}"
 unknown_top: 1
+workers: 0
 limits:
   max_body_bytes: "hunter2-not-a-number"
 routes:
@@ -109,6 +110,7 @@ routes:
     let file = config.display().to_string();
     let expect = [
         ("unknown_top", "unknown key"),
+        ("workers", "at least 1"),
         ("tls.cert", "missing-cert.pem"),
         ("limits.max_body_bytes", "expected"),
         ("routes.0.match.path", "bad path template"),

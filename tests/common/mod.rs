@@ -233,6 +233,23 @@ impl ProxyProcess {
         }
     }
 
+    /// Waits until the metric sample `name` reaches `at_least` (counters are updated by the
+    /// worker threads asynchronously to what the client observes).
+    pub async fn wait_metric(&self, name: &str, at_least: f64) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (_, text) = self.admin_get("/metrics").await;
+            if metric(&text, name).is_some_and(|v| v >= at_least) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} never reached {at_least}:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// GET on the admin listener (plain HTTP/1.1).
     pub async fn admin_get(&self, path: &str) -> (StatusCode, String) {
         let tcp = TcpStream::connect(self.admin).await.unwrap();

@@ -95,3 +95,47 @@ def test_tls12_is_refused(proxy, pki):
         httpx.get(proxy.url("/api/users/1"), verify=ctx, timeout=5)
     with httpx.Client(verify=pki.context(minimum_version=ssl.TLSVersion.TLSv1_3), timeout=5) as c:
         assert c.get(proxy.url("/api/users/1")).status_code == 200
+
+
+@pytest.mark.parametrize("kind", ["rsa-pkcs1", "ec-sec1", "rsa-pkcs8"])
+def test_key_formats_rsa_pkcs1_ec_sec1_pkcs8(kind, pki, fieldseal_bin, tmp_path):
+    """Keys written by Python `cryptography` in each PEM format the proxy must accept."""
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.x509.oid import NameOID
+
+    from conftest import Proxy, start_app
+
+    key = rsa.generate_private_key(65537, 2048) if kind.startswith("rsa") else ec.generate_private_key(ec.SECP384R1())
+    fmt = serialization.PrivateFormat.PKCS8 if kind.endswith("pkcs8") else serialization.PrivateFormat.TraditionalOpenSSL
+    now = datetime.datetime.now(datetime.timezone.utc)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .sign(key, hashes.SHA256()))
+    pem = key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption())
+    expected_header = {"rsa-pkcs1": b"BEGIN RSA PRIVATE KEY", "ec-sec1": b"BEGIN EC PRIVATE KEY",
+                       "rsa-pkcs8": b"BEGIN PRIVATE KEY"}[kind]
+    assert expected_header in pem
+    (tmp_path / "k.pem").write_bytes(pem)
+    (tmp_path / "k.pem").chmod(0o600)
+    (tmp_path / "c.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+    class OnePki:
+        cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+
+    app = start_app("fastapi")
+    proxy = Proxy(fieldseal_bin, OnePki, app.port, tmp_path)
+    try:
+        ctx = ssl.create_default_context(cafile=str(tmp_path / "c.pem"))
+        with httpx.Client(http2=True, verify=ctx, timeout=10) as c:
+            r = c.get(proxy.url("/api/users/3"))
+        assert r.status_code == 200 and r.json()["id"] == 3
+    finally:
+        proxy.stop()
+        app.proc.terminate()
+        app.proc.wait(timeout=10)

@@ -1,0 +1,124 @@
+//! `fieldseal demo` (the README's first command) works with no files: it prints where it
+//! listens, and a real client gets the demo record through TLS 1.3 with the security headers.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+#[tokio::test]
+async fn demo_serves_the_demo_app_through_the_proxy() {
+    let mut child = Command::new(bin())
+        .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .env("FIELDSEAL_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut proxy_url = None;
+    let mut banner = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) {
+        if let Some(rest) = line.trim().strip_prefix("proxy") {
+            proxy_url = rest.split_whitespace().next().map(str::to_string);
+        }
+        let done = line.contains("/metrics");
+        banner.push(line);
+        if done {
+            break;
+        }
+    }
+    let url = proxy_url
+        .unwrap_or_else(|| panic!("no proxy address in the banner:\n{}", banner.join("\n")));
+    assert!(
+        banner.iter().any(|l| l.contains("curl -sk --http2")),
+        "{}",
+        banner.join("\n")
+    );
+    let addr: std::net::SocketAddr = url.trim_start_matches("https://").parse().unwrap();
+
+    // The demo certificate is self-signed: trust exactly what the server presents.
+    let config = insecure_client();
+    let resp = send_once(
+        addr,
+        config,
+        request("GET", "/api/users/1", true).body(body("")).unwrap(),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["strict-transport-security"],
+        "max-age=63072000; includeSubDomains"
+    );
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    assert!(!resp.headers().contains_key("server"));
+    let user = read_json(resp).await;
+    assert_eq!(user["name"], "Ada Lovelace");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A client that accepts any certificate (for the demo's throwaway self-signed one only).
+fn insecure_client() -> std::sync::Arc<rustls::ClientConfig> {
+    #[derive(Debug)]
+    struct AcceptAny(std::sync::Arc<rustls::crypto::CryptoProvider>);
+    impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+        fn verify_server_cert(
+            &self,
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &[rustls::pki_types::CertificateDer<'_>],
+            _: &rustls::pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls::pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            m: &[u8],
+            c: &rustls::pki_types::CertificateDer<'_>,
+            d: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                m,
+                c,
+                d,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn verify_tls13_signature(
+            &self,
+            m: &[u8],
+            c: &rustls::pki_types::CertificateDer<'_>,
+            d: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                m,
+                c,
+                d,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+    let provider = provider();
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(AcceptAny(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    std::sync::Arc::new(config)
+}
