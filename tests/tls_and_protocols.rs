@@ -63,6 +63,11 @@ async fn h2_and_http11_both_reach_the_upstream_with_request_intact() {
             let echo = read_json(resp).await;
             assert_eq!(echo["method"], "PATCH");
             assert_eq!(echo["path"], "/echo");
+            assert_eq!(
+                echo["target"],
+                format!("/echo?a=1&b=%20x&i={i}"),
+                "the upstream must get the origin form"
+            );
             assert_eq!(echo["query"], format!("a=1&b=%20x&i={i}"));
             assert_eq!(echo["body"], r#"{"k":"v"}"#);
             assert_eq!(

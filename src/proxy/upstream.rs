@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -35,7 +35,6 @@ pub struct Upstream {
 }
 
 struct Inner {
-    authority: Authority,
     /// `host:port` to connect to (port 80 when the URL has none).
     target: String,
     connect_timeout: Duration,
@@ -52,7 +51,7 @@ struct IdleConn {
 
 impl Upstream {
     pub fn new(target: &UpstreamTarget, timeouts: &Timeouts) -> Self {
-        let authority = target.authority.clone();
+        let authority = &target.authority;
         let connect = format!(
             "{}:{}",
             authority.host(),
@@ -60,7 +59,6 @@ impl Upstream {
         );
         Self {
             inner: Arc::new(Inner {
-                authority,
                 target: connect,
                 connect_timeout: timeouts.upstream_connect,
                 response_timeout: timeouts.upstream_response,
@@ -70,17 +68,14 @@ impl Upstream {
         }
     }
 
-    /// The absolute URI of a request to the upstream (HTTP/1.1 sends it in origin form).
+    /// The request target sent to the upstream: origin form (`/path?query`), as RFC 9112
+    /// §3.2.1 requires of a request to an origin server. (hyper writes the URI as given, and
+    /// apps such as uvicorn answer 404 to the absolute form.)
     pub fn uri_for(&self, path_and_query: Option<&PathAndQuery>) -> Uri {
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(self.inner.authority.clone());
-        parts.path_and_query = Some(
-            path_and_query
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/")),
-        );
-        Uri::from_parts(parts).expect("scheme, authority and path form a valid URI")
+        let pq = path_and_query
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        Uri::from(pq)
     }
 
     /// Sends the request and waits for the response head (the body streams afterwards).

@@ -592,11 +592,12 @@ async fn upstream_respond(
                     ));
             }
             let method = req.method().to_string();
+            let target = req.uri().to_string();
             let query = req.uri().query().map(str::to_string);
             let version = format!("{:?}", req.version());
             let body = req.into_body().collect().await.unwrap().to_bytes();
             let doc = serde_json::json!({
-                "method": method, "path": path, "query": query, "version": version,
+                "method": method, "target": target, "path": path, "query": query, "version": version,
                 "headers": headers, "body": String::from_utf8_lossy(&body),
             });
             json_response(&doc)
