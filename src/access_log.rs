@@ -16,7 +16,7 @@ use http::{Method, Version};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::body::BoxError;
+use crate::body::{BoxError, OnEnd, ProxyBody};
 use crate::metrics::Metrics;
 
 /// Everything the log line needs, gathered along the request path.
@@ -52,77 +52,16 @@ impl Exchange {
     }
 }
 
-pin_project! {
-    /// Counts response bytes and reports the exchange exactly once.
-    pub struct ObservedBody<B: Body> {
-        #[pin]
-        inner: B,
-        exchange: Option<Box<Exchange>>,
-        bytes_out: u64,
-    }
+/// The response body as sent to the client: reports its exchange when it ends.
+pub type ObservedBody = OnEnd<ProxyBody, Box<dyn FnOnce(u64, bool) + Send>>;
 
-    impl<B: Body> PinnedDrop for ObservedBody<B> {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            if let Some(ex) = this.exchange.take() {
-                // hyper stops polling once `is_end_stream` is true, so a body that ended
-                // that way was delivered completely.
-                ex.finish(*this.bytes_out, this.inner.is_end_stream());
-            }
-        }
-    }
-}
-
-impl<B: Body> ObservedBody<B> {
-    pub fn new(inner: B, exchange: Exchange) -> Self {
-        Self {
-            inner,
-            exchange: Some(Box::new(exchange)),
-            bytes_out: 0,
-        }
-    }
-}
-
-impl<B> Body for ObservedBody<B>
-where
-    B: Body<Data = Bytes, Error = BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut this = self.project();
-        let polled = this.inner.as_mut().poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    *this.bytes_out += data.len() as u64;
-                }
-                if this.inner.is_end_stream() {
-                    if let Some(ex) = this.exchange.take() {
-                        ex.finish(*this.bytes_out, true);
-                    }
-                }
-            }
-            Poll::Ready(None) => {
-                if let Some(ex) = this.exchange.take() {
-                    ex.finish(*this.bytes_out, true);
-                }
-            }
-            _ => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+impl Exchange {
+    /// Wraps the response body so the exchange is logged and measured when it ends.
+    pub fn observe(self, body: ProxyBody) -> ObservedBody {
+        OnEnd::new(
+            body,
+            Box::new(move |bytes, complete| self.finish(bytes, complete)),
+        )
     }
 }
 

@@ -1,5 +1,8 @@
 //! The body type every stage passes along, and small constructors.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
@@ -17,4 +20,128 @@ pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
 
 pub fn empty() -> ProxyBody {
     Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+pin_project_lite::pin_project! {
+    /// Wraps a body and runs `on_end(bytes, complete)` exactly once: when the body has been
+    /// read to its end (`complete = true`), or when it is dropped first (`complete` = whether
+    /// it had reached its end anyway). `bytes` counts the data that passed through.
+    ///
+    /// Both end-of-exchange duties hang off this: the access log / request metrics, and giving
+    /// an upstream connection back to its pool.
+    pub struct OnEnd<B: http_body::Body, F: FnOnce(u64, bool)> {
+        #[pin]
+        inner: B,
+        on_end: Option<F>,
+        bytes: u64,
+    }
+
+    impl<B: http_body::Body, F: FnOnce(u64, bool)> PinnedDrop for OnEnd<B, F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(on_end) = this.on_end.take() {
+                on_end(*this.bytes, this.inner.is_end_stream());
+            }
+        }
+    }
+}
+
+impl<B: http_body::Body, F: FnOnce(u64, bool)> OnEnd<B, F> {
+    pub fn new(inner: B, on_end: F) -> Self {
+        Self {
+            inner,
+            on_end: Some(on_end),
+            bytes: 0,
+        }
+    }
+}
+
+impl<B, F> http_body::Body for OnEnd<B, F>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+    F: FnOnce(u64, bool),
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
+        let ended = match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    *this.bytes += data.len() as u64;
+                }
+                // hyper stops polling once `is_end_stream` is true.
+                this.inner.is_end_stream()
+            }
+            Poll::Ready(None) => true,
+            _ => false,
+        };
+        if ended {
+            if let Some(on_end) = this.on_end.take() {
+                on_end(*this.bytes, true);
+            }
+        }
+        polled.map(|frame| frame.map(|r| r.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[tokio::test]
+    async fn on_end_fires_once_with_the_byte_count() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let body = OnEnd::new(Full::new(Bytes::from_static(b"hello")), move |n, done| {
+            s.lock().unwrap().push((n, done))
+        });
+        let out = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&out[..], b"hello");
+        assert_eq!(*seen.lock().unwrap(), vec![(5, true)]);
+    }
+
+    #[tokio::test]
+    async fn on_end_reports_an_abandoned_body_as_incomplete() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        // Two chunks; the reader stops after the first.
+        struct Chunks(Vec<Bytes>);
+        impl http_body::Body for Chunks {
+            type Data = Bytes;
+            type Error = std::convert::Infallible;
+            fn poll_frame(
+                mut self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+                Poll::Ready(
+                    (!self.0.is_empty()).then(|| Ok(http_body::Frame::data(self.0.remove(0)))),
+                )
+            }
+            fn is_end_stream(&self) -> bool {
+                self.0.is_empty()
+            }
+        }
+        let chunks = Chunks(vec![Bytes::from_static(b"abc"), Bytes::from_static(b"def")]);
+        let mut body = OnEnd::new(chunks, move |n, done| s.lock().unwrap().push((n, done)));
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "abc");
+        drop(body);
+        assert_eq!(*seen.lock().unwrap(), vec![(3, false)]);
+    }
 }

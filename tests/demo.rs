@@ -48,12 +48,7 @@ async fn demo_serves_the_demo_app_through_the_proxy() {
 
     // The demo certificate is self-signed: trust exactly what the server presents.
     let config = insecure_client();
-    let resp = send_once(
-        addr,
-        config,
-        request("GET", "/api/users/1", true).body(body("")).unwrap(),
-    )
-    .await;
+    let resp = get(addr, config, "/api/users/1", true).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         resp.headers()["strict-transport-security"],

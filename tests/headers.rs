@@ -27,12 +27,7 @@ async fn security_headers_are_added_overridden_and_removed() {
 
     // Route `hop`: global + route overrides; upstream sends Server, X-Powered-By, its own CSP
     // and X-Frame-Options.
-    let resp = send_once(
-        proxy.listen,
-        cfg.clone(),
-        request("GET", "/hop", true).body(body("")).unwrap(),
-    )
-    .await;
+    let resp = get(proxy.listen, cfg.clone(), "/hop", true).await;
     let h = resp.headers().clone();
     assert_eq!(
         h["strict-transport-security"],
@@ -58,14 +53,7 @@ async fn security_headers_are_added_overridden_and_removed() {
     assert_eq!(h["x-app-header"], "kept");
 
     // An unmatched path gets the global policy only.
-    let resp = send_once(
-        proxy.listen,
-        cfg.clone(),
-        request("GET", "/nothing-here", true)
-            .body(body(""))
-            .unwrap(),
-    )
-    .await;
+    let resp = get(proxy.listen, cfg.clone(), "/nothing-here", true).await;
     assert_eq!(resp.status(), 404);
     assert_eq!(resp.headers()["referrer-policy"], "no-referrer");
     assert!(!resp.headers().contains_key("cache-control"));
@@ -139,12 +127,7 @@ async fn hop_by_hop_headers_are_stripped_both_ways() {
     }
     assert_eq!(seen["x-end-to-end"][0], "arrives");
 
-    let resp = send_once(
-        proxy.listen,
-        cfg,
-        request("GET", "/hop", false).body(body("")).unwrap(),
-    )
-    .await;
+    let resp = get(proxy.listen, cfg, "/hop", false).await;
     let h = resp.headers();
     assert!(!h.contains_key("x-upstream-hop"), "{h:?}");
     assert!(!h.contains_key("keep-alive"));

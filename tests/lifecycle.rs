@@ -61,14 +61,7 @@ async fn slow_upstream_is_a_504_with_error_json() {
     ));
     let cfg = client_config(&pki, &ClientOptions::h1());
     let started = Instant::now();
-    let resp = send_once(
-        proxy.listen,
-        cfg.clone(),
-        request("GET", "/slow?ms=3000", false)
-            .body(body(""))
-            .unwrap(),
-    )
-    .await;
+    let resp = get(proxy.listen, cfg.clone(), "/slow?ms=3000", false).await;
     assert_eq!(resp.status(), 504);
     assert!(
         started.elapsed() < Duration::from_millis(2500),
@@ -80,12 +73,7 @@ async fn slow_upstream_is_a_504_with_error_json() {
     assert_eq!(v["error"]["request_id"], id.as_str());
 
     // Within the deadline, the same endpoint works.
-    let resp = send_once(
-        proxy.listen,
-        cfg,
-        request("GET", "/slow?ms=10", false).body(body("")).unwrap(),
-    )
-    .await;
+    let resp = get(proxy.listen, cfg, "/slow?ms=10", false).await;
     assert_eq!(resp.status(), 200);
 }
 

@@ -43,7 +43,7 @@ pub async fn handle(
     req: Request<Incoming>,
     conn: ConnInfo,
     shared: Arc<Shared>,
-) -> Result<Response<ObservedBody<ProxyBody>>, Infallible> {
+) -> Result<Response<ObservedBody>, Infallible> {
     let started = Instant::now();
     let runtime = shared.runtime.load_full();
     let request_id = request_id::resolve(req.headers());
@@ -87,7 +87,7 @@ pub async fn handle(
         bytes_in,
         metrics: shared.metrics.clone(),
     };
-    Ok(response.map(|body| ObservedBody::new(body, exchange)))
+    Ok(response.map(|body| exchange.observe(body)))
 }
 
 /// Relays the request to the upstream and returns its response, ready for the client.

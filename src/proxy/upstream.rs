@@ -7,24 +7,20 @@
 //! connection goes back to the pool when its response body has been read to the end; one
 //! whose body was abandoned is closed instead (it cannot carry another request).
 
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, StatusCode};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use pin_project_lite::pin_project;
 use tokio::net::TcpStream;
 
 use super::error::ProxyError;
-use crate::body::{BoxError, ProxyBody};
+use crate::body::{OnEnd, ProxyBody};
 use crate::config::settings::{Timeouts, UpstreamTarget};
 use crate::limits::UPSTREAM_MAX_IDLE_PER_HOST;
 
@@ -207,53 +203,14 @@ impl Upstream {
         }
         let upstream = self.clone();
         resp.map(|inner| {
-            PooledBody {
-                inner,
-                release: Some((upstream, sender)),
-            }
+            OnEnd::new(inner, move |_, complete| {
+                // An abandoned body leaves the connection mid-message: never reuse it.
+                if complete {
+                    upstream.checkin(sender);
+                }
+            })
             .boxed_unsync()
         })
-    }
-}
-
-pin_project! {
-    /// A response body that gives its connection back to the pool once fully read.
-    struct PooledBody {
-        #[pin]
-        inner: Incoming,
-        release: Option<(Upstream, SendRequest<ProxyBody>)>,
-    }
-}
-
-impl Body for PooledBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut this = self.project();
-        let polled = this.inner.as_mut().poll_frame(cx);
-        let finished = match &polled {
-            Poll::Ready(None) => true,
-            Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),
-            _ => false,
-        };
-        if finished {
-            if let Some((upstream, sender)) = this.release.take() {
-                upstream.checkin(sender);
-            }
-        }
-        polled.map(|o| o.map(|r| r.map_err(Into::into)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 

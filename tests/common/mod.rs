@@ -435,6 +435,21 @@ pub async fn read_json(resp: Response<Incoming>) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
 }
 
+/// Opens a connection and sends one bodyless GET.
+pub async fn get(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    path: &str,
+    h2: bool,
+) -> Response<Incoming> {
+    send_once(
+        addr,
+        config,
+        request("GET", path, h2).body(body("")).unwrap(),
+    )
+    .await
+}
+
 /// Opens a connection and sends one request.
 pub async fn send_once(
     addr: SocketAddr,
