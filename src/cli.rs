@@ -127,8 +127,10 @@ pub fn describe(s: &Settings) -> String {
     out
 }
 
+/// The control runtime: acceptor, admin listener and signals. One thread is plenty; requests
+/// run on the worker threads (`server::workers`).
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("the tokio runtime starts")

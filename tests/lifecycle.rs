@@ -98,6 +98,37 @@ async fn upstream_connections_are_reused() {
 }
 
 #[tokio::test]
+async fn idle_upstream_connections_are_closed_after_the_idle_timeout() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let pki = Pki::new();
+    let up = TestUpstream::start().await;
+    let proxy = ProxyProcess::start(&config_yaml(
+        &pki,
+        up.addr,
+        "timeouts:\n  upstream_idle: 200ms\n",
+    ));
+    let resp = get(
+        proxy.listen,
+        client_config(&pki, &ClientOptions::h1()),
+        "/echo",
+        false,
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    read_body(resp).await;
+    assert_eq!(up.connections.load(SeqCst), 1);
+    // Nothing else happens: the sweeper must close the pooled connection on its own.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while up.closed.load(SeqCst) < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the idle upstream connection was never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn connections_the_app_closed_are_never_an_error() {
     let pki = Pki::new();
     let up = start_closing_upstream().await;

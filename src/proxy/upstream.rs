@@ -38,6 +38,20 @@ struct Inner {
     idle_timeout: Duration,
     /// Idle connections, most recently used last.
     idle: Mutex<Vec<IdleConn>>,
+    /// Whether the idle sweeper runs (started with the first connection, on the worker).
+    sweeper: std::sync::atomic::AtomicBool,
+}
+
+impl Inner {
+    /// Closes idle connections older than the idle timeout (the oldest are at the bottom).
+    fn sweep(&self) {
+        let mut stack = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let expired = stack
+            .iter()
+            .take_while(|c| c.since.elapsed() > self.idle_timeout)
+            .count();
+        stack.drain(..expired);
+    }
 }
 
 struct IdleConn {
@@ -60,6 +74,7 @@ impl Upstream {
                 response_timeout: timeouts.upstream_response,
                 idle_timeout: timeouts.upstream_idle,
                 idle: Mutex::new(Vec::new()),
+                sweeper: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -157,6 +172,7 @@ impl Upstream {
     }
 
     async fn connect(&self) -> Result<SendRequest<ProxyBody>, ProxyError> {
+        self.start_sweeper();
         let target = self.inner.target.as_str();
         let stream = match tokio::time::timeout(
             self.inner.connect_timeout,
@@ -185,6 +201,29 @@ impl Upstream {
             }
         });
         Ok(sender)
+    }
+
+    /// Without a sweep, connections idle since a burst would stay open until the app closes
+    /// them. The task holds a weak reference, so it ends with the pool (e.g. after a reload).
+    fn start_sweeper(&self) {
+        if self
+            .inner
+            .sweeper
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
+        let pool = Arc::downgrade(&self.inner);
+        let period = self.inner.idle_timeout;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                match pool.upgrade() {
+                    Some(inner) => inner.sweep(),
+                    None => break,
+                }
+            }
+        });
     }
 
     /// Wraps the response body so the connection returns to the pool when it is read out.

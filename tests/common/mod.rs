@@ -530,6 +530,8 @@ pub struct TestUpstream {
     pub slow_started: Arc<std::sync::atomic::AtomicUsize>,
     /// TCP connections accepted (shows whether the proxy reuses pooled connections).
     pub connections: Arc<std::sync::atomic::AtomicUsize>,
+    /// TCP connections that have ended (the proxy closed them, or they failed).
+    pub closed: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl TestUpstream {
@@ -540,6 +542,8 @@ impl TestUpstream {
         let counter = slow_started.clone();
         let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let accepted = connections.clone();
+        let closed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let ended = closed.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
@@ -547,6 +551,7 @@ impl TestUpstream {
                 };
                 accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let counter = counter.clone();
+                let ended = ended.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                         if req.uri().path() == "/slow" {
@@ -558,6 +563,7 @@ impl TestUpstream {
                         .serve_connection(TokioIo::new(tcp), service)
                         .with_upgrades()
                         .await;
+                    ended.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 });
             }
         });
@@ -565,6 +571,7 @@ impl TestUpstream {
             addr,
             slow_started,
             connections,
+            closed,
         }
     }
 
