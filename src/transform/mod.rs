@@ -1,0 +1,1 @@
+//! JSON field transforms (in progress).
