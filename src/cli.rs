@@ -43,6 +43,29 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Keyring management (contract §2).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Print the fs1 token of a JSON value (`-` reads it from stdin), sealed with the primary key.
+    Seal {
+        #[arg(long)]
+        keyring: PathBuf,
+        #[arg(long)]
+        context: String,
+        /// JSON text: '"123-45-6789"' seals a string, 42 a number (negative numbers too).
+        #[arg(allow_hyphen_values = true)]
+        value: String,
+    },
+    /// Print the JSON value inside an fs1 token (`-` reads it from stdin), compactly.
+    Open {
+        #[arg(long)]
+        keyring: PathBuf,
+        #[arg(long)]
+        context: String,
+        token: String,
+    },
     /// Zero-setup demo: self-signed certificate, a demo JSON app, and the proxy in front of it.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8443")]
@@ -52,9 +75,37 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Write a new keyring with one active key (mode 0600; refuses to overwrite a file).
+    Init {
+        #[arg(long)]
+        out: PathBuf,
+        /// Id of the first key.
+        #[arg(long, default_value = "k1")]
+        id: String,
+    },
+    /// Show ids, states and dates; never secrets.
+    List {
+        #[arg(long)]
+        keyring: PathBuf,
+    },
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Keys { command } => crate::keys_cli::keys(command),
+        Command::Seal {
+            keyring,
+            context,
+            value,
+        } => crate::keys_cli::seal(&keyring, &context, &value),
+        Command::Open {
+            keyring,
+            context,
+            token,
+        } => crate::keys_cli::open(&keyring, &context, &token),
         Command::Check { config } => check(&config),
         Command::Run { config } => {
             telemetry::init(cli.log_format.unwrap_or(LogFormat::Json));

@@ -25,7 +25,9 @@ fn example_env(pki: &Pki, yaml: &str) -> Vec<(String, String)> {
     }
     if yaml.contains("keyring") {
         let keyring = pki.path("keyring.json");
-        write_mode(&keyring, "{}", 0o600);
+        if !keyring.exists() {
+            make_keyring(&keyring);
+        }
         env.push((
             "FIELDSEAL_KEYS__KEYRING".into(),
             keyring.display().to_string(),
@@ -215,4 +217,37 @@ fn missing_config_file_is_reported() {
         stderr.contains("/nonexistent/fieldseal.yaml: cannot read the configuration file"),
         "{stderr}"
     );
+}
+
+#[test]
+fn keyring_problems_are_reported_under_keys_keyring() {
+    let pki = Pki::new();
+    let keyring = pki.path("keyring.json");
+    write_mode(
+        &keyring,
+        r#"{"primary": "k2", "keys": [{"id": "k1", "secret": "AAAA", "created_at": "2026-11-01T00:00:00Z", "state": "active"}]}"#,
+        0o600,
+    );
+    let config = pki.path("k.yaml");
+    let yaml = config_yaml(
+        &pki,
+        "127.0.0.1:8000".parse().unwrap(),
+        &format!("keys:\n  keyring: \"{}\"\n", keyring.display()),
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let (code, _, stderr) = run_cli(&["check", "--config", config.to_str().unwrap()], &[]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("keys.keyring: key `k1`: secret must be 32 bytes"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("keys.keyring: primary `k2` is not a key"),
+        "{stderr}"
+    );
+    // A valid one passes.
+    std::fs::remove_file(&keyring).unwrap();
+    make_keyring(&keyring);
+    let (code, _, stderr) = run_cli(&["check", "--config", config.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{stderr}");
 }

@@ -235,7 +235,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
 fn run_refuses_rules_it_cannot_apply_yet() {
     let pki = Pki::new();
     let keyring = pki.path("keyring.json");
-    write_mode(&keyring, "{}", 0o600);
+    make_keyring(&keyring);
     let yaml = config_yaml(
         &pki,
         "127.0.0.1:9".parse().unwrap(),

@@ -358,9 +358,28 @@ impl<'a> Compiler<'a> {
             return KeySources::default();
         };
         let keyring = raw.keyring.map(|p| self.file_path(&p));
-        if let Some(p) = &keyring {
-            self.secret_file("keys.keyring", p);
-        }
+        let ring = keyring
+            .as_ref()
+            .and_then(|p| match crate::crypto::Keyring::load(p) {
+                Ok((ring, exposure)) => {
+                    if exposure == Exposure::GroupReadable {
+                        self.warning(
+                            "keys.keyring",
+                            format!(
+                                "{} is readable by its group; make sure that group is trusted",
+                                p.display()
+                            ),
+                        );
+                    }
+                    Some(Arc::new(ring))
+                }
+                Err(e) => {
+                    for m in e.0 {
+                        self.problem("keys.keyring", m);
+                    }
+                    None
+                }
+            });
         let rsa_private_key = raw.rsa_private_key.map(|p| self.file_path(&p));
         if let Some(p) = &rsa_private_key {
             self.secret_file("keys.rsa_private_key", p);
@@ -375,6 +394,7 @@ impl<'a> Compiler<'a> {
         }
         KeySources {
             keyring,
+            ring,
             rsa_private_key,
             public_key_path: raw.public_key_path,
         }

@@ -62,10 +62,12 @@ impl fmt::Display for UpstreamTarget {
     }
 }
 
-/// Where key material lives. Loaded by the field-encryption stage; validated to exist now.
+/// Key material: the loaded keyring, and where the rest lives.
 #[derive(Debug, Clone, Default)]
 pub struct KeySources {
     pub keyring: Option<PathBuf>,
+    /// The validated keyring (ciphers built), when `keys.keyring` is set.
+    pub ring: Option<Arc<crate::crypto::Keyring>>,
     pub rsa_private_key: Option<PathBuf>,
     pub public_key_path: Option<String>,
 }

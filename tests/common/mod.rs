@@ -285,6 +285,12 @@ fn status_field(pid: u32, field: &str) -> u64 {
         .unwrap()
 }
 
+/// Writes a fresh keyring (via `fieldseal keys init`) to `path`.
+pub fn make_keyring(path: &Path) {
+    let (code, _, stderr) = run_cli(&["keys", "init", "--out", path.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{stderr}");
+}
+
 /// Runs `fieldseal` with `args`, returning (exit code, stdout, stderr).
 pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = Command::new(bin());

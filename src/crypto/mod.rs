@@ -1,0 +1,7 @@
+//! Key material and the `fs1` field token (contract §1, §2).
+
+pub mod keyring;
+pub mod token;
+
+pub use keyring::{Key, KeyState, Keyring, KeyringError};
+pub use token::{OpenError, TOKEN_PREFIX};

@@ -1,0 +1,126 @@
+"""fs1 tokens (contract §1) and the keyring (§2) checked against an independent implementation:
+Python `cryptography`'s AESGCM opens what `fieldseal seal` makes and makes what `fieldseal open`
+opens, byte for byte per the contract."""
+import base64
+import json
+import os
+import subprocess
+
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+VECTOR_KEY = bytes(range(32))
+VECTOR_NONCE = bytes(range(12))
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unb64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def py_seal(key: bytes, kid: str, context: str, value, nonce: bytes | None = None) -> str:
+    nonce = nonce or os.urandom(12)
+    plaintext = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    sealed = AESGCM(key).encrypt(nonce, plaintext, f"fs1.{kid}.{context}".encode())
+    return f"fs1.{kid}.{b64url(nonce + sealed)}"
+
+
+def py_open(key: bytes, context: str, token: str):
+    prefix, kid, payload = token.split(".", 2)
+    assert prefix == "fs1"
+    raw = unb64url(payload)
+    plaintext = AESGCM(key).decrypt(raw[:12], raw[12:], f"fs1.{kid}.{context}".encode())
+    return json.loads(plaintext)
+
+
+def test_contract_vectors_with_an_independent_implementation():
+    assert py_seal(VECTOR_KEY, "k1", "ssn", "123-45-6789", VECTOR_NONCE) == \
+        "fs1.k1.AAECAwQFBgcICQoLZTPkKOjR9za7dq-ykx8A-Aa_3auBzhqAiXYp9yI"
+    assert py_seal(VECTOR_KEY, "k1", "age", 42, VECTOR_NONCE) == "fs1.k1.AAECAwQFBgcICQoLczA4rdYfC_5aNxtjfrqyzTyv"
+
+
+@pytest.fixture()
+def keyring(fieldseal_bin, tmp_path):
+    path = tmp_path / "keyring.json"
+    subprocess.run([str(fieldseal_bin), "keys", "init", "--out", str(path)], check=True, capture_output=True)
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    doc = json.loads(path.read_text())
+    assert doc["primary"] == "k1" and doc["keys"][0]["state"] == "active"
+    return path, base64.b64decode(doc["keys"][0]["secret"])
+
+
+def cli(fieldseal_bin, *args, stdin=None):
+    return subprocess.run([str(fieldseal_bin), *map(str, args)], input=stdin, capture_output=True, text=True)
+
+
+VALUES = ["123-45-6789", "", "ünïcødé ✓", 42, -1.5, 0, True, False, None, {"a": [1, {"b": "c"}]}, [], [1, "two"]]
+
+
+@pytest.mark.parametrize("value", VALUES, ids=repr)
+def test_python_opens_what_fieldseal_seals(fieldseal_bin, keyring, value):
+    path, secret = keyring
+    r = cli(fieldseal_bin, "seal", "--keyring", path, "--context", "ssn", json.dumps(value))
+    assert r.returncode == 0, r.stderr
+    token = r.stdout.strip()
+    assert token.startswith("fs1.k1.")
+    assert py_open(secret, "ssn", token) == value
+    # Bound to its context: the same token does not open as another field.
+    with pytest.raises(Exception):
+        py_open(secret, "nickname", token)
+
+
+@pytest.mark.parametrize("value", VALUES, ids=repr)
+def test_fieldseal_opens_what_python_seals(fieldseal_bin, keyring, value):
+    path, secret = keyring
+    token = py_seal(secret, "k1", "card", value)
+    r = cli(fieldseal_bin, "open", "--keyring", path, "--context", "card", token)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == value
+    # From stdin too.
+    r = cli(fieldseal_bin, "open", "--keyring", path, "--context", "card", "-", stdin=token + "\n")
+    assert json.loads(r.stdout) == value
+
+
+def test_bad_tokens_are_refused_with_a_reason(fieldseal_bin, keyring):
+    path, secret = keyring
+    good = py_seal(secret, "k1", "ssn", "123-45-6789")
+    raw = bytearray(unb64url(good.split(".", 2)[2]))
+    raw[-1] ^= 1
+    cases = {
+        "tampered": (f"fs1.k1.{b64url(bytes(raw))}", "authentication_failed"),
+        "wrong context": (py_seal(secret, "k1", "password", "x"), "authentication_failed"),
+        "other key": (py_seal(os.urandom(32), "k1", "ssn", "x"), "authentication_failed"),
+        "unknown kid": (py_seal(secret, "k9", "ssn", "x"), "unknown_key"),
+        "garbage": ("fs1.k1.***", "bad_encoding"),
+        "not a token": ("123-45-6789", "malformed_token"),
+    }
+    for name, (token, reason) in cases.items():
+        r = cli(fieldseal_bin, "open", "--keyring", path, "--context", "ssn", token)
+        assert r.returncode == 1, name
+        assert reason in r.stderr, (name, r.stderr)
+        assert "123-45-6789" not in r.stderr + r.stdout, name
+    assert "k9" in cli(fieldseal_bin, "open", "--keyring", path, "--context", "ssn", cases["unknown kid"][0]).stderr
+
+
+def test_keyring_permissions_and_validation(fieldseal_bin, keyring, tmp_path):
+    path, _ = keyring
+    path.chmod(0o644)
+    r = cli(fieldseal_bin, "keys", "list", "--keyring", path)
+    assert r.returncode == 64 and "chmod 600" in r.stderr
+    path.chmod(0o440)  # Kubernetes fsGroup mounts: accepted with a warning
+    r = cli(fieldseal_bin, "keys", "list", "--keyring", path)
+    assert r.returncode == 0 and "readable by its group" in r.stderr
+    assert "k1" in r.stdout and "active" in r.stdout
+    secret = json.loads(path.read_text())["keys"][0]["secret"]
+    assert secret not in r.stdout + r.stderr
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"primary": "k1", "keys": [
+        {"id": "k1", "secret": base64.b64encode(b"short").decode(), "created_at": "2026-11-01T00:00:00Z",
+         "state": "active"}]}))
+    bad.chmod(0o600)
+    r = cli(fieldseal_bin, "keys", "list", "--keyring", bad)
+    assert r.returncode == 64 and "must be 32 bytes" in r.stderr
+    assert cli(fieldseal_bin, "keys", "init", "--out", path).returncode == 1  # never overwrites
