@@ -1,0 +1,518 @@
+//! Tests of selection and rewriting through the public API, plus the walker/library agreement.
+
+use super::*;
+use jsonpath_rust::parser::parse_json_path;
+use serde_json::json;
+
+fn q(path: &str) -> JpQuery {
+    parse_json_path(path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn pointers(path: &str, doc: &Value) -> Vec<String> {
+    select(&q(path), doc)
+        .unwrap()
+        .into_iter()
+        .map(|l| l.pointer)
+        .collect()
+}
+
+/// Selects with both engines, asserts they agree, and returns the locations.
+fn both(path: &str, doc: &Value) -> Vec<Location> {
+    let query = q(path);
+    let auto = select_all_with(&[&query], doc, Engine::Auto).unwrap();
+    let library = select_all_with(&[&query], doc, Engine::Library).unwrap();
+    assert_eq!(
+        auto, library,
+        "walker and library disagree on {path} over {doc}"
+    );
+    auto.into_iter().map(|(_, l)| l).collect()
+}
+
+fn marker(_: &Location, v: &mut Value) -> Result<(), ()> {
+    *v = json!("<sealed>");
+    Ok(())
+}
+
+fn sample() -> Value {
+    json!({
+        "user": {"name": "Ada", "ssn": "078-05-1120", "address": {"zip": "12345"}},
+        "cards": [
+            {"number": "4111111111110366", "cvv": 123},
+            {"number": "5500000000000004", "cvv": 456}
+        ],
+        "tags": ["a", "b", "c"],
+        "matrix": [[1, 2], [3, 4]],
+        "users": [
+            {"name": "root", "role": "admin", "ssn": "1"},
+            {"name": "bob", "role": "user", "ssn": "2"},
+            {"name": "eve", "role": "admin", "ssn": "3"}
+        ]
+    })
+}
+
+#[test]
+fn nested_objects() {
+    let locs = both("$.user.address.zip", &sample());
+    assert_eq!(
+        locs,
+        vec![Location {
+            pointer: "/user/address/zip".into(),
+            path: "$['user']['address']['zip']".into(),
+            member: "zip".into(),
+        }]
+    );
+}
+
+#[test]
+fn array_index_and_member_rule() {
+    let doc = sample();
+    let locs = both("$.cards[1].number", &doc);
+    assert_eq!(locs[0].pointer, "/cards/1/number");
+    assert_eq!(locs[0].member, "number");
+    let locs = both("$.tags[2]", &doc);
+    assert_eq!(
+        (locs[0].pointer.as_str(), locs[0].member.as_str()),
+        ("/tags/2", "tags")
+    );
+    let locs = both("$.matrix[0][1]", &doc);
+    assert_eq!(
+        (locs[0].path.as_str(), locs[0].member.as_str()),
+        ("$['matrix'][0][1]", "matrix")
+    );
+    let locs = both("$.tags[-1]", &doc);
+    assert_eq!(locs[0].pointer, "/tags/2");
+}
+
+#[test]
+fn root_array_elements_have_no_member() {
+    let doc = json!([{"a": 1}, 2]);
+    let locs = both("$[1]", &doc);
+    assert_eq!(
+        (locs[0].pointer.as_str(), locs[0].member.as_str()),
+        ("/1", "")
+    );
+    let locs = both("$[0].a", &doc);
+    assert_eq!(locs[0].member, "a");
+}
+
+#[test]
+fn wildcard() {
+    let doc = sample();
+    let locs = both("$.cards[*].number", &doc);
+    let ptrs: Vec<_> = locs.iter().map(|l| l.pointer.as_str()).collect();
+    assert_eq!(ptrs, ["/cards/0/number", "/cards/1/number"]);
+    assert!(locs.iter().all(|l| l.member == "number"));
+    assert_eq!(
+        pointers("$.user.*", &doc),
+        ["/user/address", "/user/name", "/user/ssn"]
+    );
+    assert_eq!(
+        pointers("$.tags.*", &doc),
+        ["/tags/0", "/tags/1", "/tags/2"]
+    );
+}
+
+#[test]
+fn recursive_descent() {
+    let doc = json!({"a": {"ssn": 1, "b": [{"ssn": 2}, {"x": {"ssn": 3}}]}, "ssn": 0});
+    assert_eq!(
+        pointers("$..ssn", &doc),
+        ["/a/b/0/ssn", "/a/b/1/x/ssn", "/a/ssn", "/ssn"]
+    );
+}
+
+#[test]
+fn filters() {
+    let locs = both("$.users[?@.role == 'admin'].ssn", &sample());
+    let ptrs: Vec<_> = locs.iter().map(|l| l.pointer.as_str()).collect();
+    assert_eq!(ptrs, ["/users/0/ssn", "/users/2/ssn"]);
+    assert!(locs.iter().all(|l| l.member == "ssn"));
+}
+
+#[test]
+fn slices_and_functions() {
+    let doc = sample();
+    assert_eq!(pointers("$.tags[1:]", &doc), ["/tags/1", "/tags/2"]);
+    assert_eq!(
+        pointers("$.tags[::-1]", &doc),
+        ["/tags/0", "/tags/1", "/tags/2"]
+    );
+    assert_eq!(
+        pointers("$.users[?length(@.name) == 3].name", &doc),
+        ["/users/1/name", "/users/2/name"]
+    );
+}
+
+#[test]
+fn unions_and_duplicates_are_deduplicated() {
+    let doc = json!({"a": ["x", "y", "z"]});
+    assert_eq!(pointers("$.a[0,0]", &doc), ["/a/0"]);
+    assert_eq!(pointers("$.a[2,0,2,0]", &doc), ["/a/0", "/a/2"]);
+    assert_eq!(pointers("$['a','a'][1]", &doc), ["/a/1"]);
+    assert_eq!(pointers("$.a[0,-3,0:1]", &doc), ["/a/0"]);
+}
+
+#[test]
+fn selector_matching_nothing() {
+    let doc = sample();
+    for p in [
+        "$.nope",
+        "$.user.ssn.deeper",
+        "$.tags[3]",
+        "$.tags[-4]",
+        "$.tags.name",
+        "$.user[0]",
+        "$..nope",
+        "$.users[?@.role == 'root'].ssn",
+        "$.user.name[*]",
+    ] {
+        assert!(both(p, &doc).is_empty(), "{p}");
+    }
+    assert!(pointers("$[*]", &json!([])).is_empty());
+    assert!(pointers("$.*", &json!({})).is_empty());
+    assert!(pointers("$.a", &json!("scalar")).is_empty());
+}
+
+#[test]
+fn overlapping_selections_outermost_wins() {
+    let doc = json!({"password": {"password": 1}, "x": {"password": "p"}});
+    let locs = select(&q("$..password"), &doc).unwrap();
+    let ptrs: Vec<_> = locs.iter().map(|l| l.pointer.as_str()).collect();
+    assert_eq!(ptrs, ["/password", "/x/password"]);
+
+    let mut out = doc.clone();
+    assert_eq!(rewrite(&mut out, &locs, marker), Ok(2));
+    assert_eq!(
+        out,
+        json!({"password": "<sealed>", "x": {"password": "<sealed>"}})
+    );
+}
+
+#[test]
+fn overlaps_across_queries() {
+    let doc = json!({"a": {"b": {"c": 1}}, "d": 2});
+    let (abc, ab, d, d2) = (q("$.a.b.c"), q("$.a.b"), q("$.d"), q("$['d']"));
+    let found = select_all(&[&abc, &d, &ab, &d2], &doc).unwrap();
+    let got: Vec<_> = found
+        .iter()
+        .map(|(i, l)| (*i, l.pointer.as_str()))
+        .collect();
+    // The ancestor wins whichever query selected it; on the same node the first query wins.
+    assert_eq!(got, [(2, "/a/b"), (1, "/d")]);
+}
+
+#[test]
+fn root_selection() {
+    let doc = json!({"a": 1});
+    let locs = both("$", &doc);
+    assert_eq!(
+        locs,
+        vec![Location {
+            pointer: String::new(),
+            path: "$".into(),
+            member: String::new(),
+        }]
+    );
+    // The root swallows every other selection.
+    let (root, a) = (q("$"), q("$.a"));
+    assert_eq!(select_all(&[&a, &root], &doc).unwrap().len(), 1);
+    let mut out = doc.clone();
+    assert_eq!(rewrite(&mut out, &locs, marker), Ok(1));
+    assert_eq!(out, json!("<sealed>"));
+}
+
+#[test]
+fn awkward_member_names_round_trip() {
+    let names = [
+        "it's",
+        "a/b",
+        "t~0",
+        "~1/~",
+        "back\\slash",
+        "é🦀",
+        "",
+        "tab\there",
+        "\u{1}",
+    ];
+    let mut doc = serde_json::Map::new();
+    for (i, name) in names.iter().enumerate() {
+        doc.insert((*name).to_string(), json!([i]));
+    }
+    let doc = Value::Object(doc);
+    let locs = both("$.*", &doc);
+    assert_eq!(locs.len(), names.len());
+    for loc in &locs {
+        let name = &loc.member;
+        assert_eq!(doc.pointer(&loc.pointer), doc.get(name.as_str()), "{loc:?}");
+        // The path is itself a query that selects the same node.
+        assert_eq!(both(&loc.path, &doc), vec![loc.clone()]);
+    }
+    for loc in both("$.*[0]", &doc) {
+        assert!(names.contains(&loc.member.as_str()), "{loc:?}");
+    }
+}
+
+#[test]
+fn identity_rewrite_preserves_types() {
+    let doc = json!({
+        "s": "x", "i": -3, "u": 18446744073709551615u64, "f": 1.5, "b": false, "n": null,
+        "o": {"k": [1, "2", {"3": null}]}, "a": []
+    });
+    let locs = select(&q("$..*"), &doc).unwrap();
+    assert_eq!(locs.len(), 8, "outermost wins: only the root's members");
+    let mut out = doc.clone();
+    let n = rewrite(&mut out, &locs, |_, v| {
+        *v = v.clone();
+        Ok::<_, ()>(())
+    });
+    assert_eq!(n, Ok(8));
+    assert_eq!(out, doc);
+}
+
+#[test]
+fn rewrite_skips_stale_pointers_and_stops_on_error() {
+    let mut doc = json!({"a": 1, "b": 2, "c": 3});
+    let locs = select(&q("$.*"), &doc).unwrap();
+    doc.as_object_mut().unwrap().remove("b");
+    let mut seen = Vec::new();
+    let n = rewrite(&mut doc, &locs, |l, v| {
+        seen.push(l.member.clone());
+        *v = json!(0);
+        Ok::<_, ()>(())
+    });
+    assert_eq!((n, seen), (Ok(2), vec!["a".to_string(), "c".to_string()]));
+
+    let mut doc = json!({"a": 1, "b": 2, "c": 3});
+    let r = rewrite(&mut doc, &locs, |l, v| {
+        if l.member == "b" {
+            return Err(l.path.clone());
+        }
+        *v = json!(0);
+        Ok(())
+    });
+    assert_eq!(r, Err("$['b']".to_string()));
+    assert_eq!(doc, json!({"a": 0, "b": 2, "c": 3}));
+}
+
+#[test]
+fn mask_and_redact_through_rewrite() {
+    let mut doc = sample();
+    let cards = select(&q("$.cards[*].number"), &doc).unwrap();
+    rewrite(&mut doc, &cards, |_, v| {
+        *v = mask(v, 4);
+        Ok::<_, ()>(())
+    })
+    .unwrap();
+    let cvv = select(&q("$..cvv"), &doc).unwrap();
+    rewrite(&mut doc, &cvv, |_, v| {
+        *v = redact(v);
+        Ok::<_, ()>(())
+    })
+    .unwrap();
+    assert_eq!(
+        doc["cards"],
+        json!([
+            {"number": "************0366", "cvv": null},
+            {"number": "************0004", "cvv": null}
+        ])
+    );
+}
+
+#[test]
+fn selectors_and_context() {
+    let rules = [
+        Selector::compile("$.cards[*].number", None).unwrap(),
+        Selector::compile("$.user.ssn", Some("ssn-v1".into())).unwrap(),
+    ];
+    let found = select_selectors(&rules, &sample()).unwrap();
+    let got: Vec<_> = found
+        .iter()
+        .map(|(i, l)| context(&rules[*i], l).to_string())
+        .collect();
+    assert_eq!(got, ["number", "number", "ssn-v1"]);
+}
+
+#[test]
+fn walker_agrees_with_library() {
+    let docs = [
+        sample(),
+        json!(null),
+        json!("s"),
+        json!([]),
+        json!({}),
+        json!([[1, [2, 3]], {"a": [4]}, {"a": {"a": 5}}]),
+        json!({"a": [{"a": 1}, {"b": 2}, 3, [4]], "b": {"a": {"b": null}}, "": {"": 0}}),
+    ];
+    let queries = [
+        "$",
+        "$.a",
+        "$.b.a",
+        "$.a[0]",
+        "$.a[-1]",
+        "$.a[*]",
+        "$.a[*].a",
+        "$[*]",
+        "$[*][*]",
+        "$[*].a",
+        "$[0][1][0]",
+        "$[-2]",
+        "$.*.*",
+        "$.*[0]",
+        "$['']['']",
+        "$.user.*",
+        "$.cards[*].number",
+        "$.users[1].ssn",
+        "$.matrix[*][*]",
+        "$.matrix[-1][-2]",
+        "$.tags[9]",
+    ];
+    for doc in &docs {
+        for query in queries {
+            assert!(fast::simple_selectors(&q(query)).is_some(), "{query}");
+            both(query, doc);
+        }
+    }
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+
+    fn arb_key() -> impl Strategy<Value = String> {
+        // Short names over an alphabet heavy with characters that need escaping somewhere.
+        "[ab0~/'\\\\\u{1}\n é🦀]{0,3}"
+    }
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i32>().prop_map(Value::from),
+            "[a-z]{0,3}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 40, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::btree_map(arb_key(), inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// The steps to every node of `doc`, root included.
+    fn all_paths(doc: &Value, prefix: &mut Vec<Step>, out: &mut Vec<Vec<Step>>) {
+        out.push(prefix.clone());
+        let children: Vec<(Step, &Value)> = match doc {
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (Step::Index(i), v))
+                .collect(),
+            Value::Object(map) => map.iter().map(|(k, v)| (Step::Key(k.clone()), v)).collect(),
+            _ => Vec::new(),
+        };
+        for (step, child) in children {
+            prefix.push(step);
+            all_paths(child, prefix, out);
+            prefix.pop();
+        }
+    }
+
+    /// A pattern step: `None` is the wildcard.
+    type Pattern = Vec<Option<Step>>;
+
+    fn pattern(steps: &[Step], wild: u32) -> Pattern {
+        let wild_at = |i: usize| i < 32 && wild & (1 << i) != 0;
+        steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (!wild_at(i)).then(|| s.clone()))
+            .collect()
+    }
+
+    fn render(pattern: &Pattern) -> String {
+        let mut out = String::from("$");
+        for step in pattern {
+            match step {
+                None => out.push_str("[*]"),
+                Some(Step::Index(i)) => out.push_str(&format!("[{i}]")),
+                Some(Step::Key(k)) => {
+                    out.push('[');
+                    path::push_normal_name(&mut out, k);
+                    out.push(']');
+                }
+            }
+        }
+        out
+    }
+
+    fn matches(pattern: &Pattern, steps: &[Step]) -> bool {
+        pattern.len() == steps.len()
+            && pattern
+                .iter()
+                .zip(steps)
+                .all(|(p, s)| p.as_ref().is_none_or(|p| p == s))
+    }
+
+    /// Independent oracle: the document with every matched node (not inside another matched
+    /// node) replaced by the marker.
+    fn expected(doc: &Value, patterns: &[Pattern], here: &mut Vec<Step>) -> Value {
+        if patterns.iter().any(|p| matches(p, here)) {
+            return json!("<sealed>");
+        }
+        let mut visit = |step: Step, child: &Value| {
+            here.push(step);
+            let v = expected(child, patterns, here);
+            here.pop();
+            v
+        };
+        match doc {
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| visit(Step::Index(i), c))
+                    .collect(),
+            ),
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, c)| (k.clone(), visit(Step::Key(k.clone()), c)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn rewrite_touches_exactly_the_selected_nodes(
+            doc in arb_json(),
+            picks in prop::collection::vec((any::<Index>(), any::<u32>()), 1..4),
+        ) {
+            let mut paths = Vec::new();
+            all_paths(&doc, &mut Vec::new(), &mut paths);
+            let patterns: Vec<Pattern> =
+                picks.iter().map(|(i, w)| pattern(i.get::<Vec<Step>>(&paths), *w)).collect();
+            let queries: Vec<JpQuery> = patterns.iter().map(|p| q(&render(p))).collect();
+            let refs: Vec<&JpQuery> = queries.iter().collect();
+
+            let found = select_all(&refs, &doc).unwrap();
+            let library = select_all_with(&refs, &doc, Engine::Library).unwrap();
+            prop_assert_eq!(&found, &library);
+
+            let locations: Vec<Location> = found.into_iter().map(|(_, l)| l).collect();
+            let mut out = doc.clone();
+            let applied = rewrite(&mut out, &locations, marker).unwrap();
+            prop_assert_eq!(applied, locations.len());
+            for loc in &locations {
+                prop_assert_eq!(out.pointer(&loc.pointer), Some(&json!("<sealed>")));
+                let inside_other = locations
+                    .iter()
+                    .any(|o| o != loc && loc.pointer.starts_with(&format!("{}/", o.pointer)));
+                prop_assert!(!inside_other, "{} is inside another location", loc.path);
+            }
+            prop_assert_eq!(out, expected(&doc, &patterns, &mut Vec::new()));
+        }
+    }
+}
