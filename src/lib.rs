@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod demo;
+pub mod field_rules;
 pub mod keys_cli;
 pub mod limits;
 pub mod metrics;
