@@ -100,9 +100,56 @@ fn aad(kid: &str, context: &str) -> Vec<u8> {
 /// Seals `value` with `key` for `context`, with a fresh nonce from the OS CSPRNG.
 /// Errors only if the OS random source fails (the caller must then fail closed).
 pub fn seal(key: &Key, context: &str, value: &Value) -> Result<String, getrandom::Error> {
-    let mut nonce = [0u8; NONCE_LEN];
-    getrandom::fill(&mut nonce)?;
-    Ok(seal_with_nonce(key, context, value, nonce))
+    Ok(seal_with_nonce(key, context, value, nonces::next()?))
+}
+
+/// Nonces from the OS CSPRNG, fetched in batches: one `getrandom` call per 12-byte nonce cost
+/// ~300 ns (more than the AES-GCM seal itself). Each thread keeps a buffer filled by the OS and
+/// hands out every byte exactly once, so nonces stay fresh OS randomness, never reused.
+mod nonces {
+    use std::cell::RefCell;
+
+    use super::NONCE_LEN;
+
+    /// 341 nonces per refill.
+    const BATCH: usize = 4096;
+
+    struct Pool {
+        bytes: [u8; BATCH],
+        used: usize,
+    }
+
+    thread_local! {
+        static POOL: RefCell<Pool> = const { RefCell::new(Pool { bytes: [0; BATCH], used: BATCH }) };
+    }
+
+    pub fn next() -> Result<[u8; NONCE_LEN], getrandom::Error> {
+        POOL.with(|pool| {
+            let mut pool = pool.borrow_mut();
+            if pool.used + NONCE_LEN > BATCH {
+                getrandom::fill(&mut pool.bytes)?;
+                pool.used = 0;
+            }
+            let start = pool.used;
+            let mut nonce = [0u8; NONCE_LEN];
+            nonce.copy_from_slice(&pool.bytes[start..start + NONCE_LEN]);
+            // Spent bytes are cleared so a later read of this memory cannot replay them.
+            pool.bytes[start..start + NONCE_LEN].fill(0);
+            pool.used += NONCE_LEN;
+            Ok(nonce)
+        })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn nonces_never_repeat_across_refills() {
+            let mut seen = std::collections::HashSet::new();
+            for _ in 0..2_000 {
+                assert!(seen.insert(super::next().unwrap()), "a nonce repeated");
+            }
+        }
+    }
 }
 
 /// Seals with a given nonce. Only tests (the contract's vectors) may choose the nonce: a
