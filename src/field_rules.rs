@@ -33,6 +33,19 @@ pub enum Action {
     PassedPlaintext,
 }
 
+impl Action {
+    /// Label for metrics and audit events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Sealed => "sealed",
+            Action::Redacted => "redacted",
+            Action::Masked => "masked",
+            Action::Opened => "opened",
+            Action::PassedPlaintext => "plaintext_passed",
+        }
+    }
+}
+
 /// A field the rules could not be applied to; the whole body is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldFailure {
@@ -73,11 +86,12 @@ enum ResponseAction<'a> {
     Mask(usize),
 }
 
-/// Seals, redacts and masks the fields `rules` select in a response document.
+/// Seals, redacts and masks the fields `rules` select in a response document. `keyring` may
+/// be `None` only for routes without `encrypt` rules (redact and mask need no key).
 pub fn apply_response(
     doc: &mut Value,
     rules: &ResponseRules,
-    keyring: &Keyring,
+    keyring: Option<&Keyring>,
 ) -> Result<Vec<FieldOp>, FieldFailure> {
     let mut actions: Vec<ResponseAction<'_>> = Vec::new();
     let mut queries = Vec::new();
@@ -94,7 +108,6 @@ pub fn apply_response(
         queries.push(&m.selector.query);
     }
     let found = transform::select_all(&queries, doc).map_err(select_failure)?;
-    let key = keyring.primary();
     let mut ops = Vec::with_capacity(found.len());
     for (index, location) in &found {
         let Some(node) = doc.pointer_mut(&location.pointer) else {
@@ -102,6 +115,13 @@ pub fn apply_response(
         };
         let (action, kid) = match &actions[*index] {
             ResponseAction::Seal(selector) => {
+                let key = keyring
+                    .ok_or(FieldFailure {
+                        path: location.path.clone(),
+                        reason: "keyring_unavailable",
+                        kid: None,
+                    })?
+                    .primary();
                 let context = transform::context(selector, location);
                 let sealed = token::seal(key, context, node).map_err(|_| FieldFailure {
                     path: location.path.clone(),
@@ -241,7 +261,7 @@ mod tests {
     fn response_rules_seal_redact_and_mask() {
         let ring = test_keyring();
         let mut doc = user();
-        let ops = apply_response(&mut doc, &response_rules(), &ring).unwrap();
+        let ops = apply_response(&mut doc, &response_rules(), Some(&ring)).unwrap();
         assert_eq!(ops.iter().filter(|o| o.action == Action::Sealed).count(), 5);
         for p in [
             "/ssn",
@@ -284,7 +304,7 @@ mod tests {
     fn request_rules_open_what_the_response_sealed() {
         let ring = test_keyring();
         let mut doc = user();
-        apply_response(&mut doc, &response_rules(), &ring).unwrap();
+        apply_response(&mut doc, &response_rules(), Some(&ring)).unwrap();
         let request = RequestRules {
             decrypt: vec![
                 sel("$.ssn"),
@@ -415,7 +435,7 @@ mod tests {
             prop_assume!(!paths.is_empty());
             let selectors: Vec<Selector> = paths.iter().map(|p| sel(p)).collect();
             let mut sealed = doc.clone();
-            let ops = apply_response(&mut sealed, &ResponseRules { encrypt: selectors.clone(), ..Default::default() }, &ring).unwrap();
+            let ops = apply_response(&mut sealed, &ResponseRules { encrypt: selectors.clone(), ..Default::default() }, Some(&ring)).unwrap();
             let locations = transform::select_selectors(&selectors, &doc).unwrap();
             prop_assert_eq!(ops.len(), locations.len());
             for (_, loc) in &locations {

@@ -50,6 +50,19 @@ struct UpstreamErrorLabels {
     kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FieldLabels {
+    route: Label,
+    action: &'static str,
+    kid: Label,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FieldFailureLabels {
+    route: Label,
+    reason: &'static str,
+}
+
 /// Every metric fieldseal exports.
 pub struct Metrics {
     registry: Registry,
@@ -59,6 +72,8 @@ pub struct Metrics {
     tls_handshake_failures: Counter,
     open_connections: Gauge,
     rejected_connections: Counter,
+    fields: Family<FieldLabels, Counter>,
+    field_failures: Family<FieldFailureLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -108,7 +123,21 @@ impl Metrics {
             "Client connections refused because limits.max_connections was reached",
             rejected_connections.clone(),
         );
+        let fields = Family::<FieldLabels, Counter>::default();
+        registry.register(
+            "fields",
+            "JSON fields processed, by route, action (sealed, opened, redacted, masked, plaintext_passed) and key id",
+            fields.clone(),
+        );
+        let field_failures = Family::<FieldFailureLabels, Counter>::default();
+        registry.register(
+            "field_failures",
+            "Bodies refused by the field stage, by route and reason",
+            field_failures.clone(),
+        );
         Self {
+            fields,
+            field_failures,
             registry,
             requests,
             latency,
@@ -144,6 +173,30 @@ impl Metrics {
             .get_or_create(&UpstreamErrorLabels {
                 route: Label(route.clone()),
                 kind,
+            })
+            .inc();
+    }
+
+    pub fn field_op(
+        &self,
+        route: &Arc<str>,
+        action: crate::field_rules::Action,
+        kid: Option<&str>,
+    ) {
+        self.fields
+            .get_or_create(&FieldLabels {
+                route: Label(route.clone()),
+                action: action.as_str(),
+                kid: Label(Arc::from(kid.unwrap_or("-"))),
+            })
+            .inc();
+    }
+
+    pub fn field_failure(&self, route: &Arc<str>, reason: &'static str) {
+        self.field_failures
+            .get_or_create(&FieldFailureLabels {
+                route: Label(route.clone()),
+                reason,
             })
             .inc();
     }

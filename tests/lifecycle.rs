@@ -240,7 +240,7 @@ fn run_refuses_rules_it_cannot_apply_yet() {
         &pki,
         "127.0.0.1:9".parse().unwrap(),
         &format!(
-            "keys:\n  keyring: \"{}\"\nroutes:\n  - name: user\n    match: {{ path: \"/api/users/{{id}}\" }}\n    response:\n      encrypt: [\"$.ssn\"]\n",
+            "keys:\n  keyring: \"{}\"\nroutes:\n  - name: user\n    match: {{ path: \"/api/users/{{id}}\" }}\n    request:\n      decrypt: [\"$.ssn\"]\n      max_age: 300\n",
             keyring.display()
         ),
     );
@@ -250,13 +250,13 @@ fn run_refuses_rules_it_cannot_apply_yet() {
     let (code, _, stderr) = run_cli(&["run", "--config", config], &[]);
     assert_eq!(code, 64, "{stderr}");
     assert!(
-        stderr.contains("route `user` has transform rules"),
+        stderr.contains("route `user`: `request.max_age` (JWE freshness) is not supported"),
         "{stderr}"
     );
     // `check` accepts it (the rules are valid) and says that `run` will refuse.
     let (code, stdout, _) = run_cli(&["check", "--config", config], &[]);
     assert_eq!(code, 0);
-    assert!(stdout.contains("response.encrypt: $.ssn"), "{stdout}");
+    assert!(stdout.contains("request.decrypt: $.ssn"), "{stdout}");
     assert!(stdout.contains("refuses"), "{stdout}");
 }
 

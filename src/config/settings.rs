@@ -212,11 +212,21 @@ impl Settings {
     pub fn unsupported(&self) -> Vec<String> {
         let mut out = Vec::new();
         for route in self.routes.iter() {
-            if !route.rules.is_passthrough() {
+            if route.rules.envelope {
                 out.push(format!(
-                    "route `{}` has transform rules ({}), which this build does not apply yet",
-                    route.name,
-                    route.rules.describe().join("; ")
+                    "route `{}`: `envelope` is not supported by this build yet",
+                    route.name
+                ));
+            }
+            if route
+                .rules
+                .request
+                .as_ref()
+                .is_some_and(|r| r.max_age.is_some())
+            {
+                out.push(format!(
+                    "route `{}`: `request.max_age` (JWE freshness) is not supported by this build yet",
+                    route.name
                 ));
             }
         }

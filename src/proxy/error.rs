@@ -17,7 +17,7 @@ pub enum Fault {
 }
 
 /// A request that the proxy answers itself instead of relaying the upstream's response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProxyError {
     /// The upstream refused or could not accept a connection (app down, wrong port).
     UpstreamUnreachable,
@@ -25,58 +25,116 @@ pub enum ProxyError {
     UpstreamTimeout,
     /// The upstream closed the connection or sent a response that is not valid HTTP/1.1.
     UpstreamProtocol,
+    /// Client: a body the route must read is larger than `limits.max_body_bytes`.
+    BodyTooLarge,
+    /// Client: a route with decrypt rules got a body that is not JSON.
+    UnsupportedMediaType,
+    /// Client: the body is not valid JSON, or nests deeper than the parser allows.
+    InvalidJson,
+    /// Client: the body could not be read (connection aborted mid-body).
+    ClientBody,
+    /// Client: a field at a decrypt path did not open (or was plaintext where tokens are
+    /// required). Names the field, the reason and the key id — never the value.
+    FieldRejected {
+        path: String,
+        reason: &'static str,
+        kid: Option<String>,
+    },
+    /// Upstream: a response the route must seal cannot be (not JSON, too large, encoded in a
+    /// way the proxy cannot decode). Fail closed: the plaintext is never sent.
+    ResponseNotEncryptable(&'static str),
 }
 
 impl ProxyError {
-    pub fn status(self) -> StatusCode {
+    pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::UpstreamUnreachable | ProxyError::UpstreamProtocol => {
-                StatusCode::BAD_GATEWAY
-            }
+            ProxyError::UpstreamUnreachable
+            | ProxyError::UpstreamProtocol
+            | ProxyError::ResponseNotEncryptable(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ProxyError::InvalidJson | ProxyError::ClientBody | ProxyError::FieldRejected { .. } => {
+                StatusCode::BAD_REQUEST
+            }
         }
     }
 
     /// The stable `error.code` of the contract's error JSON.
-    pub fn code(self) -> &'static str {
+    pub fn code(&self) -> &'static str {
         match self {
             ProxyError::UpstreamUnreachable => "upstream_unreachable",
             ProxyError::UpstreamTimeout => "upstream_timeout",
             ProxyError::UpstreamProtocol => "upstream_protocol_error",
+            ProxyError::BodyTooLarge => "body_too_large",
+            ProxyError::UnsupportedMediaType => "unsupported_media_type",
+            ProxyError::InvalidJson => "invalid_json",
+            ProxyError::ClientBody => "client_body_error",
+            ProxyError::FieldRejected { .. } => "field_rejected",
+            ProxyError::ResponseNotEncryptable(_) => "response_not_encryptable",
         }
     }
 
-    pub fn message(self) -> &'static str {
+    pub fn message(&self) -> String {
         match self {
-            ProxyError::UpstreamUnreachable => "The upstream application could not be reached.",
-            ProxyError::UpstreamTimeout => "The upstream application did not respond in time.",
+            ProxyError::UpstreamUnreachable => {
+                "The upstream application could not be reached.".into()
+            }
+            ProxyError::UpstreamTimeout => {
+                "The upstream application did not respond in time.".into()
+            }
             ProxyError::UpstreamProtocol => {
-                "The upstream application closed the connection or sent an invalid response."
+                "The upstream application closed the connection or sent an invalid response.".into()
+            }
+            ProxyError::BodyTooLarge => {
+                "The request body is larger than this route accepts.".into()
+            }
+            ProxyError::UnsupportedMediaType => {
+                "This route needs a JSON request body (Content-Type: application/json).".into()
+            }
+            ProxyError::InvalidJson => {
+                "The request body is not valid JSON (or nests too deeply).".into()
+            }
+            ProxyError::ClientBody => "The request body could not be read.".into(),
+            ProxyError::FieldRejected { path, reason, kid } => match kid {
+                Some(kid) => format!("Field {path} was rejected: {reason} (key {kid})."),
+                None => format!("Field {path} was rejected: {reason}."),
+            },
+            ProxyError::ResponseNotEncryptable(why) => {
+                format!("The upstream response could not be encrypted as this route requires ({why}); it was withheld.")
             }
         }
     }
 
-    pub fn fault(self) -> Fault {
+    pub fn fault(&self) -> Fault {
         match self {
             ProxyError::UpstreamUnreachable
             | ProxyError::UpstreamTimeout
-            | ProxyError::UpstreamProtocol => Fault::Upstream,
+            | ProxyError::UpstreamProtocol
+            | ProxyError::ResponseNotEncryptable(_) => Fault::Upstream,
+            ProxyError::BodyTooLarge
+            | ProxyError::UnsupportedMediaType
+            | ProxyError::InvalidJson
+            | ProxyError::ClientBody
+            | ProxyError::FieldRejected { .. } => Fault::Downstream,
         }
     }
 
-    /// Short label for metrics (`upstream_errors_total{kind}`).
-    pub fn kind(self) -> &'static str {
+    /// Short label for metrics (`upstream_errors_total{kind}`), for upstream faults.
+    pub fn kind(&self) -> &'static str {
         match self {
             ProxyError::UpstreamUnreachable => "unreachable",
             ProxyError::UpstreamTimeout => "timeout",
             ProxyError::UpstreamProtocol => "protocol",
+            ProxyError::ResponseNotEncryptable(_) => "not_encryptable",
+            _ => "downstream",
         }
     }
 
     /// The response the client gets (security headers are added by the caller, as for every
     /// response).
     pub fn into_response(self, request_id: &str) -> Response<ProxyBody> {
-        error_response(self.status(), self.code(), self.message(), request_id)
+        error_response(self.status(), self.code(), &self.message(), request_id)
     }
 }
 

@@ -5,6 +5,7 @@
 //! Routes without transforms stream both bodies untouched: nothing here buffers.
 
 pub mod error;
+pub mod fields;
 pub mod hop;
 pub mod request_id;
 pub mod upgrade;
@@ -23,6 +24,8 @@ use hyper::body::Incoming;
 
 use crate::access_log::{CountedBody, Exchange, ObservedBody};
 use crate::body::{empty, ProxyBody};
+use crate::config::Route;
+use crate::field_rules::FieldOp;
 use crate::state::{Runtime, Shared};
 use error::ProxyError;
 use request_id::X_REQUEST_ID;
@@ -53,11 +56,31 @@ pub async fn handle(
     let route = runtime.settings.routes.find(&method, req.uri().path());
     let route_name = route.map_or_else(|| UNMATCHED.clone(), |r| r.name.clone());
     let bytes_in = Arc::new(AtomicU64::new(0));
+    let mut fields = Vec::new();
 
-    let mut response = match forward(req, &runtime, conn, &request_id, bytes_in.clone()).await {
+    let forwarded = forward(
+        req,
+        &runtime,
+        route,
+        conn,
+        &request_id,
+        bytes_in.clone(),
+        &mut fields,
+    )
+    .await;
+    audit(
+        &shared,
+        &request_id_text,
+        &route_name,
+        &fields,
+        forwarded.as_ref().err(),
+    );
+    let mut response = match forwarded {
         Ok(resp) => resp,
         Err(err) => {
-            shared.metrics.upstream_error(&route_name, err.kind());
+            if err.fault() == error::Fault::Upstream {
+                shared.metrics.upstream_error(&route_name, err.kind());
+            }
             tracing::warn!(
                 request_id = %request_id_text,
                 route = %route_name,
@@ -90,16 +113,87 @@ pub async fn handle(
     Ok(response.map(|body| exchange.observe(body)))
 }
 
+/// One audit event per request that touched fields (paths, actions, key ids — never values),
+/// and the field metrics.
+fn audit(
+    shared: &Shared,
+    request_id: &str,
+    route: &Arc<str>,
+    ops: &[FieldOp],
+    failure: Option<&ProxyError>,
+) {
+    for op in ops {
+        shared.metrics.field_op(route, op.action, op.kid.as_deref());
+    }
+    let rejected = match failure {
+        Some(ProxyError::FieldRejected { path, reason, kid }) => {
+            shared.metrics.field_failure(route, reason);
+            Some((path.as_str(), *reason, kid.as_deref()))
+        }
+        Some(ProxyError::ResponseNotEncryptable(why)) => {
+            shared
+                .metrics
+                .field_failure(route, "response_not_encryptable");
+            Some(("$", *why, None))
+        }
+        _ => None,
+    };
+    if ops.is_empty() && rejected.is_none() {
+        return;
+    }
+    let fields: Vec<String> = ops
+        .iter()
+        .map(|op| {
+            format!(
+                "{}:{}:{}",
+                op.path,
+                op.action.as_str(),
+                op.kid.as_deref().unwrap_or("-")
+            )
+        })
+        .collect();
+    match rejected {
+        None => {
+            tracing::info!(target: "fieldseal::audit", request_id, route = %route, fields = ?fields, outcome = "ok", "fields")
+        }
+        Some((path, reason, kid)) => tracing::warn!(
+            target: "fieldseal::audit",
+            request_id,
+            route = %route,
+            fields = ?fields,
+            outcome = "rejected",
+            field = path,
+            reason,
+            kid = kid.unwrap_or("-"),
+            "fields"
+        ),
+    }
+}
+
 /// Relays the request to the upstream and returns its response, ready for the client.
 async fn forward(
     mut req: Request<Incoming>,
     runtime: &Runtime,
+    route: Option<&Route>,
     conn: ConnInfo,
     request_id: &HeaderValue,
     bytes_in: Arc<AtomicU64>,
+    ops: &mut Vec<FieldOp>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    // Only HTTP/1.1 can upgrade; HTTP/2 forbids the Upgrade header (RFC 9113 §8.2.2).
-    let upgrade = req.version() == Version::HTTP_11 && hop::wants_upgrade(req.headers());
+    let request_rules = route
+        .and_then(|r| r.rules.request.as_ref())
+        .filter(|r| !r.is_empty());
+    let response_rules = route
+        .and_then(|r| r.rules.response.as_ref())
+        .filter(|r| !r.is_empty());
+    let keyring = runtime.settings.keys.ring.as_deref();
+    let limit = runtime.settings.limits.max_body_bytes;
+    // Only HTTP/1.1 can upgrade; HTTP/2 forbids the Upgrade header (RFC 9113 §8.2.2). Routes
+    // with field rules never upgrade: a tunnel would carry their fields unexamined.
+    let upgrade = req.version() == Version::HTTP_11
+        && hop::wants_upgrade(req.headers())
+        && request_rules.is_none()
+        && response_rules.is_none();
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
     let (mut parts, body) = req.into_parts();
@@ -124,9 +218,20 @@ async fn forward(
 
     let body = if upgrade {
         empty()
+    } else if let Some(rules) = request_rules {
+        let counted = CountedBody::new(body, bytes_in).boxed_unsync();
+        fields::rewrite_request(&mut parts.headers, counted, rules, keyring, limit, ops).await?
     } else {
         CountedBody::new(body, bytes_in).boxed_unsync()
     };
+    if response_rules.is_some() {
+        // Ask for a body the proxy can read; compressed ones are refused below (fail closed).
+        parts.headers.insert(
+            http::header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+    }
+    let method = parts.method.clone();
     let mut resp = upstream
         .send(Request::from_parts(parts, body), upgrade)
         .await?;
@@ -142,5 +247,11 @@ async fn forward(
         }
     }
     hop::strip(resp.headers_mut(), false);
-    Ok(resp)
+    match response_rules {
+        Some(rules) if !fields::response_has_no_body(&method, resp.status()) => {
+            let deadline = runtime.settings.timeouts.upstream_response;
+            fields::rewrite_response(resp, rules, keyring, limit, deadline, ops).await
+        }
+        _ => Ok(resp),
+    }
 }

@@ -660,6 +660,29 @@ async fn upstream_respond(
             json_response(&serde_json::json!({"slept_ms": ms}))
         }
         "/ws" => websocket_accept(&mut req),
+        // Field-stage edge cases: each carries the secret `123-45-6789` at `$.ssn` or in its text.
+        "/user" => json_response(&serde_json::json!({
+            "id": 7, "name": "Ada", "ssn": "123-45-6789", "age": 36,
+            "cards": [{"number": "4111111111110366"}], "phone": "+44 20 7946 0958"
+        })),
+        "/text" => with_type(r#"{"ssn": "123-45-6789"}"#, "text/plain"),
+        "/badjson" => with_type(r#"{"ssn": "123-45-6789""#, "application/json"),
+        "/gzip" => {
+            let mut r = with_type(r#"{"ssn": "123-45-6789"}"#, "application/json");
+            r.headers_mut()
+                .insert("content-encoding", "gzip".parse().unwrap());
+            r
+        }
+        "/big" => {
+            let n = query_param(&req, "bytes").unwrap_or(0) as usize;
+            let doc = format!(r#"{{"ssn": "123-45-6789", "pad": "{}"}}"#, "x".repeat(n));
+            json_response(&serde_json::from_str(&doc).unwrap())
+        }
+        "/nocontent" => {
+            let mut r = Response::new(fieldseal::body::empty());
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            r
+        }
         _ => {
             let mut r = json_response(&serde_json::json!({"detail": "not found"}));
             *r.status_mut() = StatusCode::NOT_FOUND;
@@ -667,6 +690,15 @@ async fn upstream_respond(
         }
     };
     Ok(resp)
+}
+
+fn with_type(text: &'static str, content_type: &'static str) -> Response<ProxyBody> {
+    let mut resp = Response::new(body(text));
+    resp.headers_mut()
+        .insert("content-type", content_type.parse().unwrap());
+    resp.headers_mut()
+        .insert("etag", "\"strong-1\"".parse().unwrap());
+    resp
 }
 
 fn json_response(doc: &serde_json::Value) -> Response<ProxyBody> {

@@ -1,0 +1,216 @@
+//! The field stage: on routes with rules, buffer the JSON body (bounded by
+//! `limits.max_body_bytes`), apply the rules with [`crate::field_rules`], and send on the
+//! re-serialised document with a correct `Content-Length`.
+//!
+//! Requests fail as the client's fault (400/413/415) before anything reaches the app.
+//! Responses fail closed: a body the route must seal but cannot becomes a 502
+//! `response_not_encryptable` and its plaintext is dropped, never forwarded.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Response, StatusCode};
+use http_body::Body;
+use http_body_util::BodyExt;
+use serde_json::Value;
+
+use super::error::ProxyError;
+use crate::body::{full, ProxyBody};
+use crate::config::raw::OnNonJson;
+use crate::config::settings::{RequestRules, ResponseRules};
+use crate::crypto::Keyring;
+use crate::field_rules::{self, Action, FieldOp};
+
+/// Headers describing the old body that a rewritten body must not carry.
+const DIGEST_HEADERS: &[&str] = &["digest", "content-digest", "repr-digest", "content-md5"];
+
+/// Whether a `Content-Type` is JSON (`application/json`, `application/*+json`).
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let media = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Reads a body of at most `limit` bytes. `Err(true)` = too large, `Err(false)` = read error.
+/// (A hand-written loop rather than `http_body_util::Limited`, whose `Into<BoxError>` bound
+/// trips rustc's higher-ranked lifetime inference in this async context and makes the request
+/// future non-`Send`.)
+async fn read_bounded(mut body: ProxyBody, limit: usize) -> Result<Bytes, bool> {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| false)?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                return Err(true);
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+fn set_length(headers: &mut HeaderMap, len: usize) {
+    headers.remove(header::TRANSFER_ENCODING);
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+}
+
+/// Opens the tokens at the route's decrypt paths. Returns the body to forward.
+pub async fn rewrite_request(
+    headers: &mut HeaderMap,
+    body: ProxyBody,
+    rules: &RequestRules,
+    keyring: Option<&Keyring>,
+    limit: usize,
+    ops: &mut Vec<FieldOp>,
+) -> Result<ProxyBody, ProxyError> {
+    let declared = declared_length(headers);
+    if body.is_end_stream() || declared == Some(0) {
+        return Ok(crate::body::empty());
+    }
+    if !is_json(headers) {
+        return Err(ProxyError::UnsupportedMediaType);
+    }
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ProxyError::BodyTooLarge);
+    }
+    let bytes = read_bounded(body, limit).await.map_err(|too_large| {
+        if too_large {
+            ProxyError::BodyTooLarge
+        } else {
+            ProxyError::ClientBody
+        }
+    })?;
+    // serde_json refuses nesting deeper than 128 levels: a hostile body cannot exhaust the stack.
+    let mut doc: Value = serde_json::from_slice(&bytes).map_err(|_| ProxyError::InvalidJson)?;
+    let keyring = keyring.ok_or(ProxyError::FieldRejected {
+        path: "$".into(),
+        reason: "keyring_unavailable",
+        kid: None,
+    })?;
+    let applied = field_rules::apply_request(&mut doc, rules, keyring).map_err(|f| {
+        ProxyError::FieldRejected {
+            path: f.path,
+            reason: f.reason,
+            kid: f.kid,
+        }
+    })?;
+    let changed = applied.iter().any(|op| op.action == Action::Opened);
+    ops.extend(applied);
+    if !changed {
+        // Nothing opened: the app gets the client's bytes exactly.
+        set_length(headers, bytes.len());
+        return Ok(full(bytes));
+    }
+    let out = serde_json::to_vec(&doc).map_err(|_| ProxyError::InvalidJson)?;
+    set_length(headers, out.len());
+    Ok(full(out))
+}
+
+/// Responses whose body is absent by definition pass untouched.
+pub fn response_has_no_body(method: &Method, status: StatusCode) -> bool {
+    method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+}
+
+/// Seals, redacts and masks the route's response fields; fails closed.
+pub async fn rewrite_response(
+    resp: Response<ProxyBody>,
+    rules: &ResponseRules,
+    keyring: Option<&Keyring>,
+    limit: usize,
+    deadline: Duration,
+    ops: &mut Vec<FieldOp>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let (mut parts, body) = resp.into_parts();
+    if body.is_end_stream() || declared_length(&parts.headers) == Some(0) {
+        return Ok(Response::from_parts(parts, body));
+    }
+    let encoded = parts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if encoded {
+        return Err(ProxyError::ResponseNotEncryptable("compressed body"));
+    }
+    if !is_json(&parts.headers) {
+        return match rules.on_non_json {
+            OnNonJson::Pass => Ok(Response::from_parts(parts, body)),
+            OnNonJson::Fail => Err(ProxyError::ResponseNotEncryptable("not JSON")),
+        };
+    }
+    if declared_length(&parts.headers).is_some_and(|n| n > limit as u64) {
+        return Err(ProxyError::ResponseNotEncryptable("too large"));
+    }
+    let bytes = match tokio::time::timeout(deadline, read_bounded(body, limit)).await {
+        Err(_) => return Err(ProxyError::UpstreamTimeout),
+        Ok(Err(true)) => return Err(ProxyError::ResponseNotEncryptable("too large")),
+        Ok(Err(false)) => return Err(ProxyError::UpstreamProtocol),
+        Ok(Ok(b)) => b,
+    };
+    let mut doc: Value = serde_json::from_slice(&bytes)
+        .map_err(|_| ProxyError::ResponseNotEncryptable("invalid JSON"))?;
+    let applied = field_rules::apply_response(&mut doc, rules, keyring)
+        .map_err(|_| ProxyError::ResponseNotEncryptable("sealing failed"))?;
+    if applied.is_empty() {
+        return Ok(Response::from_parts(parts, full(bytes)));
+    }
+    ops.extend(applied);
+    let out = serde_json::to_vec(&doc)
+        .map_err(|_| ProxyError::ResponseNotEncryptable("serialisation failed"))?;
+    set_length(&mut parts.headers, out.len());
+    // The validators and digests described the plaintext body.
+    let strong_etag = parts
+        .headers
+        .get(header::ETAG)
+        .is_some_and(|v| !v.as_bytes().starts_with(b"W/"));
+    if strong_etag {
+        parts.headers.remove(header::ETAG);
+    }
+    for name in DIGEST_HEADERS {
+        parts.headers.remove(*name);
+    }
+    Ok(Response::from_parts(parts, full(out)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_media_types() {
+        let mut h = HeaderMap::new();
+        for (ct, json) in [
+            ("application/json", true),
+            ("Application/JSON; charset=utf-8", true),
+            ("application/problem+json", true),
+            ("text/plain", false),
+            ("text/json", false),
+            ("application/jsonx", false),
+        ] {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+            assert_eq!(is_json(&h), json, "{ct}");
+        }
+        h.clear();
+        assert!(!is_json(&h));
+    }
+}
