@@ -58,6 +58,19 @@ async fn demo_serves_the_demo_app_through_the_proxy() {
     assert!(!resp.headers().contains_key("server"));
     let user = read_json(resp).await;
     assert_eq!(user["name"], "Ada Lovelace");
+    assert!(
+        user["ssn"].as_str().unwrap().starts_with("fs1.k1."),
+        "{user}"
+    );
+    assert_eq!(user["phone"], "************0958");
+    // The PUT route echoes what the demo app received: the plaintext, opened by the proxy.
+    let put = request("PUT", "/api/users/1", true)
+        .header("content-type", "application/json")
+        .body(body(user.to_string()))
+        .unwrap();
+    let echoed = read_json(send_once(addr, insecure_client(), put).await).await;
+    assert_eq!(echoed["received"]["ssn"], "123-45-6789", "{echoed}");
+    assert_eq!(echoed["received"]["cards"][0]["number"], "4111111111110366");
     let _ = child.kill();
     let _ = child.wait();
 }

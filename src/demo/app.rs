@@ -46,6 +46,7 @@ pub fn user(id: &str) -> serde_json::Value {
         "ssn": "123-45-6789",
         "password": "correct horse battery staple",
         "cards": [{"brand": "visa", "number": "4111111111110366"}],
+        "phone": "+44 20 7946 0958",
     })
 }
 
@@ -55,7 +56,7 @@ async fn respond(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infall
     let (status, body) = match (req.method(), segments.as_slice()) {
         (&Method::GET, ["api", "users", id]) => (StatusCode::OK, user(id)),
         (&Method::GET, ["api", "health"]) => (StatusCode::OK, json!({"status": "ok"})),
-        (&Method::POST, ["api", "echo"]) => {
+        (&Method::POST, ["api", "echo"]) | (&Method::PUT, ["api", "users", _]) => {
             match Limited::new(req.into_body(), ECHO_LIMIT).collect().await {
                 Ok(collected) => {
                     match serde_json::from_slice::<serde_json::Value>(&collected.to_bytes()) {

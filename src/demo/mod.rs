@@ -48,6 +48,10 @@ pub fn write_files(
     let cert = rcgen::generate_simple_self_signed(names)
         .map_err(|e| format!("cannot generate a certificate: {e}"))?;
     let dir = ws.path();
+    let keyring = crate::crypto::keyring::generate("k1")?;
+    let keyring =
+        zeroize::Zeroizing::new(serde_json::to_vec_pretty(&keyring).map_err(|e| e.to_string())?);
+    write_private(&dir.join("keyring.json"), &keyring).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("cert.pem"), cert.cert.pem()).map_err(|e| e.to_string())?;
     write_private(
         &dir.join("key.pem"),
@@ -62,13 +66,20 @@ admin: "{admin}"
 tls:
   cert: cert.pem
   key: key.pem
+keys:
+  keyring: keyring.json
 headers:
   permissions-policy: "geolocation=(), camera=()"
 routes:
   - name: user
-    match: {{ path: "/api/users/{{id}}", methods: [GET] }}
+    match: {{ path: "/api/users/{{id}}", methods: [GET, PUT] }}
     headers:
       cache-control: "no-store"
+    response:
+      encrypt: ["$.ssn", "$.password", {{ path: "$.cards[*].number", context: "card" }}]
+      mask: [{{ path: "$.phone", keep_last: 4 }}]
+    request:
+      decrypt: ["$.ssn", "$.password", {{ path: "$.cards[*].number", context: "card" }}]
   - name: echo
     match: {{ path: "/api/echo", methods: [POST] }}
 "#
@@ -94,13 +105,19 @@ fieldseal demo is running (TLS 1.3, self-signed certificate; Ctrl-C to stop)
   config {config}
 
 Try:
-  curl -sk --http2 {base}/api/users/1
+  curl -sk --http2 {base}/api/users/1 | tee /tmp/fieldseal-user.json   # ssn, password, card sealed; phone masked
+  curl -sk -X PUT {base}/api/users/1 -H 'content-type: application/json' --data @/tmp/fieldseal-user.json
+                                                       # the app echoes what it received: plaintext again
+  fieldseal open --keyring {keyring} --context ssn fs1.k1.…   # open a token yourself
+  curl -sk -X PUT {base}/api/users/1 -H 'content-type: application/json' -d '{{"ssn":"fs1.k1.AAAA"}}'
+                                                       # a bad token: 400, the app is never called
   curl -sk -D - -o /dev/null {base}/api/users/1        # security headers; no Server / X-Powered-By
   curl -sk {base}/api/echo -H 'content-type: application/json' -d '{{"hello":"world"}}'
   curl -sk --tls-max 1.2 {base}/api/users/1            # refused: TLS 1.3 only
   curl -s http://{admin}/readyz
   curl -s http://{admin}/metrics
 "#,
-        config = config.display()
+        config = config.display(),
+        keyring = config.with_file_name("keyring.json").display()
     )
 }
