@@ -141,6 +141,15 @@ fn audit(
     if ops.is_empty() && rejected.is_none() {
         return;
     }
+    // Formatting the field list costs an allocation per field: only when someone listens.
+    let enabled = if rejected.is_some() {
+        tracing::enabled!(target: "fieldseal::audit", tracing::Level::WARN)
+    } else {
+        tracing::enabled!(target: "fieldseal::audit", tracing::Level::INFO)
+    };
+    if !enabled {
+        return;
+    }
     let fields: Vec<String> = ops
         .iter()
         .map(|op| {
