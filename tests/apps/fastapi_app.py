@@ -1,9 +1,11 @@
 """A real, unmodified FastAPI app used as fieldseal's upstream in the integration tests."""
 import asyncio
+import gzip
 import hashlib
+import json
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 app = FastAPI()
 
@@ -19,6 +21,36 @@ USER = {
 @app.get("/api/users/{user_id}")
 async def get_user(user_id: int):
     return {"id": user_id, **USER}
+
+
+PUTS = {"count": 0}
+
+
+@app.put("/api/users/{user_id}")
+async def put_user(user_id: int, request: Request):
+    PUTS["count"] += 1
+    return {"received": await request.json()}
+
+
+@app.get("/api/stats")
+async def stats():
+    return {"puts": PUTS["count"]}
+
+
+@app.get("/api/raw/text")
+async def raw_text():
+    return PlainTextResponse(json.dumps({"ssn": USER["ssn"]}))
+
+
+@app.get("/api/raw/gzip")
+async def raw_gzip():
+    body = gzip.compress(json.dumps({"ssn": USER["ssn"]}).encode())
+    return Response(body, media_type="application/json", headers={"content-encoding": "gzip"})
+
+
+@app.get("/api/raw/json")
+async def raw_json():
+    return {"ssn": USER["ssn"], "ok": True}
 
 
 @app.post("/api/echo")

@@ -1,5 +1,7 @@
 """A real, unmodified Flask app used as fieldseal's upstream in the integration tests."""
+import gzip
 import hashlib
+import json
 
 from flask import Flask, Response, jsonify, request
 
@@ -17,6 +19,36 @@ USER = {
 @app.get("/api/users/<int:user_id>")
 def get_user(user_id):
     return jsonify({"id": user_id, **USER})
+
+
+PUTS = {"count": 0}
+
+
+@app.put("/api/users/<int:user_id>")
+def put_user(user_id):
+    PUTS["count"] += 1
+    return jsonify({"received": request.get_json()})
+
+
+@app.get("/api/stats")
+def stats():
+    return jsonify({"puts": PUTS["count"]})
+
+
+@app.get("/api/raw/text")
+def raw_text():
+    return Response(json.dumps({"ssn": USER["ssn"]}), mimetype="text/plain")
+
+
+@app.get("/api/raw/gzip")
+def raw_gzip():
+    body = gzip.compress(json.dumps({"ssn": USER["ssn"]}).encode())
+    return Response(body, mimetype="application/json", headers={"content-encoding": "gzip"})
+
+
+@app.get("/api/raw/json")
+def raw_json():
+    return jsonify({"ssn": USER["ssn"], "ok": True})
 
 
 @app.post("/api/echo")
