@@ -1,0 +1,90 @@
+//! Field sealing over whole documents, beside a plain serde_json parse + serialise of the same
+//! bytes (the floor any JSON rewrite pays). Issue targets: the 1 MiB / 1,000-field transform at
+//! most 1.25x the serde round trip.
+
+use base64::Engine;
+use criterion::{criterion_group, criterion_main, Criterion};
+use fieldseal::config::settings::ResponseRules;
+use fieldseal::crypto::keyring::{KeyEntry, KeyState, KeyringFile};
+use fieldseal::crypto::Keyring;
+use fieldseal::field_rules::apply_response;
+use fieldseal::selector::Selector;
+use serde_json::{json, Value};
+use std::hint::black_box;
+
+fn keyring() -> Keyring {
+    Keyring::from_file(KeyringFile {
+        primary: "k1".into(),
+        keys: vec![KeyEntry {
+            id: "k1".into(),
+            secret: zeroize::Zeroizing::new(
+                base64::engine::general_purpose::STANDARD.encode([7u8; 32]),
+            ),
+            created_at: "2026-11-01T00:00:00Z".into(),
+            state: KeyState::Active,
+        }],
+    })
+    .unwrap()
+}
+
+/// A ~1 KiB user record like the P1 benchmark's.
+fn small() -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "id": 1042, "username": "ada.lovelace", "email": "ada@example.com", "full_name": "Ada Lovelace",
+        "ssn": "123-45-6789", "password": "correct horse battery staple",
+        "address": {"street": "12 St James's Square", "city": "London", "postcode": "SW1Y 4JH", "country": "GB"},
+        "cards": [{"brand": "visa", "number": "4111111111110366", "exp": "12/29"}],
+        "preferences": {"newsletter": true, "theme": "dark", "language": "en-GB", "timezone": "Europe/London"},
+        "roles": ["analyst", "engineer"], "created_at": "2025-01-01T00:00:00Z", "bio": "x".repeat(400),
+    }))
+    .unwrap()
+}
+
+/// ~1 MiB: 1,000 records, each with one sealed field.
+fn large() -> Vec<u8> {
+    let users: Vec<Value> = (0..1000)
+        .map(|i| json!({"id": i, "name": format!("user {i}"), "ssn": format!("{i:03}-45-6789"), "pad": "p".repeat(1000)}))
+        .collect();
+    serde_json::to_vec(&json!({ "users": users })).unwrap()
+}
+
+fn rules(paths: &[&str]) -> ResponseRules {
+    ResponseRules {
+        encrypt: paths
+            .iter()
+            .map(|p| Selector::compile(p, None).unwrap())
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let ring = keyring();
+    let mut group = c.benchmark_group("transform");
+    for (name, bytes, rules) in [
+        (
+            "1KiB_3_fields",
+            small(),
+            rules(&["$.ssn", "$.password", "$.cards[*].number"]),
+        ),
+        ("1MiB_1000_fields", large(), rules(&["$.users[*].ssn"])),
+    ] {
+        group.bench_function(format!("{name}/serde_round_trip"), |b| {
+            b.iter(|| {
+                let doc: Value = serde_json::from_slice(black_box(&bytes)).unwrap();
+                serde_json::to_vec(&doc).unwrap()
+            })
+        });
+        group.bench_function(format!("{name}/seal"), |b| {
+            b.iter(|| {
+                let mut doc: Value = serde_json::from_slice(black_box(&bytes)).unwrap();
+                apply_response(&mut doc, &rules, Some(&ring)).unwrap();
+                serde_json::to_vec(&doc).unwrap()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
