@@ -1,26 +1,13 @@
 //! fs1 seal/open of one 16-byte field (issue target: ≤ 0.5 µs per seal). The seal includes
 //! drawing its 12-byte nonce from the OS CSPRNG, as the contract requires for every seal.
 
-use base64::Engine;
 use criterion::{criterion_group, criterion_main, Criterion};
-use fieldseal::crypto::keyring::{KeyEntry, KeyState, KeyringFile};
 use fieldseal::crypto::{token, Keyring};
 use serde_json::json;
 use std::hint::black_box;
 
 fn keyring() -> Keyring {
-    Keyring::from_file(KeyringFile {
-        primary: "k1".into(),
-        keys: vec![KeyEntry {
-            id: "k1".into(),
-            secret: zeroize::Zeroizing::new(
-                base64::engine::general_purpose::STANDARD.encode([7u8; 32]),
-            ),
-            created_at: "2026-11-01T00:00:00Z".into(),
-            state: KeyState::Active,
-        }],
-    })
-    .unwrap()
+    Keyring::single("k1", &[7u8; 32], "2026-11-01T00:00:00Z").unwrap()
 }
 
 fn tokens(c: &mut Criterion) {

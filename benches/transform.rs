@@ -2,10 +2,8 @@
 //! bytes (the floor any JSON rewrite pays). Issue targets: the 1 MiB / 1,000-field transform at
 //! most 1.25x the serde round trip.
 
-use base64::Engine;
 use criterion::{criterion_group, criterion_main, Criterion};
 use fieldseal::config::settings::ResponseRules;
-use fieldseal::crypto::keyring::{KeyEntry, KeyState, KeyringFile};
 use fieldseal::crypto::Keyring;
 use fieldseal::field_rules::apply_response;
 use fieldseal::selector::Selector;
@@ -13,18 +11,7 @@ use serde_json::{json, Value};
 use std::hint::black_box;
 
 fn keyring() -> Keyring {
-    Keyring::from_file(KeyringFile {
-        primary: "k1".into(),
-        keys: vec![KeyEntry {
-            id: "k1".into(),
-            secret: zeroize::Zeroizing::new(
-                base64::engine::general_purpose::STANDARD.encode([7u8; 32]),
-            ),
-            created_at: "2026-11-01T00:00:00Z".into(),
-            state: KeyState::Active,
-        }],
-    })
-    .unwrap()
+    Keyring::single("k1", &[7u8; 32], "2026-11-01T00:00:00Z").unwrap()
 }
 
 /// A ~1 KiB user record like the P1 benchmark's.

@@ -177,6 +177,23 @@ impl Keyring {
         }
     }
 
+    /// A keyring of one active key (embedding, benchmarks). Files go through [`Keyring::load`].
+    pub fn single(
+        id: &str,
+        secret: &[u8; SECRET_LEN],
+        created_at: &str,
+    ) -> Result<Self, KeyringError> {
+        Self::from_file(KeyringFile {
+            primary: id.to_string(),
+            keys: vec![KeyEntry {
+                id: id.to_string(),
+                secret: Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(secret)),
+                created_at: created_at.to_string(),
+                state: KeyState::Active,
+            }],
+        })
+    }
+
     /// The key every new seal uses.
     pub fn primary(&self) -> &Key {
         &self.keys[self.primary]
