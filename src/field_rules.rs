@@ -228,6 +228,15 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::json;
 
+    /// Where `user()` holds the fields `response_rules()` seals.
+    const SEALED_POINTERS: [&str; 5] = [
+        "/ssn",
+        "/password",
+        "/age",
+        "/cards/0/number",
+        "/cards/1/number",
+    ];
+
     fn sel(path: &str) -> Selector {
         Selector::compile(path, None).unwrap()
     }
@@ -263,13 +272,7 @@ mod tests {
         let mut doc = user();
         let ops = apply_response(&mut doc, &response_rules(), Some(&ring)).unwrap();
         assert_eq!(ops.iter().filter(|o| o.action == Action::Sealed).count(), 5);
-        for p in [
-            "/ssn",
-            "/password",
-            "/age",
-            "/cards/0/number",
-            "/cards/1/number",
-        ] {
+        for p in SEALED_POINTERS {
             let t = doc.pointer(p).unwrap().as_str().unwrap();
             assert!(t.starts_with("fs1.k1."), "{p}: {t}");
         }
@@ -318,13 +321,7 @@ mod tests {
         let ops = apply_request(&mut doc, &request, &ring).unwrap();
         assert_eq!(ops.len(), 5);
         let original = user();
-        for p in [
-            "/ssn",
-            "/password",
-            "/age",
-            "/cards/0/number",
-            "/cards/1/number",
-        ] {
+        for p in SEALED_POINTERS {
             assert_eq!(doc.pointer(p), original.pointer(p), "{p}");
         }
     }

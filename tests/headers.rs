@@ -63,10 +63,7 @@ async fn security_headers_are_added_overridden_and_removed() {
 async fn proxy_errors_carry_security_headers_too() {
     let pki = Pki::new();
     // Nothing listens on the upstream port.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead = unused_addr();
     let proxy = ProxyProcess::start(&config_yaml(&pki, dead, ""));
     let resp = send_once(
         proxy.listen,

@@ -10,10 +10,7 @@ use common::*;
 #[tokio::test]
 async fn unreachable_upstream_is_a_502_with_error_json() {
     let pki = Pki::new();
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead = unused_addr();
     let proxy = ProxyProcess::start(&config_yaml(&pki, dead, ""));
     let req = request("GET", "/api/users/1", true)
         .header("x-request-id", "r-502")

@@ -291,6 +291,14 @@ pub fn make_keyring(path: &Path) {
     assert_eq!(code, 0, "{stderr}");
 }
 
+/// A loopback address nothing listens on (bound, then released), for "upstream down" tests.
+pub fn unused_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
 /// Runs `fieldseal` with `args`, returning (exit code, stdout, stderr).
 pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = Command::new(bin());
