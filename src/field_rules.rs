@@ -6,13 +6,16 @@
 //! Failures name the field (normalized JSONPath), a stable reason and, where relevant, the key
 //! id — never the value or the token.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
+use zeroize::Zeroizing;
 
 use crate::config::settings::{RequestRules, ResponseRules};
 use crate::crypto::token::{self, looks_like_token};
 use crate::crypto::Keyring;
 use crate::selector::Selector;
-use crate::transform::{self, Location};
+use crate::transform::{self, splice, Location};
 
 /// What was done to one field, for metrics and the audit event (no values).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,10 +201,7 @@ fn open_field(
             })
         }
     };
-    let kid = token_text
-        .strip_prefix(token::TOKEN_PREFIX)
-        .and_then(|r| r.split_once('.'))
-        .map(|(k, _)| k.to_string());
+    let kid = token_kid(token_text);
     let context = transform::context(selector, location);
     match token::open(keyring, context, token_text) {
         Ok(value) => {
@@ -220,9 +220,216 @@ fn open_field(
     }
 }
 
+/// Why a body could not be rewritten.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyFailure {
+    /// Not one valid JSON document (UTF-8 included).
+    InvalidJson,
+    /// A field could not be processed.
+    Field(FieldFailure),
+}
+
+impl From<FieldFailure> for BodyFailure {
+    fn from(f: FieldFailure) -> Self {
+        BodyFailure::Field(f)
+    }
+}
+
+/// Applies a route's response rules to a body. Returns the new body, or `None` when no field
+/// was selected (the original bytes may be forwarded as they are).
+///
+/// Rules whose selectors are all simple run on the byte-level engine (`transform::splice`):
+/// the document is validated but never materialised, and bytes outside the selected fields
+/// are kept exactly, member order included. Others parse into a `Value` and re-serialise.
+pub fn rewrite_response_body(
+    body: &[u8],
+    rules: &ResponseRules,
+    keyring: Option<&Keyring>,
+    ops: &mut Vec<FieldOp>,
+) -> Result<Option<Vec<u8>>, BodyFailure> {
+    let Some(plan) = rules.plan() else {
+        let mut doc: Value = serde_json::from_slice(body).map_err(|_| BodyFailure::InvalidJson)?;
+        let applied = apply_response(&mut doc, rules, keyring)?;
+        if applied.is_empty() {
+            return Ok(None);
+        }
+        ops.extend(applied);
+        return serde_json::to_vec(&doc)
+            .map(Some)
+            .map_err(|_| BodyFailure::InvalidJson);
+    };
+    let text = std::str::from_utf8(body).map_err(|_| BodyFailure::InvalidJson)?;
+    let mut spans = splice::scan(plan, text).map_err(|_| BodyFailure::InvalidJson)?;
+    if spans.is_empty() {
+        return Ok(None);
+    }
+    let (sealers, redactions) = (rules.encrypt.len(), rules.redact.len());
+    let mut edits = Vec::with_capacity(spans.len());
+    for span in &mut spans {
+        let path = std::mem::take(&mut span.path);
+        let (replacement, action, kid) = if span.selector < sealers {
+            let selector = &rules.encrypt[span.selector];
+            let key = keyring
+                .ok_or_else(|| FieldFailure {
+                    path: path.clone(),
+                    reason: "keyring_unavailable",
+                    kid: None,
+                })?
+                .primary();
+            let context = selector.context.as_deref().unwrap_or(&span.member);
+            let plaintext = compact(span.raw).ok_or_else(|| FieldFailure {
+                path: path.clone(),
+                reason: "invalid_value",
+                kid: None,
+            })?;
+            let sealed = token::seal_json(key, context, &plaintext).map_err(|_| FieldFailure {
+                path: path.clone(),
+                reason: "random_source_failed",
+                kid: Some(key.id.clone()),
+            })?;
+            let mut quoted = Vec::with_capacity(sealed.len() + 2);
+            quoted.push(b'"');
+            // Token characters (prefix, key id, base64url) never need escaping.
+            quoted.extend_from_slice(sealed.as_bytes());
+            quoted.push(b'"');
+            (quoted, Action::Sealed, Some(key.id.clone()))
+        } else if span.selector < sealers + redactions {
+            (b"null".to_vec(), Action::Redacted, None)
+        } else {
+            let keep_last = rules.mask[span.selector - sealers - redactions].keep_last;
+            let value: Value = serde_json::from_str(span.raw).map_err(|_| FieldFailure {
+                path: path.clone(),
+                reason: "invalid_value",
+                kid: None,
+            })?;
+            let masked = serde_json::to_vec(&transform::mask(&value, keep_last))
+                .expect("a JSON value serialises");
+            (masked, Action::Masked, None)
+        };
+        edits.push(splice::Edit {
+            start: span.start,
+            end: span.end,
+            replacement: Zeroizing::new(replacement),
+        });
+        ops.push(FieldOp { path, action, kid });
+    }
+    Ok(Some(splice::splice(text, &edits)))
+}
+
+/// The compact JSON text of a raw value: the raw text itself when it is already compact (a
+/// string without escapes, a literal, an integer), else re-serialised.
+fn compact(raw: &str) -> Option<Cow<'_, [u8]>> {
+    let bytes = raw.as_bytes();
+    let already = match bytes.first() {
+        Some(b'"') => !bytes.contains(&b'\\'),
+        Some(b't' | b'f' | b'n') => true,
+        Some(b'-' | b'0'..=b'9') => bytes[1..].iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    if already {
+        return Some(Cow::Borrowed(bytes));
+    }
+    let value: Value = serde_json::from_str(raw).ok()?;
+    serde_json::to_vec(&value).ok().map(Cow::Owned)
+}
+
+/// Applies a route's request rules to a body: opens the tokens at its decrypt paths. Returns
+/// the new body, or `None` when nothing was opened (forward the client's bytes as they are).
+pub fn rewrite_request_body(
+    body: &[u8],
+    rules: &RequestRules,
+    keyring: &Keyring,
+    ops: &mut Vec<FieldOp>,
+) -> Result<Option<Vec<u8>>, BodyFailure> {
+    let Some(plan) = rules.plan() else {
+        let mut doc: Value = serde_json::from_slice(body).map_err(|_| BodyFailure::InvalidJson)?;
+        let applied = apply_request(&mut doc, rules, keyring)?;
+        let changed = applied.iter().any(|op| op.action == Action::Opened);
+        ops.extend(applied);
+        if !changed {
+            return Ok(None);
+        }
+        return serde_json::to_vec(&doc)
+            .map(Some)
+            .map_err(|_| BodyFailure::InvalidJson);
+    };
+    let text = std::str::from_utf8(body).map_err(|_| BodyFailure::InvalidJson)?;
+    if splice::nesting_exceeds(text, splice::MAX_NESTING) {
+        return Err(BodyFailure::InvalidJson);
+    }
+    let mut spans = splice::scan(plan, text).map_err(|_| BodyFailure::InvalidJson)?;
+    let mut edits = Vec::new();
+    for span in &mut spans {
+        let path = std::mem::take(&mut span.path);
+        let token_text: Option<Cow<'_, str>> = match span.raw.as_bytes() {
+            [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') => {
+                Some(Cow::Borrowed(&span.raw[1..span.raw.len() - 1]))
+            }
+            [b'"', ..] => serde_json::from_str::<String>(span.raw)
+                .ok()
+                .map(Cow::Owned),
+            _ => None,
+        };
+        let Some(token_text) = token_text.filter(|t| looks_like_token(t)) else {
+            if rules.require_encrypted {
+                return Err(FieldFailure {
+                    path,
+                    reason: "plaintext_not_allowed",
+                    kid: None,
+                }
+                .into());
+            }
+            ops.push(FieldOp {
+                path,
+                action: Action::PassedPlaintext,
+                kid: None,
+            });
+            continue;
+        };
+        let kid = token_kid(&token_text);
+        let selector = &rules.decrypt[span.selector];
+        let context = selector.context.as_deref().unwrap_or(&span.member);
+        match token::open_json(keyring, context, &token_text) {
+            Ok(plaintext) => {
+                edits.push(splice::Edit {
+                    start: span.start,
+                    end: span.end,
+                    replacement: plaintext,
+                });
+                ops.push(FieldOp {
+                    path,
+                    action: Action::Opened,
+                    kid,
+                });
+            }
+            Err(e) => {
+                return Err(FieldFailure {
+                    path,
+                    reason: e.reason(),
+                    kid: e.kid().map(str::to_string).or(kid),
+                }
+                .into())
+            }
+        }
+    }
+    if edits.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(splice::splice(text, &edits)))
+}
+
+/// The key id a token names (its shape was checked by `looks_like_token`).
+fn token_kid(token_text: &str) -> Option<String> {
+    token_text
+        .strip_prefix(token::TOKEN_PREFIX)
+        .and_then(|r| r.split_once('.'))
+        .map(|(k, _)| k.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::raw::OnNonJson;
     use crate::config::settings::MaskRule;
     use crate::crypto::keyring::tests::test_keyring;
     use proptest::prelude::*;
@@ -250,20 +457,20 @@ mod tests {
     }
 
     fn response_rules() -> ResponseRules {
-        ResponseRules {
-            encrypt: vec![
+        ResponseRules::new(
+            vec![
                 sel("$.ssn"),
                 sel("$.password"),
                 sel("$.age"),
                 Selector::compile("$.cards[*].number", Some("card".into())).unwrap(),
             ],
-            redact: vec![sel("$.notes")],
-            mask: vec![MaskRule {
+            vec![sel("$.notes")],
+            vec![MaskRule {
                 selector: sel("$.phone"),
                 keep_last: 4,
             }],
-            ..Default::default()
-        }
+            OnNonJson::Fail,
+        )
     }
 
     #[test]
@@ -308,16 +515,16 @@ mod tests {
         let ring = test_keyring();
         let mut doc = user();
         apply_response(&mut doc, &response_rules(), Some(&ring)).unwrap();
-        let request = RequestRules {
-            decrypt: vec![
+        let request = RequestRules::new(
+            vec![
                 sel("$.ssn"),
                 sel("$.password"),
                 sel("$.age"),
                 Selector::compile("$.cards[*].number", Some("card".into())).unwrap(),
             ],
-            require_encrypted: true,
-            max_age: None,
-        };
+            true,
+            None,
+        );
         let ops = apply_request(&mut doc, &request, &ring).unwrap();
         assert_eq!(ops.len(), 5);
         let original = user();
@@ -329,11 +536,7 @@ mod tests {
     #[test]
     fn request_failures_name_field_reason_and_kid() {
         let ring = test_keyring();
-        let rules = |require| RequestRules {
-            decrypt: vec![sel("$.ssn"), sel("$.nick")],
-            require_encrypted: require,
-            max_age: None,
-        };
+        let rules = |require| RequestRules::new(vec![sel("$.ssn"), sel("$.nick")], require, None);
         let password_token = token::seal(ring.primary(), "password", &json!("x")).unwrap();
         let cases = [
             (
@@ -364,6 +567,107 @@ mod tests {
         let err = apply_request(&mut doc, &rules(true), &ring).unwrap_err();
         assert_eq!(err.reason, "plaintext_not_allowed");
         assert!(!err.to_string().contains("123-45-6789"));
+    }
+
+    #[test]
+    fn body_rewrite_seals_in_place_and_keeps_member_order() {
+        let ring = test_keyring();
+        let body = br#"{"name":"Ada", "ssn":"123-45-6789","cards":[{"number":"4111111111110366","brand":"visa"}],"phone":"+44 20 7946 0958","notes":{"x":1},"age":36,"password":"p\u00e9"}"#;
+        let rules = response_rules();
+        assert!(
+            rules.plan().is_some(),
+            "simple rules run on the byte-level engine"
+        );
+        let mut ops = Vec::new();
+        let out = rewrite_response_body(body, &rules, Some(&ring), &mut ops)
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with(r#"{"name":"Ada", "ssn":"fs1.k1."#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#""brand":"visa"}],"phone":"************0958","notes":null,"age":"fs1.k1."#
+            ),
+            "{text}"
+        );
+        let doc: Value = serde_json::from_str(&text).unwrap();
+        for (pointer, context, plain) in [
+            ("/ssn", "ssn", json!("123-45-6789")),
+            ("/cards/0/number", "card", json!("4111111111110366")),
+            ("/age", "age", json!(36)),
+            ("/password", "password", json!("pé")),
+        ] {
+            let t = doc.pointer(pointer).unwrap().as_str().unwrap();
+            assert_eq!(token::open(&ring, context, t).unwrap(), plain, "{pointer}");
+        }
+        let actions: Vec<(&str, Action)> =
+            ops.iter().map(|o| (o.path.as_str(), o.action)).collect();
+        assert_eq!(
+            actions,
+            [
+                ("$['ssn']", Action::Sealed),
+                ("$['cards'][0]['number']", Action::Sealed),
+                ("$['phone']", Action::Masked),
+                ("$['notes']", Action::Redacted),
+                ("$['age']", Action::Sealed),
+                ("$['password']", Action::Sealed),
+            ]
+        );
+        for secret in [
+            "123-45-6789",
+            "4111111111110366",
+            "7946",
+            "\"x\"",
+            "p\\u00e9",
+        ] {
+            assert!(!text.contains(secret), "{secret} survived");
+        }
+    }
+
+    #[test]
+    fn body_engines_refuse_the_same_bodies() {
+        let ring = test_keyring();
+        let deep = format!("{{\"ssn\":{}1{}}}", "[".repeat(200), "]".repeat(200));
+        for rules in [response_rules(), response_rules().without_plan()] {
+            for body in [
+                &b"{\"ssn\":"[..],
+                b"{} x",
+                b"{\"a\":\"\xff\"}",
+                b"",
+                b"nope",
+            ] {
+                let got = rewrite_response_body(body, &rules, Some(&ring), &mut Vec::new());
+                assert_eq!(
+                    got,
+                    Err(BodyFailure::InvalidJson),
+                    "{:?}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+            let none =
+                rewrite_response_body(br#"{"other":1}"#, &rules, Some(&ring), &mut Vec::new());
+            assert_eq!(none, Ok(None));
+            // Sealing needs the keyring: fail closed without it.
+            let err = rewrite_response_body(br#"{"ssn":1}"#, &rules, None, &mut Vec::new());
+            assert!(matches!(err, Err(BodyFailure::Field(f)) if f.reason == "keyring_unavailable"));
+        }
+        let request = RequestRules::new(vec![sel("$.ssn")], false, None);
+        for rules in [request.clone(), request.without_plan()] {
+            let got = rewrite_request_body(deep.as_bytes(), &rules, &ring, &mut Vec::new());
+            assert_eq!(got, Err(BodyFailure::InvalidJson), "too deep");
+            let token = token::seal(ring.primary(), "password", &json!("x")).unwrap();
+            let body = format!(r#"{{"ssn":"{token}"}}"#);
+            let got = rewrite_request_body(body.as_bytes(), &rules, &ring, &mut Vec::new());
+            assert!(
+                matches!(got, Err(BodyFailure::Field(f)) if f.reason == "authentication_failed" && f.path == "$['ssn']")
+            );
+            let mut ops = Vec::new();
+            let plain = rewrite_request_body(br#"{"ssn":"123"}"#, &rules, &ring, &mut ops);
+            assert_eq!((plain, ops[0].action), (Ok(None), Action::PassedPlaintext));
+        }
     }
 
     /// JSON documents of bounded size, with member names worth escaping.
@@ -432,7 +736,7 @@ mod tests {
             prop_assume!(!paths.is_empty());
             let selectors: Vec<Selector> = paths.iter().map(|p| sel(p)).collect();
             let mut sealed = doc.clone();
-            let ops = apply_response(&mut sealed, &ResponseRules { encrypt: selectors.clone(), ..Default::default() }, Some(&ring)).unwrap();
+            let ops = apply_response(&mut sealed, &ResponseRules::new(selectors.clone(), vec![], vec![], OnNonJson::Fail), Some(&ring)).unwrap();
             let locations = transform::select_selectors(&selectors, &doc).unwrap();
             prop_assert_eq!(ops.len(), locations.len());
             for (_, loc) in &locations {
@@ -440,8 +744,33 @@ mod tests {
                 prop_assert!(node.as_str().is_some_and(looks_like_token), "{} not sealed: {}", loc.path, node);
             }
             let mut opened = sealed.clone();
-            apply_request(&mut opened, &RequestRules { decrypt: selectors, require_encrypted: true, max_age: None }, &ring).unwrap();
+            apply_request(&mut opened, &RequestRules::new(selectors, true, None), &ring).unwrap();
             prop_assert_eq!(opened, doc);
+        }
+
+        /// The same round trip through the body functions, crossing engines both ways: the
+        /// byte-level engine's tokens open on the `Value` engine and vice versa.
+        #[test]
+        fn body_engines_round_trip_each_other(doc in json_doc(), picks in prop::collection::vec(any::<usize>(), 1..4), pretty in any::<bool>()) {
+            let ring = test_keyring();
+            let paths = selectors_for(&doc, &picks);
+            prop_assume!(!paths.is_empty());
+            let selectors: Vec<Selector> = paths.iter().map(|p| sel(p)).collect();
+            let text = if pretty { serde_json::to_vec_pretty(&doc).unwrap() } else { serde_json::to_vec(&doc).unwrap() };
+            let mut wanted: Vec<String> = transform::select_selectors(&selectors, &doc).unwrap().into_iter().map(|(_, l)| l.path).collect();
+            wanted.sort();
+            let response = ResponseRules::new(selectors.clone(), vec![], vec![], OnNonJson::Fail);
+            let request = RequestRules::new(selectors, true, None);
+            prop_assert!(response.plan().is_some() && request.plan().is_some());
+            for (response, request) in [(response.clone(), request.clone().without_plan()), (response.without_plan(), request)] {
+                let mut ops = Vec::new();
+                let sealed = rewrite_response_body(&text, &response, Some(&ring), &mut ops).unwrap().unwrap_or_else(|| text.clone());
+                let mut got: Vec<String> = ops.iter().map(|o| o.path.clone()).collect();
+                got.sort();
+                prop_assert_eq!(&got, &wanted);
+                let opened = rewrite_request_body(&sealed, &request, &ring, &mut Vec::new()).unwrap().unwrap_or(sealed);
+                prop_assert_eq!(serde_json::from_slice::<Value>(&opened).unwrap(), doc.clone());
+            }
         }
     }
 }

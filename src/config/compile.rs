@@ -618,12 +618,7 @@ impl<'a> Compiler<'a> {
                     Err(msg) => self.problem(&format!("{key}.response.mask.{i}.path"), msg),
                 }
             }
-            ResponseRules {
-                encrypt,
-                redact,
-                mask,
-                on_non_json: r.on_non_json,
-            }
+            ResponseRules::new(encrypt, redact, mask, r.on_non_json)
         });
         let request = raw.request.as_ref().map(|r| {
             if r.max_age == Some(0) {
@@ -632,11 +627,11 @@ impl<'a> Compiler<'a> {
                     "must be greater than zero",
                 );
             }
-            RequestRules {
-                decrypt: self.selectors(&format!("{key}.request.decrypt"), &r.decrypt),
-                require_encrypted: r.require_encrypted,
-                max_age: r.max_age.map(std::time::Duration::from_secs),
-            }
+            RequestRules::new(
+                self.selectors(&format!("{key}.request.decrypt"), &r.decrypt),
+                r.require_encrypted,
+                r.max_age.map(std::time::Duration::from_secs),
+            )
         });
         let rules = RouteRules {
             response,

@@ -1,6 +1,8 @@
 //! The compiled configuration: everything parsed, validated and built, ready to serve.
 //! Nothing here is parsed again per request.
 
+use crate::transform::splice::Plan;
+use jsonpath_rust::parser::model::JpQuery;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -179,11 +181,47 @@ pub struct ResponseRules {
     pub redact: Vec<Selector>,
     pub mask: Vec<MaskRule>,
     pub on_non_json: OnNonJson,
+    /// The byte-level plan over encrypt, redact and mask selectors (in that order), when
+    /// they are all simple enough for it.
+    plan: Option<Plan>,
 }
 
 impl ResponseRules {
+    pub fn new(
+        encrypt: Vec<Selector>,
+        redact: Vec<Selector>,
+        mask: Vec<MaskRule>,
+        on_non_json: OnNonJson,
+    ) -> Self {
+        let queries: Vec<&JpQuery> = encrypt
+            .iter()
+            .chain(&redact)
+            .chain(mask.iter().map(|m| &m.selector))
+            .map(|s| &s.query)
+            .collect();
+        let plan = Plan::compile(&queries);
+        Self {
+            encrypt,
+            redact,
+            mask,
+            on_non_json,
+            plan,
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.encrypt.is_empty() && self.redact.is_empty() && self.mask.is_empty()
+    }
+
+    pub fn plan(&self) -> Option<&Plan> {
+        self.plan.as_ref()
+    }
+
+    /// The same rules on the `Value` engine, for tests comparing the two engines.
+    #[cfg(test)]
+    pub fn without_plan(mut self) -> Self {
+        self.plan = None;
+        self
     }
 }
 
@@ -198,11 +236,35 @@ pub struct RequestRules {
     pub decrypt: Vec<Selector>,
     pub require_encrypted: bool,
     pub max_age: Option<Duration>,
+    /// The byte-level plan over the decrypt selectors, when they are simple enough for it.
+    plan: Option<Plan>,
 }
 
 impl RequestRules {
+    pub fn new(decrypt: Vec<Selector>, require_encrypted: bool, max_age: Option<Duration>) -> Self {
+        let queries: Vec<&JpQuery> = decrypt.iter().map(|s| &s.query).collect();
+        let plan = Plan::compile(&queries);
+        Self {
+            decrypt,
+            require_encrypted,
+            max_age,
+            plan,
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.decrypt.is_empty()
+    }
+
+    pub fn plan(&self) -> Option<&Plan> {
+        self.plan.as_ref()
+    }
+
+    /// The same rules on the `Value` engine, for tests comparing the two engines.
+    #[cfg(test)]
+    pub fn without_plan(mut self) -> Self {
+        self.plan = None;
+        self
     }
 }
 

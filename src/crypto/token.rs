@@ -103,6 +103,12 @@ pub fn seal(key: &Key, context: &str, value: &Value) -> Result<String, getrandom
     Ok(seal_with_nonce(key, context, value, nonces::next()?))
 }
 
+/// Seals `json`, which must already be the compact JSON text of a value (the byte-level
+/// transform has it without building a `Value`).
+pub fn seal_json(key: &Key, context: &str, json: &[u8]) -> Result<String, getrandom::Error> {
+    Ok(seal_json_with_nonce(key, context, json, nonces::next()?))
+}
+
 /// Nonces from the OS CSPRNG, fetched in batches: one `getrandom` call per 12-byte nonce cost
 /// ~300 ns (more than the AES-GCM seal itself). Each thread keeps a buffer filled by the OS and
 /// hands out every byte exactly once, so nonces stay fresh OS randomness, never reused.
@@ -160,16 +166,20 @@ pub(crate) fn seal_with_nonce(
     value: &Value,
     nonce: [u8; NONCE_LEN],
 ) -> String {
-    debug_assert!(key.state == KeyState::Active, "only active keys seal");
     let plaintext =
         zeroize::Zeroizing::new(serde_json::to_vec(value).expect("a JSON value serialises"));
+    seal_json_with_nonce(key, context, &plaintext, nonce)
+}
+
+fn seal_json_with_nonce(key: &Key, context: &str, json: &[u8], nonce: [u8; NONCE_LEN]) -> String {
+    debug_assert!(key.state == KeyState::Active, "only active keys seal");
     let aad = aad(&key.id, context);
     let sealed = key
         .cipher
         .encrypt(
             Nonce::from_slice(&nonce),
             Payload {
-                msg: &plaintext,
+                msg: json,
                 aad: &aad,
             },
         )
@@ -188,6 +198,17 @@ pub(crate) fn seal_with_nonce(
 
 /// Opens a token sealed for `context`, restoring the exact JSON value.
 pub fn open(keyring: &Keyring, context: &str, token: &str) -> Result<Value, OpenError> {
+    let json = open_json(keyring, context, token)?;
+    serde_json::from_slice(&json).map_err(|_| OpenError::NotJson)
+}
+
+/// Opens a token sealed for `context` and returns its plaintext, checked to be one JSON
+/// value, as the text to splice into a body.
+pub fn open_json(
+    keyring: &Keyring,
+    context: &str,
+    token: &str,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, OpenError> {
     let rest = token
         .strip_prefix(TOKEN_PREFIX)
         .ok_or(OpenError::Malformed)?;
@@ -218,7 +239,12 @@ pub fn open(keyring: &Keyring, context: &str, token: &str) -> Result<Value, Open
             )
             .map_err(|_| OpenError::Rejected)?,
     );
-    serde_json::from_slice(&plaintext).map_err(|_| OpenError::NotJson)
+    // Valid UTF-8 first: skipping a string does not check it, and this text goes to the app.
+    std::str::from_utf8(&plaintext)
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).ok())
+        .ok_or(OpenError::NotJson)?;
+    Ok(plaintext)
 }
 
 #[cfg(test)]

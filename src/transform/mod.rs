@@ -26,6 +26,7 @@
 mod fast;
 mod mask;
 mod path;
+pub mod splice;
 
 use std::fmt;
 

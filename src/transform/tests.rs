@@ -1,5 +1,6 @@
 //! Tests of selection and rewriting through the public API, plus the walker/library agreement.
 
+use super::splice;
 use super::*;
 use jsonpath_rust::parser::parse_json_path;
 use serde_json::json;
@@ -332,6 +333,87 @@ fn selectors_and_context() {
     assert_eq!(got, ["number", "number", "ssn-v1"]);
 }
 
+/// Spans of `text` the byte-level engine selects for `queries`: (selector, path, raw).
+fn spans(queries: &[&str], text: &str) -> Result<Vec<(usize, String, String)>, splice::ScanError> {
+    let compiled: Vec<JpQuery> = queries.iter().map(|p| q(p)).collect();
+    let refs: Vec<&JpQuery> = compiled.iter().collect();
+    let plan = splice::Plan::compile(&refs).expect("simple selectors");
+    Ok(splice::scan(&plan, text)?
+        .into_iter()
+        .map(|s| (s.selector, s.path, s.raw.to_string()))
+        .collect())
+}
+
+#[test]
+fn splice_spans_are_exact_and_in_document_order() {
+    let text = r#" { "z" : [ 1 , {"ssn" : "a\"b" } ] , "ssn":  {"x": [true, null]} , "\u0073sn" : -1.5e3 } "#;
+    let got = spans(&["$..ssn", "$.z[*]"], text).unwrap();
+    assert_eq!(
+        got,
+        [
+            (1, "$['z'][0]".into(), "1".into()),
+            (1, "$['z'][1]".into(), r#"{"ssn" : "a\"b" }"#.into()),
+            (0, "$['ssn']".into(), r#"{"x": [true, null]}"#.into()),
+            // An escaped member name is matched by its value, and duplicates are all selected.
+            (0, "$['ssn']".into(), "-1.5e3".into()),
+        ]
+    );
+    // The root, and a selector matching nothing.
+    assert_eq!(
+        spans(&["$"], " [1] ").unwrap(),
+        [(0, "$".into(), "[1]".into())]
+    );
+    assert!(spans(&["$.nothing", "$[3]"], text).unwrap().is_empty());
+}
+
+#[test]
+fn splice_rejects_what_is_not_one_json_document() {
+    for text in [
+        "",
+        "{",
+        r#"{"a":1} {}"#,
+        r#"{"a":1,}"#,
+        "[1 2]",
+        r#"{"a" 1}"#,
+        "nul",
+        "{'a':1}",
+    ] {
+        assert!(spans(&["$.a"], text).is_err(), "{text:?} accepted");
+    }
+    // Deep nesting never recurses without bound: walked levels hit serde_json's limit,
+    // skipped and captured ones are validated iteratively (requests check depth apart).
+    let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+    let walked = format!("${}", "[0]".repeat(140));
+    assert!(spans(&[&walked], &deep(10_000)).is_err());
+    assert_eq!(spans(&["$[0]"], &deep(100_000)).unwrap().len(), 1);
+    assert!(spans(&["$.a"], &deep(100_000)).is_ok());
+    assert!(splice::nesting_exceeds(&deep(129), splice::MAX_NESTING));
+    assert!(!splice::nesting_exceeds(&deep(128), splice::MAX_NESTING));
+    let in_strings = format!(r#"{{"a":"{}\"[[","b":[[1]]}}"#, "[".repeat(500));
+    assert!(!splice::nesting_exceeds(&in_strings, 3));
+    assert!(splice::nesting_exceeds(&in_strings, 2));
+}
+
+#[test]
+fn plan_covers_simple_and_descendant_names_only() {
+    let compiles = |p: &str| splice::Plan::compile(&[&q(p)]).is_some();
+    for p in [
+        "$",
+        "$.a",
+        "$[0]",
+        "$[*]",
+        "$.*",
+        "$..a",
+        "$..['a b'].c[*]",
+        "$.a..b",
+    ] {
+        assert!(compiles(p), "{p}");
+    }
+    for p in ["$[-1]", "$..*", "$..[0]", "$[0,1]", "$[1:2]", "$[?@.a]"] {
+        assert!(!compiles(p), "{p}");
+    }
+}
+
 #[test]
 fn walker_agrees_with_library() {
     let docs = [
@@ -484,7 +566,80 @@ mod props {
         }
     }
 
+    /// (selector, normalized path, member, value) of each selection, sorted by path.
+    type Selected = Vec<(usize, String, String, Value)>;
+
+    /// The byte-level engine's selections over `doc`'s compact or pretty text.
+    fn scanned(refs: &[&JpQuery], doc: &Value, pretty: bool) -> Selected {
+        let text = if pretty {
+            serde_json::to_string_pretty(doc).unwrap()
+        } else {
+            doc.to_string()
+        };
+        let plan = splice::Plan::compile(refs).expect("simple selectors compile to a plan");
+        let mut out: Selected = splice::scan(&plan, &text)
+            .unwrap()
+            .into_iter()
+            .map(|s| {
+                assert_eq!(&text[s.start..s.end], s.raw);
+                let value = serde_json::from_str(s.raw).unwrap();
+                (s.selector, s.path, s.member.into_owned(), value)
+            })
+            .collect();
+        out.sort_by(|a, b| a.1.cmp(&b.1));
+        out
+    }
+
+    /// The same shape from the `Value` engine's locations.
+    fn selected(found: &[(usize, Location)], doc: &Value) -> Selected {
+        let mut out: Selected = found
+            .iter()
+            .map(|(i, l)| {
+                let value = doc.pointer(&l.pointer).unwrap().clone();
+                (*i, l.path.clone(), l.member.clone(), value)
+            })
+            .collect();
+        out.sort_by(|a, b| a.1.cmp(&b.1));
+        out
+    }
+
     proptest! {
+        /// `..name` (the one non-simple segment the byte-level engine supports) selects what
+        /// jsonpath-rust selects, after outermost-wins.
+        #[test]
+        fn splice_agrees_with_library_on_descendants(
+            doc in arb_json(),
+            picks in prop::collection::vec(any::<Index>(), 1..3),
+            tail in any::<bool>(),
+        ) {
+            let mut paths = Vec::new();
+            all_paths(&doc, &mut Vec::new(), &mut paths);
+            let keys: Vec<String> = paths
+                .iter()
+                .filter_map(|p| match p.last() {
+                    Some(Step::Key(k)) => Some(k.clone()),
+                    _ => None,
+                })
+                .collect();
+            prop_assume!(!keys.is_empty());
+            let sources: Vec<String> = picks
+                .iter()
+                .enumerate()
+                .map(|(n, i)| {
+                    let mut src = String::from("$..");
+                    path::push_normal_name(&mut src, i.get::<String>(&keys));
+                    let src = format!("$..[{}]", &src[3..]);
+                    if tail && n == 0 { format!("{src}[*]") } else { src }
+                })
+                .collect();
+            let queries: Vec<JpQuery> = sources.iter().map(|p| q(p)).collect();
+            let refs: Vec<&JpQuery> = queries.iter().collect();
+            let library = select_all_with(&refs, &doc, Engine::Library).unwrap();
+            let wanted = selected(&library, &doc);
+            prop_assert_eq!(&scanned(&refs, &doc, false), &wanted, "{:?}", sources);
+            prop_assert_eq!(&scanned(&refs, &doc, true), &wanted, "{:?}", sources);
+        }
+
         #[test]
         fn rewrite_touches_exactly_the_selected_nodes(
             doc in arb_json(),
@@ -500,6 +655,9 @@ mod props {
             let found = select_all(&refs, &doc).unwrap();
             let library = select_all_with(&refs, &doc, Engine::Library).unwrap();
             prop_assert_eq!(&found, &library);
+            let wanted = selected(&library, &doc);
+            prop_assert_eq!(&scanned(&refs, &doc, false), &wanted);
+            prop_assert_eq!(&scanned(&refs, &doc, true), &wanted);
 
             let locations: Vec<Location> = found.into_iter().map(|(_, l)| l).collect();
             let mut out = doc.clone();
