@@ -15,6 +15,7 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use serde_json::Value;
 
+use super::decode;
 use super::error::ProxyError;
 use crate::body::{full, ProxyBody};
 use crate::config::raw::OnNonJson;
@@ -70,6 +71,20 @@ async fn read_bounded(mut body: ProxyBody, limit: usize) -> Result<Bytes, bool> 
 fn set_length(headers: &mut HeaderMap, len: usize) {
     headers.remove(header::TRANSFER_ENCODING);
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+}
+
+/// Drops what described the upstream's bytes rather than the body forwarded: a strong `ETag`
+/// (weak ones survive a change of content coding) and the digests.
+fn forget_validators(headers: &mut HeaderMap) {
+    let strong_etag = headers
+        .get(header::ETAG)
+        .is_some_and(|v| !v.as_bytes().starts_with(b"W/"));
+    if strong_etag {
+        headers.remove(header::ETAG);
+    }
+    for name in DIGEST_HEADERS {
+        headers.remove(*name);
+    }
 }
 
 /// Opens the tokens at the route's decrypt paths. Returns the body to forward.
@@ -145,19 +160,16 @@ pub async fn rewrite_response(
     if body.is_end_stream() || declared_length(&parts.headers) == Some(0) {
         return Ok(Response::from_parts(parts, body));
     }
-    let encoded = parts
-        .headers
-        .get(header::CONTENT_ENCODING)
-        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-    if encoded {
-        return Err(ProxyError::ResponseNotEncryptable("compressed body"));
-    }
     if !is_json(&parts.headers) {
         return match rules.on_non_json {
             OnNonJson::Pass => Ok(Response::from_parts(parts, body)),
             OnNonJson::Fail => Err(ProxyError::ResponseNotEncryptable("not JSON")),
         };
     }
+    // We asked for `identity`; an app that compresses anyway is decoded (gzip, deflate, br), or
+    // refused before its body is read.
+    let codings = decode::parse_codings(parts.headers.get_all(header::CONTENT_ENCODING))
+        .map_err(|e| ProxyError::ResponseNotEncryptable(e.reason()))?;
     if declared_length(&parts.headers).is_some_and(|n| n > limit as u64) {
         return Err(ProxyError::ResponseNotEncryptable("too large"));
     }
@@ -166,6 +178,19 @@ pub async fn rewrite_response(
         Ok(Err(true)) => return Err(ProxyError::ResponseNotEncryptable("too large")),
         Ok(Err(false)) => return Err(ProxyError::UpstreamProtocol),
         Ok(Ok(b)) => b,
+    };
+    let decoded = !codings.is_empty();
+    let bytes = if decoded {
+        // The limit bounds the decoded size of every layer: a zip bomb stops at `limit + 1`.
+        let bytes = decode::decode_body(&codings, bytes, limit)
+            .map_err(|e| ProxyError::ResponseNotEncryptable(e.reason()))?;
+        // Whatever is forwarded below is these decoded bytes (rewritten or not), uncompressed.
+        parts.headers.remove(header::CONTENT_ENCODING);
+        set_length(&mut parts.headers, bytes.len());
+        forget_validators(&mut parts.headers);
+        bytes
+    } else {
+        bytes
     };
     let mut doc: Value = serde_json::from_slice(&bytes)
         .map_err(|_| ProxyError::ResponseNotEncryptable("invalid JSON"))?;

@@ -4,6 +4,7 @@
 //!
 //! Routes without transforms stream both bodies untouched: nothing here buffers.
 
+mod decode;
 pub mod error;
 pub mod fields;
 pub mod hop;
