@@ -233,7 +233,16 @@ async fn bad_tokens_are_refused_before_the_app_is_called() {
 #[tokio::test]
 async fn responses_that_cannot_be_sealed_fail_closed() {
     let s = setup().await;
-    for path in ["/text", "/badjson", "/gzip", "/big?bytes=8000"] {
+    // Each with the reason the error message names (where it is the decoder's).
+    let failing = [
+        ("/text", ""),
+        ("/badjson", ""),
+        ("/gzip-corrupt", "(corrupt encoding)"),
+        ("/zstd", "(unsupported encoding)"),
+        ("/bomb", "(too large)"),
+        ("/big?bytes=8000", ""),
+    ];
+    for (path, reason) in failing {
         let resp = get(s.proxy.listen, s.cfg.clone(), path, true).await;
         assert_eq!(resp.status(), 502, "{path}");
         assert!(resp.headers().contains_key("strict-transport-security"));
@@ -242,6 +251,8 @@ async fn responses_that_cannot_be_sealed_fail_closed() {
         assert!(!text.contains(SECRET), "{path} leaked: {text}");
         let err: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(err["error"]["code"], "response_not_encryptable", "{path}");
+        let message = err["error"]["message"].as_str().unwrap();
+        assert!(message.contains(reason), "{path}: {message}");
     }
     // Bodiless answers pass; a small body under the limit is sealed and loses its strong ETag.
     assert_eq!(
@@ -257,7 +268,34 @@ async fn responses_that_cannot_be_sealed_fail_closed() {
     s.proxy
         .wait_metric(
             r#"fieldseal_field_failures_total{route="sealed",reason="response_not_encryptable"}"#,
-            4.0,
+            failing.len() as f64,
         )
         .await;
+}
+
+#[tokio::test]
+async fn compressed_responses_are_decoded_sealed_and_sent_uncompressed() {
+    let s = setup().await;
+    let req = request("GET", "/gzip", true)
+        .header("accept-encoding", "gzip, br")
+        .body(body(""))
+        .unwrap();
+    let resp = send_once(s.proxy.listen, s.cfg.clone(), req).await;
+    assert_eq!(resp.status(), 200);
+    let h = resp.headers().clone();
+    assert!(!h.contains_key("content-encoding"), "{h:?}");
+    // The strong ETag and the digest described the compressed plaintext.
+    assert!(
+        !h.contains_key("etag") && !h.contains_key("content-digest"),
+        "{h:?}"
+    );
+    let len: usize = h["content-length"].to_str().unwrap().parse().unwrap();
+    let bytes = read_body(resp).await;
+    assert_eq!(bytes.len(), len);
+    assert!(!String::from_utf8_lossy(&bytes).contains(SECRET));
+    let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        token::open(&s.ring, "ssn", doc["ssn"].as_str().unwrap()).unwrap(),
+        SECRET
+    );
 }

@@ -1,8 +1,12 @@
 """A real, unmodified FastAPI app used as fieldseal's upstream in the integration tests."""
 import asyncio
+import functools
 import gzip
 import hashlib
 import json
+import zlib
+
+import brotli
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -51,6 +55,47 @@ async def raw_gzip():
 @app.get("/api/raw/json")
 async def raw_json():
     return {"ssn": USER["ssn"], "ok": True}
+
+
+def encoded(body: bytes, coding: str) -> Response:
+    return Response(body, media_type="application/json", headers={"content-encoding": coding})
+
+
+@app.get("/api/raw/deflate")
+async def raw_deflate():
+    return encoded(zlib.compress(json.dumps({"ssn": USER["ssn"]}).encode()), "deflate")
+
+
+@app.get("/api/raw/br")
+async def raw_br():
+    return encoded(brotli.compress(json.dumps({"ssn": USER["ssn"]}).encode()), "br")
+
+
+@app.get("/api/raw/zstd")
+async def raw_zstd():
+    # Not really zstd: the proxy must refuse the coding without trying.
+    return encoded(json.dumps({"ssn": USER["ssn"]}).encode(), "zstd")
+
+
+@functools.cache
+def bomb() -> bytes:
+    # ~20 KiB on the wire, 20 MiB of JSON decoded.
+    return gzip.compress(json.dumps({"ssn": USER["ssn"], "pad": "0" * (20 << 20)}).encode())
+
+
+@app.get("/api/raw/bomb")
+async def raw_bomb():
+    return encoded(bomb(), "gzip")
+
+
+@app.get("/api/raw/invalid")
+async def raw_invalid():
+    return Response('{"ssn": "%s", ' % USER["ssn"], media_type="application/json")
+
+
+@app.get("/api/raw/big")
+async def raw_big():
+    return {"ssn": USER["ssn"], "pad": "x" * (2 << 20)}
 
 
 @app.post("/api/echo")

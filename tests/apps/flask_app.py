@@ -1,7 +1,11 @@
 """A real, unmodified Flask app used as fieldseal's upstream in the integration tests."""
+import functools
 import gzip
 import hashlib
 import json
+import zlib
+
+import brotli
 
 from flask import Flask, Response, jsonify, request
 
@@ -49,6 +53,47 @@ def raw_gzip():
 @app.get("/api/raw/json")
 def raw_json():
     return jsonify({"ssn": USER["ssn"], "ok": True})
+
+
+def encoded(body: bytes, coding: str) -> Response:
+    return Response(body, mimetype="application/json", headers={"content-encoding": coding})
+
+
+@app.get("/api/raw/deflate")
+def raw_deflate():
+    return encoded(zlib.compress(json.dumps({"ssn": USER["ssn"]}).encode()), "deflate")
+
+
+@app.get("/api/raw/br")
+def raw_br():
+    return encoded(brotli.compress(json.dumps({"ssn": USER["ssn"]}).encode()), "br")
+
+
+@app.get("/api/raw/zstd")
+def raw_zstd():
+    # Not really zstd: the proxy must refuse the coding without trying.
+    return encoded(json.dumps({"ssn": USER["ssn"]}).encode(), "zstd")
+
+
+@functools.cache
+def bomb() -> bytes:
+    # ~20 KiB on the wire, 20 MiB of JSON decoded.
+    return gzip.compress(json.dumps({"ssn": USER["ssn"], "pad": "0" * (20 << 20)}).encode())
+
+
+@app.get("/api/raw/bomb")
+def raw_bomb():
+    return encoded(bomb(), "gzip")
+
+
+@app.get("/api/raw/invalid")
+def raw_invalid():
+    return Response('{"ssn": "%s", ' % USER["ssn"], mimetype="application/json")
+
+
+@app.get("/api/raw/big")
+def raw_big():
+    return jsonify({"ssn": USER["ssn"], "pad": "x" * (2 << 20)})
 
 
 @app.post("/api/echo")

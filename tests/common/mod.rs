@@ -675,11 +675,17 @@ async fn upstream_respond(
         })),
         "/text" => with_type(r#"{"ssn": "123-45-6789"}"#, "text/plain"),
         "/badjson" => with_type(r#"{"ssn": "123-45-6789""#, "application/json"),
-        "/gzip" => {
-            let mut r = with_type(r#"{"ssn": "123-45-6789"}"#, "application/json");
-            r.headers_mut()
-                .insert("content-encoding", "gzip".parse().unwrap());
-            r
+        // An app that compresses although the proxy asked for `identity`.
+        "/gzip" => encoded(&gzip(br#"{"ssn": "123-45-6789"}"#), "gzip"),
+        "/gzip-corrupt" => encoded(br#"{"ssn": "123-45-6789"}"#, "gzip"),
+        "/zstd" => encoded(br#"{"ssn": "123-45-6789"}"#, "zstd"),
+        // 1 KiB on the wire, 1 MiB decoded.
+        "/bomb" => {
+            let doc = format!(
+                r#"{{"ssn": "123-45-6789", "pad": "{}"}}"#,
+                "0".repeat(1 << 20)
+            );
+            encoded(&gzip(doc.as_bytes()), "gzip")
         }
         "/big" => {
             let n = query_param(&req, "bytes").unwrap_or(0) as usize;
@@ -707,6 +713,24 @@ fn with_type(text: &'static str, content_type: &'static str) -> Response<ProxyBo
     resp.headers_mut()
         .insert("etag", "\"strong-1\"".parse().unwrap());
     resp
+}
+
+/// A JSON response with a strong `ETag` and a digest, sent with `Content-Encoding: <coding>`.
+fn encoded(bytes: &[u8], coding: &'static str) -> Response<ProxyBody> {
+    let mut resp = Response::new(body(bytes.to_vec()));
+    let h = resp.headers_mut();
+    h.insert("content-type", "application/json".parse().unwrap());
+    h.insert("content-encoding", coding.parse().unwrap());
+    h.insert("etag", "\"strong-gz\"".parse().unwrap());
+    h.insert("content-digest", "sha-256=:AAAA:".parse().unwrap());
+    resp
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
 }
 
 fn json_response(doc: &serde_json::Value) -> Response<ProxyBody> {

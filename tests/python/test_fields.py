@@ -14,8 +14,11 @@ from conftest import Proxy
 
 SSN = "123-45-6789"
 
+# 1 MiB: `/api/raw/big` (2 MiB) and the decoded `/api/raw/bomb` (20 MiB, ~20 KiB gzipped) are over.
 RULES = """keys:
   keyring: "{keyring}"
+limits:
+  max_body_bytes: 1048576
 routes:
   - name: user
     match: {{ path: "/api/users/{{id}}", methods: [GET, PUT] }}
@@ -92,13 +95,36 @@ def test_bad_tokens_never_reach_the_app(sealed, pki):
         assert puts_after == puts_before, "a rejected request reached the app"
 
 
-@pytest.mark.parametrize("path", ["/api/raw/text", "/api/raw/gzip"])
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br"])
+def test_compressed_responses_are_decoded_and_sealed(sealed, app, pki, coding):
+    proxy, secret = sealed
+    path = f"/api/raw/{coding}"
+    direct = httpx.get(f"http://127.0.0.1:{app.port}{path}")
+    assert direct.headers["content-encoding"] == coding and direct.json()["ssn"] == SSN
+    with client(pki) as c:
+        r = c.get(proxy.url(path), headers={"accept-encoding": "gzip, deflate, br"})
+    assert r.status_code == 200
+    # Forwarded uncompressed: what the client received is exactly what it reads.
+    assert "content-encoding" not in r.headers
+    assert int(r.headers["content-length"]) == len(r.content)
+    assert SSN.encode() not in r.content
+    assert py_open(secret, "ssn", r.json()["ssn"]) == SSN
+
+
+@pytest.mark.parametrize("path", [
+    "/api/raw/text",     # JSON sent as text/plain
+    "/api/raw/invalid",  # application/json that does not parse
+    "/api/raw/zstd",     # a coding the proxy does not decode
+    "/api/raw/bomb",     # gzip that decodes past max_body_bytes
+    "/api/raw/big",      # plain JSON over max_body_bytes
+])
 def test_unsealable_responses_fail_closed(sealed, pki, path):
     proxy, _ = sealed
     with client(pki) as c:
-        r = c.get(proxy.url(path))
+        r = c.get(proxy.url(path), headers={"accept-encoding": "gzip, deflate, br, zstd"})
     assert r.status_code == 502
-    assert SSN not in r.text
+    assert "content-encoding" not in r.headers
+    assert SSN.encode() not in r.content
     assert r.json()["error"]["code"] == "response_not_encryptable"
     assert r.headers["strict-transport-security"]
 
