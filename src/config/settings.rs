@@ -1,8 +1,6 @@
 //! The compiled configuration: everything parsed, validated and built, ready to serve.
 //! Nothing here is parsed again per request.
 
-use crate::transform::splice::Plan;
-use jsonpath_rust::parser::model::JpQuery;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,12 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::Authority;
+use jsonpath_rust::parser::model::JpQuery;
 
 use super::error::ConfigProblem;
 use super::raw::OnNonJson;
 use crate::routing::{Matchable, MethodSet, PathTemplate, RouteTable};
 use crate::security_headers::HeaderPolicy;
 use crate::selector::Selector;
+use crate::transform::splice::Plan;
 
 /// A whole compiled configuration.
 pub struct Settings {

@@ -13,7 +13,6 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
-use serde_json::Value;
 
 use super::decode;
 use super::error::ProxyError;
@@ -21,7 +20,7 @@ use crate::body::{full, ProxyBody};
 use crate::config::raw::OnNonJson;
 use crate::config::settings::{RequestRules, ResponseRules};
 use crate::crypto::Keyring;
-use crate::field_rules::{self, Action, FieldOp};
+use crate::field_rules::{self, BodyFailure, FieldOp};
 
 /// Headers describing the old body that a rewritten body must not carry.
 const DIGEST_HEADERS: &[&str] = &["digest", "content-digest", "repr-digest", "content-md5"];
@@ -113,28 +112,26 @@ pub async fn rewrite_request(
             ProxyError::ClientBody
         }
     })?;
-    // serde_json refuses nesting deeper than 128 levels: a hostile body cannot exhaust the stack.
-    let mut doc: Value = serde_json::from_slice(&bytes).map_err(|_| ProxyError::InvalidJson)?;
     let keyring = keyring.ok_or(ProxyError::FieldRejected {
         path: "$".into(),
         reason: "keyring_unavailable",
         kid: None,
     })?;
-    let applied = field_rules::apply_request(&mut doc, rules, keyring).map_err(|f| {
-        ProxyError::FieldRejected {
-            path: f.path,
-            reason: f.reason,
-            kid: f.kid,
-        }
-    })?;
-    let changed = applied.iter().any(|op| op.action == Action::Opened);
-    ops.extend(applied);
-    if !changed {
-        // Nothing opened: the app gets the client's bytes exactly.
-        set_length(headers, bytes.len());
-        return Ok(full(bytes));
-    }
-    let out = serde_json::to_vec(&doc).map_err(|_| ProxyError::InvalidJson)?;
+    // Both engines refuse nesting deeper than 128 levels: a hostile body cannot exhaust a
+    // stack, here or in the app.
+    let rewritten =
+        field_rules::rewrite_request_body(&bytes, rules, keyring, ops).map_err(|failure| {
+            match failure {
+                BodyFailure::InvalidJson => ProxyError::InvalidJson,
+                BodyFailure::Field(f) => ProxyError::FieldRejected {
+                    path: f.path,
+                    reason: f.reason,
+                    kid: f.kid,
+                },
+            }
+        })?;
+    // Nothing opened: the app gets the client's bytes exactly.
+    let out = rewritten.map_or(bytes, Bytes::from);
     set_length(headers, out.len());
     Ok(full(out))
 }
@@ -192,28 +189,18 @@ pub async fn rewrite_response(
     } else {
         bytes
     };
-    let mut doc: Value = serde_json::from_slice(&bytes)
-        .map_err(|_| ProxyError::ResponseNotEncryptable("invalid JSON"))?;
-    let applied = field_rules::apply_response(&mut doc, rules, keyring)
-        .map_err(|_| ProxyError::ResponseNotEncryptable("sealing failed"))?;
-    if applied.is_empty() {
+    let rewritten = field_rules::rewrite_response_body(&bytes, rules, keyring, ops).map_err(
+        |failure| match failure {
+            BodyFailure::InvalidJson => ProxyError::ResponseNotEncryptable("invalid JSON"),
+            BodyFailure::Field(_) => ProxyError::ResponseNotEncryptable("sealing failed"),
+        },
+    )?;
+    let Some(out) = rewritten else {
         return Ok(Response::from_parts(parts, full(bytes)));
-    }
-    ops.extend(applied);
-    let out = serde_json::to_vec(&doc)
-        .map_err(|_| ProxyError::ResponseNotEncryptable("serialisation failed"))?;
+    };
     set_length(&mut parts.headers, out.len());
     // The validators and digests described the plaintext body.
-    let strong_etag = parts
-        .headers
-        .get(header::ETAG)
-        .is_some_and(|v| !v.as_bytes().starts_with(b"W/"));
-    if strong_etag {
-        parts.headers.remove(header::ETAG);
-    }
-    for name in DIGEST_HEADERS {
-        parts.headers.remove(*name);
-    }
+    forget_validators(&mut parts.headers);
     Ok(Response::from_parts(parts, full(out)))
 }
 
