@@ -189,12 +189,13 @@ pub async fn rewrite_response(
     } else {
         bytes
     };
-    let rewritten = field_rules::rewrite_response_body(&bytes, rules, keyring, ops).map_err(
-        |failure| match failure {
-            BodyFailure::InvalidJson => ProxyError::ResponseNotEncryptable("invalid JSON"),
-            BodyFailure::Field(_) => ProxyError::ResponseNotEncryptable("sealing failed"),
-        },
-    )?;
+    let rewritten =
+        field_rules::rewrite_response_body(&bytes, rules, keyring, ops).map_err(|failure| {
+            match failure {
+                BodyFailure::InvalidJson => ProxyError::ResponseNotEncryptable("invalid JSON"),
+                BodyFailure::Field(_) => ProxyError::ResponseNotEncryptable("sealing failed"),
+            }
+        })?;
     let Some(out) = rewritten else {
         return Ok(Response::from_parts(parts, full(bytes)));
     };

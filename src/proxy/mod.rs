@@ -235,7 +235,8 @@ async fn forward(
         CountedBody::new(body, bytes_in).boxed_unsync()
     };
     if response_rules.is_some() {
-        // Ask for a body the proxy can read; compressed ones are refused below (fail closed).
+        // Ask for a body the proxy can read without decoding; gzip, deflate and br are still
+        // decoded if sent, anything else is refused below (fail closed).
         parts.headers.insert(
             http::header::ACCEPT_ENCODING,
             HeaderValue::from_static("identity"),
