@@ -177,11 +177,14 @@ impl Metrics {
             .inc();
     }
 
-    pub fn field_op(
+    /// Counts `n` field operations of one kind (callers aggregate per request: a label
+    /// lookup costs more than the increment).
+    pub fn field_ops(
         &self,
         route: &Arc<str>,
         action: crate::field_rules::Action,
         kid: Option<&str>,
+        n: u64,
     ) {
         self.fields
             .get_or_create(&FieldLabels {
@@ -189,7 +192,7 @@ impl Metrics {
                 action: action.as_str(),
                 kid: Label(Arc::from(kid.unwrap_or("-"))),
             })
-            .inc();
+            .inc_by(n);
     }
 
     pub fn field_failure(&self, route: &Arc<str>, reason: &'static str) {

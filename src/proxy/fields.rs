@@ -54,17 +54,30 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 /// trips rustc's higher-ranked lifetime inference in this async context and makes the request
 /// future non-`Send`.)
 async fn read_bounded(mut body: ProxyBody, limit: usize) -> Result<Bytes, bool> {
-    let mut buf = bytes::BytesMut::new();
+    // A small body usually arrives in one frame: keep it as it is, copy only from a second.
+    let mut first = Bytes::new();
+    let mut rest: Option<bytes::BytesMut> = None;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| false)?;
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > limit {
-                return Err(true);
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let held = rest.as_ref().map_or(first.len(), |b| b.len());
+        if held + data.len() > limit {
+            return Err(true);
+        }
+        match &mut rest {
+            Some(buf) => buf.extend_from_slice(&data),
+            None if first.is_empty() => first = data,
+            None => {
+                let mut buf = bytes::BytesMut::with_capacity(first.len() + data.len());
+                buf.extend_from_slice(&first);
+                buf.extend_from_slice(&data);
+                rest = Some(buf);
             }
-            buf.extend_from_slice(&data);
         }
     }
-    Ok(buf.freeze())
+    Ok(rest.map_or(first, bytes::BytesMut::freeze))
 }
 
 fn set_length(headers: &mut HeaderMap, len: usize) {

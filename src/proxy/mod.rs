@@ -26,7 +26,7 @@ use hyper::body::Incoming;
 use crate::access_log::{CountedBody, Exchange, ObservedBody};
 use crate::body::{empty, ProxyBody};
 use crate::config::Route;
-use crate::field_rules::FieldOp;
+use crate::field_rules::{Action, FieldOp};
 use crate::state::{Runtime, Shared};
 use error::ProxyError;
 use request_id::X_REQUEST_ID;
@@ -123,8 +123,20 @@ fn audit(
     ops: &[FieldOp],
     failure: Option<&ProxyError>,
 ) {
+    // One metric update per distinct (action, key) — usually a single one per request.
+    let mut counts: Vec<(Action, Option<&str>, u64)> = Vec::new();
     for op in ops {
-        shared.metrics.field_op(route, op.action, op.kid.as_deref());
+        let kid = op.kid.as_deref();
+        match counts
+            .iter_mut()
+            .find(|(a, k, _)| *a == op.action && *k == kid)
+        {
+            Some((_, _, n)) => *n += 1,
+            None => counts.push((op.action, kid, 1)),
+        }
+    }
+    for (action, kid, n) in counts {
+        shared.metrics.field_ops(route, action, kid, n);
     }
     let rejected = match failure {
         Some(ProxyError::FieldRejected { path, reason, kid }) => {
