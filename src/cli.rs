@@ -46,7 +46,15 @@ pub enum Command {
     /// Keyring management (contract §2).
     Keys {
         #[command(subcommand)]
-        command: KeysCommand,
+        command: crate::keys_cli::KeysCommand,
+    },
+    /// Re-seal every fs1 token in JSON read from stdin under the primary key (stored tokens,
+    /// after a rotation).
+    Rewrap(crate::rewrap::RewrapArgs),
+    /// The tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        command: crate::audit::AuditCommand,
     },
     /// Print the fs1 token of a JSON value (`-` reads it from stdin), sealed with the primary key.
     Seal {
@@ -75,27 +83,12 @@ pub enum Command {
     },
 }
 
-#[derive(Debug, Subcommand)]
-pub enum KeysCommand {
-    /// Write a new keyring with one active key (mode 0600; refuses to overwrite a file).
-    Init {
-        #[arg(long)]
-        out: PathBuf,
-        /// Id of the first key.
-        #[arg(long, default_value = "k1")]
-        id: String,
-    },
-    /// Show ids, states and dates; never secrets.
-    List {
-        #[arg(long)]
-        keyring: PathBuf,
-    },
-}
-
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Keys { command } => crate::keys_cli::keys(command),
+        Command::Rewrap(args) => crate::rewrap::run(args),
+        Command::Audit { command } => crate::audit::cli(command),
         Command::Seal {
             keyring,
             context,

@@ -5,12 +5,33 @@ use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::cli::{KeysCommand, EXIT_STARTUP};
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+use crate::cli::EXIT_STARTUP;
 use crate::crypto::{keyring, token, Keyring};
 use crate::secret_file::{self, Exposure};
 
 /// A command-line operation failed (bad input, token that does not open).
 const EXIT_FAILED: u8 = 1;
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Write a new keyring with one active key (mode 0600; refuses to overwrite a file).
+    Init {
+        #[arg(long)]
+        out: PathBuf,
+        /// Id of the first key.
+        #[arg(long, default_value = "k1")]
+        id: String,
+    },
+    /// Show ids, states and dates; never secrets.
+    List {
+        #[arg(long)]
+        keyring: PathBuf,
+    },
+}
 
 pub fn keys(command: KeysCommand) -> ExitCode {
     match command {

@@ -9,6 +9,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod audit;
 pub mod body;
 pub mod cli;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod keys_cli;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;
+pub mod rewrap;
 pub mod routing;
 pub mod secret_file;
 pub mod security_headers;

@@ -51,3 +51,19 @@ pub const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// Upper bound on configured worker threads: more threads than cores only adds switching.
 pub const MAX_WORKERS: usize = 256;
+
+/// Seals per key before rotation is due, by default. With random 96-bit nonces, the chance of
+/// a nonce collision after n messages is about n²/2^97: 2^30 messages keep it below 2^-37, far
+/// inside NIST SP 800-38D's 2^32 bound.
+pub const DEFAULT_MAX_ENCRYPTIONS: u64 = 1 << 30;
+
+/// The largest `keys.rotation.max_encryptions` accepted: NIST SP 800-38D's bound for random
+/// nonces.
+pub const MAX_ENCRYPTIONS_CEILING: u64 = 1 << 32;
+
+/// How often watched files are checked for changes when `reload.watch` is on.
+pub const RELOAD_WATCH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Shortest accepted `reload.interval`: each check is a few `stat` calls, but a reload
+/// re-reads and re-derives keys (Argon2id for a wrapped keyring).
+pub const MIN_RELOAD_WATCH_INTERVAL: Duration = Duration::from_millis(200);

@@ -223,6 +223,8 @@ impl<'a> Compiler<'a> {
             .and_then(|s| self.upstream(&s));
         let tls = self.required::<RawTls>("tls").and_then(|t| self.tls(t));
         let keys = self.keys();
+        let audit = self.audit();
+        let reload = self.reload_settings();
         let global_headers = self
             .section::<BTreeMap<String, String>>("headers")
             .unwrap_or_default();
@@ -241,6 +243,8 @@ impl<'a> Compiler<'a> {
             tls,
             mtls,
             keys,
+            audit,
+            reload,
             routes: RouteTable::new(routes?),
             default_headers: default_headers?,
             timeouts,
@@ -392,11 +396,79 @@ impl<'a> Compiler<'a> {
                 );
             }
         }
+        let keyring_passphrase_file = raw.keyring_passphrase_file.map(|p| self.file_path(&p));
+        if let Some(p) = &keyring_passphrase_file {
+            self.secret_file("keys.keyring_passphrase_file", p);
+        }
+        let keyring_kek_file = raw.keyring_kek_file.map(|p| self.file_path(&p));
+        if let Some(p) = &keyring_kek_file {
+            self.secret_file("keys.keyring_kek_file", p);
+        }
+        let rotation = self.rotation(raw.rotation.unwrap_or_default());
         KeySources {
             keyring,
             ring,
             rsa_private_key,
             public_key_path: raw.public_key_path,
+            keyring_passphrase_file,
+            keyring_kek_file,
+            rotation,
+        }
+    }
+
+    fn rotation(&mut self, raw: RawRotation) -> RotationPolicy {
+        let mut policy = RotationPolicy::default();
+        if let Some(age) = raw.max_age {
+            if age.is_zero() {
+                self.problem("keys.rotation.max_age", "must be greater than zero");
+            }
+            policy.max_age = Some(age);
+        }
+        match raw.max_encryptions {
+            Some(0) => self.problem("keys.rotation.max_encryptions", "must be greater than zero"),
+            Some(n) if n > limits::MAX_ENCRYPTIONS_CEILING => self.problem(
+                "keys.rotation.max_encryptions",
+                format!(
+                    "must be at most 2^32 ({}): AES-GCM with random nonces is not safe beyond",
+                    limits::MAX_ENCRYPTIONS_CEILING
+                ),
+            ),
+            Some(n) => policy.max_encryptions = n,
+            None => {}
+        }
+        policy
+    }
+
+    fn audit(&mut self) -> Option<AuditSettings> {
+        let raw = self.section::<RawAudit>("audit")?;
+        let sink = match raw.sink.as_str() {
+            "" => {
+                self.problem("audit.sink", "must be `stdout` or a file path");
+                AuditSinkTarget::Stdout
+            }
+            "stdout" | "-" => AuditSinkTarget::Stdout,
+            path => AuditSinkTarget::File(self.file_path(Path::new(path))),
+        };
+        let key_file = self.file_path(&raw.key_file);
+        self.secret_file("audit.key_file", &key_file);
+        Some(AuditSettings { sink, key_file })
+    }
+
+    fn reload_settings(&mut self) -> ReloadSettings {
+        let raw = self.section::<RawReload>("reload").unwrap_or_default();
+        let interval = raw.interval.unwrap_or(limits::RELOAD_WATCH_INTERVAL);
+        if interval < limits::MIN_RELOAD_WATCH_INTERVAL {
+            self.problem(
+                "reload.interval",
+                format!(
+                    "must be at least {}",
+                    humantime::format_duration(limits::MIN_RELOAD_WATCH_INTERVAL)
+                ),
+            );
+        }
+        ReloadSettings {
+            watch: raw.watch.unwrap_or(false),
+            interval,
         }
     }
 

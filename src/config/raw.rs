@@ -14,7 +14,7 @@ use serde::Deserialize;
 /// `FIELDSEAL_SERVICE_HOST`) do not break startup.
 pub const TOP_LEVEL_KEYS: &[&str] = &[
     "listen", "upstream", "admin", "workers", "tls", "keys", "headers", "routes", "timeouts",
-    "limits",
+    "limits", "audit", "reload",
 ];
 
 #[derive(Debug, Deserialize)]
@@ -35,6 +35,45 @@ pub struct RawKeys {
     pub rsa_private_key: Option<PathBuf>,
     #[serde(default)]
     pub public_key_path: Option<String>,
+    /// File holding the passphrase of a wrapped keyring (else `FIELDSEAL_KEYRING_PASSPHRASE`).
+    #[serde(default)]
+    pub keyring_passphrase_file: Option<PathBuf>,
+    /// File holding a raw 32-byte KEK of a wrapped keyring (else `FIELDSEAL_KEYRING_KEK`).
+    #[serde(default)]
+    pub keyring_kek_file: Option<PathBuf>,
+    #[serde(default)]
+    pub rotation: Option<RawRotation>,
+}
+
+/// When the primary key is due for rotation.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRotation {
+    #[serde(default, with = "humantime_serde")]
+    pub max_age: Option<Duration>,
+    #[serde(default)]
+    pub max_encryptions: Option<u64>,
+}
+
+/// The tamper-evident audit log.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// `stdout`, or a file path (appended to).
+    pub sink: String,
+    /// File holding the HMAC-SHA256 chain key (32 bytes, raw or standard base64).
+    pub key_file: PathBuf,
+}
+
+/// Hot reload (SIGHUP always reloads).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReload {
+    /// Also reload when the config, keyring or certificate files change (polled).
+    #[serde(default)]
+    pub watch: Option<bool>,
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

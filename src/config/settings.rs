@@ -30,6 +30,8 @@ pub struct Settings {
     /// Whether client certificates are required.
     pub mtls: bool,
     pub keys: KeySources,
+    pub audit: Option<AuditSettings>,
+    pub reload: ReloadSettings,
     pub routes: RouteTable<Route>,
     /// Header policy for requests that match no route.
     pub default_headers: HeaderPolicy,
@@ -72,6 +74,49 @@ pub struct KeySources {
     pub ring: Option<Arc<crate::crypto::Keyring>>,
     pub rsa_private_key: Option<PathBuf>,
     pub public_key_path: Option<String>,
+    /// Where the KEK of a wrapped keyring comes from (besides the environment).
+    pub keyring_passphrase_file: Option<PathBuf>,
+    pub keyring_kek_file: Option<PathBuf>,
+    pub rotation: RotationPolicy,
+}
+
+/// When the primary key is due for rotation: a metric, a warning and `/readyz` detail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RotationPolicy {
+    pub max_age: Option<Duration>,
+    /// Seals with one key, counted by this process. AES-GCM with random 96-bit nonces must
+    /// stay well below 2^32 messages per key.
+    pub max_encryptions: u64,
+}
+
+impl Default for RotationPolicy {
+    fn default() -> Self {
+        Self {
+            max_age: None,
+            max_encryptions: crate::limits::DEFAULT_MAX_ENCRYPTIONS,
+        }
+    }
+}
+
+/// Where audit events go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditSinkTarget {
+    Stdout,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    pub sink: AuditSinkTarget,
+    /// The HMAC chain key file (checked like a keyring: never readable by others).
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ReloadSettings {
+    /// Poll the watched files and reload when they change.
+    pub watch: bool,
+    pub interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
