@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::audit::AuditLog;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::proxy::upstream::Upstream;
@@ -38,14 +39,18 @@ impl Runtime {
 pub struct Shared {
     pub runtime: ArcSwap<Runtime>,
     pub metrics: Arc<Metrics>,
+    /// The audit sink, when `audit` is configured. Opened once at startup: a reload does not
+    /// move the log (so one process writes one chain).
+    pub audit: Option<Arc<AuditLog>>,
     draining: AtomicBool,
 }
 
 impl Shared {
-    pub fn new(runtime: Runtime, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(runtime: Runtime, metrics: Arc<Metrics>, audit: Option<Arc<AuditLog>>) -> Arc<Self> {
         Arc::new(Self {
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
+            audit,
             draining: AtomicBool::new(false),
         })
     }

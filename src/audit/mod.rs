@@ -3,6 +3,21 @@
 
 use std::process::ExitCode;
 
+use crate::config::settings::AuditSettings;
+
+/// The open audit log. (Stub: the sink, events and chain arrive with the audit work.)
+#[derive(Debug)]
+pub struct AuditLog {
+    _private: (),
+}
+
+impl AuditLog {
+    /// Opens the sink named by `settings` (startup fails if it cannot be opened).
+    pub fn open(_settings: &AuditSettings) -> Result<Self, String> {
+        Ok(Self { _private: () })
+    }
+}
+
 use clap::Subcommand;
 
 #[derive(Debug, Subcommand)]

@@ -19,6 +19,8 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+use crate::audit::AuditLog;
+
 mod workers;
 
 use crate::admin;
@@ -60,8 +62,18 @@ pub async fn start(settings: Settings) -> std::io::Result<RunningProxy> {
     })?;
     let listen_addr = listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
+    let audit = match &settings.audit {
+        Some(a) => Some(Arc::new(AuditLog::open(a).map_err(|m| {
+            std::io::Error::other(format!("cannot open the audit log: {m}"))
+        })?)),
+        None => None,
+    };
     let pool = WorkerPool::start(settings.workers)?;
-    let shared = Shared::new(Runtime::new(settings, pool.len()), Arc::new(Metrics::new()));
+    let shared = Shared::new(
+        Runtime::new(settings, pool.len()),
+        Arc::new(Metrics::new()),
+        audit,
+    );
     let (stop_proxy, proxy_rx) = watch::channel(false);
     let (stop_admin, admin_rx) = watch::channel(false);
     let proxy_task = tokio::spawn(accept_loop(listener, pool, shared.clone(), proxy_rx));
