@@ -1,6 +1,6 @@
 //! The admin listener (plain HTTP, keep it on loopback or a private port): `/healthz` (the
 //! process is alive), `/readyz` (configuration and keys loaded, not draining), `/metrics`
-//! (Prometheus/OpenMetrics text).
+//! (Prometheus/OpenMetrics text), `/keys` (per-key usage, for `keys list|retire --admin`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -56,7 +56,8 @@ async fn respond(
         "/readyz" if shared.is_draining() => {
             json(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"draining"}"#)
         }
-        "/readyz" => json(StatusCode::OK, r#"{"status":"ready"}"#),
+        "/readyz" => ready(&shared),
+        "/keys" => keys(&shared),
         "/metrics" => {
             let mut resp = Response::new(Full::new(Bytes::from(shared.metrics.encode())));
             resp.headers_mut()
@@ -67,8 +68,41 @@ async fn respond(
     })
 }
 
-fn json(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+/// Ready, with the rotation policy's verdict as detail: a key due for rotation is an
+/// operator's task, not a reason to take the pod out of service.
+fn ready(shared: &Shared) -> Response<Full<Bytes>> {
+    let body = match shared.rotation.last() {
+        Some(status) => serde_json::json!({
+            "status": "ready",
+            "primary_key": status,
+        })
+        .to_string(),
+        None => r#"{"status":"ready"}"#.to_string(),
+    };
+    json(StatusCode::OK, body)
+}
+
+/// Per-key usage since the process started (`fieldseal keys list|retire --admin`). Ids,
+/// states, counts and dates only.
+fn keys(shared: &Shared) -> Response<Full<Bytes>> {
+    let runtime = shared.runtime.load();
+    let ring: Vec<(String, String)> = runtime
+        .settings
+        .keys
+        .ring
+        .as_ref()
+        .map(|r| {
+            r.keys()
+                .iter()
+                .map(|k| (k.id.clone(), k.state.to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    json(StatusCode::OK, shared.metrics.key_usage.report_json(&ring))
+}
+
+fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body.into()));
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

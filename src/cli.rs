@@ -211,7 +211,7 @@ fn run(path: &Path) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    runtime().block_on(serve(settings, None))
+    runtime().block_on(serve(settings, path, false))
 }
 
 fn demo(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
@@ -241,14 +241,15 @@ fn demo(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
             Ok(s) => s,
             Err(code) => return code,
         };
-        serve(settings, Some(&config)).await
+        serve(settings, &config, true).await
     })
 }
 
-/// Serves until SIGTERM/SIGINT, then drains.
-async fn serve(settings: Settings, demo_config: Option<&Path>) -> ExitCode {
+/// Serves until SIGTERM/SIGINT, then drains; SIGHUP (and watched file changes) reload.
+async fn serve(settings: Settings, config: &Path, demo: bool) -> ExitCode {
     let routes = settings.routes.len();
     let upstream = settings.upstream.to_string();
+    let reload = settings.reload;
     let running = match server::start(settings).await {
         Ok(r) => r,
         Err(e) => {
@@ -257,6 +258,22 @@ async fn serve(settings: Settings, demo_config: Option<&Path>) -> ExitCode {
             return ExitCode::from(EXIT_STARTUP);
         }
     };
+    let shared = running.shared.clone();
+    shared.metrics.loaded_now();
+    shared.check_rotation();
+    let rotation_checks = tokio::spawn({
+        let shared = shared.clone();
+        async move {
+            let mut tick = tokio::time::interval(crate::limits::ROTATION_CHECK_INTERVAL);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                shared.check_rotation();
+            }
+        }
+    });
+    let reloader = crate::reload::Reloader::new(config.to_path_buf(), shared);
+    let _watch = reload.watch.then(|| reloader.watch(reload.interval));
     tracing::info!(
         listen = %running.listen_addr,
         admin = %running.admin_addr,
@@ -264,13 +281,14 @@ async fn serve(settings: Settings, demo_config: Option<&Path>) -> ExitCode {
         routes,
         "fieldseal ready"
     );
-    if let Some(config) = demo_config {
+    if demo {
         println!(
             "{}",
             crate::demo::banner(running.listen_addr, running.admin_addr, config)
         );
     }
-    wait_for_stop_signal().await;
+    wait_for_stop_signal(&reloader).await;
+    rotation_checks.abort();
     tracing::info!("stop signal received; draining");
     let drained = running.shutdown().await;
     tracing::info!(drained, "stopped");
@@ -278,7 +296,7 @@ async fn serve(settings: Settings, demo_config: Option<&Path>) -> ExitCode {
 }
 
 #[cfg(unix)]
-async fn wait_for_stop_signal() {
+async fn wait_for_stop_signal(reloader: &crate::reload::Reloader) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
@@ -288,14 +306,15 @@ async fn wait_for_stop_signal() {
             _ = term.recv() => return,
             _ = int.recv() => return,
             _ = hup.recv() => {
-                // Hot reload arrives with key lifecycle; until then SIGHUP must not kill the proxy.
-                tracing::warn!("SIGHUP received: reload is not supported by this build yet; still serving the loaded configuration");
+                tracing::info!("SIGHUP received; reloading");
+                // Failures are logged and counted inside; the old state keeps serving.
+                let _ = reloader.reload("signal").await;
             }
         }
     }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_stop_signal() {
+async fn wait_for_stop_signal(_reloader: &crate::reload::Reloader) {
     let _ = tokio::signal::ctrl_c().await;
 }

@@ -67,3 +67,6 @@ pub const RELOAD_WATCH_INTERVAL: Duration = Duration::from_secs(5);
 /// Shortest accepted `reload.interval`: each check is a few `stat` calls, but a reload
 /// re-reads and re-derives keys (Argon2id for a wrapped keyring).
 pub const MIN_RELOAD_WATCH_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How often the rotation policy is re-evaluated (it also runs after every reload).
+pub const ROTATION_CHECK_INTERVAL: Duration = Duration::from_secs(60);

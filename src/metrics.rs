@@ -58,6 +58,23 @@ struct FieldLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KidLabels {
+    kid: Label,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RotationLabels {
+    kid: Label,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    outcome: &'static str,
+    trigger: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FieldFailureLabels {
     route: Label,
     reason: &'static str,
@@ -74,6 +91,15 @@ pub struct Metrics {
     rejected_connections: Counter,
     fields: Family<FieldLabels, Counter>,
     field_failures: Family<FieldFailureLabels, Counter>,
+    tokens_opened: Family<KidLabels, Counter>,
+    tokens_sealed: Family<KidLabels, Counter>,
+    reloads: Family<ReloadLabels, Counter>,
+    reload_failures: Counter,
+    last_reload_success: Gauge,
+    rotation_due: Family<RotationLabels, Gauge>,
+    primary_key_age: Gauge,
+    /// Per-key usage for `GET /keys` and the rotation policy.
+    pub key_usage: crate::key_usage::KeyUsage,
 }
 
 impl Default for Metrics {
@@ -135,7 +161,57 @@ impl Metrics {
             "Bodies refused by the field stage, by route and reason",
             field_failures.clone(),
         );
+        let tokens_opened = Family::<KidLabels, Counter>::default();
+        registry.register(
+            "tokens_opened",
+            "fs1 tokens opened, by key id: when an old key's count stops growing, it can be retired",
+            tokens_opened.clone(),
+        );
+        let tokens_sealed = Family::<KidLabels, Counter>::default();
+        registry.register(
+            "tokens_sealed",
+            "fs1 tokens sealed, by key id (AES-GCM with random nonces: keep each key well below 2^32)",
+            tokens_sealed.clone(),
+        );
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Reload attempts, by outcome (ok, failed, unchanged) and trigger (signal, watch)",
+            reloads.clone(),
+        );
+        let reload_failures = Counter::default();
+        registry.register(
+            "config_reload_failures",
+            "Reloads refused because the new config, keyring or certificate was invalid; the old state kept serving",
+            reload_failures.clone(),
+        );
+        let last_reload_success = Gauge::default();
+        registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "Unix time the serving state was last loaded (startup or reload)",
+            last_reload_success.clone(),
+        );
+        let rotation_due = Family::<RotationLabels, Gauge>::default();
+        registry.register(
+            "key_rotation_due",
+            "1 when the primary key has passed keys.rotation.max_age (reason=age) or max_encryptions (reason=encryptions)",
+            rotation_due.clone(),
+        );
+        let primary_key_age = Gauge::default();
+        registry.register(
+            "primary_key_age_seconds",
+            "Age of the primary key, from its created_at",
+            primary_key_age.clone(),
+        );
         Self {
+            tokens_opened,
+            tokens_sealed,
+            reloads,
+            reload_failures,
+            last_reload_success,
+            rotation_due,
+            primary_key_age,
+            key_usage: crate::key_usage::KeyUsage::new(),
             fields,
             field_failures,
             registry,
@@ -186,13 +262,65 @@ impl Metrics {
         kid: Option<&str>,
         n: u64,
     ) {
+        let kid_label = Label(Arc::from(kid.unwrap_or("-")));
         self.fields
             .get_or_create(&FieldLabels {
                 route: Label(route.clone()),
                 action: action.as_str(),
-                kid: Label(Arc::from(kid.unwrap_or("-"))),
+                kid: kid_label.clone(),
             })
             .inc_by(n);
+        let Some(kid) = kid else { return };
+        match action {
+            crate::field_rules::Action::Opened => {
+                self.tokens_opened
+                    .get_or_create(&KidLabels { kid: kid_label })
+                    .inc_by(n);
+                self.key_usage.opened(kid, n);
+            }
+            crate::field_rules::Action::Sealed => {
+                self.tokens_sealed
+                    .get_or_create(&KidLabels { kid: kid_label })
+                    .inc_by(n);
+                self.key_usage.sealed(kid, n);
+            }
+            _ => {}
+        }
+    }
+
+    /// A reload attempt's outcome: `ok`, `failed` or `unchanged`; trigger `signal` or `watch`.
+    pub fn reload(&self, outcome: &'static str, trigger: &'static str) {
+        self.reloads
+            .get_or_create(&ReloadLabels { outcome, trigger })
+            .inc();
+        if outcome == "failed" {
+            self.reload_failures.inc();
+        }
+    }
+
+    /// The serving state was (re)loaded now.
+    pub fn loaded_now(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.last_reload_success
+            .set(i64::try_from(now).unwrap_or(i64::MAX));
+    }
+
+    /// Publishes the rotation state of the primary key `kid`.
+    pub fn rotation_state(&self, kid: &str, age: Duration, age_due: bool, encryptions_due: bool) {
+        self.primary_key_age
+            .set(i64::try_from(age.as_secs()).unwrap_or(i64::MAX));
+        self.rotation_due.clear();
+        let kid = Label(Arc::from(kid));
+        for (reason, due) in [("age", age_due), ("encryptions", encryptions_due)] {
+            self.rotation_due
+                .get_or_create(&RotationLabels {
+                    kid: kid.clone(),
+                    reason,
+                })
+                .set(i64::from(due));
+        }
     }
 
     pub fn field_failure(&self, route: &Arc<str>, reason: &'static str) {

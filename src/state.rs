@@ -10,6 +10,7 @@ use crate::audit::AuditLog;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::proxy::upstream::Upstream;
+use crate::rotation::RotationMonitor;
 
 /// Everything built from one configuration.
 pub struct Runtime {
@@ -30,6 +31,21 @@ impl Runtime {
         }
     }
 
+    /// A runtime for a reloaded configuration. The upstream pools (and their warm
+    /// connections) carry over when the upstream and its timeouts are unchanged, so a reload
+    /// costs the app no reconnections.
+    pub fn reusing(settings: Settings, old: &Runtime) -> Self {
+        let same_upstream = old.settings.upstream == settings.upstream
+            && old.settings.timeouts == settings.timeouts;
+        if same_upstream && old.upstreams.len() == settings.workers.max(1) {
+            return Self {
+                upstreams: old.upstreams.clone(),
+                settings: Arc::new(settings),
+            };
+        }
+        Self::new(settings, old.upstreams.len())
+    }
+
     /// The upstream pool of worker `worker`.
     pub fn upstream(&self, worker: usize) -> &Upstream {
         &self.upstreams[worker % self.upstreams.len()]
@@ -42,6 +58,8 @@ pub struct Shared {
     /// The audit sink, when `audit` is configured. Opened once at startup: a reload does not
     /// move the log (so one process writes one chain).
     pub audit: Option<Arc<AuditLog>>,
+    /// The primary key's standing against `keys.rotation`, for metrics and `/readyz`.
+    pub rotation: RotationMonitor,
     draining: AtomicBool,
 }
 
@@ -51,6 +69,7 @@ impl Shared {
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
             audit,
+            rotation: RotationMonitor::default(),
             draining: AtomicBool::new(false),
         })
     }
@@ -61,5 +80,15 @@ impl Shared {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Re-evaluates the rotation policy against the serving keyring (if any).
+    pub fn check_rotation(&self) {
+        let runtime = self.runtime.load();
+        let keys = &runtime.settings.keys;
+        if let Some(ring) = &keys.ring {
+            self.rotation
+                .check(ring, &keys.rotation, &self.metrics.key_usage, &self.metrics);
+        }
     }
 }

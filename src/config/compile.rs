@@ -71,6 +71,8 @@ struct Compiler<'a> {
     base_dir: PathBuf,
     problems: Vec<ConfigProblem>,
     warnings: Vec<ConfigProblem>,
+    /// Every file the configuration names, for the reload watcher.
+    files: std::cell::RefCell<Vec<PathBuf>>,
 }
 
 impl<'a> Compiler<'a> {
@@ -81,6 +83,7 @@ impl<'a> Compiler<'a> {
             base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
             problems: Vec::new(),
             warnings: Vec::new(),
+            files: std::cell::RefCell::new(vec![path.to_path_buf()]),
         }
     }
 
@@ -167,11 +170,16 @@ impl<'a> Compiler<'a> {
 
     /// Resolves a configured file path: relative paths are relative to the config file.
     fn file_path(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() {
+        let resolved = if p.is_absolute() {
             p.to_path_buf()
         } else {
             self.base_dir.join(p)
+        };
+        let mut files = self.files.borrow_mut();
+        if !files.contains(&resolved) {
+            files.push(resolved.clone());
         }
+        resolved
     }
 
     fn compile(&mut self) -> Option<Settings> {
@@ -236,6 +244,7 @@ impl<'a> Compiler<'a> {
         let (tls, mtls) = tls?;
         Some(Settings {
             source: PathBuf::from(&self.file),
+            files: self.files.borrow().clone(),
             listen: listen?,
             admin: admin?,
             workers,
@@ -447,7 +456,9 @@ impl<'a> Compiler<'a> {
                 AuditSinkTarget::Stdout
             }
             "stdout" | "-" => AuditSinkTarget::Stdout,
-            path => AuditSinkTarget::File(self.file_path(Path::new(path))),
+            // Not `file_path`: the log is written, not read, and must not trigger reloads.
+            path if Path::new(path).is_absolute() => AuditSinkTarget::File(PathBuf::from(path)),
+            path => AuditSinkTarget::File(self.base_dir.join(path)),
         };
         let key_file = self.file_path(&raw.key_file);
         self.secret_file("audit.key_file", &key_file);

@@ -21,6 +21,9 @@ use crate::transform::splice::Plan;
 pub struct Settings {
     /// The file it was loaded from (for messages and reloads).
     pub source: PathBuf,
+    /// Every file this configuration was built from (itself, certificates, keys), which the
+    /// reload watcher polls.
+    pub files: Vec<PathBuf>,
     pub listen: SocketAddr,
     pub admin: SocketAddr,
     /// Worker threads serving connections (each a single-threaded runtime).
@@ -55,7 +58,7 @@ impl fmt::Debug for Settings {
 }
 
 /// The unmodified app: plain HTTP/1.1.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamTarget {
     pub authority: Authority,
 }
@@ -119,7 +122,7 @@ pub struct ReloadSettings {
     pub interval: Duration,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     pub tls_handshake: Duration,
     pub upstream_connect: Duration,
@@ -129,7 +132,7 @@ pub struct Timeouts {
     pub shutdown_grace: Duration,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub max_body_bytes: usize,
     pub max_connections: usize,
