@@ -107,6 +107,8 @@ pub struct ProxyProcess {
     pub listen: SocketAddr,
     pub admin: SocketAddr,
     pub logs: Arc<Mutex<Vec<String>>>,
+    /// The config file the process was started with (rewrite it, then SIGHUP, to reload).
+    pub config: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -175,6 +177,7 @@ impl ProxyProcess {
             listen: v["listen"].as_str().unwrap().parse().unwrap(),
             admin: v["admin"].as_str().unwrap().parse().unwrap(),
             logs,
+            config,
             _dir: dir,
         }
     }
