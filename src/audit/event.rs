@@ -1,0 +1,298 @@
+//! What an audit line says. Every event names fields, keys and outcomes — never values,
+//! tokens or secrets: the types here cannot hold them (a [`FieldOp`] is a path, an action and
+//! a key id; a keyring appears as ids, states and dates).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde::ser::{SerializeSeq, SerializeStruct};
+use serde::{Serialize, Serializer};
+
+use crate::crypto::keyring::KeyState;
+use crate::crypto::Keyring;
+use crate::field_rules::FieldOp;
+
+/// How the field stage ended for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every selected field was processed.
+    Ok,
+    /// The request was refused because of a field (bad token, plaintext where a token is
+    /// required): 400, the app was not called.
+    Rejected,
+    /// The response could not be sealed (not JSON, too large, unknown encoding): 502, nothing
+    /// of it reached the client.
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Rejected => "rejected",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// Why the field stage refused a body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldFailureInfo {
+    /// Stable snake_case reason (`authentication_failed`, `unknown_key`, `not_json`…).
+    pub reason: &'static str,
+    /// Normalized JSONPath of the field (`$` when the whole body was refused).
+    pub field: String,
+    pub kid: Option<String>,
+}
+
+/// One request's field operations: the `fields` event.
+#[derive(Debug, Clone)]
+pub struct FieldsEvent {
+    pub request_id: String,
+    pub route: Arc<str>,
+    /// The client's address (`ip:port`) as the proxy saw it.
+    pub client: Option<SocketAddr>,
+    pub outcome: Outcome,
+    /// Path, action and key id of each field processed (no values).
+    pub fields: Vec<FieldOp>,
+    /// Set when `outcome` is not `ok`.
+    pub failure: Option<FieldFailureInfo>,
+}
+
+impl Serialize for FieldsEvent {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let n = if self.failure.is_some() { 8 } else { 5 };
+        let mut st = s.serialize_struct("FieldsEvent", n)?;
+        st.serialize_field("request_id", &self.request_id)?;
+        st.serialize_field("route", &*self.route)?;
+        st.serialize_field("client", &self.client)?;
+        st.serialize_field("outcome", self.outcome.as_str())?;
+        st.serialize_field("fields", &Ops(&self.fields))?;
+        if let Some(f) = &self.failure {
+            st.serialize_field("reason", f.reason)?;
+            st.serialize_field("field", &f.field)?;
+            st.serialize_field("kid", &f.kid)?;
+        }
+        st.end()
+    }
+}
+
+/// `[{"path": …, "action": …, "kid": …}, …]` without an intermediate allocation per field.
+struct Ops<'a>(&'a [FieldOp]);
+
+impl Serialize for Ops<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for op in self.0 {
+            seq.serialize_element(&OpEntry {
+                path: &op.path,
+                action: op.action.as_str(),
+                kid: op.kid.as_deref(),
+            })?;
+        }
+        seq.end()
+    }
+}
+
+#[derive(Serialize)]
+struct OpEntry<'a> {
+    path: &'a str,
+    action: &'static str,
+    kid: Option<&'a str>,
+}
+
+/// A key as the audit log shows it: no secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyInfo {
+    pub id: String,
+    pub state: KeyState,
+    pub created_at: String,
+}
+
+/// Every kind of audit line.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Event {
+    /// The first line of a chain: a fresh log (`previous: "none"`), or a new segment after a
+    /// last line that could not be continued (`previous: "unverifiable"`).
+    ChainStart {
+        previous: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'static str>,
+    },
+    Fields(FieldsEvent),
+    KeyringLoaded {
+        reason: String,
+        primary: String,
+        keys: Vec<KeyInfo>,
+    },
+    RotationDetected {
+        old_primary: String,
+        new_primary: String,
+    },
+    KeyRetired {
+        kid: String,
+        from: KeyState,
+    },
+    KeyStateChanged {
+        kid: String,
+        from: KeyState,
+        to: KeyState,
+    },
+    KeyAdded {
+        kid: String,
+        state: KeyState,
+        created_at: String,
+    },
+    KeyRemoved {
+        kid: String,
+        state: KeyState,
+    },
+}
+
+impl Event {
+    /// The `event` member.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::ChainStart { .. } => "chain_start",
+            Event::Fields(_) => "fields",
+            Event::KeyringLoaded { .. } => "keyring_loaded",
+            Event::RotationDetected { .. } => "rotation_detected",
+            Event::KeyRetired { .. } => "key_retired",
+            Event::KeyStateChanged { .. } => "key_state_changed",
+            Event::KeyAdded { .. } => "key_added",
+            Event::KeyRemoved { .. } => "key_removed",
+        }
+    }
+
+    pub fn keyring_loaded(ring: &Keyring, reason: &str) -> Self {
+        Event::KeyringLoaded {
+            reason: reason.to_string(),
+            primary: ring.primary().id.clone(),
+            keys: ring
+                .keys()
+                .iter()
+                .map(|k| KeyInfo {
+                    id: k.id.clone(),
+                    state: k.state,
+                    created_at: k.created_at.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// What changed between two keyrings: a new primary, then each key whose state changed
+    /// (a key that became `disabled` is retired), then keys added, then keys removed.
+    pub fn keyring_changes(old: &Keyring, new: &Keyring) -> Vec<Self> {
+        let mut events = Vec::new();
+        if old.primary().id != new.primary().id {
+            events.push(Event::RotationDetected {
+                old_primary: old.primary().id.clone(),
+                new_primary: new.primary().id.clone(),
+            });
+        }
+        for key in new.keys() {
+            match old.get(&key.id) {
+                Some(before) if before.state == key.state => {}
+                Some(before) if key.state == KeyState::Disabled => events.push(Event::KeyRetired {
+                    kid: key.id.clone(),
+                    from: before.state,
+                }),
+                Some(before) => events.push(Event::KeyStateChanged {
+                    kid: key.id.clone(),
+                    from: before.state,
+                    to: key.state,
+                }),
+                None => events.push(Event::KeyAdded {
+                    kid: key.id.clone(),
+                    state: key.state,
+                    created_at: key.created_at.clone(),
+                }),
+            }
+        }
+        for key in old.keys() {
+            if new.get(&key.id).is_none() {
+                events.push(Event::KeyRemoved {
+                    kid: key.id.clone(),
+                    state: key.state,
+                });
+            }
+        }
+        events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::keyring::{KeyEntry, KeyringFile};
+    use crate::field_rules::Action;
+    use base64::Engine;
+
+    pub(crate) fn ring(primary: &str, keys: &[(&str, KeyState)]) -> Keyring {
+        Keyring::from_file(KeyringFile {
+            primary: primary.into(),
+            keys: keys
+                .iter()
+                .map(|(id, state)| KeyEntry {
+                    id: (*id).into(),
+                    secret: zeroize::Zeroizing::new(
+                        base64::engine::general_purpose::STANDARD.encode([id.len() as u8; 32]),
+                    ),
+                    created_at: "2026-11-01T00:00:00Z".into(),
+                    state: *state,
+                })
+                .collect(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn keyring_changes_name_rotation_retirement_and_state_changes() {
+        use KeyState::*;
+        let old = ring("k1", &[("k1", Active), ("k0", DecryptOnly), ("kx", Active)]);
+        let new = ring(
+            "k2",
+            &[("k1", DecryptOnly), ("k0", Disabled), ("k2", Active)],
+        );
+        let names: Vec<String> = Event::keyring_changes(&old, &new)
+            .iter()
+            .map(|e| format!("{} {}", e.name(), serde_json::to_string(e).unwrap()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                r#"rotation_detected {"old_primary":"k1","new_primary":"k2"}"#,
+                r#"key_state_changed {"kid":"k1","from":"active","to":"decrypt_only"}"#,
+                r#"key_retired {"kid":"k0","from":"decrypt_only"}"#,
+                r#"key_added {"kid":"k2","state":"active","created_at":"2026-11-01T00:00:00Z"}"#,
+                r#"key_removed {"kid":"kx","state":"active"}"#,
+            ]
+        );
+        assert!(Event::keyring_changes(&new, &new).is_empty());
+    }
+
+    #[test]
+    fn fields_events_serialize_paths_actions_and_kids_only() {
+        let e = FieldsEvent {
+            request_id: "r1".into(),
+            route: Arc::from("user"),
+            client: Some("127.0.0.1:5000".parse().unwrap()),
+            outcome: Outcome::Rejected,
+            fields: vec![FieldOp {
+                path: "$['a']".into(),
+                action: Action::Opened,
+                kid: Some("k1".into()),
+            }],
+            failure: Some(FieldFailureInfo {
+                reason: "authentication_failed",
+                field: "$['ssn']".into(),
+                kid: Some("k1".into()),
+            }),
+        };
+        assert_eq!(
+            serde_json::to_string(&Event::Fields(e)).unwrap(),
+            r#"{"request_id":"r1","route":"user","client":"127.0.0.1:5000","outcome":"rejected","fields":[{"path":"$['a']","action":"opened","kid":"k1"}],"reason":"authentication_failed","field":"$['ssn']","kid":"k1"}"#
+        );
+    }
+}
