@@ -100,6 +100,8 @@ pub struct Metrics {
     primary_key_age: Gauge,
     /// Per-key usage for `GET /keys` and the rotation policy.
     pub key_usage: crate::key_usage::KeyUsage,
+    audit_events: Counter,
+    audit_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -203,7 +205,21 @@ impl Metrics {
             "Age of the primary key, from its created_at",
             primary_key_age.clone(),
         );
+        let audit_events = Counter::default();
+        registry.register(
+            "audit_events",
+            "Request `fields` events queued for the audit log",
+            audit_events.clone(),
+        );
+        let audit_dropped = Counter::default();
+        registry.register(
+            "audit_dropped",
+            "Request `fields` events dropped because the audit log queue was full",
+            audit_dropped.clone(),
+        );
         Self {
+            audit_events,
+            audit_dropped,
             tokens_opened,
             tokens_sealed,
             reloads,
@@ -330,6 +346,16 @@ impl Metrics {
                 reason,
             })
             .inc();
+    }
+
+    /// A request's `fields` event was queued for the audit log.
+    pub fn audit_event(&self) {
+        self.audit_events.inc();
+    }
+
+    /// A request's `fields` event was dropped: the audit log queue was full.
+    pub fn audit_dropped(&self) {
+        self.audit_dropped.inc();
     }
 
     pub fn tls_handshake_failed(&self) {

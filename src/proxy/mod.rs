@@ -24,6 +24,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::access_log::{CountedBody, Exchange, ObservedBody};
+use crate::audit::{FieldFailureInfo, FieldsEvent, Outcome as AuditOutcome};
 use crate::body::{empty, ProxyBody};
 use crate::config::Route;
 use crate::field_rules::{Action, FieldOp};
@@ -73,7 +74,8 @@ pub async fn handle(
         &shared,
         &request_id_text,
         &route_name,
-        &fields,
+        conn.peer,
+        fields,
         forwarded.as_ref().err(),
     );
     let mut response = match forwarded {
@@ -114,18 +116,20 @@ pub async fn handle(
     Ok(response.map(|body| exchange.observe(body)))
 }
 
-/// One audit event per request that touched fields (paths, actions, key ids — never values),
-/// and the field metrics.
+/// One audit event per request that touched fields (paths, actions, key ids — never values):
+/// a `fieldseal::audit` log event, and a `fields` line queued for the audit log when one is
+/// configured; plus the field metrics.
 fn audit(
     shared: &Shared,
     request_id: &str,
     route: &Arc<str>,
-    ops: &[FieldOp],
+    client: SocketAddr,
+    ops: Vec<FieldOp>,
     failure: Option<&ProxyError>,
 ) {
     // One metric update per distinct (action, key) — usually a single one per request.
     let mut counts: Vec<(Action, Option<&str>, u64)> = Vec::new();
-    for op in ops {
+    for op in &ops {
         let kid = op.kid.as_deref();
         match counts
             .iter_mut()
@@ -160,35 +164,60 @@ fn audit(
     } else {
         tracing::enabled!(target: "fieldseal::audit", tracing::Level::INFO)
     };
-    if !enabled {
-        return;
-    }
-    let fields: Vec<String> = ops
-        .iter()
-        .map(|op| {
-            format!(
-                "{}:{}:{}",
-                op.path,
-                op.action.as_str(),
-                op.kid.as_deref().unwrap_or("-")
-            )
-        })
-        .collect();
-    match rejected {
-        None => {
-            tracing::info!(target: "fieldseal::audit", request_id, route = %route, fields = ?fields, outcome = "ok", "fields")
+    if enabled {
+        let fields: Vec<String> = ops
+            .iter()
+            .map(|op| {
+                format!(
+                    "{}:{}:{}",
+                    op.path,
+                    op.action.as_str(),
+                    op.kid.as_deref().unwrap_or("-")
+                )
+            })
+            .collect();
+        match rejected {
+            None => {
+                tracing::info!(target: "fieldseal::audit", request_id, route = %route, fields = ?fields, outcome = "ok", "fields")
+            }
+            Some((path, reason, kid)) => tracing::warn!(
+                target: "fieldseal::audit",
+                request_id,
+                route = %route,
+                fields = ?fields,
+                outcome = "rejected",
+                field = path,
+                reason,
+                kid = kid.unwrap_or("-"),
+                "fields"
+            ),
         }
-        Some((path, reason, kid)) => tracing::warn!(
-            target: "fieldseal::audit",
-            request_id,
-            route = %route,
-            fields = ?fields,
-            outcome = "rejected",
-            field = path,
+    }
+    if let Some(log) = &shared.audit {
+        // The ops move into the event; the writer thread formats them.
+        let outcome = match failure {
+            Some(ProxyError::FieldRejected { .. }) => AuditOutcome::Rejected,
+            Some(ProxyError::ResponseNotEncryptable(_)) => AuditOutcome::Failed,
+            _ => AuditOutcome::Ok,
+        };
+        let failure = rejected.map(|(field, reason, kid)| FieldFailureInfo {
             reason,
-            kid = kid.unwrap_or("-"),
-            "fields"
-        ),
+            field: field.to_string(),
+            kid: kid.map(str::to_string),
+        });
+        let queued = log.fields(FieldsEvent {
+            request_id: request_id.to_string(),
+            route: route.clone(),
+            client: Some(client),
+            outcome,
+            fields: ops,
+            failure,
+        });
+        if queued {
+            shared.metrics.audit_event();
+        } else {
+            shared.metrics.audit_dropped();
+        }
     }
 }
 
