@@ -151,10 +151,9 @@ impl Reloader {
         self.shared.metrics.reload("failed", trigger);
         // A broken file stays broken until it changes again: remember what was seen so the
         // watcher does not retry (and log) the same failure every interval.
+        // (`files` starts with the config file itself.)
         let files = self.shared.runtime.load().settings.files.clone();
-        let mut seen = stamp_files(&files);
-        seen.extend(stamp_files(&[self.config.clone()]));
-        *self.stamps.lock().expect("stamps lock") = seen;
+        *self.stamps.lock().expect("stamps lock") = stamp_files(&files);
         ReloadError { problems }
     }
 

@@ -85,6 +85,9 @@ async fn metric_value(proxy: &ProxyProcess, name: &str) -> f64 {
     metric(&text, name).unwrap_or(0.0)
 }
 
+/// A way to break the files, named.
+type Breakage<'a> = (&'a str, Box<dyn Fn() + 'a>);
+
 const RELOADED: &str = r#"fieldseal_config_reloads_total{outcome="ok",trigger="signal"}"#;
 const FAILED: &str = "fieldseal_config_reload_failures_total";
 
@@ -176,7 +179,7 @@ async fn broken_files_on_reload_keep_the_old_state_serving() {
             "k2",
         )
     };
-    let breakages: Vec<(&str, Box<dyn Fn()>)> = vec![
+    let breakages: Vec<Breakage<'_>> = vec![
         (
             "config that does not parse",
             Box::new(|| std::fs::write(&proxy.config, "listen: [unclosed\n").unwrap()),
