@@ -126,7 +126,9 @@ impl Reloader {
         let routes = settings.routes.len();
         let primary = settings.keys.ring.as_ref().map(|r| r.primary().id.clone());
         let new = Arc::new(Runtime::reusing(settings, &old));
-        // AUDIT-HOOK: keyring events are written here once the audit sink lands.
+        if let (Some(audit), Some(new_ring)) = (&self.shared.audit, &new.settings.keys.ring) {
+            audit.keyring_reloaded(old.settings.keys.ring.as_deref(), new_ring);
+        }
         self.shared.runtime.store(new);
         *self.stamps.lock().expect("stamps lock") = stamps;
         drop(old);

@@ -68,6 +68,9 @@ pub async fn start(settings: Settings) -> std::io::Result<RunningProxy> {
         })?)),
         None => None,
     };
+    if let Some(audit) = &audit {
+        audit.startup(settings.keys.ring.as_deref());
+    }
     let pool = WorkerPool::start(settings.workers)?;
     let shared = Shared::new(
         Runtime::new(settings, pool.len()),
