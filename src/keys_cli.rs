@@ -1,20 +1,47 @@
-//! `fieldseal keys init|list`, `seal` and `open` (contract §5): the keyring and tokens from
-//! the command line, for operators and for checking other implementations against ours.
+//! `fieldseal keys init|rotate|list|retire|rewrap-keyring`, `seal` and `open` (contract §5):
+//! the key lifecycle and tokens from the command line, for operators and for checking other
+//! implementations against ours. `docs/keys.md` is the operations guide.
+//!
+//! Every command reads plain and wrapped keyrings alike and writes the file back the way it
+//! found it (wrapped with the same KEK, fresh salt and nonce), atomically with mode 0600.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-
-use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
 
 use clap::Subcommand;
+use serde::Deserialize;
 
 use crate::cli::EXIT_STARTUP;
-use crate::crypto::{keyring, token, Keyring};
+use crate::crypto::keyring::{self, KeyringFile, ReadKeyring, Rotation};
+use crate::crypto::wrap::{self, Kek, KekSource};
+use crate::crypto::{token, Keyring};
 use crate::secret_file::{self, Exposure};
 
-/// A command-line operation failed (bad input, token that does not open).
+/// A command-line operation failed or was refused (bad input, a token that does not open, a
+/// key still in use).
 const EXIT_FAILED: u8 = 1;
+
+/// Where the KEK of a wrapped keyring comes from on the command line (else the environment).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct KekArgs {
+    /// File holding the passphrase of a wrapped keyring (else $FIELDSEAL_KEYRING_PASSPHRASE).
+    #[arg(long, value_name = "FILE", conflicts_with = "kek_file")]
+    pub passphrase_file: Option<PathBuf>,
+    /// File holding the raw 32-byte KEK of a wrapped keyring, raw or standard base64 (else
+    /// $FIELDSEAL_KEYRING_KEK).
+    #[arg(long, value_name = "FILE")]
+    pub kek_file: Option<PathBuf>,
+}
+
+impl KekArgs {
+    fn source(&self) -> KekSource {
+        warn_if_group_readable(self.passphrase_file.as_deref());
+        warn_if_group_readable(self.kek_file.as_deref());
+        KekSource::for_cli(self.passphrase_file.clone(), self.kek_file.clone())
+    }
+}
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
@@ -25,82 +52,583 @@ pub enum KeysCommand {
         /// Id of the first key.
         #[arg(long, default_value = "k1")]
         id: String,
+        /// Wrap the file with a KEK: a passphrase (Argon2id) or a raw 32-byte key, from
+        /// --passphrase-file / --kek-file or $FIELDSEAL_KEYRING_PASSPHRASE / $FIELDSEAL_KEYRING_KEK.
+        #[arg(long)]
+        wrap: bool,
+        /// File holding the wrapping passphrase (at least 12 characters).
+        #[arg(
+            long,
+            value_name = "FILE",
+            requires = "wrap",
+            conflicts_with = "kek_file"
+        )]
+        passphrase_file: Option<PathBuf>,
+        /// File holding a raw 32-byte KEK (raw bytes or standard base64).
+        #[arg(long, value_name = "FILE", requires = "wrap")]
+        kek_file: Option<PathBuf>,
     },
-    /// Show ids, states and dates; never secrets.
+    /// Add a fresh active primary key; the old primary becomes decrypt_only.
+    Rotate {
+        #[arg(long)]
+        keyring: PathBuf,
+        /// Id of the new key (default: k<N+1> after the largest k<N>).
+        #[arg(long)]
+        id: Option<String>,
+        #[command(flatten)]
+        kek: KekArgs,
+    },
+    /// Show ids, states, dates and (with --admin) what a running proxy did with each key; never
+    /// secrets.
     List {
         #[arg(long)]
         keyring: PathBuf,
+        /// A running proxy's admin listener (http://host:port): adds tokens opened and sealed
+        /// per key since it started.
+        #[arg(long, value_name = "URL")]
+        admin: Option<String>,
+        #[command(flatten)]
+        kek: KekArgs,
+    },
+    /// Disable a key (its tokens stop opening). Refused for the primary, and while a running
+    /// proxy has opened tokens of the key within --window.
+    Retire {
+        #[arg(long)]
+        keyring: PathBuf,
+        /// The key to disable.
+        kid: String,
+        /// Admin listener of a running proxy (http://host:port) to ask whether it still opens
+        /// tokens of KID; repeat for every replica.
+        #[arg(long, value_name = "URL")]
+        admin: Vec<String>,
+        /// How long the key must have gone unused.
+        #[arg(long, default_value = "24h")]
+        window: humantime::Duration,
+        /// Retire even without usage figures, or despite recent use.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        kek: KekArgs,
+    },
+    /// Change how the keyring file is wrapped: a new passphrase or KEK, wrap a plain file, or
+    /// --unwrap it. The keys inside do not change.
+    RewrapKeyring {
+        #[arg(long)]
+        keyring: PathBuf,
+        #[command(flatten)]
+        kek: KekArgs,
+        /// File holding the new passphrase (else $FIELDSEAL_NEW_KEYRING_PASSPHRASE).
+        #[arg(long, value_name = "FILE", conflicts_with = "new_kek_file")]
+        new_passphrase_file: Option<PathBuf>,
+        /// File holding the new raw 32-byte KEK (else $FIELDSEAL_NEW_KEYRING_KEK).
+        #[arg(long, value_name = "FILE")]
+        new_kek_file: Option<PathBuf>,
+        /// Store the keyring unwrapped (plain JSON secrets on disk).
+        #[arg(long, conflicts_with_all = ["new_passphrase_file", "new_kek_file"])]
+        unwrap: bool,
     },
 }
 
 pub fn keys(command: KeysCommand) -> ExitCode {
-    match command {
-        KeysCommand::Init { out, id } => init(&out, &id),
-        KeysCommand::List { keyring } => list(&keyring),
-    }
-}
-
-fn init(out: &Path, id: &str) -> ExitCode {
-    if out.exists() {
-        eprintln!(
-            "error: {} exists; refusing to overwrite a keyring (its keys open existing tokens)",
-            out.display()
-        );
-        return ExitCode::from(EXIT_FAILED);
-    }
-    let file = match keyring::generate(id) {
-        Ok(f) => f,
-        Err(m) => {
-            eprintln!("error: {m}");
-            return ExitCode::from(EXIT_FAILED);
-        }
+    let result = match command {
+        KeysCommand::Init {
+            out,
+            id,
+            wrap,
+            passphrase_file,
+            kek_file,
+        } => init(
+            &out,
+            &id,
+            wrap.then_some(KekArgs {
+                passphrase_file,
+                kek_file,
+            }),
+        ),
+        KeysCommand::Rotate { keyring, id, kek } => rotate(&keyring, id.as_deref(), &kek),
+        KeysCommand::List {
+            keyring,
+            admin,
+            kek,
+        } => list(&keyring, admin.as_deref(), &kek),
+        KeysCommand::Retire {
+            keyring,
+            kid,
+            admin,
+            window,
+            force,
+            kek,
+        } => retire(&keyring, &kid, &admin, window.into(), force, &kek),
+        KeysCommand::RewrapKeyring {
+            keyring,
+            kek,
+            new_passphrase_file,
+            new_kek_file,
+            unwrap,
+        } => rewrap_keyring(
+            &keyring,
+            &kek,
+            (!unwrap).then(|| KekSource::for_cli_new(new_passphrase_file, new_kek_file)),
+        ),
     };
-    let json =
-        zeroize::Zeroizing::new(serde_json::to_vec_pretty(&file).expect("a keyring serialises"));
-    match secret_file::write_private(out, &json) {
-        Ok(()) => {
-            println!(
-                "wrote {} (mode 0600) with active primary key `{id}`",
-                out.display()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: cannot write {}: {e}", out.display());
-            ExitCode::from(EXIT_FAILED)
-        }
-    }
-}
-
-fn load(path: &Path) -> Result<Keyring, ExitCode> {
-    match Keyring::load(path) {
-        Ok((ring, exposure)) => {
-            if exposure == Exposure::GroupReadable {
-                eprintln!("warning: {} is readable by its group", path.display());
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(code, message)) => {
+            if !message.is_empty() {
+                eprintln!("error: {message}");
             }
-            Ok(ring)
-        }
-        Err(e) => {
-            eprintln!("error: {}: {e}", path.display());
-            Err(ExitCode::from(EXIT_STARTUP))
+            ExitCode::from(code)
         }
     }
 }
 
-fn list(path: &Path) -> ExitCode {
-    let ring = match load(path) {
-        Ok(r) => r,
-        Err(code) => return code,
+/// An exit code and the message to print.
+struct Failure(u8, String);
+
+fn failed(message: impl Into<String>) -> Failure {
+    Failure(EXIT_FAILED, message.into())
+}
+
+fn warn_if_group_readable(path: Option<&Path>) {
+    if let Some(path) = path {
+        if secret_file::check(path) == Ok(Exposure::GroupReadable) {
+            eprintln!("warning: {} is readable by its group", path.display());
+        }
+    }
+}
+
+/// Resolves the KEK for wrapping: required, and long enough.
+fn wrapping_kek(source: &KekSource) -> Result<Kek, Failure> {
+    let kek = source.resolve().map_err(failed)?.ok_or_else(|| {
+        failed(format!(
+            "no passphrase or KEK to wrap with: {}",
+            source.hint()
+        ))
+    })?;
+    kek.check_for_wrapping().map_err(failed)?;
+    Ok(kek)
+}
+
+fn init(out: &Path, id: &str, wrap: Option<KekArgs>) -> Result<(), Failure> {
+    if out.exists() {
+        return Err(failed(format!(
+            "{} exists; refusing to overwrite a keyring (its keys open existing tokens)",
+            out.display()
+        )));
+    }
+    let kek = match &wrap {
+        Some(args) => Some(wrapping_kek(&args.source())?),
+        None => None,
     };
-    println!("{:<34} {:<13} {:<22} primary", "id", "state", "created_at");
+    let file = keyring::generate(id).map_err(failed)?;
+    keyring::write_keyring_file(out, &file, kek.as_ref()).map_err(failed)?;
+    match kek {
+        None => println!(
+            "wrote {} (mode 0600) with active primary key `{id}`",
+            out.display()
+        ),
+        Some(kek) => println!(
+            "wrote {} (mode 0600, wrapped with the {} from {}) with active primary key `{id}`",
+            out.display(),
+            kek.kind(),
+            kek.origin()
+        ),
+    }
+    Ok(())
+}
+
+/// Reads and validates a keyring file (exit 64 when it cannot be used, like the proxy).
+fn read(path: &Path, kek: &KekSource) -> Result<(ReadKeyring, Keyring), Failure> {
+    let startup = |e: crate::crypto::KeyringError| Failure(EXIT_STARTUP, e.to_string());
+    let read = keyring::read_keyring_file(path, kek).map_err(startup)?;
+    if read.exposure == Exposure::GroupReadable {
+        eprintln!("warning: {} is readable by its group", path.display());
+    }
+    let ring = Keyring::build(&read.file).map_err(|e| {
+        Failure(
+            EXIT_STARTUP,
+            format!("{} is not a usable keyring: {e}", path.display()),
+        )
+    })?;
+    Ok((read, ring))
+}
+
+/// Writes the file back, wrapped the way it was read.
+fn write_back(path: &Path, file: &KeyringFile, kek: Option<&Kek>) -> Result<(), Failure> {
+    keyring::write_keyring_file(path, file, kek).map_err(failed)
+}
+
+fn rotate(path: &Path, id: Option<&str>, kek: &KekArgs) -> Result<(), Failure> {
+    let (mut read, _) = read(path, &kek.source())?;
+    let rotation = keyring::rotate(&mut read.file, id).map_err(failed)?;
+    write_back(path, &read.file, read.kek.as_ref())?;
+    let Rotation {
+        new_primary,
+        old_primary,
+    } = rotation;
+    println!("rotated: primary {new_primary} (new), {old_primary} now decrypt_only");
+    println!(
+        "wrote {} (mode 0600{})",
+        path.display(),
+        if read.kek.is_some() { ", wrapped" } else { "" }
+    );
+    println!("next:");
+    println!("  1. reload the proxy (`kill -HUP <pid>`, or update the Secret and let it reload); until then it seals with {old_primary}");
+    println!("  2. re-seal stored tokens under {new_primary}: `fieldseal rewrap --keyring {}` (docs/rewrap.md)", path.display());
+    println!("  3. once nothing presents {old_primary} tokens any more: `fieldseal keys retire --keyring {} {old_primary} --admin http://ADMIN`", path.display());
+    Ok(())
+}
+
+fn list(path: &Path, admin: Option<&str>, kek: &KekArgs) -> Result<(), Failure> {
+    let (_, ring) = read(path, &kek.source())?;
+    let usage = admin.map(|url| fetch_usage(url).map(|r| (url, r)));
+    let now = SystemTime::now();
+    let with_usage = matches!(usage, Some(Ok(_)));
+    let mut header = format!(
+        "{:<32} {:<13} {:<21} {:>5} {:<7}",
+        "id", "state", "created_at", "age", "primary"
+    );
+    if with_usage {
+        header.push_str(&format!(
+            " {:>12} {:>12} last_opened",
+            "opened_total", "sealed_total"
+        ));
+    }
+    println!("{}", header.trim_end());
     for key in ring.keys() {
         let primary = if key.id == ring.primary().id { "*" } else { "" };
-        println!(
-            "{:<34} {:<13} {:<22} {primary}",
-            key.id, key.state, key.created_at
+        let age = humantime::parse_rfc3339_weak(&key.created_at)
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .map_or(0, |d| d.as_secs() / 86_400);
+        let mut line = format!(
+            "{:<32} {:<13} {:<21} {:>4}d {:<7}",
+            key.id, key.state, key.created_at, age, primary
         );
+        if let Some(Ok((_, report))) = &usage {
+            match report.keys.iter().find(|r| r.id == key.id) {
+                Some(row) => line.push_str(&format!(
+                    " {:>12} {:>12} {}",
+                    row.opened_total,
+                    row.sealed_total,
+                    row.last_opened.map_or("never".to_string(), rfc3339)
+                )),
+                None => line.push_str(&format!(" {:>12} {:>12} not loaded by the proxy", "-", "-")),
+            }
+        }
+        println!("{}", line.trim_end());
     }
-    ExitCode::SUCCESS
+    match usage {
+        None => Ok(()),
+        Some(Ok((url, report))) => {
+            println!(
+                "usage from {url}: counted since {} ({} ago)",
+                rfc3339(report.since),
+                ago(report.now, report.since)
+            );
+            for row in report.keys.iter().filter(|r| ring.get(&r.id).is_none()) {
+                println!(
+                    "note: the proxy knows key `{}` ({}), which is not in {}: opened {}, sealed {}",
+                    row.id,
+                    row.state,
+                    path.display(),
+                    row.opened_total,
+                    row.sealed_total
+                );
+            }
+            Ok(())
+        }
+        Some(Err(m)) => Err(failed(m)),
+    }
+}
+
+fn retire(
+    path: &Path,
+    kid: &str,
+    admins: &[String],
+    window: Duration,
+    force: bool,
+    kek: &KekArgs,
+) -> Result<(), Failure> {
+    let (mut read, _) = read(path, &kek.source())?;
+    if !keyring::disable(&mut read.file, kid).map_err(failed)? {
+        println!("{kid} is already disabled; nothing to do");
+        return Ok(());
+    }
+    if admins.is_empty() {
+        if !force {
+            return Err(failed(format!(
+                "cannot tell whether the running proxy still opens {kid} tokens; pass --admin URL, or --force"
+            )));
+        }
+        eprintln!("warning: retiring {kid} without asking a running proxy (--force)");
+    }
+    for url in admins {
+        let verdict = fetch_usage(url).and_then(|report| retire_verdict(kid, &report, window));
+        match verdict {
+            Ok(m) => println!("{url}: {m}"),
+            Err(m) if force => eprintln!("warning: {url}: {m} (retiring anyway: --force)"),
+            Err(m) => {
+                return Err(failed(format!(
+                    "refusing to retire {kid}: {url}: {m}; pass --force to retire it anyway"
+                )))
+            }
+        }
+    }
+    write_back(path, &read.file, read.kek.as_ref())?;
+    println!("retired: {kid} is now disabled in {}", path.display());
+    println!("next: reload the proxy (`kill -HUP <pid>`); from then on tokens of {kid} fail to open with key_disabled");
+    Ok(())
+}
+
+fn rewrap_keyring(path: &Path, kek: &KekArgs, new: Option<KekSource>) -> Result<(), Failure> {
+    let (read, _) = read(path, &kek.source())?;
+    let was = match &read.kek {
+        Some(k) => format!("wrapped with the {} from {}", k.kind(), k.origin()),
+        None => "plain".to_string(),
+    };
+    let Some(new) = new else {
+        if read.kek.is_none() {
+            println!("{} is already plain; nothing to do", path.display());
+            return Ok(());
+        }
+        write_back(path, &read.file, None)?;
+        eprintln!("WARNING: {} is now UNWRAPPED: its key secrets are plain JSON on disk, protected only by the file mode (0600).", path.display());
+        eprintln!("WARNING: anyone who copies the file, a backup or an image layer holding it can open every token. Wrap it again with `fieldseal keys rewrap-keyring`.");
+        println!("unwrapped {} (was {was})", path.display());
+        return Ok(());
+    };
+    let new_kek = wrapping_kek(&new)?;
+    write_back(path, &read.file, Some(&new_kek))?;
+    println!(
+        "rewrapped {} with the {} from {} (was {was}); the keys inside are unchanged",
+        path.display(),
+        new_kek.kind(),
+        new_kek.origin()
+    );
+    println!("next: give the proxy the new {} (keys.keyring_passphrase_file / keys.keyring_kek_file, or {} / {}) before it next reloads or restarts: it cannot open the file with the old one", new_kek.kind(), wrap::ENV_PASSPHRASE, wrap::ENV_KEK);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Usage figures of a running proxy (`GET {admin}/keys`)
+
+/// What a proxy reports about its keys: counted since `since` (process start), at `now` (its
+/// clock, used for every comparison so the local clock does not matter).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageReport {
+    pub since: SystemTime,
+    pub now: SystemTime,
+    pub keys: Vec<UsageRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRow {
+    pub id: String,
+    pub state: String,
+    pub opened_total: u64,
+    pub sealed_total: u64,
+    pub last_opened: Option<SystemTime>,
+    pub last_sealed: Option<SystemTime>,
+}
+
+/// Parses the `GET /keys` document.
+pub fn parse_usage(json: &str) -> Result<UsageReport, String> {
+    #[derive(Deserialize)]
+    struct Doc {
+        since: String,
+        now: String,
+        keys: Vec<Row>,
+    }
+    #[derive(Deserialize)]
+    struct Row {
+        id: String,
+        state: String,
+        opened_total: u64,
+        sealed_total: u64,
+        last_opened: Option<String>,
+        last_sealed: Option<String>,
+    }
+    let doc: Doc =
+        serde_json::from_str(json).map_err(|e| format!("not a /keys usage report: {e}"))?;
+    let time = |field: &str, t: &str| {
+        humantime::parse_rfc3339_weak(t)
+            .map_err(|_| format!("{field} `{t}` is not an RFC 3339 timestamp"))
+    };
+    let opt = |field: &str, t: Option<String>| t.map(|t| time(field, &t)).transpose();
+    Ok(UsageReport {
+        since: time("since", &doc.since)?,
+        now: time("now", &doc.now)?,
+        keys: doc
+            .keys
+            .into_iter()
+            .map(|r| {
+                Ok(UsageRow {
+                    last_opened: opt("last_opened", r.last_opened)?,
+                    last_sealed: opt("last_sealed", r.last_sealed)?,
+                    id: r.id,
+                    state: r.state,
+                    opened_total: r.opened_total,
+                    sealed_total: r.sealed_total,
+                })
+            })
+            .collect::<Result<_, String>>()?,
+    })
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// `now - then` for messages, whole seconds.
+fn ago(now: SystemTime, then: SystemTime) -> String {
+    let secs = now.duration_since(then).map_or(0, |d| d.as_secs());
+    humantime::format_duration(Duration::from_secs(secs)).to_string()
+}
+
+/// Whether `kid` may be retired given one proxy's report: `Ok` explains why it may, `Err` why
+/// not. Refused when the proxy opened (or sealed) a token of `kid` within `window`, when it
+/// has not been counting for a whole window, or when it does not know `kid` at all.
+pub fn retire_verdict(kid: &str, report: &UsageReport, window: Duration) -> Result<String, String> {
+    let now = report.now;
+    let within = |t: SystemTime| now.duration_since(t).map_or(true, |d| d < window);
+    let win = humantime::format_duration(window);
+    let since = rfc3339(report.since);
+    let Some(row) = report.keys.iter().find(|r| r.id == kid) else {
+        return Err(format!(
+            "the proxy does not know key {kid} (not in its keyring, no token of it seen since {since}); is it running this keyring?"
+        ));
+    };
+    let last_opened = row.last_opened.map_or("never".to_string(), rfc3339);
+    let figures = format!(
+        "opened_total {} since {since}, last_opened {last_opened}",
+        row.opened_total
+    );
+    match row.last_opened {
+        Some(t) if within(t) => {
+            return Err(format!(
+                "the proxy opened a token of {kid} {} ago, within the {win} window ({figures}); re-seal stored tokens with `fieldseal rewrap` and wait",
+                ago(now, t)
+            ))
+        }
+        None if row.opened_total > 0 => {
+            return Err(format!(
+                "the proxy reports opened tokens of {kid} without a time ({figures})"
+            ))
+        }
+        _ => {}
+    }
+    if let Some(t) = row.last_sealed.filter(|t| within(*t)) {
+        return Err(format!(
+            "the proxy sealed {} token(s) with {kid}, the last {} ago, within the {win} window ({figures}); reload it after `keys rotate` and wait a window",
+            row.sealed_total,
+            ago(now, t)
+        ));
+    }
+    if now
+        .duration_since(report.since)
+        .map_or(true, |up| up < window)
+    {
+        return Err(format!(
+            "the proxy has been counting for only {} (since {since}), less than the {win} window, so it cannot have seen a whole window ({figures})",
+            ago(now, report.since)
+        ));
+    }
+    Ok(format!(
+        "no token of {kid} opened in the last {win} ({figures})"
+    ))
+}
+
+/// `http://host:port[/prefix][/]` (or `host:port`) → (authority, path of `/keys`).
+fn admin_target(url: &str) -> Result<(String, String), String> {
+    let rest = if let Some(rest) = url.strip_prefix("http://") {
+        rest
+    } else if url.starts_with("https://") {
+        return Err(format!(
+            "{url}: the admin listener speaks plain HTTP; use http://"
+        ));
+    } else if url.contains("://") {
+        return Err(format!("{url}: expected http://host:port"));
+    } else {
+        url
+    };
+    let (authority, prefix) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    if authority.is_empty() || authority.contains('@') {
+        return Err(format!("{url}: expected http://host:port"));
+    }
+    let has_port = authority.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && !port.contains(']') && port.parse::<u16>().is_ok()
+    });
+    let authority = if has_port {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    Ok((authority, format!("{}/keys", prefix.trim_end_matches('/'))))
+}
+
+/// Largest `/keys` document accepted.
+const MAX_USAGE_BYTES: usize = 1 << 20;
+
+/// `GET {url}/keys` over plain HTTP/1.1, parsed.
+fn fetch_usage(url: &str) -> Result<UsageReport, String> {
+    use http_body_util::BodyExt;
+    let (authority, path) = admin_target(url)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    let body = runtime.block_on(async {
+        let exchange = async {
+            let tcp = tokio::net::TcpStream::connect(authority.as_str())
+                .await
+                .map_err(|e| format!("cannot connect to {authority}: {e}"))?;
+            let (mut send, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                    .await
+                    .map_err(|e| format!("{authority}: {e}"))?;
+            tokio::spawn(conn);
+            let request = http::Request::get(path.as_str())
+                .header(http::header::HOST, authority.as_str())
+                .header(http::header::ACCEPT, "application/json")
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .map_err(|e| format!("{url}: {e}"))?;
+            let response = send
+                .send_request(request)
+                .await
+                .map_err(|e| format!("GET {path} on {authority}: {e}"))?;
+            let status = response.status();
+            let body = http_body_util::Limited::new(response.into_body(), MAX_USAGE_BYTES)
+                .collect()
+                .await
+                .map_err(|e| format!("GET {path} on {authority}: {e}"))?
+                .to_bytes();
+            if status != http::StatusCode::OK {
+                return Err(format!(
+                    "GET {path} on {authority} answered {status}; does this proxy build serve key usage?"
+                ));
+            }
+            Ok(body)
+        };
+        tokio::time::timeout(Duration::from_secs(10), exchange)
+            .await
+            .map_err(|_| format!("GET {path} on {authority} timed out"))?
+    })?;
+    let text = std::str::from_utf8(&body).map_err(|_| format!("{url}/keys: not UTF-8"))?;
+    parse_usage(text).map_err(|m| format!("{url}/keys: {m}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// seal / open
+
+fn load(path: &Path) -> Result<Keyring, ExitCode> {
+    match read(path, &KekSource::from_env()) {
+        Ok((_, ring)) => Ok(ring),
+        Err(Failure(code, m)) => {
+            eprintln!("error: {m}");
+            Err(ExitCode::from(code))
+        }
+    }
 }
 
 /// The argument, or stdin when it is `-` (trailing newline removed).
@@ -153,6 +681,162 @@ pub fn open(path: &Path, context: &str, token_text: &str) -> ExitCode {
         Err(e) => {
             eprintln!("error: {e} ({})", e.reason());
             ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: u64 = 3600;
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+    }
+
+    fn report(uptime: u64, rows: Vec<UsageRow>) -> UsageReport {
+        UsageReport {
+            since: at(0),
+            now: at(uptime),
+            keys: rows,
+        }
+    }
+
+    fn row(id: &str, opened: u64, last_opened: Option<u64>) -> UsageRow {
+        UsageRow {
+            id: id.into(),
+            state: "decrypt_only".into(),
+            opened_total: opened,
+            sealed_total: 0,
+            last_opened: last_opened.map(at),
+            last_sealed: None,
+        }
+    }
+
+    const DAY: Duration = Duration::from_secs(24 * H);
+
+    #[test]
+    fn retire_allowed_when_unused_for_a_whole_window() {
+        // Up 3 days; k1 last opened 2 days ago.
+        let r = report(
+            72 * H,
+            vec![row("k1", 40, Some(24 * H - 1)), row("k2", 0, None)],
+        );
+        let ok = retire_verdict("k1", &r, DAY).unwrap();
+        assert!(
+            ok.contains("opened_total 40") && ok.contains("last_opened"),
+            "{ok}"
+        );
+        // Never opened at all, up longer than the window.
+        let ok = retire_verdict("k2", &r, DAY).unwrap();
+        assert!(ok.contains("last_opened never"), "{ok}");
+        // Exactly one window ago is outside it.
+        let r = report(48 * H, vec![row("k1", 1, Some(24 * H))]);
+        assert!(retire_verdict("k1", &r, DAY).is_ok());
+    }
+
+    #[test]
+    fn retire_refused_when_opened_within_the_window() {
+        let r = report(72 * H, vec![row("k1", 12, Some(72 * H - 60))]);
+        let err = retire_verdict("k1", &r, DAY).unwrap_err();
+        assert!(
+            err.contains("1m ago")
+                && err.contains("opened_total 12")
+                && err.contains("within the 1day window"),
+            "{err}"
+        );
+        assert!(err.contains(&rfc3339(at(0))), "names since: {err}");
+        // A shorter window lets it through.
+        assert!(retire_verdict("k1", &r, Duration::from_secs(30)).is_ok());
+        // A last_opened in the proxy's future counts as recent.
+        let r = report(72 * H, vec![row("k1", 1, Some(73 * H))]);
+        assert!(retire_verdict("k1", &r, DAY).is_err());
+    }
+
+    #[test]
+    fn retire_refused_when_the_proxy_has_not_seen_a_whole_window() {
+        let r = report(2 * H, vec![row("k1", 0, None)]);
+        let err = retire_verdict("k1", &r, DAY).unwrap_err();
+        assert!(
+            err.contains("counting for only 2h") && err.contains("cannot have seen a whole window"),
+            "{err}"
+        );
+        assert!(retire_verdict("k1", &r, Duration::from_secs(H)).is_ok());
+    }
+
+    #[test]
+    fn retire_refused_for_unknown_keys_recent_seals_and_inconsistent_reports() {
+        let r = report(72 * H, vec![row("k2", 0, None)]);
+        assert!(retire_verdict("k1", &r, DAY)
+            .unwrap_err()
+            .contains("does not know key k1"));
+        let mut sealing = row("k1", 0, None);
+        sealing.sealed_total = 5;
+        sealing.last_sealed = Some(at(72 * H - 5));
+        let r = report(72 * H, vec![sealing]);
+        let err = retire_verdict("k1", &r, DAY).unwrap_err();
+        assert!(err.contains("sealed 5 token(s)"), "{err}");
+        let r = report(72 * H, vec![row("k1", 3, None)]);
+        assert!(retire_verdict("k1", &r, DAY)
+            .unwrap_err()
+            .contains("without a time"));
+    }
+
+    #[test]
+    fn usage_documents_parse() {
+        let r = parse_usage(
+            r#"{"since":"2027-01-01T00:00:00Z","now":"2027-01-03T00:00:00Z","keys":[
+                {"id":"k1","state":"decrypt_only","opened_total":12,"sealed_total":0,"last_opened":"2027-01-02T00:00:00Z","last_sealed":null},
+                {"id":"k2","state":"active","opened_total":0,"sealed_total":3,"last_opened":null,"last_sealed":"2027-01-02T23:00:00Z","extra":true}]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.keys.len(), 2);
+        assert_eq!(r.keys[0].opened_total, 12);
+        assert_eq!(
+            r.now.duration_since(r.since).unwrap(),
+            Duration::from_secs(48 * H)
+        );
+        assert!(retire_verdict("k1", &r, DAY).is_ok());
+        assert!(retire_verdict("k1", &r, 2 * DAY).is_err());
+        assert!(
+            parse_usage(r#"{"since":"yesterday","now":"2027-01-03T00:00:00Z","keys":[]}"#)
+                .unwrap_err()
+                .contains("since")
+        );
+        assert!(parse_usage("<html>").is_err());
+    }
+
+    #[test]
+    fn admin_urls() {
+        let ok = |u: &str| admin_target(u).unwrap();
+        assert_eq!(
+            ok("http://127.0.0.1:9901"),
+            ("127.0.0.1:9901".into(), "/keys".into())
+        );
+        assert_eq!(
+            ok("http://127.0.0.1:9901/"),
+            ("127.0.0.1:9901".into(), "/keys".into())
+        );
+        assert_eq!(
+            ok("127.0.0.1:9901"),
+            ("127.0.0.1:9901".into(), "/keys".into())
+        );
+        assert_eq!(
+            ok("http://admin.local"),
+            ("admin.local:80".into(), "/keys".into())
+        );
+        assert_eq!(
+            ok("http://[::1]:9901/"),
+            ("[::1]:9901".into(), "/keys".into())
+        );
+        assert_eq!(ok("http://[::1]"), ("[::1]:80".into(), "/keys".into()));
+        assert_eq!(
+            ok("http://h:1/fieldseal/"),
+            ("h:1".into(), "/fieldseal/keys".into())
+        );
+        for bad in ["https://h:1", "ftp://h", "http://", "http://u@h:1"] {
+            assert!(admin_target(bad).is_err(), "{bad}");
         }
     }
 }

@@ -112,7 +112,7 @@ pub fn run(args: RewrapArgs) -> ExitCode {
 
 /// Loads the keyring as `seal`/`open` do: unusable → exit 64, group-readable → a warning.
 fn load_keyring(path: &Path) -> Result<Keyring, ExitCode> {
-    match Keyring::load(path) {
+    match Keyring::load(path, &crate::crypto::KekSource::from_env()) {
         Ok((ring, exposure)) => {
             if exposure == Exposure::GroupReadable {
                 eprintln!("warning: {} is readable by its group", path.display());

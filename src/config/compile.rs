@@ -371,9 +371,14 @@ impl<'a> Compiler<'a> {
             return KeySources::default();
         };
         let keyring = raw.keyring.map(|p| self.file_path(&p));
+        // A wrapped keyring's KEK: the configured files, else the environment.
+        let kek = crate::crypto::KekSource::for_config(
+            raw.keyring_passphrase_file.as_ref().map(|p| self.file_path(p)),
+            raw.keyring_kek_file.as_ref().map(|p| self.file_path(p)),
+        );
         let ring = keyring
             .as_ref()
-            .and_then(|p| match crate::crypto::Keyring::load(p) {
+            .and_then(|p| match crate::crypto::Keyring::load(p, &kek) {
                 Ok((ring, exposure)) => {
                     if exposure == Exposure::GroupReadable {
                         self.warning(

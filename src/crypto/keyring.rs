@@ -11,6 +11,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use super::wrap::{self, Kek, KekSource};
 use crate::secret_file::{self, Exposure};
 
 /// Length of every key secret: AES-256.
@@ -102,26 +103,21 @@ pub fn valid_key_id(id: &str) -> bool {
 }
 
 impl Keyring {
-    /// Reads and validates a keyring file, refusing one that other users can read. Returns the
+    /// Reads and validates a keyring file, plain or wrapped, refusing one that other users can
+    /// read. A wrapped file is opened with the KEK from `kek` (looked up only then). Returns the
     /// keyring and whether the file is group-readable (worth a warning).
-    pub fn load(path: &Path) -> Result<(Self, Exposure), KeyringError> {
-        let exposure = secret_file::check(path).map_err(|m| KeyringError(vec![m]))?;
-        let text = Zeroizing::new(
-            std::fs::read_to_string(path)
-                .map_err(|e| KeyringError(vec![format!("cannot read {}: {e}", path.display())]))?,
-        );
-        // serde_json errors name line and column, never the value.
-        let file: KeyringFile = serde_json::from_str(&text).map_err(|e| {
-            KeyringError(vec![format!(
-                "{} is not a valid keyring: {e}",
-                path.display()
-            )])
-        })?;
-        Ok((Self::from_file(file)?, exposure))
+    pub fn load(path: &Path, kek: &KekSource) -> Result<(Self, Exposure), KeyringError> {
+        let read = read_keyring_file(path, kek)?;
+        Ok((Self::from_file(read.file)?, read.exposure))
     }
 
     /// Validates a parsed keyring; collects every problem.
     pub fn from_file(file: KeyringFile) -> Result<Self, KeyringError> {
+        Self::build(&file)
+    }
+
+    /// Validates a parsed keyring without consuming it (the CLI edits and rewrites the file).
+    pub fn build(file: &KeyringFile) -> Result<Self, KeyringError> {
         let mut problems = Vec::new();
         let mut keys: Vec<Key> = Vec::with_capacity(file.keys.len());
         for (i, entry) in file.keys.iter().enumerate() {
@@ -242,6 +238,191 @@ pub fn generate(id: &str) -> Result<KeyringFile, String> {
     })
 }
 
+/// A keyring file as read from disk: its contents, the KEK that unwrapped it (`None` for a
+/// plain file), and how exposed the file is.
+#[derive(Debug)]
+pub struct ReadKeyring {
+    pub file: KeyringFile,
+    pub kek: Option<Kek>,
+    pub exposure: Exposure,
+}
+
+impl fmt::Debug for KeyringFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyringFile")
+            .field("primary", &self.primary)
+            .field("keys", &self.keys)
+            .finish()
+    }
+}
+
+impl fmt::Debug for KeyEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyEntry")
+            .field("id", &self.id)
+            .field("state", &self.state)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads a keyring file, plain (contract §2) or wrapped (`{"wrapped": …}`, see [`wrap`]),
+/// refusing one that other users can read. The KEK is looked up only for a wrapped file. The
+/// contents are parsed, not validated ([`Keyring::build`] does that).
+pub fn read_keyring_file(path: &Path, kek: &KekSource) -> Result<ReadKeyring, KeyringError> {
+    let one = |m: String| KeyringError(vec![m]);
+    let exposure = secret_file::check(path).map_err(one)?;
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path)
+            .map_err(|e| one(format!("cannot read {}: {e}", path.display())))?,
+    );
+    let (plain, used) = match wrap::parse(&text)
+        .map_err(|m| one(format!("{} {m}", path.display())))?
+    {
+        None => {
+            if let Some(setting) = kek.expects_wrapped() {
+                return Err(one(format!(
+                    "{} is not wrapped, but {setting} is set: refusing a plain keyring where a wrapped one is expected (whoever replaced it could have chosen the keys); wrap it with `fieldseal keys rewrap-keyring`, or drop {setting}",
+                    path.display()
+                )));
+            }
+            (text, None)
+        }
+        Some(wrapped) => {
+            let Some(key) = kek.resolve().map_err(one)? else {
+                return Err(one(format!(
+                    "{} is wrapped (sealed with a key-encryption key), but no passphrase or KEK was supplied: {}",
+                    path.display(),
+                    kek.hint()
+                )));
+            };
+            let bytes = wrap::open(&wrapped, &key, path).map_err(one)?;
+            let text = std::str::from_utf8(&bytes)
+                .map(|t| Zeroizing::new(t.to_string()))
+                .map_err(|_| {
+                    one(format!(
+                        "{}: the unwrapped keyring is not UTF-8",
+                        path.display()
+                    ))
+                })?;
+            (text, Some(key))
+        }
+    };
+    // serde_json errors name line and column, never the value.
+    let file: KeyringFile = serde_json::from_str(&plain).map_err(|e| {
+        one(format!(
+            "{} is not a valid keyring{}: {e}",
+            path.display(),
+            if used.is_some() {
+                " (after unwrapping)"
+            } else {
+                ""
+            }
+        ))
+    })?;
+    Ok(ReadKeyring {
+        file,
+        kek: used,
+        exposure,
+    })
+}
+
+/// Writes a keyring file atomically with mode 0600, wrapped with `kek` (fresh salt and nonce)
+/// when given, plain otherwise.
+pub fn write_keyring_file(
+    path: &Path,
+    file: &KeyringFile,
+    kek: Option<&Kek>,
+) -> Result<(), String> {
+    let mut plain = Zeroizing::new(serde_json::to_vec_pretty(file).expect("a keyring serialises"));
+    plain.push(b'\n');
+    let bytes = match kek {
+        None => plain,
+        Some(kek) => Zeroizing::new(wrap::seal(&plain, kek)?),
+    };
+    secret_file::write_private(path, &bytes)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// The id `keys rotate` gives a new key: `k<N+1>` for the largest N among ids `k<digits>`,
+/// else `k<count+1>`; never an id already in the file.
+pub fn next_key_id(file: &KeyringFile) -> Result<String, String> {
+    let largest = file
+        .keys
+        .iter()
+        .filter_map(|k| k.id.strip_prefix('k'))
+        .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+        .filter_map(|digits| digits.parse::<u128>().ok())
+        .max();
+    let n = match largest {
+        Some(n) => n.checked_add(1),
+        None => u128::try_from(file.keys.len() + 1).ok(),
+    };
+    let id = n
+        .map(|n| format!("k{n}"))
+        .filter(|id| valid_key_id(id) && !file.keys.iter().any(|k| &k.id == id))
+        .ok_or("cannot choose a new key id; pass --id")?;
+    Ok(id)
+}
+
+/// What [`rotate`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    pub new_primary: String,
+    pub old_primary: String,
+}
+
+/// Adds a fresh active key as the primary and demotes the old primary to `decrypt_only`. Every
+/// other key (and every secret) is kept as it was. The file must be a valid keyring.
+pub fn rotate(file: &mut KeyringFile, new_id: Option<&str>) -> Result<Rotation, String> {
+    Keyring::build(file).map_err(|e| e.to_string())?;
+    let id = match new_id {
+        Some(id) if !valid_key_id(id) => {
+            return Err("key id must be 1-32 characters of A-Z, a-z, 0-9, `_` or `-`".into())
+        }
+        Some(id) if file.keys.iter().any(|k| k.id == id) => {
+            return Err(format!(
+                "key id `{id}` is already in the keyring; ids are never reused (tokens name them)"
+            ))
+        }
+        Some(id) => id.to_string(),
+        None => next_key_id(file)?,
+    };
+    let fresh = generate(&id)?.keys.pop().expect("one key");
+    let old = file.primary.clone();
+    for key in &mut file.keys {
+        if key.id == old {
+            key.state = KeyState::DecryptOnly;
+        }
+    }
+    file.keys.push(fresh);
+    file.primary = id.clone();
+    Keyring::build(file).map_err(|e| e.to_string())?;
+    Ok(Rotation {
+        new_primary: id,
+        old_primary: old,
+    })
+}
+
+/// Sets `kid` to `disabled`. Refuses the primary and unknown ids; `Ok(false)` when it already is.
+pub fn disable(file: &mut KeyringFile, kid: &str) -> Result<bool, String> {
+    if file.primary == kid {
+        return Err(format!(
+            "`{kid}` is the primary key; run `fieldseal keys rotate` first, then retire it once nothing uses it"
+        ));
+    }
+    let key = file
+        .keys
+        .iter_mut()
+        .find(|k| k.id == kid)
+        .ok_or_else(|| format!("no key `{kid}` in this keyring"))?;
+    if key.state == KeyState::Disabled {
+        return Ok(false);
+    }
+    key.state = KeyState::Disabled;
+    Ok(true)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -340,5 +521,258 @@ pub(crate) mod tests {
         let ring = Keyring::from_file(a).unwrap();
         assert_eq!(ring.primary().id, "k1");
         assert!(generate("no spaces").is_err());
+    }
+
+    fn file_of(ids: &[(&str, KeyState)], primary: &str) -> KeyringFile {
+        KeyringFile {
+            primary: primary.into(),
+            keys: ids
+                .iter()
+                .enumerate()
+                .map(|(i, (id, state))| {
+                    entry(
+                        id,
+                        &base64::engine::general_purpose::STANDARD.encode([i as u8 + 1; 32]),
+                        *state,
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn rotate_chooses_the_next_unused_id() {
+        use KeyState::*;
+        type Case<'a> = (&'a [(&'a str, KeyState)], &'a str, &'a str);
+        let cases: &[Case] = &[
+            (&[("k1", Active)], "k1", "k2"),
+            (
+                &[("k1", Disabled), ("k9", DecryptOnly), ("k3", Active)],
+                "k3",
+                "k10",
+            ),
+            (&[("main", Active)], "main", "k2"),
+            (&[("a", Disabled), ("b", Active)], "b", "k3"),
+            (&[("k", Active), ("k1x", Disabled)], "k", "k3"),
+            (&[("k007", Active)], "k007", "k8"),
+        ];
+        for (ids, primary, want) in cases {
+            let file = file_of(ids, primary);
+            assert_eq!(next_key_id(&file).unwrap(), *want, "{ids:?}");
+        }
+        // No room left for another digit: the operator picks.
+        let long = format!("k{}", "9".repeat(31));
+        let file = file_of(&[(long.as_str(), Active)], &long);
+        assert!(next_key_id(&file).unwrap_err().contains("--id"));
+    }
+
+    #[test]
+    fn rotation_keeps_old_secrets_and_states() {
+        use KeyState::*;
+        let mut file = file_of(
+            &[
+                ("k1", Disabled),
+                ("k2", DecryptOnly),
+                ("k3", Active),
+                ("x", Active),
+            ],
+            "k3",
+        );
+        let before: Vec<(String, String, KeyState, String)> = file
+            .keys
+            .iter()
+            .map(|k| {
+                (
+                    k.id.clone(),
+                    k.secret.to_string(),
+                    k.state,
+                    k.created_at.clone(),
+                )
+            })
+            .collect();
+        let r = rotate(&mut file, None).unwrap();
+        assert_eq!(
+            r,
+            Rotation {
+                new_primary: "k4".into(),
+                old_primary: "k3".into()
+            }
+        );
+        assert_eq!(file.primary, "k4");
+        assert_eq!(file.keys.len(), 5);
+        for (old, now) in before.iter().zip(&file.keys) {
+            assert_eq!(old.0, now.id);
+            assert_eq!(old.1, *now.secret, "secret of {} kept", old.0);
+            assert_eq!(old.3, now.created_at);
+            let want = if old.0 == "k3" { DecryptOnly } else { old.2 };
+            assert_eq!(now.state, want, "{}", old.0);
+        }
+        let new = &file.keys[4];
+        assert_eq!((new.id.as_str(), new.state), ("k4", Active));
+        assert!(before.iter().all(|b| b.1 != *new.secret));
+        let ring = Keyring::build(&file).unwrap();
+        assert_eq!(ring.primary().id, "k4");
+
+        // An explicit id; reuse and bad ids refused, the file untouched.
+        let r = rotate(&mut file, Some("2027-q1")).unwrap();
+        assert_eq!(r.old_primary, "k4");
+        assert_eq!(
+            file.keys.iter().find(|k| k.id == "k4").unwrap().state,
+            DecryptOnly
+        );
+        for bad in ["k1", "x", "has space", ""] {
+            assert!(rotate(&mut file, Some(bad)).is_err(), "{bad}");
+        }
+        assert_eq!(file.keys.len(), 6);
+        assert_eq!(file.primary, "2027-q1");
+    }
+
+    #[test]
+    fn rotate_refuses_an_invalid_keyring() {
+        let mut file = file_of(&[("k1", KeyState::DecryptOnly)], "k1");
+        assert!(rotate(&mut file, None)
+            .unwrap_err()
+            .contains("must be active"));
+        assert_eq!(file.keys.len(), 1);
+    }
+
+    #[test]
+    fn disable_rules() {
+        use KeyState::*;
+        let mut file = file_of(&[("k1", DecryptOnly), ("k2", Active)], "k2");
+        assert!(disable(&mut file, "k2").unwrap_err().contains("primary"));
+        assert!(disable(&mut file, "k9")
+            .unwrap_err()
+            .contains("no key `k9`"));
+        assert_eq!(disable(&mut file, "k1"), Ok(true));
+        assert_eq!(file.keys[0].state, Disabled);
+        assert_eq!(disable(&mut file, "k1"), Ok(false));
+    }
+
+    fn cheap_passphrase(p: &str) -> Kek {
+        Kek::passphrase(Zeroizing::new(p.into()), "test")
+            .with_params(crate::crypto::wrap::Argon2Params::TEST)
+    }
+
+    #[test]
+    fn files_round_trip_plain_and_wrapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring.json");
+        let mut file = generate("k1").unwrap();
+        rotate(&mut file, None).unwrap();
+
+        // Plain: the KEK sources are never consulted.
+        write_keyring_file(&path, &file, None).unwrap();
+        assert_eq!(secret_file::check(&path), Ok(Exposure::OwnerOnly));
+        let read = read_keyring_file(&path, &KekSource::none()).unwrap();
+        assert!(read.kek.is_none());
+        assert_eq!(read.file.primary, "k2");
+
+        // Wrapped with a passphrase file.
+        let pw = dir.path().join("pw");
+        secret_file::write_private(&pw, b"correct horse battery staple\n").unwrap();
+        let kek = cheap_passphrase("correct horse battery staple");
+        write_keyring_file(&path, &file, Some(&kek)).unwrap();
+        assert_eq!(secret_file::check(&path), Ok(Exposure::OwnerOnly));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"wrapped\"") && !text.contains(file.keys[0].secret.as_str()));
+        let source = KekSource::for_cli(Some(pw.clone()), None);
+        let (ring, exposure) = Keyring::load(&path, &source).unwrap();
+        assert_eq!(
+            (ring.primary().id.as_str(), exposure),
+            ("k2", Exposure::OwnerOnly)
+        );
+        let read = read_keyring_file(&path, &source).unwrap();
+        let reread = read.kek.expect("wrapped");
+        assert!(reread.is_passphrase());
+        assert_eq!(
+            read.file
+                .keys
+                .iter()
+                .map(|k| k.secret.to_string())
+                .collect::<Vec<_>>(),
+            file.keys
+                .iter()
+                .map(|k| k.secret.to_string())
+                .collect::<Vec<_>>()
+        );
+
+        // Wrong passphrase.
+        secret_file::write_private(&pw, b"correct horse battery stapler").unwrap();
+        let err = Keyring::load(&path, &source).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "cannot unwrap {}: wrong passphrase/KEK, or the file was modified",
+                path.display()
+            )
+        );
+        // No KEK at all: the error says how to supply one.
+        let err = Keyring::load(&path, &KekSource::none())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("is wrapped") && err.contains("no passphrase or KEK"),
+            "{err}"
+        );
+
+        // A plain file where the configuration expects a wrapped one is refused.
+        write_keyring_file(&path, &file, None).unwrap();
+        let err = Keyring::load(&path, &KekSource::for_config(Some(pw.clone()), None))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("is not wrapped, but keys.keyring_passphrase_file is set"),
+            "{err}"
+        );
+        // The environment alone does not make that demand (it may be set for other keyrings).
+        assert!(KekSource::from_env().expects_wrapped().is_none());
+
+        // Raw KEK file.
+        let kek_path = dir.path().join("kek");
+        secret_file::write_private(&kek_path, &[3u8; 32]).unwrap();
+        let raw = KekSource::for_cli(None, Some(kek_path))
+            .resolve()
+            .unwrap()
+            .unwrap();
+        write_keyring_file(&path, &file, Some(&raw)).unwrap();
+        let read = read_keyring_file(
+            &path,
+            &KekSource::for_cli(None, Some(dir.path().join("kek"))),
+        )
+        .unwrap();
+        assert_eq!(read.file.primary, "k2");
+        assert!(!read.kek.unwrap().is_passphrase());
+    }
+
+    #[test]
+    fn a_wrapped_file_whose_content_is_not_a_keyring_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring.json");
+        let kek = Kek::raw(Zeroizing::new([4u8; 32]), "test");
+        let bytes = crate::crypto::wrap::seal(br#"{"primary": 1}"#, &kek).unwrap();
+        secret_file::write_private(&path, &bytes).unwrap();
+        let kek_path = dir.path().join("kek");
+        secret_file::write_private(&kek_path, &[4u8; 32]).unwrap();
+        let err = read_keyring_file(&path, &KekSource::for_cli(None, Some(kek_path))).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("not a valid keyring (after unwrapping)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn others_readable_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring.json");
+        write_keyring_file(&path, &generate("k1").unwrap(), None).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let err = Keyring::load(&path, &KekSource::none()).unwrap_err();
+            assert!(err.to_string().contains("chmod 600"), "{err}");
+        }
     }
 }

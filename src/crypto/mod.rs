@@ -2,6 +2,8 @@
 
 pub mod keyring;
 pub mod token;
+pub mod wrap;
 
 pub use keyring::{Key, KeyState, Keyring, KeyringError};
 pub use token::{OpenError, TOKEN_PREFIX};
+pub use wrap::{Kek, KekSource};
