@@ -147,15 +147,13 @@ async fn requests_are_audited_in_a_chain_that_verifies_and_shows_edits() {
         .collect();
     assert_eq!(names[0], "chain_start");
     assert_eq!(events[0]["previous"], "none");
-    // The startup keyring_loaded line, when the server writes it.
-    let mut rest = &events[1..];
-    if names[1] == "keyring_loaded" {
-        assert_eq!(events[1]["reason"], "startup");
-        assert_eq!(events[1]["primary"], "k1");
-        assert_eq!(events[1]["keys"][0]["id"], "k1");
-        assert_eq!(events[1]["keys"][0]["state"], "active");
-        rest = &events[2..];
-    }
+    // The startup keyring_loaded line: ids, states, dates, never secrets.
+    assert_eq!(names[1], "keyring_loaded");
+    assert_eq!(events[1]["reason"], "startup");
+    assert_eq!(events[1]["primary"], "k1");
+    assert_eq!(events[1]["keys"][0]["id"], "k1");
+    assert_eq!(events[1]["keys"][0]["state"], "active");
+    let rest = &events[2..];
     assert_eq!(rest.len(), 2, "{events:#?}");
     let ok = &rest[0];
     assert_eq!(ok["event"], "fields");
@@ -228,7 +226,12 @@ async fn requests_are_audited_in_a_chain_that_verifies_and_shows_edits() {
     proxy.wait_metric("fieldseal_audit_events_total", 1.0).await;
     stop(proxy);
     let after = lines(&log);
-    assert!(after.len() > events.len());
+    let added: Vec<&str> = after[events.len()..]
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(added, ["keyring_loaded", "fields"]);
+    assert_eq!(after[events.len()]["seq"], events.len() as u64 + 1);
     assert_eq!(
         after.iter().filter(|e| e["event"] == "chain_start").count(),
         1
@@ -296,4 +299,88 @@ async fn an_unusable_audit_key_stops_startup_without_printing_it() {
     assert_eq!(code, 64, "{out}{err}");
     assert!(err.contains("audit key"), "{err}");
     assert!(!err.contains("c2hvcnQ"), "{err}");
+}
+
+/// A keyring (contract §2) from `(id, secret fill byte, state)`, replaced atomically, mode 0600.
+fn write_keyring(path: &Path, keys: &[(&str, u8, &str)], primary: &str) {
+    let keys: Vec<Value> = keys
+        .iter()
+        .map(|(id, fill, state)| {
+            json!({
+                "id": id,
+                "secret": base64::engine::general_purpose::STANDARD.encode([*fill; 32]),
+                "created_at": "2026-11-01T00:00:00Z",
+                "state": state,
+            })
+        })
+        .collect();
+    let tmp = path.with_extension("tmp");
+    write_mode(
+        &tmp,
+        &json!({"primary": primary, "keys": keys}).to_string(),
+        0o600,
+    );
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test]
+async fn a_reload_that_rotates_and_retires_keys_is_audited() {
+    let pki = Pki::new();
+    let up = TestUpstream::start().await;
+    let keyring = pki.path("keyring.json");
+    write_keyring(
+        &keyring,
+        &[("k0", 3, "decrypt_only"), ("k1", 1, "active")],
+        "k1",
+    );
+    let key_file = pki.path("audit.key");
+    write_mode(
+        &key_file,
+        &base64::engine::general_purpose::STANDARD.encode([0x42u8; 32]),
+        0o600,
+    );
+    let log = pki.path("audit.jsonl");
+    let proxy = ProxyProcess::start(&config(&pki, &up, &keyring, &log, &key_file));
+    write_keyring(
+        &keyring,
+        &[
+            ("k0", 3, "disabled"),
+            ("k1", 1, "decrypt_only"),
+            ("k2", 2, "active"),
+        ],
+        "k2",
+    );
+    proxy.signal("HUP");
+    proxy.wait_log(|l| l.contains("configuration reloaded"));
+    stop(proxy);
+
+    let events = lines(&log);
+    let summary: Vec<String> = events
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            let o = e.as_object_mut().unwrap();
+            for k in ["seq", "time", "mac", "keys"] {
+                o.remove(k);
+            }
+            Value::Object(o.clone()).to_string()
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            r#"{"event":"chain_start","previous":"none"}"#,
+            r#"{"event":"keyring_loaded","primary":"k1","reason":"startup"}"#,
+            r#"{"event":"keyring_loaded","primary":"k2","reason":"reload"}"#,
+            r#"{"event":"rotation_detected","new_primary":"k2","old_primary":"k1"}"#,
+            r#"{"event":"key_retired","from":"decrypt_only","kid":"k0"}"#,
+            r#"{"event":"key_state_changed","from":"active","kid":"k1","to":"decrypt_only"}"#,
+            r#"{"created_at":"2026-11-01T00:00:00Z","event":"key_added","kid":"k2","state":"active"}"#,
+        ]
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    for fill in [1u8, 2, 3] {
+        assert!(!text.contains(&base64::engine::general_purpose::STANDARD.encode([fill; 32])));
+    }
+    recompute_chain(&log, &[0x42; 32]);
 }

@@ -77,6 +77,7 @@ def test_the_audit_chain_recomputes_with_python_hmac(app, pki, fieldseal_bin, tm
     last_mac = recompute(raw, key)
     events = [json.loads(line) for line in raw.splitlines()]
     assert events[0]["event"] == "chain_start" and events[0]["previous"] == "none"
+    assert (events[1]["event"], events[1]["reason"], events[1]["primary"]) == ("keyring_loaded", "startup", "k1")
     fields = [e for e in events if e["event"] == "fields"]
     assert [e["outcome"] for e in fields] == ["ok", "ok", "rejected"]
     assert {"path": "$['ssn']", "action": "sealed", "kid": "k1"} in fields[0]["fields"]
