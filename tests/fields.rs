@@ -54,7 +54,9 @@ async fn setup() -> Setup {
     let keyring = pki.path("keyring.json");
     make_keyring(&keyring);
     let proxy = ProxyProcess::start(&config_yaml(&pki, up.addr, &rules(&keyring)));
-    let ring = Keyring::load(&keyring, &fieldseal::crypto::KekSource::none()).unwrap().0;
+    let ring = Keyring::load(&keyring, &fieldseal::crypto::KekSource::none())
+        .unwrap()
+        .0;
     let cfg = client_config(&pki, &ClientOptions::h2());
     Setup {
         _pki: pki,

@@ -373,7 +373,9 @@ impl<'a> Compiler<'a> {
         let keyring = raw.keyring.map(|p| self.file_path(&p));
         // A wrapped keyring's KEK: the configured files, else the environment.
         let kek = crate::crypto::KekSource::for_config(
-            raw.keyring_passphrase_file.as_ref().map(|p| self.file_path(p)),
+            raw.keyring_passphrase_file
+                .as_ref()
+                .map(|p| self.file_path(p)),
             raw.keyring_kek_file.as_ref().map(|p| self.file_path(p)),
         );
         let ring = keyring

@@ -46,6 +46,9 @@ pub struct RunningProxy {
     admin_task: JoinHandle<()>,
 }
 
+/// How long shutdown waits for queued audit events to be written.
+const AUDIT_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Binds both listeners and starts serving.
 pub async fn start(settings: Settings) -> std::io::Result<RunningProxy> {
     let listener = TcpListener::bind(settings.listen).await.map_err(|e| {
@@ -101,6 +104,10 @@ impl RunningProxy {
         let drained = self.proxy_task.await.unwrap_or(false);
         let _ = self.stop_admin.send(true);
         let _ = self.admin_task.await;
+        if let Some(audit) = self.shared.audit.clone() {
+            // Everything the drained requests queued reaches the sink (and disk) before exit.
+            let _ = tokio::task::spawn_blocking(move || audit.flush(AUDIT_FLUSH_TIMEOUT)).await;
+        }
         drained
     }
 }
