@@ -422,3 +422,33 @@ async fn rotation_policy_reports_a_primary_due_by_age_and_by_use() {
     assert_eq!(ready["primary_key"]["due"], json!(["age", "encryptions"]));
     assert_eq!(ready["primary_key"]["encryptions"], 3);
 }
+
+#[tokio::test]
+async fn sighup_swaps_the_certificate_for_new_handshakes_only() {
+    let pki = Pki::new();
+    let up = TestUpstream::start().await;
+    let keyring = pki.path("keyring.json");
+    write_keyring(&keyring, &[("k1", 1, "active")], "k1");
+    let proxy = ProxyProcess::start(&config_yaml(&pki, up.addr, &rules(&keyring, "")));
+    let old_trust = client_config(&pki, &ClientOptions::h1());
+    // A connection made before the swap keeps its session.
+    let mut before = HttpConn::open(proxy.listen, old_trust.clone())
+        .await
+        .unwrap();
+
+    // A certificate from another CA replaces the files in place.
+    let other = Pki::new();
+    std::fs::copy(other.cert(), pki.cert()).unwrap();
+    std::fs::copy(other.key(), pki.key()).unwrap();
+    proxy.signal("HUP");
+    proxy.wait_metric(RELOADED, 1.0).await;
+
+    let new_trust = client_config(&other, &ClientOptions::h1());
+    assert_eq!(kid(&sealed_ssn(&proxy, &new_trust).await), "k1");
+    assert!(
+        tls_connect(proxy.listen, old_trust).await.is_err(),
+        "new handshakes present the new certificate"
+    );
+    let req = request("GET", "/user", false).body(body("")).unwrap();
+    assert_eq!(before.send(req).await.unwrap().status(), 200);
+}
