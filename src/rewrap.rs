@@ -19,6 +19,7 @@
 //! Nothing prints a value or a token: errors name the document number, the field's normalized
 //! path, the reason and the key id.
 
+use crate::transform::path::{push_normal_name, push_pointer_token};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -507,13 +508,7 @@ impl Site<'_> {
             match frame {
                 Frame::Object { key, .. } => {
                     pointer.push('/');
-                    for ch in self.key(*key).chars() {
-                        match ch {
-                            '~' => pointer.push_str("~0"),
-                            '/' => pointer.push_str("~1"),
-                            c => pointer.push(c),
-                        }
-                    }
+                    push_pointer_token(&mut pointer, &self.key(*key));
                 }
                 Frame::Array { index } => {
                     let _ = write!(pointer, "/{index}");
@@ -522,28 +517,6 @@ impl Site<'_> {
         }
         pointer
     }
-}
-
-/// Appends `name` as an RFC 9535 normal-name-selector (§2.7), byte for byte what
-/// `transform` (and jsonpath-rust) print: single-quoted, escaping `'`, `\` and C0 controls.
-fn push_normal_name(out: &mut String, name: &str) {
-    out.push('\'');
-    for ch in name.chars() {
-        match ch {
-            '\u{0008}' => out.push_str("\\b"),
-            '\u{000C}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\'' => out.push_str("\\'"),
-            '\\' => out.push_str("\\\\"),
-            c if c < '\u{0020}' => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('\'');
 }
 
 /// The value of a JSON string literal (quotes included) from a validated document.

@@ -25,7 +25,7 @@
 
 mod fast;
 mod mask;
-mod path;
+pub(crate) mod path;
 pub mod splice;
 
 use std::fmt;
