@@ -24,27 +24,9 @@ fn doc(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-/// Runs the CLI with `env` and no inherited KEK variables (the developer's shell may set them).
+/// Runs the CLI with `env` (`run_cli` drops inherited KEK variables).
 fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut cmd = std::process::Command::new(bin());
-    cmd.args(args);
-    for name in [
-        "FIELDSEAL_KEYRING_PASSPHRASE",
-        "FIELDSEAL_KEYRING_KEK",
-        "FIELDSEAL_NEW_KEYRING_PASSPHRASE",
-        "FIELDSEAL_NEW_KEYRING_KEK",
-    ] {
-        cmd.env_remove(name);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_cli(args, env)
 }
 
 fn ok(args: &[&str], env: &[(&str, &str)]) -> String {

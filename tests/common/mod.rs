@@ -303,9 +303,18 @@ pub fn unused_addr() -> SocketAddr {
 }
 
 /// Runs `fieldseal` with `args`, returning (exit code, stdout, stderr).
+/// Keyring passphrases/KEKs the developer's shell may export are not inherited.
 pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = Command::new(bin());
     cmd.args(args);
+    for name in [
+        "FIELDSEAL_KEYRING_PASSPHRASE",
+        "FIELDSEAL_KEYRING_KEK",
+        "FIELDSEAL_NEW_KEYRING_PASSPHRASE",
+        "FIELDSEAL_NEW_KEYRING_KEK",
+    ] {
+        cmd.env_remove(name);
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
