@@ -1,5 +1,6 @@
 //! Key material and the `fs1` field token (contract §1, §2).
 
+pub mod jwe;
 pub mod keyring;
 pub mod token;
 pub mod wrap;
