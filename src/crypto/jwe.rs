@@ -749,6 +749,57 @@ uFDfpp8/nv19WwYXs7ntahI=
         }
     }
 
+    /// Counts unwraps and can be told to fail them, as a bad padding would.
+    struct Counting {
+        calls: std::cell::Cell<usize>,
+        fail: bool,
+    }
+
+    impl KeyUnwrap for Counting {
+        fn unwrap_cek(&self, kid: &str, encrypted_key: &[u8]) -> Result<Zeroizing<Vec<u8>>, ()> {
+            self.calls.set(self.calls.get() + 1);
+            let cek = keys().unwrap_cek(kid, encrypted_key)?;
+            if self.fail {
+                Err(())
+            } else {
+                Ok(cek)
+            }
+        }
+
+        fn knows(&self, kid: &str) -> bool {
+            keys().knows(kid)
+        }
+    }
+
+    #[test]
+    fn unwrap_failure_and_tag_failure_take_the_same_path() {
+        let jwe = encrypt(&standard(), b"123-45-6789");
+        let bad_tag = flip(&jwe, 4, 0);
+        let failing = Counting {
+            calls: 0.into(),
+            fail: true,
+        };
+        let honest = Counting {
+            calls: 0.into(),
+            fail: false,
+        };
+        // An unwrap failure still goes on to AES-GCM (with a random CEK) and fails there.
+        assert_eq!(open(&jwe, &failing), Err(JweError::DecryptionFailed));
+        assert_eq!(open(&bad_tag, &honest), Err(JweError::DecryptionFailed));
+        assert_eq!((failing.calls.get(), honest.calls.get()), (1, 1));
+        // Checks before the unwrap do not reach the private key at all.
+        assert_eq!(
+            open(&encrypt(&with("kid", json!("rsa9")), b"x"), &honest),
+            Err(JweError::UnknownKey("rsa9".into()))
+        );
+        assert_eq!(
+            open(&encrypt(&with("alg", json!("RSA1_5")), b"x"), &honest),
+            Err(JweError::UnsupportedAlgorithm)
+        );
+        assert_eq!(honest.calls.get(), 1);
+        assert_eq!(open(&jwe, &honest).unwrap().value, json!("123-45-6789"));
+    }
+
     #[test]
     fn the_header_is_authenticated() {
         // Re-encoding an equivalent header changes the AAD: it must not open.
@@ -819,7 +870,8 @@ uFDfpp8/nv19WwYXs7ntahI=
 
     /// Interoperability: JWEs produced by Python jwcrypto (`JWE(payload, header)`,
     /// `add_recipient(public_jwk)`, `serialize(compact=True)`) with the test key's public half,
-    /// generated once and committed as constants so this test needs no Python at test time.
+    /// generated once and committed as constants so this test needs no Python at test time
+    /// (tests/python/test_jwe_vectors.py checks the constants with jwcrypto and regenerates them).
     /// jwcrypto's header has spaces after `:` and `,` — the AAD must be the segment as received.
     #[test]
     fn opens_jwcrypto_vectors() {
