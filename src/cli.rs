@@ -51,6 +51,11 @@ pub enum Command {
     /// Re-seal every fs1 token in JSON read from stdin under the primary key (stored tokens,
     /// after a rotation).
     Rewrap(crate::rewrap::RewrapArgs),
+    /// RSA keys for client-side encryption (contract §3).
+    Rsa {
+        #[command(subcommand)]
+        command: crate::rsa_cli::RsaCommand,
+    },
     /// The tamper-evident audit log.
     Audit {
         #[command(subcommand)]
@@ -89,6 +94,7 @@ pub fn main() -> ExitCode {
         Command::Keys { command } => crate::keys_cli::keys(command),
         Command::Rewrap(args) => crate::rewrap::run(args),
         Command::Audit { command } => crate::audit::cli(command),
+        Command::Rsa { command } => crate::rsa_cli::rsa(command),
         Command::Seal {
             keyring,
             context,

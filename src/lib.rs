@@ -24,6 +24,7 @@ pub mod proxy;
 pub mod reload;
 pub mod rewrap;
 pub mod rotation;
+pub mod rsa_cli;
 pub mod routing;
 pub mod secret_file;
 pub mod security_headers;

@@ -2,6 +2,7 @@
 
 pub mod jwe;
 pub mod keyring;
+pub mod rsa_keys;
 pub mod token;
 pub mod wrap;
 
