@@ -71,6 +71,61 @@ pub fn load(path: &Path) -> Result<RsaKey, String> {
     from_pem(text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+const ENCRYPTED_BEGIN: &str = "-----BEGIN ENCRYPTED PRIVATE KEY-----";
+
+/// Environment variable holding the passphrase of an encrypted RSA key (when no
+/// `keys.rsa_key_passphrase_file` is configured).
+pub const PASSPHRASE_ENV: &str = "FIELDSEAL_RSA_KEY_PASSPHRASE";
+
+/// The passphrase of an encrypted RSA key: from `file` (trailing newline trimmed; the caller
+/// checks its permissions like any secret file) or else from [`PASSPHRASE_ENV`].
+pub fn passphrase(file: Option<&Path>) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
+    if let Some(file) = file {
+        let mut bytes = Zeroizing::new(std::fs::read(file).map_err(|e| {
+            format!(
+                "cannot read RSA key passphrase file {}: {e}",
+                file.display()
+            )
+        })?);
+        while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            bytes.pop();
+        }
+        return Ok(Some(bytes));
+    }
+    Ok(std::env::var_os(PASSPHRASE_ENV).map(|v| Zeroizing::new(v.into_encoded_bytes())))
+}
+
+/// Reads a PKCS#8 PEM key that may be encrypted (`BEGIN ENCRYPTED PRIVATE KEY`: PBES2 with
+/// PBKDF2 or scrypt, as `openssl pkcs8 -topk8 -v2 aes-256-cbc` writes) with `passphrase`.
+pub fn load_with_passphrase(path: &Path, passphrase: Option<&[u8]>) -> Result<RsaKey, String> {
+    let text = std::fs::read(path)
+        .map_err(|e| format!("cannot read RSA key {}: {e}", path.display()))
+        .map(Zeroizing::new)?;
+    let text = std::str::from_utf8(&text)
+        .map_err(|_| format!("{} is not a PEM file (not UTF-8 text)", path.display()))?;
+    from_pem_with_passphrase(text, passphrase).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// [`from_pem`], also accepting an encrypted PKCS#8 key when `passphrase` is given. A wrong
+/// passphrase and a corrupted key give one message (nothing to tell them apart by).
+pub fn from_pem_with_passphrase(pem: &str, passphrase: Option<&[u8]>) -> Result<RsaKey, String> {
+    let (Some(passphrase), true) = (passphrase, pem.contains(ENCRYPTED_BEGIN)) else {
+        return from_pem(pem);
+    };
+    let start = pem.find(ENCRYPTED_BEGIN).unwrap_or(0);
+    let (label, der) = pkcs8::Document::from_pem(&pem[start..])
+        .map_err(|_| "is not valid PEM (bad base64 or framing)".to_string())?;
+    if label != "ENCRYPTED PRIVATE KEY" {
+        return Err("is not an encrypted PKCS#8 key".to_string());
+    }
+    let info = pkcs8::EncryptedPrivateKeyInfo::try_from(der.as_bytes())
+        .map_err(|_| "is not a valid encrypted PKCS#8 key".to_string())?;
+    let plain = info.decrypt(passphrase).map_err(|_| {
+        "cannot decrypt the RSA key: wrong passphrase, or the file was modified".to_string()
+    })?;
+    from_pkcs8_der(plain.as_bytes())
+}
+
 /// Parses an RSA private key from PKCS#8 PEM text (`-----BEGIN PRIVATE KEY-----`).
 pub fn from_pem(pem: &str) -> Result<RsaKey, String> {
     if pem.contains("-----BEGIN RSA PRIVATE KEY-----") {
@@ -80,12 +135,11 @@ pub fn from_pem(pem: &str) -> Result<RsaKey, String> {
                 .to_string(),
         );
     }
-    if pem.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
-        return Err(
-            "is an encrypted PKCS#8 key (BEGIN ENCRYPTED PRIVATE KEY), which is not supported yet; \
-             store it unencrypted (`openssl pkcs8 -topk8 -nocrypt`) with mode 0600"
-                .to_string(),
-        );
+    if pem.contains(ENCRYPTED_BEGIN) {
+        return Err(format!(
+            "is an encrypted PKCS#8 key (BEGIN ENCRYPTED PRIVATE KEY) and no passphrase was \
+             given: set `keys.rsa_key_passphrase_file` or {PASSPHRASE_ENV}"
+        ));
     }
     let start = pem
         .find("-----BEGIN PRIVATE KEY-----")
@@ -361,7 +415,7 @@ mod tests {
         let encrypted =
             "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n";
         let err = from_pem(encrypted).unwrap_err();
-        assert!(err.contains("not supported yet"), "{err}");
+        assert!(err.contains(PASSPHRASE_ENV), "{err}");
 
         let err = from_pem("hello").unwrap_err();
         assert!(err.contains("BEGIN PRIVATE KEY"), "{err}");
@@ -438,5 +492,43 @@ mod tests {
         assert!(shown.contains(&key.kid));
         assert!(!shown.contains(key.n.as_str()));
         assert!(!shown.contains("PUBLIC KEY"));
+    }
+
+    #[test]
+    fn encrypted_pkcs8_opens_with_its_passphrase_only() {
+        use rsa::pkcs8::DecodePrivateKey;
+        let plain = from_pem(pem_2048()).unwrap();
+        let private = rsa::RsaPrivateKey::from_pkcs8_pem(pem_2048()).unwrap();
+        let der = rsa::pkcs8::EncodePrivateKey::to_pkcs8_der(&private).unwrap();
+        let info = pkcs8::PrivateKeyInfo::try_from(der.as_bytes()).unwrap();
+        // What `openssl pkcs8 -topk8 -v2 aes-256-cbc` writes: PBES2, PBKDF2-SHA256, AES-256-CBC.
+        let params =
+            pkcs8::pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(2048, &[7u8; 16], &[9u8; 16])
+                .unwrap();
+        let encrypted = info.encrypt_with_params(params, b"correct horse").unwrap();
+        let pem = encrypted
+            .to_pem("ENCRYPTED PRIVATE KEY", LineEnding::LF)
+            .unwrap();
+
+        let key = from_pem_with_passphrase(&pem, Some(b"correct horse")).unwrap();
+        assert_eq!((key.kid.as_str(), key.bits), (plain.kid.as_str(), 2048));
+        let err = from_pem_with_passphrase(&pem, Some(b"wrong horse")).unwrap_err();
+        assert!(err.contains("wrong passphrase"), "{err}");
+        assert!(!err.contains("horse"), "{err}");
+        let err = from_pem_with_passphrase(&pem, None).unwrap_err();
+        assert!(err.contains(PASSPHRASE_ENV), "{err}");
+        // A plain key ignores a passphrase.
+        assert!(from_pem_with_passphrase(pem_2048(), Some(b"x")).is_ok());
+
+        let dir = tempfile::tempdir().unwrap();
+        let (key_path, pass_path) = (dir.path().join("k.pem"), dir.path().join("pass"));
+        std::fs::write(&key_path, pem.as_bytes()).unwrap();
+        std::fs::write(&pass_path, "correct horse\n").unwrap();
+        let pass = passphrase(Some(&pass_path)).unwrap().unwrap();
+        assert_eq!(&pass[..], b"correct horse");
+        assert_eq!(
+            load_with_passphrase(&key_path, Some(&pass)).unwrap().kid,
+            plain.kid
+        );
     }
 }
