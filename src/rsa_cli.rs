@@ -49,7 +49,7 @@ fn generate(out: &Path, bits: usize) -> Result<(), String> {
     // Parse what was generated exactly as the proxy will, which also gives the kid.
     let key =
         rsa_keys::from_pem(&pem).map_err(|e| format!("the generated key does not load: {e}"))?;
-    write_new(out, pem.as_bytes()).map_err(|e| match e.kind() {
+    secret_file::create_private(out, pem.as_bytes()).map_err(|e| match e.kind() {
         std::io::ErrorKind::AlreadyExists => format!(
             "{} exists; refusing to overwrite an RSA key (clients may hold its public key)",
             out.display()
@@ -63,23 +63,4 @@ fn generate(out: &Path, bits: usize) -> Result<(), String> {
         key.kid
     );
     Ok(())
-}
-
-/// Writes a new secret file (mode 0600, fsynced) without ever replacing an existing one: the
-/// contents go to a private temporary file, which is then hard-linked to `path` (fails if
-/// `path` appeared meanwhile) and unlinked.
-fn write_new(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("rsa-key");
-    let staged = dir.join(format!(".{name}.new-{}", std::process::id()));
-    secret_file::write_private(&staged, contents)?;
-    let linked = std::fs::hard_link(&staged, path);
-    let _ = std::fs::remove_file(&staged);
-    linked
 }

@@ -65,6 +65,27 @@ mod tests {
 /// Writes a secret file atomically with mode 0600: a temporary file in the same directory,
 /// fsynced, then renamed over the target, so readers never see a partial or exposed file.
 pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    write_staged(path, contents, |staged, path| std::fs::rename(staged, path))
+}
+
+/// Like [`write_private`], but never replaces an existing file, even one that appears while
+/// writing: the staged file is hard-linked to `path` (which fails with `AlreadyExists`), then
+/// unlinked. For new keys, whose loss would orphan what they protect.
+pub fn create_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    write_staged(path, contents, |staged, path| {
+        let linked = std::fs::hard_link(staged, path);
+        let _ = std::fs::remove_file(staged);
+        linked
+    })
+}
+
+/// Writes `contents` to a private (0600, create-new) temporary file beside `path`, fsyncs it,
+/// then lets `finish` move it into place.
+fn write_staged(
+    path: &Path,
+    contents: &[u8],
+    finish: impl FnOnce(&Path, &Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path
         .parent()
@@ -86,7 +107,7 @@ pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
         let mut file = opts.open(&tmp)?;
         file.write_all(contents)?;
         file.sync_all()?;
-        std::fs::rename(&tmp, path)
+        finish(&tmp, path)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -107,6 +128,14 @@ mod write_tests {
         write_private(&path, b"second").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"second");
         assert_eq!(check(&path), Ok(Exposure::OwnerOnly));
+        let err = create_private(&path, b"third").unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        let fresh = dir.join("new.pem");
+        create_private(&fresh, b"new").unwrap();
+        assert_eq!(check(&fresh), Ok(Exposure::OwnerOnly));
+        let leftovers = std::fs::read_dir(&dir).unwrap().count();
+        assert_eq!(leftovers, 2, "no staged files left behind");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

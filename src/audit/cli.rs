@@ -84,12 +84,15 @@ fn verify(file: &Path, key_path: &Path) -> ExitCode {
 }
 
 fn keygen(out: &Path) -> ExitCode {
-    if out.exists() {
+    let exists = || {
         eprintln!(
             "error: {} exists; refusing to overwrite an audit key (it verifies existing logs)",
             out.display()
         );
-        return ExitCode::from(EXIT_BROKEN);
+        ExitCode::from(EXIT_BROKEN)
+    };
+    if out.exists() {
+        return exists();
     }
     let text = match key::generate() {
         Ok(t) => t,
@@ -98,7 +101,7 @@ fn keygen(out: &Path) -> ExitCode {
             return ExitCode::from(EXIT_BROKEN);
         }
     };
-    match secret_file::write_private(out, text.as_bytes()) {
+    match secret_file::create_private(out, text.as_bytes()) {
         Ok(()) => {
             println!(
                 "wrote {} (mode 0600): a 32-byte audit key; keep it apart from the keyring",
@@ -106,6 +109,7 @@ fn keygen(out: &Path) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => exists(),
         Err(e) => {
             eprintln!("error: cannot write {}: {e}", out.display());
             ExitCode::from(EXIT_BROKEN)
