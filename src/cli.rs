@@ -256,6 +256,9 @@ async fn serve(settings: Settings, config: &Path, demo: bool) -> ExitCode {
     let routes = settings.routes.len();
     let upstream = settings.upstream.to_string();
     let reload = settings.reload;
+    // Handlers go in before the listener opens and before "ready" is logged: a SIGHUP that
+    // arrives earlier would otherwise hit the default action and kill the process.
+    let signals = StopSignals::install();
     let running = match server::start(settings).await {
         Ok(r) => r,
         Err(e) => {
@@ -293,7 +296,7 @@ async fn serve(settings: Settings, config: &Path, demo: bool) -> ExitCode {
             crate::demo::banner(running.listen_addr, running.admin_addr, config)
         );
     }
-    wait_for_stop_signal(&reloader).await;
+    signals.wait(&reloader).await;
     rotation_checks.abort();
     tracing::info!("stop signal received; draining");
     let drained = running.shutdown().await;
@@ -301,26 +304,51 @@ async fn serve(settings: Settings, config: &Path, demo: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The process's signal handlers, installed once at startup.
 #[cfg(unix)]
-async fn wait_for_stop_signal(reloader: &crate::reload::Reloader) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
-    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler installs");
-    loop {
-        tokio::select! {
-            _ = term.recv() => return,
-            _ = int.recv() => return,
-            _ = hup.recv() => {
-                tracing::info!("SIGHUP received; reloading");
-                // Failures are logged and counted inside; the old state keeps serving.
-                let _ = reloader.reload("signal").await;
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl StopSignals {
+    fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        Self {
+            term: signal(SignalKind::terminate()).expect("SIGTERM handler installs"),
+            int: signal(SignalKind::interrupt()).expect("SIGINT handler installs"),
+            hup: signal(SignalKind::hangup()).expect("SIGHUP handler installs"),
+        }
+    }
+
+    /// Returns on SIGTERM/SIGINT; every SIGHUP in between reloads.
+    async fn wait(mut self, reloader: &crate::reload::Reloader) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                _ = self.hup.recv() => {
+                    tracing::info!("SIGHUP received; reloading");
+                    // Failures are logged and counted inside; the old state keeps serving.
+                    let _ = reloader.reload("signal").await;
+                }
             }
         }
     }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_stop_signal(_reloader: &crate::reload::Reloader) {
-    let _ = tokio::signal::ctrl_c().await;
+struct StopSignals;
+
+#[cfg(not(unix))]
+impl StopSignals {
+    fn install() -> Self {
+        Self
+    }
+
+    async fn wait(self, _reloader: &crate::reload::Reloader) {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
