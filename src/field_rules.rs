@@ -5,6 +5,12 @@
 //!
 //! Failures name the field (normalized JSONPath), a stable reason and, where relevant, the key
 //! id — never the value or the token.
+//!
+//! A decrypt path accepts two kinds of sealed value: `fs1` tokens the proxy sealed itself
+//! (keyring), and JWE values a client encrypted to the proxy's RSA or HPKE public key
+//! (contract §3). JWEs cost a private-key operation each, so a request may carry at most
+//! `limits.max_encrypted_values` of them; on routes with `request.max_age` each must also be
+//! fresh and unreplayed ([`crate::replay`]).
 
 use std::borrow::Cow;
 
@@ -12,8 +18,11 @@ use serde_json::Value;
 use zeroize::Zeroizing;
 
 use crate::config::settings::{RequestRules, ResponseRules};
+use crate::crypto::client_keys::ClientKeys;
+use crate::crypto::jwe::{self, KeyUnwrap};
 use crate::crypto::token::{self, looks_like_token};
 use crate::crypto::Keyring;
+use crate::replay::{self, ReplayStore};
 use crate::selector::Selector;
 use crate::transform::{self, splice, Location};
 
@@ -32,6 +41,12 @@ pub enum Action {
     Redacted,
     Masked,
     Opened,
+    /// A client-encrypted JWE value opened with an RSA or HPKE key.
+    Decrypted,
+    /// A whole-body request envelope opened (kid: the RSA key).
+    EnvelopeOpened,
+    /// A whole response body sealed under the envelope's session key.
+    EnvelopeSealed,
     /// Plaintext at a decrypt path, allowed because the route does not require tokens.
     PassedPlaintext,
 }
@@ -44,6 +59,9 @@ impl Action {
             Action::Redacted => "redacted",
             Action::Masked => "masked",
             Action::Opened => "opened",
+            Action::Decrypted => "decrypted",
+            Action::EnvelopeOpened => "envelope_opened",
+            Action::EnvelopeSealed => "envelope_sealed",
             Action::PassedPlaintext => "plaintext_passed",
         }
     }
@@ -152,15 +170,101 @@ pub fn apply_response(
     Ok(ops)
 }
 
+/// What a request's decrypt paths can open, and the bounds on client-encrypted values.
+#[derive(Clone, Copy)]
+pub struct Openers<'a> {
+    /// Opens `fs1` tokens.
+    pub keyring: Option<&'a Keyring>,
+    /// Opens JWE values (RSA-OAEP-256 or HPKE).
+    pub client: Option<&'a ClientKeys>,
+    /// JWE values opened per request at most.
+    pub max_encrypted_values: usize,
+    /// On routes with `request.max_age`: the window, the `jti` store and the time.
+    pub freshness: Option<Freshness<'a>>,
+}
+
+/// The replay check of a `request.max_age` route.
+#[derive(Clone, Copy)]
+pub struct Freshness<'a> {
+    pub max_age: std::time::Duration,
+    pub store: &'a dyn ReplayStore,
+    /// Unix seconds, read once per request.
+    pub now: u64,
+}
+
+impl<'a> Openers<'a> {
+    /// Only `fs1` tokens (tests, the rewrap tool).
+    pub fn fs1(keyring: &'a Keyring) -> Self {
+        Self {
+            keyring: Some(keyring),
+            client: None,
+            max_encrypted_values: crate::limits::MAX_ENCRYPTED_VALUES,
+            freshness: None,
+        }
+    }
+}
+
+/// A key set with no keys: a JWE on a proxy without client keys fails as `unknown_key`,
+/// naming the kid it asked for.
+struct NoClientKeys;
+
+impl KeyUnwrap for NoClientKeys {
+    fn unwrap_cek(&self, _kid: &str, _encrypted_key: &[u8]) -> Result<Zeroizing<Vec<u8>>, ()> {
+        Err(())
+    }
+
+    fn knows(&self, _kid: &str) -> bool {
+        false
+    }
+}
+
+/// Opens one client-encrypted value (and checks freshness on `max_age` routes). `budget`
+/// counts down the JWEs this request may still open.
+fn open_client_value(
+    text: &str,
+    path: &str,
+    openers: &Openers<'_>,
+    budget: &mut usize,
+) -> Result<(Value, String), FieldFailure> {
+    if *budget == 0 {
+        return Err(FieldFailure {
+            path: path.to_string(),
+            reason: "too_many_encrypted_values",
+            kid: None,
+        });
+    }
+    *budget -= 1;
+    let keys: &dyn KeyUnwrap = match openers.client {
+        Some(c) => c,
+        None => &NoClientKeys,
+    };
+    let opened = jwe::open(text, keys).map_err(|e| FieldFailure {
+        path: path.to_string(),
+        reason: e.reason(),
+        kid: e.kid().map(str::to_string),
+    })?;
+    if let Some(f) = &openers.freshness {
+        replay::check(opened.iat, opened.jti.as_deref(), f.max_age, f.now, f.store).map_err(
+            |e| FieldFailure {
+                path: path.to_string(),
+                reason: e.reason(),
+                kid: Some(opened.kid.clone()),
+            },
+        )?;
+    }
+    Ok((opened.value, opened.kid))
+}
+
 /// Opens the tokens at the fields `rules` select in a request document. Any token that does
 /// not open — or, with `require_encrypted`, any plaintext — fails the whole request.
 pub fn apply_request(
     doc: &mut Value,
     rules: &RequestRules,
-    keyring: &Keyring,
+    openers: &Openers<'_>,
 ) -> Result<Vec<FieldOp>, FieldFailure> {
     let found = transform::select_selectors(&rules.decrypt, doc).map_err(select_failure)?;
     let mut ops = Vec::with_capacity(found.len());
+    let mut budget = openers.max_encrypted_values;
     for (index, location) in &found {
         let Some(node) = doc.pointer_mut(&location.pointer) else {
             continue;
@@ -170,7 +274,8 @@ pub fn apply_request(
             &rules.decrypt[*index],
             location,
             rules.require_encrypted,
-            keyring,
+            openers,
+            &mut budget,
         )?;
         ops.push(op);
     }
@@ -182,8 +287,20 @@ fn open_field(
     selector: &Selector,
     location: &Location,
     require_encrypted: bool,
-    keyring: &Keyring,
+    openers: &Openers<'_>,
+    budget: &mut usize,
 ) -> Result<FieldOp, FieldFailure> {
+    if let Value::String(s) = node {
+        if jwe::looks_like_jwe(s) {
+            let (value, kid) = open_client_value(s, &location.path, openers, budget)?;
+            *node = value;
+            return Ok(FieldOp {
+                path: location.path.clone(),
+                action: Action::Decrypted,
+                kid: Some(kid),
+            });
+        }
+    }
     let token_text = match node {
         Value::String(s) if looks_like_token(s) => s.as_str(),
         _ if require_encrypted => {
@@ -203,6 +320,11 @@ fn open_field(
     };
     let kid = token_kid(token_text);
     let context = transform::context(selector, location);
+    let keyring = openers.keyring.ok_or_else(|| FieldFailure {
+        path: location.path.clone(),
+        reason: "keyring_unavailable",
+        kid: kid.clone(),
+    })?;
     match token::open(keyring, context, token_text) {
         Ok(value) => {
             *node = value;
@@ -338,13 +460,15 @@ fn compact(raw: &str) -> Option<Cow<'_, [u8]>> {
 pub fn rewrite_request_body(
     body: &[u8],
     rules: &RequestRules,
-    keyring: &Keyring,
+    openers: &Openers<'_>,
     ops: &mut Vec<FieldOp>,
 ) -> Result<Option<Vec<u8>>, BodyFailure> {
     let Some(plan) = rules.plan() else {
         let mut doc: Value = serde_json::from_slice(body).map_err(|_| BodyFailure::InvalidJson)?;
-        let applied = apply_request(&mut doc, rules, keyring)?;
-        let changed = applied.iter().any(|op| op.action == Action::Opened);
+        let applied = apply_request(&mut doc, rules, openers)?;
+        let changed = applied
+            .iter()
+            .any(|op| matches!(op.action, Action::Opened | Action::Decrypted));
         ops.extend(applied);
         if !changed {
             return Ok(None);
@@ -359,6 +483,7 @@ pub fn rewrite_request_body(
     }
     let mut spans = splice::scan(plan, text).map_err(|_| BodyFailure::InvalidJson)?;
     let mut edits = Vec::new();
+    let mut budget = openers.max_encrypted_values;
     for span in &mut spans {
         let path = std::mem::take(&mut span.path);
         let token_text: Option<Cow<'_, str>> = match span.raw.as_bytes() {
@@ -370,6 +495,21 @@ pub fn rewrite_request_body(
                 .map(Cow::Owned),
             _ => None,
         };
+        if let Some(text) = token_text.as_deref().filter(|t| jwe::looks_like_jwe(t)) {
+            let (value, kid) = open_client_value(text, &path, openers, &mut budget)?;
+            let plaintext = serde_json::to_vec(&value).expect("a JSON value serialises");
+            edits.push(splice::Edit {
+                start: span.start,
+                end: span.end,
+                replacement: Zeroizing::new(plaintext),
+            });
+            ops.push(FieldOp {
+                path,
+                action: Action::Decrypted,
+                kid: Some(kid),
+            });
+            continue;
+        }
         let Some(token_text) = token_text.filter(|t| looks_like_token(t)) else {
             if rules.require_encrypted {
                 return Err(FieldFailure {
@@ -389,6 +529,14 @@ pub fn rewrite_request_body(
         let kid = token_kid(&token_text);
         let selector = &rules.decrypt[span.selector];
         let context = selector.context.as_deref().unwrap_or(&span.member);
+        let Some(keyring) = openers.keyring else {
+            return Err(FieldFailure {
+                path,
+                reason: "keyring_unavailable",
+                kid,
+            }
+            .into());
+        };
         match token::open_json(keyring, context, &token_text) {
             Ok(plaintext) => {
                 edits.push(splice::Edit {
@@ -525,7 +673,7 @@ mod tests {
             true,
             None,
         );
-        let ops = apply_request(&mut doc, &request, &ring).unwrap();
+        let ops = apply_request(&mut doc, &request, &Openers::fs1(&ring)).unwrap();
         assert_eq!(ops.len(), 5);
         let original = user();
         for p in SEALED_POINTERS {
@@ -553,7 +701,7 @@ mod tests {
             (json!({"ssn": "fs1.k1.%%%"}), "bad_encoding", Some("k1")),
         ];
         for (mut doc, reason, kid) in cases {
-            let err = apply_request(&mut doc, &rules(false), &ring).unwrap_err();
+            let err = apply_request(&mut doc, &rules(false), &Openers::fs1(&ring)).unwrap_err();
             assert_eq!(
                 (err.path.as_str(), err.reason, err.kid.as_deref()),
                 ("$['ssn']", reason, kid)
@@ -561,10 +709,10 @@ mod tests {
         }
         // Plaintext: passes unless tokens are required.
         let mut doc = json!({"ssn": "123-45-6789"});
-        let ops = apply_request(&mut doc, &rules(false), &ring).unwrap();
+        let ops = apply_request(&mut doc, &rules(false), &Openers::fs1(&ring)).unwrap();
         assert_eq!(ops[0].action, Action::PassedPlaintext);
         assert_eq!(doc["ssn"], "123-45-6789");
-        let err = apply_request(&mut doc, &rules(true), &ring).unwrap_err();
+        let err = apply_request(&mut doc, &rules(true), &Openers::fs1(&ring)).unwrap_err();
         assert_eq!(err.reason, "plaintext_not_allowed");
         assert!(!err.to_string().contains("123-45-6789"));
     }
@@ -656,16 +804,27 @@ mod tests {
         }
         let request = RequestRules::new(vec![sel("$.ssn")], false, None);
         for rules in [request.clone(), request.without_plan()] {
-            let got = rewrite_request_body(deep.as_bytes(), &rules, &ring, &mut Vec::new());
+            let got = rewrite_request_body(
+                deep.as_bytes(),
+                &rules,
+                &Openers::fs1(&ring),
+                &mut Vec::new(),
+            );
             assert_eq!(got, Err(BodyFailure::InvalidJson), "too deep");
             let token = token::seal(ring.primary(), "password", &json!("x")).unwrap();
             let body = format!(r#"{{"ssn":"{token}"}}"#);
-            let got = rewrite_request_body(body.as_bytes(), &rules, &ring, &mut Vec::new());
+            let got = rewrite_request_body(
+                body.as_bytes(),
+                &rules,
+                &Openers::fs1(&ring),
+                &mut Vec::new(),
+            );
             assert!(
                 matches!(got, Err(BodyFailure::Field(f)) if f.reason == "authentication_failed" && f.path == "$['ssn']")
             );
             let mut ops = Vec::new();
-            let plain = rewrite_request_body(br#"{"ssn":"123"}"#, &rules, &ring, &mut ops);
+            let plain =
+                rewrite_request_body(br#"{"ssn":"123"}"#, &rules, &Openers::fs1(&ring), &mut ops);
             assert_eq!((plain, ops[0].action), (Ok(None), Action::PassedPlaintext));
         }
     }
@@ -744,7 +903,7 @@ mod tests {
                 prop_assert!(node.as_str().is_some_and(looks_like_token), "{} not sealed: {}", loc.path, node);
             }
             let mut opened = sealed.clone();
-            apply_request(&mut opened, &RequestRules::new(selectors, true, None), &ring).unwrap();
+            apply_request(&mut opened, &RequestRules::new(selectors, true, None), &Openers::fs1(&ring)).unwrap();
             prop_assert_eq!(opened, doc);
         }
 
@@ -768,7 +927,7 @@ mod tests {
                 let mut got: Vec<String> = ops.iter().map(|o| o.path.clone()).collect();
                 got.sort();
                 prop_assert_eq!(&got, &wanted);
-                let opened = rewrite_request_body(&sealed, &request, &ring, &mut Vec::new()).unwrap().unwrap_or(sealed);
+                let opened = rewrite_request_body(&sealed, &request, &Openers::fs1(&ring), &mut Vec::new()).unwrap().unwrap_or(sealed);
                 prop_assert_eq!(serde_json::from_slice::<Value>(&opened).unwrap(), doc.clone());
             }
         }

@@ -41,6 +41,11 @@ pub const H2_MAX_CONCURRENT_STREAMS: u32 = 128;
 /// past this the proxy refuses new connections instead of running out of file descriptors.
 pub const MAX_CONNECTIONS: usize = 10_000;
 
+/// Client-encrypted values (JWE/HPKE) opened per request. Each costs one private-key
+/// operation (RSA-3072 OAEP ≈ 1 ms): 16 bounds the work one request can demand while leaving
+/// room for any real form.
+pub const MAX_ENCRYPTED_VALUES: usize = 16;
+
 /// Largest body the proxy will ever buffer (only routes with transforms buffer). 10 MiB holds
 /// any realistic JSON API document while bounding memory per request.
 pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;

@@ -104,14 +104,6 @@ impl Reloader {
                 return Err(self.refused(trigger, problems));
             }
         };
-        let unsupported = settings.unsupported();
-        if !unsupported.is_empty() {
-            let problems = unsupported
-                .into_iter()
-                .map(|u| format!("{}: {u}", self.config.display()))
-                .collect();
-            return Err(self.refused(trigger, problems));
-        }
         let old = self.shared.runtime.load_full();
         for change in restart_only_changes(&old.settings, &settings) {
             tracing::warn!(
@@ -207,6 +199,9 @@ fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str> {
     }
     if old.limits.max_connections != new.limits.max_connections {
         changed.push("limits.max_connections");
+    }
+    if old.limits.replay_cache_entries != new.limits.replay_cache_entries {
+        changed.push("limits.replay_cache_entries");
     }
     if old.timeouts.client_header_read != new.timeouts.client_header_read {
         changed.push("timeouts.client_header_read");

@@ -10,6 +10,7 @@ use crate::audit::AuditLog;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::proxy::upstream::Upstream;
+use crate::replay::{MemoryReplayStore, ReplayStore};
 use crate::rotation::RotationMonitor;
 
 /// Everything built from one configuration.
@@ -60,16 +61,24 @@ pub struct Shared {
     pub audit: Option<Arc<AuditLog>>,
     /// The primary key's standing against `keys.rotation`, for metrics and `/readyz`.
     pub rotation: RotationMonitor,
+    /// `jti`s of client-encrypted values seen on `request.max_age` routes. Shared by every
+    /// route and kept across reloads: a value captured from one route cannot be replayed to
+    /// another, nor after a reload.
+    pub replay: Arc<dyn ReplayStore>,
     draining: AtomicBool,
 }
 
 impl Shared {
     pub fn new(runtime: Runtime, metrics: Arc<Metrics>, audit: Option<Arc<AuditLog>>) -> Arc<Self> {
+        let replay = Arc::new(MemoryReplayStore::new(
+            runtime.settings.limits.replay_cache_entries,
+        ));
         Arc::new(Self {
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
             audit,
             rotation: RotationMonitor::default(),
+            replay,
             draining: AtomicBool::new(false),
         })
     }

@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use super::error::{redacted_message, ConfigErrors, ConfigProblem};
 use super::raw::*;
 use super::settings::*;
+use crate::crypto::client_keys::ClientKeys;
 use crate::limits;
 use crate::routing::{MethodSet, PathTemplate, RouteTable};
 use crate::secret_file::{self, Exposure};
@@ -400,15 +401,26 @@ impl<'a> Compiler<'a> {
                     None
                 }
             });
-        let rsa_private_key = raw.rsa_private_key.map(|p| self.file_path(&p));
-        if let Some(p) = &rsa_private_key {
-            self.secret_file("keys.rsa_private_key", p);
-        }
+        let client = self.client_keys(
+            raw.rsa_private_key
+                .map(OneOrMany::into_vec)
+                .unwrap_or_default(),
+            raw.rsa_key_passphrase_file.as_deref(),
+            raw.hpke_private_key
+                .map(OneOrMany::into_vec)
+                .unwrap_or_default(),
+        );
         if let Some(p) = &raw.public_key_path {
             if !p.starts_with('/') {
                 self.problem(
                     "keys.public_key_path",
                     "must be an absolute URL path starting with `/`",
+                );
+            }
+            if client.as_ref().is_none_or(|c| c.rsa_keys().is_empty()) {
+                self.problem(
+                    "keys.public_key_path",
+                    "serves an RSA public key: needs `keys.rsa_private_key`",
                 );
             }
         }
@@ -424,11 +436,93 @@ impl<'a> Compiler<'a> {
         KeySources {
             keyring,
             ring,
-            rsa_private_key,
+            client,
             public_key_path: raw.public_key_path,
             keyring_passphrase_file,
             keyring_kek_file,
             rotation,
+        }
+    }
+
+    /// Loads the RSA and HPKE private keys clients encrypt to. `None` when none is configured
+    /// (or one failed: the problems are recorded and the config is refused).
+    fn client_keys(
+        &mut self,
+        rsa_paths: Vec<PathBuf>,
+        passphrase_file: Option<&Path>,
+        hpke_paths: Vec<PathBuf>,
+    ) -> Option<Arc<ClientKeys>> {
+        if rsa_paths.is_empty() && hpke_paths.is_empty() {
+            if passphrase_file.is_some() {
+                self.problem(
+                    "keys.rsa_key_passphrase_file",
+                    "is set but `keys.rsa_private_key` is not",
+                );
+            }
+            return None;
+        }
+        let passphrase = match passphrase_file.map(|p| self.file_path(p)) {
+            Some(p) if !self.secret_file("keys.rsa_key_passphrase_file", &p) => return None,
+            p => match crate::crypto::rsa_keys::passphrase(p.as_deref()) {
+                Ok(pass) => pass,
+                Err(m) => {
+                    self.problem("keys.rsa_key_passphrase_file", m);
+                    return None;
+                }
+            },
+        };
+        let key_name = |base: &str, i: usize, n: usize| {
+            if n == 1 {
+                base.to_string()
+            } else {
+                format!("{base}.{i}")
+            }
+        };
+        let mut ok = true;
+        let mut rsa = Vec::new();
+        for (i, p) in rsa_paths.iter().enumerate() {
+            let name = key_name("keys.rsa_private_key", i, rsa_paths.len());
+            let p = self.file_path(p);
+            if !self.secret_file(&name, &p) {
+                ok = false;
+                continue;
+            }
+            match crate::crypto::rsa_keys::load_with_passphrase(
+                &p,
+                passphrase.as_deref().map(|v| &v[..]),
+            ) {
+                Ok(k) => rsa.push(k),
+                Err(m) => {
+                    self.problem(&name, m);
+                    ok = false;
+                }
+            }
+        }
+        let mut hpke = Vec::new();
+        for (i, p) in hpke_paths.iter().enumerate() {
+            let name = key_name("keys.hpke_private_key", i, hpke_paths.len());
+            let p = self.file_path(p);
+            if !self.secret_file(&name, &p) {
+                ok = false;
+                continue;
+            }
+            match crate::crypto::hpke::load(&p) {
+                Ok(k) => hpke.push(k),
+                Err(m) => {
+                    self.problem(&name, m);
+                    ok = false;
+                }
+            }
+        }
+        if !ok {
+            return None;
+        }
+        match ClientKeys::new(rsa, hpke) {
+            Ok(keys) => Some(Arc::new(keys)),
+            Err(m) => {
+                self.problem("keys", m);
+                None
+            }
         }
     }
 
@@ -568,6 +662,16 @@ impl<'a> Compiler<'a> {
                 "max_connections",
                 raw.max_connections,
                 limits::MAX_CONNECTIONS,
+            ),
+            max_encrypted_values: positive(
+                "max_encrypted_values",
+                raw.max_encrypted_values,
+                limits::MAX_ENCRYPTED_VALUES,
+            ),
+            replay_cache_entries: positive(
+                "replay_cache_entries",
+                raw.replay_cache_entries,
+                crate::replay::DEFAULT_CAPACITY,
             ),
         }
     }
@@ -728,19 +832,37 @@ impl<'a> Compiler<'a> {
             request,
             envelope: raw.envelope,
         };
-        let uses_fields = rules
+        let seals = rules
             .response
             .as_ref()
-            .is_some_and(|r| !r.encrypt.is_empty())
-            || rules
-                .request
-                .as_ref()
-                .is_some_and(|r| !r.decrypt.is_empty());
-        if uses_fields && keys.keyring.is_none() {
-            self.problem(key, "encrypt/decrypt rules need `keys.keyring`");
+            .is_some_and(|r| !r.encrypt.is_empty());
+        let opens = rules
+            .request
+            .as_ref()
+            .is_some_and(|r| !r.decrypt.is_empty());
+        if seals && keys.keyring.is_none() {
+            self.problem(key, "encrypt rules need `keys.keyring`");
+        }
+        // Decrypt paths open fs1 tokens (keyring) and client-encrypted JWE values (RSA/HPKE
+        // keys): either is enough.
+        if opens && keys.keyring.is_none() && keys.client.is_none() {
+            self.problem(
+                key,
+                "decrypt rules need `keys.keyring` (fs1 tokens) or `keys.rsa_private_key`/`keys.hpke_private_key` (JWE values)",
+            );
+        }
+        if rules
+            .request
+            .as_ref()
+            .is_some_and(|r| r.max_age.is_some() && r.decrypt.is_empty())
+        {
+            self.problem(
+                &format!("{key}.request.max_age"),
+                "applies to JWE values at `request.decrypt` paths, and this route has none",
+            );
         }
         if rules.envelope {
-            if keys.rsa_private_key.is_none() {
+            if !keys.has_rsa_keys() {
                 self.problem(&format!("{key}.envelope"), "needs `keys.rsa_private_key`");
             }
             if !rules.response.as_ref().is_none_or(ResponseRules::is_empty)

@@ -31,8 +31,15 @@ pub struct RawTls {
 pub struct RawKeys {
     #[serde(default)]
     pub keyring: Option<PathBuf>,
+    /// One path or a list: during a rotation the new key first, then the old one.
     #[serde(default)]
-    pub rsa_private_key: Option<PathBuf>,
+    pub rsa_private_key: Option<OneOrMany<PathBuf>>,
+    /// File holding the passphrase of encrypted RSA keys (else `FIELDSEAL_RSA_KEY_PASSPHRASE`).
+    #[serde(default)]
+    pub rsa_key_passphrase_file: Option<PathBuf>,
+    /// X25519 private keys (PKCS#8 PEM) for HPKE values; one path or a list.
+    #[serde(default)]
+    pub hpke_private_key: Option<OneOrMany<PathBuf>>,
     #[serde(default)]
     pub public_key_path: Option<String>,
     /// File holding the passphrase of a wrapped keyring (else `FIELDSEAL_KEYRING_PASSPHRASE`).
@@ -43,6 +50,23 @@ pub struct RawKeys {
     pub keyring_kek_file: Option<PathBuf>,
     #[serde(default)]
     pub rotation: Option<RawRotation>,
+}
+
+/// A setting that takes one value or a list of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    pub fn into_vec(self) -> Vec<T> {
+        match self {
+            OneOrMany::One(v) => vec![v],
+            OneOrMany::Many(v) => v,
+        }
+    }
 }
 
 /// When the primary key is due for rotation.
@@ -100,6 +124,13 @@ pub struct RawLimits {
     pub max_body_bytes: Option<usize>,
     #[serde(default)]
     pub max_connections: Option<usize>,
+    /// Client-encrypted values (JWE, HPKE) opened per request: each costs a private-key
+    /// operation, so a body cannot make the proxy do unbounded RSA work.
+    #[serde(default)]
+    pub max_encrypted_values: Option<usize>,
+    /// `jti`s remembered for `request.max_age` routes (replay protection).
+    #[serde(default)]
+    pub replay_cache_entries: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -75,12 +75,24 @@ pub struct KeySources {
     pub keyring: Option<PathBuf>,
     /// The validated keyring (ciphers built), when `keys.keyring` is set.
     pub ring: Option<Arc<crate::crypto::Keyring>>,
-    pub rsa_private_key: Option<PathBuf>,
+    /// The RSA and HPKE keys clients encrypt to (JWKS, JWE values, envelopes), when any is
+    /// configured.
+    pub client: Option<Arc<crate::crypto::client_keys::ClientKeys>>,
     pub public_key_path: Option<String>,
     /// Where the KEK of a wrapped keyring comes from (besides the environment).
     pub keyring_passphrase_file: Option<PathBuf>,
     pub keyring_kek_file: Option<PathBuf>,
     pub rotation: RotationPolicy,
+}
+
+impl KeySources {
+    /// Whether an RSA key is configured (envelopes and the seed endpoint need one). During
+    /// `check` with a broken key file this is false, but the file's problem is reported too.
+    pub fn has_rsa_keys(&self) -> bool {
+        self.client
+            .as_ref()
+            .is_some_and(|c| !c.rsa_keys().is_empty())
+    }
 }
 
 /// When the primary key is due for rotation: a metric, a warning and `/readyz` detail.
@@ -136,6 +148,10 @@ pub struct Timeouts {
 pub struct Limits {
     pub max_body_bytes: usize,
     pub max_connections: usize,
+    /// Client-encrypted values (JWE/HPKE) opened per request.
+    pub max_encrypted_values: usize,
+    /// Capacity of the in-memory `jti` store (restart to change).
+    pub replay_cache_entries: usize,
 }
 
 /// One compiled route.
@@ -313,42 +329,5 @@ impl RequestRules {
     pub fn without_plan(mut self) -> Self {
         self.plan = None;
         self
-    }
-}
-
-impl Settings {
-    /// What this configuration asks for that this build cannot apply yet. `run` refuses to
-    /// start while this is non-empty: a rule must never be accepted and silently skipped.
-    pub fn unsupported(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for route in self.routes.iter() {
-            if route.rules.envelope {
-                out.push(format!(
-                    "route `{}`: `envelope` is not supported by this build yet",
-                    route.name
-                ));
-            }
-            if route
-                .rules
-                .request
-                .as_ref()
-                .is_some_and(|r| r.max_age.is_some())
-            {
-                out.push(format!(
-                    "route `{}`: `request.max_age` (JWE freshness) is not supported by this build yet",
-                    route.name
-                ));
-            }
-        }
-        if self.keys.rsa_private_key.is_some() {
-            out.push(
-                "keys.rsa_private_key (JWKS, JWE, envelopes) is not supported by this build yet"
-                    .into(),
-            );
-        }
-        if self.keys.public_key_path.is_some() {
-            out.push("keys.public_key_path is not supported by this build yet".into());
-        }
-        out
     }
 }

@@ -1,11 +1,16 @@
 //! JWE compact values encrypted by the client for the proxy (contract §3, RFC 7516).
 //!
 //! A request field at a `decrypt` path may carry `header.encrypted_key.iv.ciphertext.tag`
-//! instead of an `fs1` token. Exactly one profile is accepted: `alg` `RSA-OAEP-256` (the
-//! content-encryption key, CEK, wrapped with one of the proxy's RSA keys, named by the required
-//! `kid`) and `enc` `A256GCM`. Everything else — other algorithms, `zip`, `crit` — is refused
-//! rather than half-supported: a proxy that guesses at a header it does not understand can be
-//! steered into a weaker mode.
+//! instead of an `fs1` token. Two profiles are accepted, and nothing else — other algorithms,
+//! `zip`, `crit` are refused rather than half-supported: a proxy that guesses at a header it
+//! does not understand can be steered into a weaker mode.
+//! - `alg` `RSA-OAEP-256`, `enc` `A256GCM` (contract §3): the content-encryption key (CEK) is
+//!   wrapped with one of the proxy's RSA keys, named by the required `kid`.
+//! - HPKE integrated encryption (draft-ietf-jose-hpke-encrypt-20 §5): `alg`
+//!   `HPKE-X25519-A256GCM` or `HPKE-3` and no `enc`; the encrypted-key segment is the HPKE
+//!   encapsulated key, the IV and tag segments are empty, the ciphertext segment is the HPKE
+//!   ciphertext (tag included), the HPKE `aad` is the protected header as received and `info`
+//!   is empty. See [`super::hpke`].
 //!
 //! The RSA step must not become an oracle (Bleichenbacher / Manger): whatever goes wrong while
 //! unwrapping the CEK (bad padding, wrong key, wrong length), [`open`] substitutes a random CEK
@@ -25,6 +30,8 @@ use base64::Engine;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
+
+pub use super::hpke::Suite;
 
 /// Longest compact JWE accepted, in bytes (64 KiB).
 ///
@@ -67,6 +74,20 @@ pub trait KeyUnwrap {
     /// Whether a private key with this id is available (for the `unknown_key` error, which
     /// names the kid and is safe to distinguish: the kid is public, from the JWKS).
     fn knows(&self, kid: &str) -> bool;
+
+    /// HPKE base-mode open with the X25519 key `kid` (empty `info`). `None` when there is no
+    /// such key; `Some(Err(()))` for every decryption failure alike. The default has no keys.
+    #[allow(clippy::result_unit_err)]
+    fn hpke_open(
+        &self,
+        _kid: &str,
+        _suite: Suite,
+        _encapsulated: &[u8],
+        _aad: &[u8],
+        _ciphertext: &[u8],
+    ) -> Option<Result<Zeroizing<Vec<u8>>, ()>> {
+        None
+    }
 }
 
 /// A successfully opened JWE.
@@ -101,9 +122,11 @@ pub enum JweError {
     /// Not five base64url segments, the protected header is not a JSON object, or the IV or tag
     /// has the wrong length.
     Malformed,
-    /// `alg` is not `RSA-OAEP-256` or `enc` is not `A256GCM`.
+    /// Neither `alg` `RSA-OAEP-256` with `enc` `A256GCM`, nor an accepted HPKE `alg` without
+    /// `enc`.
     UnsupportedAlgorithm,
-    /// The header asks for something not supported: `zip` (compression) or `crit`.
+    /// The header asks for something not supported: `zip` (compression), `crit`, or the HPKE
+    /// parameters of modes not implemented (`psk_id`, `ek`).
     UnsupportedHeader,
     /// No private key with this id.
     UnknownKey(String),
@@ -242,8 +265,18 @@ impl<'de> Deserialize<'de> for Header {
     }
 }
 
+/// How the content is encrypted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    /// RSA-OAEP-256 key wrapping, A256GCM content.
+    Rsa,
+    /// HPKE integrated encryption.
+    Hpke(Suite),
+}
+
 /// The checked protected header.
 struct Checked {
+    scheme: Scheme,
     kid: String,
     json: bool,
     iat: Option<i64>,
@@ -255,14 +288,24 @@ fn check_header(header: &Header) -> Result<Checked, JweError> {
     if header.duplicate {
         return Err(JweError::BadHeader);
     }
-    if members.get("alg").and_then(Value::as_str) != Some(ALG)
-        || members.get("enc").and_then(Value::as_str) != Some(ENC)
-    {
-        return Err(JweError::UnsupportedAlgorithm);
-    }
+    let alg = members.get("alg").and_then(Value::as_str);
+    let enc = members.get("enc");
+    let scheme = match (alg, enc) {
+        (Some(ALG), Some(Value::String(enc))) if enc == ENC => Scheme::Rsa,
+        // Integrated encryption: the draft forbids `enc` (the suite fixes the AEAD).
+        (Some(alg), None) => {
+            Scheme::Hpke(Suite::from_alg(alg).ok_or(JweError::UnsupportedAlgorithm)?)
+        }
+        _ => return Err(JweError::UnsupportedAlgorithm),
+    };
     // `crit` lists extensions the recipient must understand; we implement none (and RFC 7515
     // §4.1.11 forbids listing registered names such as `iat`), so any `crit` is refused.
-    if members.contains_key("zip") || members.contains_key("crit") {
+    // `psk_id` asks for HPKE PSK mode and `ek` belongs to HPKE key encryption: neither is
+    // implemented, and ignoring them would decrypt something other than what was meant.
+    if ["zip", "crit", "psk_id", "ek"]
+        .iter()
+        .any(|name| members.contains_key(*name))
+    {
         return Err(JweError::UnsupportedHeader);
     }
     let kid = match members.get("kid") {
@@ -293,6 +336,7 @@ fn check_header(header: &Header) -> Result<Checked, JweError> {
         Some(_) => return Err(JweError::BadHeader),
     };
     Ok(Checked {
+        scheme,
         kid,
         json,
         iat,
@@ -324,27 +368,48 @@ pub fn open(compact: &str, keys: &dyn KeyUnwrap) -> Result<Opened, JweError> {
     let encrypted_key = B64URL.decode(key_b64).map_err(|_| JweError::Malformed)?;
     let iv = B64URL.decode(iv_b64).map_err(|_| JweError::Malformed)?;
     let tag = B64URL.decode(tag_b64).map_err(|_| JweError::Malformed)?;
-    if iv.len() != IV_LEN || tag.len() != TAG_LEN {
-        return Err(JweError::Malformed);
-    }
     // Decoded into a zeroizing buffer: it becomes the plaintext in place.
     let mut buffer = Zeroizing::new(B64URL.decode(ct_b64).map_err(|_| JweError::Malformed)?);
 
-    if !keys.knows(&checked.kid) {
-        return Err(JweError::UnknownKey(checked.kid));
-    }
-
-    let cek = unwrap_or_random(keys, &checked.kid, &encrypted_key)?;
-    let cipher = Aes256Gcm::new_from_slice(&cek[..]).map_err(|_| JweError::DecryptionFailed)?;
-    // RFC 7516 §5.2 step 14: the AAD is the ASCII of the protected header *as received*.
-    cipher
-        .decrypt_in_place_detached(
-            Nonce::from_slice(&iv),
-            header_b64.as_bytes(),
-            &mut buffer[..],
-            Tag::from_slice(&tag),
-        )
-        .map_err(|_| JweError::DecryptionFailed)?;
+    let buffer = match checked.scheme {
+        Scheme::Rsa => {
+            if iv.len() != IV_LEN || tag.len() != TAG_LEN {
+                return Err(JweError::Malformed);
+            }
+            if !keys.knows(&checked.kid) {
+                return Err(JweError::UnknownKey(checked.kid));
+            }
+            let cek = unwrap_or_random(keys, &checked.kid, &encrypted_key)?;
+            let cipher =
+                Aes256Gcm::new_from_slice(&cek[..]).map_err(|_| JweError::DecryptionFailed)?;
+            // RFC 7516 §5.2 step 14: the AAD is the ASCII of the protected header *as received*.
+            cipher
+                .decrypt_in_place_detached(
+                    Nonce::from_slice(&iv),
+                    header_b64.as_bytes(),
+                    &mut buffer[..],
+                    Tag::from_slice(&tag),
+                )
+                .map_err(|_| JweError::DecryptionFailed)?;
+            buffer
+        }
+        Scheme::Hpke(suite) => {
+            // draft-ietf-jose-hpke-encrypt-20 §5: IV and tag are empty (the tag is inside the
+            // HPKE ciphertext).
+            if !iv.is_empty() || !tag.is_empty() {
+                return Err(JweError::Malformed);
+            }
+            keys.hpke_open(
+                &checked.kid,
+                suite,
+                &encrypted_key,
+                header_b64.as_bytes(),
+                &buffer,
+            )
+            .ok_or_else(|| JweError::UnknownKey(checked.kid.clone()))?
+            .map_err(|()| JweError::DecryptionFailed)?
+        }
+    };
 
     let value = if checked.json {
         serde_json::from_slice::<Value>(&buffer).map_err(|_| JweError::NotJson)?
@@ -404,39 +469,7 @@ mod tests {
 
     use super::*;
 
-    /// A fixed RSA-2048 test key (PKCS#8), generated once with Python `cryptography` for these
-    /// tests only; it protects nothing. Fixed rather than generated per run because 2048-bit
-    /// generation is slow in debug builds, and because the jwcrypto vectors below were
-    /// encrypted to it.
-    const TEST_KEY_PEM: &str = r"-----BEGIN PRIVATE KEY-----
-MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC1rEFWGipIE0Y0
-Y0Ha9lNbtUdu0uEanXSrnUFeRrPLkcjy1j/C0wIcxXwG4kCm/tD34TaWJUIqFOmx
-AbfXYXgJ+co0Qe+IJrAgXARzxc2ELjioOWEVthrd8+k2GzLbMLtxBIlw2TWIPFc1
-+VW7wed1JkE/wvn4f3xfwU1VYMXIDKL28MKsLuz0QK+eMk02Dmj3+oukwHCslPln
-FnokPMrZ3GpHLx7cM7jCxeFgFcuDAoqeBjjdLcAFyvnsi9qQ0nJMFIdWTz8aQMR7
-TP8IrUfCrPvcEdtChXWSjzQG9Day/e8fV5PRqi90M+em0tASCtJARveSv9ATf7E+
-khoxOqerAgMBAAECggEAHIBfaQxb0R5CUlphbOJeO4daI0HZkkeyPnDtCMcGKAwW
-vuTr8JBoHBluFtUMwuY75IJPAl6VXcLAKEaWZVI49zUFYGNub9QZ/PRSt9MIJhJA
-+JYKltG7Wfzie9w9LfQcRA6BKComOC8MmOl6u3p1Py925x5GAegGRtjYXWpRknZd
-SfdgdDx4kiarm6Zjrf40g3JHp0jUpGBd04YJtqoNeCMmlg9TiFCzjx+2OuFq9qAb
-4bS6e3hpIHCgyLxVUXJsuJyy8I3TOK0Z/FRRl57CfbAba6Fw0snr4/qwwWpL947F
-RRYR+24puV1rje2Kv38dw6tUfjvnMBPB/tO/hvoSsQKBgQDjyqQWjtcZ6PzuGGH/
-AAtzR2Q22MQrhhMhKHO4kp/djnZR8ZhixcV3WQzwtww3NwKYfGlD/PlaisOvCF4c
-3W4ZbJ9T3D6swnofdpPQJMUlHjBNHX0dbZtRx42IlT9E7oE5JS4oxMdl89dKhXh8
-TivX/TgsG+MdUAlT8QW6KtfScwKBgQDMK5PUomlsnKaAeJexvPT+3Ha/uP4F7XBv
-e2Z2Uvcl7Q8QfoqAxXIvMQV4RumDf1sN2SBK3NRUqTz+UZ0gy3E1EVHF6pI3Zn/o
-VXIVMCNGdele96CbXb9fMgf3pesF7ChEYFiId9a3OI8E39vM1pLDttnW65XovG8Z
-vPwR8PMv6QKBgCmGaFFAas/rXChfQ4YD0RKLwiYJcAFrKJOT1zyfZgsyjDk17Iyc
-9vlhv20mQVDTc2Ku01W0iRRLVY7T3KwwZYC2/3h/HuHJdg/EQv/fpBy3GyEDriou
-L/FBiniKlIURYXc0YuzFqn/YarfICwXGDlIKdDH+R3GxhHHL7zpX0w4nAoGBAJL9
-wLWypDH06g7OQ3BMORqQANJxTjlYQ72PWypO+u6MKG9Ym0CwZk/BfE2myBHLC/QB
-YTVknV3CZk421eg5b+yj5nqWMeS+39GWSsckXBErbPPZVgDlUpUnwQKzqmweJLNt
-pe/CT4yjpJv+yxFDXnCXYWhRPiFMILSoEdac4YiZAoGAGfy3gGfRXgOgfmItxJlM
-NwFZSiWZaeCDbMcJdHFrMWZCWEwshbYYDhkERUcOCE4v6Sv16QSZl4WeiFNgpvJQ
-XFPl7wdHHa8+l1e2ZcYGzp/QvSjyip97msQA0JejCSjTca+Ro2+NsBxdsvWgPzFn
-uFDfpp8/nv19WwYXs7ntahI=
------END PRIVATE KEY-----
-";
+    use crate::crypto::rsa_keys::TEST_KEY_PEM;
 
     /// The test key set: one key, `rsa1`, unwrapping with the `rsa` crate (fine in tests; the
     /// proxy's implementation uses aws-lc-rs).
@@ -896,4 +929,170 @@ uFDfpp8/nv19WwYXs7ntahI=
 
     const JWCRYPTO_STRING: &str = "eyJhbGciOiAiUlNBLU9BRVAtMjU2IiwgImVuYyI6ICJBMjU2R0NNIiwgImtpZCI6ICJyc2ExIn0.K3J4k0owlZY19DVnbJ1yJY9KfotIfVwSZgUrj1Svbs3hlYtTikHwvfEDVd2FLr-ljUNmTC40mdX53sFizA5uURkD460dthY4dWt0iquaBaf_EHAy43j7wiGPmRjUakvlFhDOvzKCohNarP5Lr0tekD1-cGoaJTCS-NHHXmUPTHv0nmzVl3hb0YjvRU7uBym2KWmNeyfJygDbJbYm-T3axfbvBE_oThVDqxy8lPpvLwSiNOuBcUM3M_ep3qPjz7qasOEfGdZFnDNDlBRHoRfQ4h2cyq5Hve5Yzvr4Np1Z-KeBX1NpeVgAyov6NCOLIcgExNwWS6UlAMCmtsDEIR_qiA.1q6a_r3eSezq7kTI.KsFuCSDVuJC-z9c.vLtxYs7UEA9_1udCnN-GIw";
     const JWCRYPTO_JSON: &str = "eyJhbGciOiAiUlNBLU9BRVAtMjU2IiwgImVuYyI6ICJBMjU2R0NNIiwgImtpZCI6ICJyc2ExIiwgImN0eSI6ICJqc29uIiwgImlhdCI6IDE3OTUzOTIwMDAsICJqdGkiOiAiYjdlNmMxYTQtM2Y3ZS00ZTU1LTlhNTMtMGQ1ZjFjN2IyZTkwIn0.dKe_xnjZHdyxJmu1S7-x06hGbcqbxdoNOuMoZSq21O2FOjovF8PDCIWItoAhkRHi0x4Q-lLRBjOdVqgfW7aAoCca4gjJi3UGPEVUMNgA8CRbOdzyMuQdfoclPJa0oSkR9YI9FlF31A1u-UgK-wBU3y-0gm1UTct5es6jMziNf8KaT7-4NgRuNaifK5d043K4ZvfdFp40ZVN5DLVVWDlaGvKPGsuljE5-QjpTXoZYyZJjDLe-ubnqmFWINKue9nUHlNnbH5X4nnPUijak-nM1izSFmWMR3Dy6ICnfINIujdbOJ6AZh09GkmmbbLb8xddxEnzwXkp4SUY8xU78Q_GCQA.5DzHYfxjxAg3dTwO.gLpka-SMVpiCWytg2DjmgAS5KyQBLpaZL14g3mCo5DOO1bQRsB4TX2R4FOP6yA.BxYk0pgR2chgu74w0H6v_g";
+
+    /// A key set holding one HPKE key, as the proxy's `ClientKeys` would.
+    struct HpkeKeys(crate::crypto::hpke::HpkeKey);
+
+    impl KeyUnwrap for HpkeKeys {
+        fn unwrap_cek(&self, _kid: &str, _encrypted_key: &[u8]) -> Result<Zeroizing<Vec<u8>>, ()> {
+            Err(())
+        }
+
+        fn knows(&self, _kid: &str) -> bool {
+            false
+        }
+
+        fn hpke_open(
+            &self,
+            kid: &str,
+            suite: Suite,
+            encapsulated: &[u8],
+            aad: &[u8],
+            ciphertext: &[u8],
+        ) -> Option<Result<Zeroizing<Vec<u8>>, ()>> {
+            (kid == self.0.kid()).then(|| self.0.open(suite, encapsulated, aad, ciphertext))
+        }
+    }
+
+    /// The draft's example key (draft-ietf-jose-hpke-encrypt-20, Appendix A.7).
+    fn draft_key() -> HpkeKeys {
+        let pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            base64::engine::general_purpose::STANDARD.encode(
+                [
+                    &[
+                        0x30u8, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x6e,
+                        0x04, 0x22, 0x04, 0x20
+                    ][..],
+                    &B64URL
+                        .decode("VtBu3AuB4_RKgDCDqj1j-_Kzf12ekvaGxoAGmMDcDks")
+                        .unwrap()[..],
+                ]
+                .concat()
+            )
+        );
+        HpkeKeys(crate::crypto::hpke::from_pem(&pem).unwrap())
+    }
+
+    /// Appendix A.7 of draft-ietf-jose-hpke-encrypt-20: an `HPKE-3` integrated-encryption
+    /// JWE made by the draft authors' implementation opens to the draft's plaintext.
+    #[test]
+    fn the_draft_hpke_3_vector_opens() {
+        const VECTOR: &str = "eyJhbGciOiJIUEtFLTMiLCJraWQiOiJuOWhqT3JoWHhzUV9sVE11M1Bxa2pIZ3dKVVJIWlBGM0hZNXAtTEZFZ3lnIn0.UkLR0N2IgxHkSZMhcCfxVO_F12kcq32ccJ8x8M4MfBE..I8Obflj3vInszfr9sC1tnnhaGPSGAL9L1-mURYJqYWWxTlI0OZrFSKiPY7dAuyrITxTiaboZTF2yNo0swzp8S5DTil1KdxCzrMUtz5Lb-rMbR5Q5uNO7NXegJceIQkR8p7iMfNXETCI8Pv36J45yDQDHrjNc6ZuJ8Xn6pHNFFot67L1GI0ULsrS2TCqztg2p76A1nObMGvA-1w5zwU6NN7p9WPCrvIKwO6MIl-LR4MV0-jnlmd5dlw3wGP5DDfqms7lZNbZ5X2d5U0s_7aT4Zar6ixUZrI6bSj4gntrEg8nLz9IlBT6tE6Gic3I2Abxbj1Ewn20WAZetzAQzWNdJk7lIZYAJZLeeBip605kw5DuwSEK_3jlXnPsDO3Zs.";
+        let keys = draft_key();
+        assert!(looks_like_jwe(VECTOR));
+        let opened = open(VECTOR, &keys).unwrap();
+        let text = opened.value.as_str().unwrap();
+        assert!(text.starts_with("You can trust us to stick with you through thick and thin"));
+        assert!(text.ends_with("We are your friends, Frodo."));
+        assert_eq!(opened.kid, "n9hjOrhXxsQ_lTMu3PqkjHgwJURHZPF3HY5p-LFEgyg");
+        // One flipped bit in the ciphertext or the encapsulated key: refused, same error.
+        assert_eq!(
+            open(&flip(VECTOR, 3, 5), &keys).unwrap_err(),
+            JweError::DecryptionFailed
+        );
+        assert_eq!(
+            open(&flip(VECTOR, 1, 5), &keys).unwrap_err(),
+            JweError::DecryptionFailed
+        );
+    }
+
+    /// Seals like a client: HPKE single-shot with the encoded header as AAD.
+    fn hpke_compact(
+        keys: &HpkeKeys,
+        header: &Value,
+        plaintext: &[u8],
+        iv: &[u8],
+        tag: &[u8],
+    ) -> String {
+        let header = B64URL.encode(serde_json::to_string(header).unwrap());
+        let suite = Suite::from_alg(header_alg(&header)).unwrap_or(Suite::X25519Aes256Gcm);
+        let (enc, ct) = keys.0.seal(suite, header.as_bytes(), plaintext).unwrap();
+        [
+            header,
+            B64URL.encode(enc),
+            B64URL.encode(iv),
+            B64URL.encode(ct),
+            B64URL.encode(tag),
+        ]
+        .join(".")
+    }
+
+    fn header_alg(header_b64: &str) -> &'static str {
+        let header: Value = serde_json::from_slice(&B64URL.decode(header_b64).unwrap()).unwrap();
+        match header["alg"].as_str() {
+            Some("HPKE-3") => "HPKE-3",
+            _ => "HPKE-X25519-A256GCM",
+        }
+    }
+
+    #[test]
+    fn hpke_values_open_and_their_header_rules_hold() {
+        let keys = draft_key();
+        let kid = keys.0.kid().to_string();
+        let header =
+            json!({"alg": "HPKE-X25519-A256GCM", "kid": kid, "cty": "json", "iat": 1, "jti": "j"});
+        let opened = open(
+            &hpke_compact(&keys, &header, br#"{"a":[1,2]}"#, b"", b""),
+            &keys,
+        )
+        .unwrap();
+        assert_eq!(opened.value, json!({"a": [1, 2]}));
+        assert_eq!((opened.iat, opened.jti.as_deref()), (Some(1), Some("j")));
+        let hpke3 = json!({"alg": "HPKE-3", "kid": kid});
+        let opened = open(&hpke_compact(&keys, &hpke3, b"plain", b"", b""), &keys).unwrap();
+        assert_eq!(opened.value, json!("plain"));
+
+        // The draft forbids `enc` with integrated encryption; IV and tag must be empty.
+        let mut with_enc = header.clone();
+        with_enc["enc"] = json!("A256GCM");
+        assert_eq!(
+            open(&hpke_compact(&keys, &with_enc, b"x", b"", b""), &keys).unwrap_err(),
+            JweError::UnsupportedAlgorithm
+        );
+        assert_eq!(
+            open(&hpke_compact(&keys, &header, b"x", b"iv", b""), &keys).unwrap_err(),
+            JweError::Malformed
+        );
+        assert_eq!(
+            open(&hpke_compact(&keys, &header, b"x", b"", b"tag"), &keys).unwrap_err(),
+            JweError::Malformed
+        );
+        // PSK mode and key-encryption mode are not implemented: refused, not ignored.
+        for member in ["psk_id", "ek"] {
+            let mut h = header.clone();
+            h[member] = json!("AAAA");
+            assert_eq!(
+                open(&hpke_compact(&keys, &h, b"x", b"", b""), &keys).unwrap_err(),
+                JweError::UnsupportedHeader,
+                "{member}"
+            );
+        }
+        // Other HPKE suites of the draft (P-256, ChaCha20) are not accepted.
+        for alg in ["HPKE-0", "HPKE-4", "HPKE-7", "HPKE-3-KE"] {
+            let h = json!({"alg": alg, "kid": kid});
+            assert_eq!(
+                open(&hpke_compact(&keys, &h, b"x", b"", b""), &keys).unwrap_err(),
+                JweError::UnsupportedAlgorithm,
+                "{alg}"
+            );
+        }
+        // An unknown kid names the kid; an RSA kid is not an HPKE key.
+        let other = json!({"alg": "HPKE-X25519-A256GCM", "kid": "nope"});
+        assert_eq!(
+            open(&hpke_compact(&keys, &other, b"x", b"", b""), &keys).unwrap_err(),
+            JweError::UnknownKey("nope".into())
+        );
+        // The header is the AAD: a value re-labelled HPKE-3 after sealing fails authentication.
+        let sealed = hpke_compact(&keys, &header, b"x", b"", b"");
+        let relabelled = sealed.replacen(
+            sealed.split('.').next().unwrap(),
+            &B64URL.encode(serde_json::to_string(&json!({"alg": "HPKE-X25519-A256GCM", "kid": kid, "cty": "json", "iat": 2, "jti": "j"})).unwrap()),
+            1,
+        );
+        assert_eq!(
+            open(&relabelled, &keys).unwrap_err(),
+            JweError::DecryptionFailed
+        );
+    }
 }

@@ -1,5 +1,8 @@
 //! Key material and the `fs1` field token (contract §1, §2).
 
+pub mod client_keys;
+pub mod envelope;
+pub mod hpke;
 pub mod jwe;
 pub mod keyring;
 pub mod rsa_keys;

@@ -40,6 +40,15 @@ pub enum ProxyError {
         reason: &'static str,
         kid: Option<String>,
     },
+    /// Client: the request envelope of an `envelope: true` route did not open (or was
+    /// missing). Names the reason and, for an unknown key, the kid.
+    EnvelopeRejected {
+        reason: &'static str,
+        kid: Option<String>,
+    },
+    /// The `jti` store of `request.max_age` routes is full of live entries: refusing is the
+    /// only way not to forget one (which would reopen a replay window).
+    ReplayCacheFull,
     /// Upstream: a response the route must seal cannot be (not JSON, too large, encoded in a
     /// way the proxy cannot decode). Fail closed: the plaintext is never sent.
     ResponseNotEncryptable(&'static str),
@@ -54,9 +63,11 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ProxyError::InvalidJson | ProxyError::ClientBody | ProxyError::FieldRejected { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            ProxyError::InvalidJson
+            | ProxyError::ClientBody
+            | ProxyError::FieldRejected { .. }
+            | ProxyError::EnvelopeRejected { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::ReplayCacheFull => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -71,6 +82,8 @@ impl ProxyError {
             ProxyError::InvalidJson => "invalid_json",
             ProxyError::ClientBody => "client_body_error",
             ProxyError::FieldRejected { .. } => "field_rejected",
+            ProxyError::EnvelopeRejected { .. } => "envelope_rejected",
+            ProxyError::ReplayCacheFull => "replay_cache_full",
             ProxyError::ResponseNotEncryptable(_) => "response_not_encryptable",
         }
     }
@@ -100,6 +113,13 @@ impl ProxyError {
                 Some(kid) => format!("Field {path} was rejected: {reason} (key {kid})."),
                 None => format!("Field {path} was rejected: {reason}."),
             },
+            ProxyError::EnvelopeRejected { reason, kid } => match kid {
+                Some(kid) => format!("The request envelope was rejected: {reason} (key {kid})."),
+                None => format!("The request envelope was rejected: {reason}."),
+            },
+            ProxyError::ReplayCacheFull => {
+                "Too many recent encrypted values to check for replay; retry later.".into()
+            }
             ProxyError::ResponseNotEncryptable(why) => {
                 format!("The upstream response could not be encrypted as this route requires ({why}); it was withheld.")
             }
@@ -116,7 +136,9 @@ impl ProxyError {
             | ProxyError::UnsupportedMediaType
             | ProxyError::InvalidJson
             | ProxyError::ClientBody
-            | ProxyError::FieldRejected { .. } => Fault::Downstream,
+            | ProxyError::FieldRejected { .. }
+            | ProxyError::EnvelopeRejected { .. }
+            | ProxyError::ReplayCacheFull => Fault::Downstream,
         }
     }
 

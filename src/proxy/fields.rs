@@ -20,13 +20,13 @@ use crate::body::{full, ProxyBody};
 use crate::config::raw::OnNonJson;
 use crate::config::settings::{RequestRules, ResponseRules};
 use crate::crypto::Keyring;
-use crate::field_rules::{self, BodyFailure, FieldOp};
+use crate::field_rules::{self, BodyFailure, FieldOp, Openers};
 
 /// Headers describing the old body that a rewritten body must not carry.
 const DIGEST_HEADERS: &[&str] = &["digest", "content-digest", "repr-digest", "content-md5"];
 
 /// Whether a `Content-Type` is JSON (`application/json`, `application/*+json`).
-fn is_json(headers: &HeaderMap) -> bool {
+pub(super) fn is_json(headers: &HeaderMap) -> bool {
     let Some(ct) = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -42,7 +42,7 @@ fn is_json(headers: &HeaderMap) -> bool {
     media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
 }
 
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
+pub(super) fn declared_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -53,7 +53,7 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 /// (A hand-written loop rather than `http_body_util::Limited`, whose `Into<BoxError>` bound
 /// trips rustc's higher-ranked lifetime inference in this async context and makes the request
 /// future non-`Send`.)
-async fn read_bounded(mut body: ProxyBody, limit: usize) -> Result<Bytes, bool> {
+pub(super) async fn read_bounded(mut body: ProxyBody, limit: usize) -> Result<Bytes, bool> {
     // A small body usually arrives in one frame: keep it as it is, copy only from a second.
     let mut first = Bytes::new();
     let mut rest: Option<bytes::BytesMut> = None;
@@ -80,14 +80,14 @@ async fn read_bounded(mut body: ProxyBody, limit: usize) -> Result<Bytes, bool> 
     Ok(rest.map_or(first, bytes::BytesMut::freeze))
 }
 
-fn set_length(headers: &mut HeaderMap, len: usize) {
+pub(super) fn set_length(headers: &mut HeaderMap, len: usize) {
     headers.remove(header::TRANSFER_ENCODING);
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
 }
 
 /// Drops what described the upstream's bytes rather than the body forwarded: a strong `ETag`
 /// (weak ones survive a change of content coding) and the digests.
-fn forget_validators(headers: &mut HeaderMap) {
+pub(super) fn forget_validators(headers: &mut HeaderMap) {
     let strong_etag = headers
         .get(header::ETAG)
         .is_some_and(|v| !v.as_bytes().starts_with(b"W/"));
@@ -104,7 +104,7 @@ pub async fn rewrite_request(
     headers: &mut HeaderMap,
     body: ProxyBody,
     rules: &RequestRules,
-    keyring: Option<&Keyring>,
+    openers: &Openers<'_>,
     limit: usize,
     ops: &mut Vec<FieldOp>,
 ) -> Result<ProxyBody, ProxyError> {
@@ -125,17 +125,17 @@ pub async fn rewrite_request(
             ProxyError::ClientBody
         }
     })?;
-    let keyring = keyring.ok_or(ProxyError::FieldRejected {
-        path: "$".into(),
-        reason: "keyring_unavailable",
-        kid: None,
-    })?;
     // Both engines refuse nesting deeper than 128 levels: a hostile body cannot exhaust a
     // stack, here or in the app.
     let rewritten =
-        field_rules::rewrite_request_body(&bytes, rules, keyring, ops).map_err(|failure| {
+        field_rules::rewrite_request_body(&bytes, rules, openers, ops).map_err(|failure| {
             match failure {
                 BodyFailure::InvalidJson => ProxyError::InvalidJson,
+                BodyFailure::Field(f)
+                    if f.reason == crate::replay::FreshnessError::StoreFull.reason() =>
+                {
+                    ProxyError::ReplayCacheFull
+                }
                 BodyFailure::Field(f) => ProxyError::FieldRejected {
                     path: f.path,
                     reason: f.reason,
@@ -157,6 +157,44 @@ pub fn response_has_no_body(method: &Method, status: StatusCode) -> bool {
         || status == StatusCode::NOT_MODIFIED
 }
 
+/// Reads a response body the route must transform, bounded by `limit` and `deadline`. A body
+/// the app compressed anyway (we asked for `identity`) is decoded — gzip, deflate, br, with
+/// the limit on every decoded layer, so a zip bomb stops at `limit + 1` — and the headers are
+/// made to describe the uncompressed bytes returned. Anything else fails closed.
+pub(super) async fn read_response_body(
+    parts: &mut http::response::Parts,
+    body: ProxyBody,
+    limit: usize,
+    deadline: Duration,
+) -> Result<Bytes, ProxyError> {
+    // We asked for `identity`; an app that compresses anyway is decoded (gzip, deflate, br), or
+    // refused before its body is read.
+    let codings = decode::parse_codings(parts.headers.get_all(header::CONTENT_ENCODING))
+        .map_err(|e| ProxyError::ResponseNotEncryptable(e.reason()))?;
+    if declared_length(&parts.headers).is_some_and(|n| n > limit as u64) {
+        return Err(ProxyError::ResponseNotEncryptable("too large"));
+    }
+    let bytes = match tokio::time::timeout(deadline, read_bounded(body, limit)).await {
+        Err(_) => return Err(ProxyError::UpstreamTimeout),
+        Ok(Err(true)) => return Err(ProxyError::ResponseNotEncryptable("too large")),
+        Ok(Err(false)) => return Err(ProxyError::UpstreamProtocol),
+        Ok(Ok(b)) => b,
+    };
+    let decoded = !codings.is_empty();
+    Ok(if decoded {
+        // The limit bounds the decoded size of every layer: a zip bomb stops at `limit + 1`.
+        let bytes = decode::decode_body(&codings, bytes, limit)
+            .map_err(|e| ProxyError::ResponseNotEncryptable(e.reason()))?;
+        // Whatever is forwarded below is these decoded bytes (rewritten or not), uncompressed.
+        parts.headers.remove(header::CONTENT_ENCODING);
+        set_length(&mut parts.headers, bytes.len());
+        forget_validators(&mut parts.headers);
+        bytes
+    } else {
+        bytes
+    })
+}
+
 /// Seals, redacts and masks the route's response fields; fails closed.
 pub async fn rewrite_response(
     resp: Response<ProxyBody>,
@@ -176,32 +214,7 @@ pub async fn rewrite_response(
             OnNonJson::Fail => Err(ProxyError::ResponseNotEncryptable("not JSON")),
         };
     }
-    // We asked for `identity`; an app that compresses anyway is decoded (gzip, deflate, br), or
-    // refused before its body is read.
-    let codings = decode::parse_codings(parts.headers.get_all(header::CONTENT_ENCODING))
-        .map_err(|e| ProxyError::ResponseNotEncryptable(e.reason()))?;
-    if declared_length(&parts.headers).is_some_and(|n| n > limit as u64) {
-        return Err(ProxyError::ResponseNotEncryptable("too large"));
-    }
-    let bytes = match tokio::time::timeout(deadline, read_bounded(body, limit)).await {
-        Err(_) => return Err(ProxyError::UpstreamTimeout),
-        Ok(Err(true)) => return Err(ProxyError::ResponseNotEncryptable("too large")),
-        Ok(Err(false)) => return Err(ProxyError::UpstreamProtocol),
-        Ok(Ok(b)) => b,
-    };
-    let decoded = !codings.is_empty();
-    let bytes = if decoded {
-        // The limit bounds the decoded size of every layer: a zip bomb stops at `limit + 1`.
-        let bytes = decode::decode_body(&codings, bytes, limit)
-            .map_err(|e| ProxyError::ResponseNotEncryptable(e.reason()))?;
-        // Whatever is forwarded below is these decoded bytes (rewritten or not), uncompressed.
-        parts.headers.remove(header::CONTENT_ENCODING);
-        set_length(&mut parts.headers, bytes.len());
-        forget_validators(&mut parts.headers);
-        bytes
-    } else {
-        bytes
-    };
+    let bytes = read_response_body(&mut parts, body, limit, deadline).await?;
     let rewritten =
         field_rules::rewrite_response_body(&bytes, rules, keyring, ops).map_err(|failure| {
             match failure {

@@ -5,12 +5,14 @@
 //! Routes without transforms stream both bodies untouched: nothing here buffers.
 
 mod decode;
+pub mod envelope;
 pub mod error;
 pub mod fields;
 pub mod hop;
 pub mod request_id;
 pub mod upgrade;
 pub mod upstream;
+pub mod well_known;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -27,7 +29,8 @@ use crate::access_log::{CountedBody, Exchange, ObservedBody};
 use crate::audit::{FieldFailureInfo, FieldsEvent, Outcome as AuditOutcome};
 use crate::body::{empty, ProxyBody};
 use crate::config::Route;
-use crate::field_rules::{Action, FieldOp};
+use crate::field_rules::{Action, FieldOp, Freshness, Openers};
+use crate::replay::ReplayStore;
 use crate::state::{Runtime, Shared};
 use error::ProxyError;
 use request_id::X_REQUEST_ID;
@@ -55,21 +58,32 @@ pub async fn handle(
     let request_id_text = request_id.to_str().unwrap_or_default().to_string();
     let method = req.method().clone();
     let version = req.version();
-    let route = runtime.settings.routes.find(&method, req.uri().path());
-    let route_name = route.map_or_else(|| UNMATCHED.clone(), |r| r.name.clone());
     let bytes_in = Arc::new(AtomicU64::new(0));
     let mut fields = Vec::new();
+    // The proxy's own public documents (JWKS, seed public key) are answered here, before
+    // routing: a route must not be able to forward them to the app.
+    let local = well_known::route_for(&req, &runtime.settings);
+    let route = match local {
+        Some(_) => None,
+        None => runtime.settings.routes.find(&method, req.uri().path()),
+    };
+    let route_name = match local {
+        Some(name) => name.clone(),
+        None => route.map_or_else(|| UNMATCHED.clone(), |r| r.name.clone()),
+    };
 
-    let forwarded = forward(
-        req,
-        &runtime,
-        route,
-        conn,
-        &request_id,
-        bytes_in.clone(),
-        &mut fields,
-    )
-    .await;
+    let forwarded = match (local, runtime.settings.keys.client.as_deref()) {
+        (Some(name), Some(keys)) => Ok(well_known::respond(&req, name, keys)),
+        _ => {
+            let context = Context {
+                runtime: &runtime,
+                replay: shared.replay.as_ref(),
+                conn,
+                request_id: &request_id,
+            };
+            forward(req, &context, route, bytes_in.clone(), &mut fields).await
+        }
+    };
     audit(
         &shared,
         &request_id_text,
@@ -147,6 +161,14 @@ fn audit(
             shared.metrics.field_failure(route, reason);
             Some((path.as_str(), *reason, kid.as_deref()))
         }
+        Some(ProxyError::EnvelopeRejected { reason, kid }) => {
+            shared.metrics.field_failure(route, reason);
+            Some(("$", *reason, kid.as_deref()))
+        }
+        Some(ProxyError::ReplayCacheFull) => {
+            shared.metrics.field_failure(route, "replay_cache_full");
+            Some(("$", "replay_cache_full", None))
+        }
         Some(ProxyError::ResponseNotEncryptable(why)) => {
             shared
                 .metrics
@@ -196,7 +218,11 @@ fn audit(
     if let Some(log) = &shared.audit {
         // The ops move into the event; the writer thread formats them.
         let outcome = match failure {
-            Some(ProxyError::FieldRejected { .. }) => AuditOutcome::Rejected,
+            Some(
+                ProxyError::FieldRejected { .. }
+                | ProxyError::EnvelopeRejected { .. }
+                | ProxyError::ReplayCacheFull,
+            ) => AuditOutcome::Rejected,
             Some(ProxyError::ResponseNotEncryptable(_)) => AuditOutcome::Failed,
             _ => AuditOutcome::Ok,
         };
@@ -221,16 +247,29 @@ fn audit(
     }
 }
 
+/// What [`forward`] needs besides the request: the state it began with and facts about it.
+struct Context<'a> {
+    runtime: &'a Runtime,
+    /// `jti`s of `request.max_age` routes (process-wide, kept across reloads).
+    replay: &'a dyn ReplayStore,
+    conn: ConnInfo,
+    request_id: &'a HeaderValue,
+}
+
 /// Relays the request to the upstream and returns its response, ready for the client.
 async fn forward(
     mut req: Request<Incoming>,
-    runtime: &Runtime,
+    context: &Context<'_>,
     route: Option<&Route>,
-    conn: ConnInfo,
-    request_id: &HeaderValue,
     bytes_in: Arc<AtomicU64>,
     ops: &mut Vec<FieldOp>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    let Context {
+        runtime,
+        replay,
+        conn,
+        request_id,
+    } = *context;
     let request_rules = route
         .and_then(|r| r.rules.request.as_ref())
         .filter(|r| !r.is_empty());
@@ -267,15 +306,39 @@ async fn forward(
     parts.uri = upstream.uri_for(parts.uri.path_and_query());
     parts.version = Version::HTTP_11;
 
+    let envelope_route = route.is_some_and(|r| r.rules.envelope);
+    let mut session = None;
     let body = if upgrade {
         empty()
+    } else if envelope_route {
+        let counted = CountedBody::new(body, bytes_in).boxed_unsync();
+        let (plain, key) = envelope::open_request(
+            &mut parts.headers,
+            counted,
+            runtime.settings.keys.client.as_deref(),
+            limit,
+            ops,
+        )
+        .await?;
+        session = Some(key);
+        plain
     } else if let Some(rules) = request_rules {
         let counted = CountedBody::new(body, bytes_in).boxed_unsync();
-        fields::rewrite_request(&mut parts.headers, counted, rules, keyring, limit, ops).await?
+        let openers = Openers {
+            keyring,
+            client: runtime.settings.keys.client.as_deref(),
+            max_encrypted_values: runtime.settings.limits.max_encrypted_values,
+            freshness: rules.max_age.map(|max_age| Freshness {
+                max_age,
+                store: replay,
+                now: crate::replay::unix_now(),
+            }),
+        };
+        fields::rewrite_request(&mut parts.headers, counted, rules, &openers, limit, ops).await?
     } else {
         CountedBody::new(body, bytes_in).boxed_unsync()
     };
-    if response_rules.is_some() {
+    if response_rules.is_some() || envelope_route {
         // Ask for a body the proxy can read without decoding; gzip, deflate and br are still
         // decoded if sent, anything else is refused below (fail closed).
         parts.headers.insert(
@@ -299,6 +362,10 @@ async fn forward(
         }
     }
     hop::strip(resp.headers_mut(), false);
+    if let Some(session) = &session {
+        let deadline = runtime.settings.timeouts.upstream_response;
+        return envelope::seal_response(resp, &method, session, limit, deadline, ops).await;
+    }
     match response_rules {
         Some(rules) if !fields::response_has_no_body(&method, resp.status()) => {
             let deadline = runtime.settings.timeouts.upstream_response;

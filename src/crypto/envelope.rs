@@ -1,0 +1,346 @@
+//! Whole-body envelopes (contract §3): the client encrypts its entire JSON body under a fresh
+//! 32-byte session key, wraps that key with one of the proxy's RSA keys, and gets the app's
+//! response sealed under the same session key.
+//!
+//! ```text
+//! request  {"encrypted_session_key": b64(RSA-OAEP-SHA256(session key)),
+//!           "encrypted_data": b64(nonce12 || ciphertext || tag16), "kid": "<RSA kid>"}
+//!           AES-256-GCM, AAD "fieldseal-envelope-request"
+//! response {"encrypted_data": b64(nonce12 || ciphertext || tag16)}
+//!           same session key, fresh nonce, AAD "fieldseal-envelope-response"
+//! ```
+//! (`b64` = standard base64 with padding.) The two AADs differ so that a response can never be
+//! replayed to the proxy as a request body, nor a request reflected as a response.
+//!
+//! Like JWE values, the RSA step must not be a padding oracle: a session key that does not
+//! unwrap is replaced by a random one and the AES-GCM decryption runs anyway, so a bad wrapped
+//! key and a bad tag end in the same error after the same work. AES-CBC envelopes (as some
+//! hand-rolled apps use) are deliberately not accepted: without a MAC they are a padding oracle.
+
+use aes_gcm::aead::{Aead, Payload};
+use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
+use base64::Engine;
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use super::client_keys::ClientKeys;
+
+/// AAD of request envelopes.
+pub const REQUEST_AAD: &[u8] = b"fieldseal-envelope-request";
+/// AAD of response envelopes.
+pub const RESPONSE_AAD: &[u8] = b"fieldseal-envelope-response";
+
+const SESSION_KEY_LEN: usize = 32;
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// Why a request envelope was refused. All are the client's fault (400); none carries key
+/// bytes or plaintext.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvelopeError {
+    /// Not a JSON object with exactly the three string members, or bad base64 / lengths.
+    Malformed,
+    /// `kid` names no RSA key of the proxy.
+    UnknownKey(String),
+    /// The session key did not unwrap or the data failed authentication (not told apart).
+    DecryptionFailed,
+    /// The decrypted body is not one JSON document.
+    NotJson,
+}
+
+impl EnvelopeError {
+    /// Stable snake_case reason for the error JSON, metrics and the audit log.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            EnvelopeError::Malformed => "malformed",
+            EnvelopeError::UnknownKey(_) => "unknown_key",
+            EnvelopeError::DecryptionFailed => "decryption_failed",
+            EnvelopeError::NotJson => "not_json",
+        }
+    }
+
+    pub fn kid(&self) -> Option<&str> {
+        match self {
+            EnvelopeError::UnknownKey(kid) => Some(kid),
+            _ => None,
+        }
+    }
+}
+
+/// The session key of one exchange, kept to seal the response. Zeroized on drop.
+pub struct SessionKey {
+    key: Zeroizing<[u8; SESSION_KEY_LEN]>,
+    /// The RSA key that unwrapped it (for metrics and the audit log).
+    pub kid: String,
+}
+
+impl std::fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestEnvelope<'a> {
+    #[serde(borrow)]
+    encrypted_session_key: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    encrypted_data: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    kid: std::borrow::Cow<'a, str>,
+}
+
+/// Opens a request envelope: returns the plaintext JSON body and the session key for the
+/// response.
+pub fn open_request(
+    body: &[u8],
+    keys: &ClientKeys,
+) -> Result<(Zeroizing<Vec<u8>>, SessionKey), EnvelopeError> {
+    let envelope: RequestEnvelope<'_> =
+        serde_json::from_slice(body).map_err(|_| EnvelopeError::Malformed)?;
+    if envelope.kid.len() > super::jwe::MAX_KID_LEN {
+        return Err(EnvelopeError::Malformed);
+    }
+    let wrapped = B64
+        .decode(envelope.encrypted_session_key.as_bytes())
+        .map_err(|_| EnvelopeError::Malformed)?;
+    let data = B64
+        .decode(envelope.encrypted_data.as_bytes())
+        .map_err(|_| EnvelopeError::Malformed)?;
+    if data.len() < NONCE_LEN + TAG_LEN {
+        return Err(EnvelopeError::Malformed);
+    }
+    let rsa = keys
+        .rsa(&envelope.kid)
+        .ok_or_else(|| EnvelopeError::UnknownKey(envelope.kid.to_string()))?;
+
+    // Unwrap, or fall back to a random key without branching on which (see the module doc).
+    let mut key = Zeroizing::new([0u8; SESSION_KEY_LEN]);
+    getrandom::fill(&mut key[..]).map_err(|_| EnvelopeError::DecryptionFailed)?;
+    let unwrapped = rsa.decrypt_oaep_sha256(&wrapped);
+    let mut candidate = Zeroizing::new([0u8; SESSION_KEY_LEN]);
+    let mut good = 0u8;
+    if let Ok(k) = &unwrapped {
+        let n = k.len().min(SESSION_KEY_LEN);
+        candidate[..n].copy_from_slice(&k[..n]);
+        good = u8::from(k.len() == SESSION_KEY_LEN);
+    }
+    let mask = 0u8.wrapping_sub(std::hint::black_box(good));
+    for (out, u) in key.iter_mut().zip(candidate.iter()) {
+        *out = (*out & !mask) | (*u & mask);
+    }
+
+    let (nonce, ciphertext) = data.split_at(NONCE_LEN);
+    let plaintext = Aes256Gcm::new_from_slice(&key[..])
+        .map_err(|_| EnvelopeError::DecryptionFailed)?
+        .decrypt(
+            Nonce::from_slice(nonce),
+            Payload {
+                msg: ciphertext,
+                aad: REQUEST_AAD,
+            },
+        )
+        .map(Zeroizing::new)
+        .map_err(|_| EnvelopeError::DecryptionFailed)?;
+    if serde_json::from_slice::<serde::de::IgnoredAny>(&plaintext).is_err() {
+        return Err(EnvelopeError::NotJson);
+    }
+    Ok((
+        plaintext,
+        SessionKey {
+            key,
+            kid: rsa.kid.clone(),
+        },
+    ))
+}
+
+impl SessionKey {
+    /// Seals a response body: `{"encrypted_data": b64(nonce || ciphertext || tag)}`. `None`
+    /// only if the OS random source fails (the caller fails closed).
+    pub fn seal_response(&self, body: &[u8]) -> Option<Vec<u8>> {
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).ok()?;
+        let sealed = Aes256Gcm::new_from_slice(&self.key[..])
+            .ok()?
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: body,
+                    aad: RESPONSE_AAD,
+                },
+            )
+            .ok()?;
+        let mut data = Vec::with_capacity(NONCE_LEN + sealed.len());
+        data.extend_from_slice(&nonce);
+        data.extend_from_slice(&sealed);
+        Some(
+            serde_json::to_vec(&serde_json::json!({ "encrypted_data": B64.encode(data) }))
+                .expect("a JSON object serialises"),
+        )
+    }
+
+    /// The session key from raw bytes (tests and the reference client).
+    #[cfg(test)]
+    fn from_bytes(bytes: [u8; SESSION_KEY_LEN]) -> Self {
+        Self {
+            key: Zeroizing::new(bytes),
+            kid: String::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aes_gcm::aead::Aead;
+    use rsa::rand_core::OsRng;
+    use rsa::sha2::Sha256;
+    use rsa::traits::PublicKeyParts;
+    use serde_json::json;
+
+    fn keys() -> (ClientKeys, rsa::RsaPublicKey) {
+        let key = crate::crypto::rsa_keys::from_pem(crate::crypto::rsa_keys::TEST_KEY_PEM).unwrap();
+        let jwk = key.jwk();
+        let n = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(jwk["n"].as_str().unwrap())
+            .unwrap();
+        let public = rsa::RsaPublicKey::new(
+            rsa::BigUint::from_bytes_be(&n),
+            rsa::BigUint::from(65537u32),
+        )
+        .unwrap();
+        (ClientKeys::new(vec![key], vec![]).unwrap(), public)
+    }
+
+    /// Builds a request envelope like a client: returns the body and the session key.
+    fn client_envelope(
+        public: &rsa::RsaPublicKey,
+        kid: &str,
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> (Vec<u8>, [u8; 32]) {
+        let mut session = [0u8; 32];
+        getrandom::fill(&mut session).unwrap();
+        let wrapped = public
+            .encrypt(&mut OsRng, rsa::Oaep::new::<Sha256>(), &session)
+            .unwrap();
+        let nonce = [7u8; 12];
+        let ct = Aes256Gcm::new_from_slice(&session)
+            .unwrap()
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
+            .unwrap();
+        let data = [&nonce[..], &ct[..]].concat();
+        let body = json!({
+            "encrypted_session_key": B64.encode(wrapped),
+            "encrypted_data": B64.encode(data),
+            "kid": kid,
+        });
+        (serde_json::to_vec(&body).unwrap(), session)
+    }
+
+    #[test]
+    fn request_opens_and_response_seals_with_the_same_session_key() {
+        let (keys, public) = keys();
+        assert_eq!(public.size(), 256);
+        let kid = keys.rsa_keys()[0].kid.clone();
+        let (body, session) = client_envelope(&public, &kid, br#"{"amount": 12}"#, REQUEST_AAD);
+        let (plain, key) = open_request(&body, &keys).unwrap();
+        assert_eq!(&plain[..], br#"{"amount": 12}"#);
+        assert_eq!(key.kid, kid);
+
+        let sealed = key.seal_response(br#"{"ok":true}"#).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&sealed).unwrap();
+        let data = B64.decode(v["encrypted_data"].as_str().unwrap()).unwrap();
+        let cipher = Aes256Gcm::new_from_slice(&session).unwrap();
+        let open = |aad: &[u8]| {
+            cipher.decrypt(
+                Nonce::from_slice(&data[..12]),
+                Payload {
+                    msg: &data[12..],
+                    aad,
+                },
+            )
+        };
+        assert_eq!(open(RESPONSE_AAD).unwrap(), br#"{"ok":true}"#);
+        // The request AAD does not open a response: the directions cannot be swapped.
+        assert!(open(REQUEST_AAD).is_err());
+        // Fresh nonce per response.
+        let again = SessionKey::from_bytes(session)
+            .seal_response(b"{}")
+            .unwrap();
+        assert_ne!(
+            again,
+            SessionKey::from_bytes(session)
+                .seal_response(b"{}")
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn bad_envelopes_are_refused_with_reasons() {
+        let (keys, public) = keys();
+        let kid = keys.rsa_keys()[0].kid.clone();
+        // Sealed with the response AAD: authentication fails.
+        let (body, _) = client_envelope(&public, &kid, b"{}", RESPONSE_AAD);
+        assert_eq!(
+            open_request(&body, &keys).unwrap_err(),
+            EnvelopeError::DecryptionFailed
+        );
+        // Not JSON inside.
+        let (body, _) = client_envelope(&public, &kid, b"not json", REQUEST_AAD);
+        assert_eq!(
+            open_request(&body, &keys).unwrap_err(),
+            EnvelopeError::NotJson
+        );
+        // Unknown kid.
+        let (body, _) = client_envelope(&public, "other", b"{}", REQUEST_AAD);
+        assert_eq!(
+            open_request(&body, &keys).unwrap_err(),
+            EnvelopeError::UnknownKey("other".into())
+        );
+        // A tampered wrapped key and a tampered tag: the same error.
+        let (body, _) = client_envelope(&public, &kid, b"{}", REQUEST_AAD);
+        let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        for member in ["encrypted_session_key", "encrypted_data"] {
+            let mut t = v.clone();
+            let mut bytes = B64.decode(t[member].as_str().unwrap()).unwrap();
+            let last = bytes.len() - 1;
+            bytes[last] ^= 1;
+            t[member] = json!(B64.encode(bytes));
+            assert_eq!(
+                open_request(&serde_json::to_vec(&t).unwrap(), &keys).unwrap_err(),
+                EnvelopeError::DecryptionFailed,
+                "{member}"
+            );
+        }
+        // Shape: extra or missing members, bad base64, short data, not an object.
+        v["extra"] = json!(1);
+        assert_eq!(
+            open_request(&serde_json::to_vec(&v).unwrap(), &keys).unwrap_err(),
+            EnvelopeError::Malformed
+        );
+        for bad in [
+            json!({"encrypted_session_key": "AA==", "encrypted_data": "AA==", "kid": kid}),
+            json!({"encrypted_session_key": "!!", "encrypted_data": "AA==", "kid": kid}),
+            json!({"encrypted_data": "AA==", "kid": kid}),
+            json!([1]),
+        ] {
+            assert_eq!(
+                open_request(&serde_json::to_vec(&bad).unwrap(), &keys).unwrap_err(),
+                EnvelopeError::Malformed,
+                "{bad}"
+            );
+        }
+    }
+}

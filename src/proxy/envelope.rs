@@ -1,0 +1,111 @@
+//! The envelope stage of `envelope: true` routes (contract §3): open the client's request
+//! envelope and forward the plain JSON body; seal the app's whole response under the same
+//! session key.
+//!
+//! Fail closed both ways: a request envelope that does not open is a 400 and the app is never
+//! called (a request without a body has no session key to seal the answer with, so it is
+//! refused too); a response that cannot be sealed (too large, undecodable, upstream error
+//! mid-body) becomes a 502 and its plaintext is dropped. The crypto is in
+//! [`crate::crypto::envelope`].
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Response};
+use http_body::Body;
+
+use super::error::ProxyError;
+use super::fields::{
+    declared_length, forget_validators, is_json, read_bounded, read_response_body,
+    response_has_no_body, set_length,
+};
+use crate::body::{full, ProxyBody};
+use crate::crypto::client_keys::ClientKeys;
+use crate::crypto::envelope::{self, SessionKey};
+use crate::field_rules::{Action, FieldOp};
+
+/// Opens the request envelope. Returns the plain body to forward and the session key.
+pub async fn open_request(
+    headers: &mut HeaderMap,
+    body: ProxyBody,
+    keys: Option<&ClientKeys>,
+    limit: usize,
+    ops: &mut Vec<FieldOp>,
+) -> Result<(ProxyBody, SessionKey), ProxyError> {
+    let declared = declared_length(headers);
+    if body.is_end_stream() || declared == Some(0) {
+        return Err(rejected("missing", None));
+    }
+    if !is_json(headers) {
+        return Err(ProxyError::UnsupportedMediaType);
+    }
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ProxyError::BodyTooLarge);
+    }
+    let bytes = read_bounded(body, limit).await.map_err(|too_large| {
+        if too_large {
+            ProxyError::BodyTooLarge
+        } else {
+            ProxyError::ClientBody
+        }
+    })?;
+    // Config validation guarantees RSA keys on envelope routes; fail closed regardless.
+    let keys = keys.ok_or_else(|| rejected("unknown_key", None))?;
+    let (plain, session) = envelope::open_request(&bytes, keys)
+        .map_err(|e| rejected(e.reason(), e.kid().map(str::to_string)))?;
+    ops.push(FieldOp {
+        path: "$".into(),
+        action: Action::EnvelopeOpened,
+        kid: Some(session.kid.clone()),
+    });
+    // The body is forwarded as plain JSON; the client's encoding headers described the
+    // envelope, not this.
+    headers.remove(header::CONTENT_ENCODING);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    set_length(headers, plain.len());
+    Ok((full(Bytes::copy_from_slice(&plain)), session))
+}
+
+/// Seals the app's whole response body under the session key (any status, any content type:
+/// the client gets nothing in the clear).
+pub async fn seal_response(
+    resp: Response<ProxyBody>,
+    method: &Method,
+    session: &SessionKey,
+    limit: usize,
+    deadline: Duration,
+    ops: &mut Vec<FieldOp>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    if response_has_no_body(method, resp.status()) {
+        return Ok(resp);
+    }
+    let (mut parts, body) = resp.into_parts();
+    let plain = read_response_body(&mut parts, body, limit, deadline).await?;
+    let sealed = session
+        .seal_response(&plain)
+        .ok_or(ProxyError::ResponseNotEncryptable("sealing failed"))?;
+    ops.push(FieldOp {
+        path: "$".into(),
+        action: Action::EnvelopeSealed,
+        kid: Some(session.kid.clone()),
+    });
+    parts.headers.remove(header::CONTENT_ENCODING);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    set_length(&mut parts.headers, sealed.len());
+    forget_validators(&mut parts.headers);
+    // A weak ETag survives a change of coding, not a change of content: the sealed body
+    // differs on every response.
+    parts.headers.remove(header::ETAG);
+    Ok(Response::from_parts(parts, full(sealed)))
+}
+
+fn rejected(reason: &'static str, kid: Option<String>) -> ProxyError {
+    ProxyError::EnvelopeRejected { reason, kid }
+}
