@@ -159,6 +159,23 @@ pub fn describe(s: &Settings) -> String {
     for w in &s.warnings {
         let _ = writeln!(out, "warning: {w}");
     }
+    if let Some(client) = &s.keys.client {
+        // Public ids only: what clients will see in the JWKS, in that order.
+        let _ = writeln!(
+            out,
+            "client keys (JWKS at {}):",
+            crate::proxy::well_known::JWKS_PATH
+        );
+        for k in client.rsa_keys() {
+            let _ = writeln!(out, "  RSA-{} kid {}", k.bits, k.kid);
+        }
+        for k in client.hpke_keys() {
+            let _ = writeln!(out, "  X25519 (HPKE) kid {}", k.kid());
+        }
+        if let Some(p) = &s.keys.public_key_path {
+            let _ = writeln!(out, "  seed-compatible public key at {p}");
+        }
+    }
     let _ = writeln!(out, "routes ({}, first match wins):", s.routes.len());
     for (i, r) in s.routes.iter().enumerate() {
         let _ = writeln!(out, "  {}. {} {} {}", i + 1, r.name, r.methods, r.path);

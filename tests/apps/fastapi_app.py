@@ -38,7 +38,17 @@ async def put_user(user_id: int, request: Request):
 
 @app.get("/api/stats")
 async def stats():
-    return {"puts": PUTS["count"]}
+    return {"puts": PUTS["count"], "secure": SECURE["count"]}
+
+
+SECURE = {"count": 0}
+
+
+@app.post("/api/secure/echo")
+async def secure_echo(request: Request):
+    # An ordinary JSON endpoint: it knows nothing of the envelope fieldseal opened for it.
+    SECURE["count"] += 1
+    return {"received": await request.json(), "content_type": request.headers.get("content-type")}
 
 
 @app.get("/api/raw/text")

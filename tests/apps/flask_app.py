@@ -36,7 +36,17 @@ def put_user(user_id):
 
 @app.get("/api/stats")
 def stats():
-    return jsonify({"puts": PUTS["count"]})
+    return jsonify({"puts": PUTS["count"], "secure": SECURE["count"]})
+
+
+SECURE = {"count": 0}
+
+
+@app.post("/api/secure/echo")
+def secure_echo():
+    # An ordinary JSON endpoint: it knows nothing of the envelope fieldseal opened for it.
+    SECURE["count"] += 1
+    return jsonify({"received": request.get_json(), "content_type": request.headers.get("content-type")})
 
 
 @app.get("/api/raw/text")
