@@ -154,7 +154,7 @@ impl Metrics {
         let fields = Family::<FieldLabels, Counter>::default();
         registry.register(
             "fields",
-            "JSON fields processed, by route, action (sealed, opened, redacted, masked, plaintext_passed) and key id",
+            "JSON fields processed, by route, action (sealed, opened, decrypted, redacted, masked, plaintext_passed, envelope_opened, envelope_sealed) and key id",
             fields.clone(),
         );
         let field_failures = Family::<FieldFailureLabels, Counter>::default();

@@ -33,6 +33,25 @@ fn example_env(pki: &Pki, yaml: &str) -> Vec<(String, String)> {
             keyring.display().to_string(),
         ));
     }
+    for (key, command, file) in [
+        ("rsa_private_key", ["rsa", "generate", "--bits", "2048"], "rsa.pem"),
+        ("hpke_private_key", ["hpke", "generate", "", ""], "x25519.pem"),
+    ] {
+        if !yaml.contains(key) {
+            continue;
+        }
+        let path = pki.path(file);
+        if !path.exists() {
+            let mut args: Vec<&str> = command.iter().copied().filter(|a| !a.is_empty()).collect();
+            args.extend(["--out", path.to_str().unwrap()]);
+            let (code, _, stderr) = run_cli(&args, &[]);
+            assert_eq!(code, 0, "{stderr}");
+        }
+        env.push((
+            format!("FIELDSEAL_KEYS__{}", key.to_uppercase()),
+            path.display().to_string(),
+        ));
+    }
     env
 }
 
@@ -54,7 +73,7 @@ fn every_example_config_passes_check() {
         assert!(stdout.contains("is valid"), "{stdout}");
         checked += 1;
     }
-    assert!(checked >= 4, "only {checked} example configs found");
+    assert!(checked >= 5, "only {checked} example configs found");
 }
 
 #[test]
