@@ -67,7 +67,14 @@ fn hpke_jwe(key: &hpke::HpkeKey) -> String {
     let (enc, ct) = key
         .seal(Suite::X25519Aes256Gcm, header.as_bytes(), VALUE)
         .unwrap();
-    [header, B64URL.encode(enc), String::new(), B64URL.encode(ct), String::new()].join(".")
+    [
+        header,
+        B64URL.encode(enc),
+        String::new(),
+        B64URL.encode(ct),
+        String::new(),
+    ]
+    .join(".")
 }
 
 fn envelope_body(key: &rsa_keys::RsaKey, body: &[u8]) -> Vec<u8> {

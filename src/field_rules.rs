@@ -932,4 +932,160 @@ mod tests {
             }
         }
     }
+
+    /// A client key set with one X25519 key, and HPKE JWE values made for it.
+    fn client_keys() -> ClientKeys {
+        let key = crate::crypto::hpke::from_pem(&crate::crypto::hpke::generate().unwrap()).unwrap();
+        ClientKeys::new(vec![], vec![key]).unwrap()
+    }
+
+    fn client_jwe(keys: &ClientKeys, plaintext: &[u8], extra: Value) -> String {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let key = &keys.hpke_keys()[0];
+        let mut header = json!({"alg": "HPKE-X25519-A256GCM", "kid": key.kid()});
+        header
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let header = b64.encode(header.to_string());
+        let (enc, ct) = key
+            .seal(
+                crate::crypto::hpke::Suite::X25519Aes256Gcm,
+                header.as_bytes(),
+                plaintext,
+            )
+            .unwrap();
+        [
+            header,
+            b64.encode(enc),
+            String::new(),
+            b64.encode(ct),
+            String::new(),
+        ]
+        .join(".")
+    }
+
+    #[test]
+    fn client_values_open_on_both_engines_within_the_budget() {
+        let keys = client_keys();
+        let ring = test_keyring();
+        // `$.items[?@.secret]` is not a simple path: the Value engine runs it.
+        let simple = RequestRules::new(vec![sel("$.ssn"), sel("$.items[*]")], false, None);
+        let filtered = RequestRules::new(vec![sel("$.ssn"), sel("$.items[?@]")], false, None);
+        assert!(simple.plan().is_some() && filtered.plan().is_none());
+        let openers = Openers {
+            keyring: Some(&ring),
+            client: Some(&keys),
+            max_encrypted_values: 3,
+            freshness: None,
+        };
+        let body = json!({
+            "ssn": client_jwe(&keys, b"123-45-6789", json!({})),
+            "items": [client_jwe(&keys, br#"{"a":1}"#, json!({"cty": "json"})), "plain"],
+            "other": client_jwe(&keys, b"not at a decrypt path", json!({})),
+        });
+        for rules in [&simple, &filtered] {
+            let mut ops = Vec::new();
+            let out = rewrite_request_body(body.to_string().as_bytes(), rules, &openers, &mut ops)
+                .unwrap()
+                .unwrap();
+            let out: Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(out["ssn"], "123-45-6789");
+            assert_eq!(out["items"], json!([{"a": 1}, "plain"]));
+            assert_eq!(out["other"], body["other"], "only decrypt paths are opened");
+            let decrypted: Vec<_> = ops
+                .iter()
+                .filter(|o| o.action == Action::Decrypted)
+                .collect();
+            assert_eq!(decrypted.len(), 2);
+            assert!(decrypted
+                .iter()
+                .all(|o| o.kid.as_deref() == Some(keys.hpke_keys()[0].kid())));
+
+            // A third and a fourth value: over the budget of 3, refused before the fourth is opened.
+            let mut over = body.clone();
+            over["items"] = json!([body["ssn"], body["ssn"], body["ssn"]]);
+            let err = rewrite_request_body(
+                over.to_string().as_bytes(),
+                rules,
+                &openers,
+                &mut Vec::new(),
+            )
+            .unwrap_err();
+            assert!(
+                matches!(&err, BodyFailure::Field(f) if f.reason == "too_many_encrypted_values"),
+                "{err:?}"
+            );
+
+            // Without client keys, a JWE is an unknown key (named), not plaintext passed on.
+            let fs1_only = Openers::fs1(&ring);
+            let err = rewrite_request_body(
+                body.to_string().as_bytes(),
+                rules,
+                &fs1_only,
+                &mut Vec::new(),
+            )
+            .unwrap_err();
+            assert!(
+                matches!(&err, BodyFailure::Field(f) if f.reason == "unknown_key" && f.kid.as_deref() == Some(keys.hpke_keys()[0].kid())),
+                "{err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn freshness_is_checked_after_opening_and_remembers_jtis() {
+        let keys = client_keys();
+        let store = crate::replay::MemoryReplayStore::new(1024);
+        let now = 1_800_000_000u64;
+        let openers = Openers {
+            keyring: None,
+            client: Some(&keys),
+            max_encrypted_values: 16,
+            freshness: Some(Freshness {
+                max_age: std::time::Duration::from_secs(300),
+                store: &store,
+                now,
+            }),
+        };
+        let rules = RequestRules::new(
+            vec![sel("$.ssn")],
+            false,
+            Some(std::time::Duration::from_secs(300)),
+        );
+        let body = |extra: Value| json!({"ssn": client_jwe(&keys, b"x", extra)}).to_string();
+        let reason =
+            |b: &str| match rewrite_request_body(b.as_bytes(), &rules, &openers, &mut Vec::new()) {
+                Ok(_) => "ok",
+                Err(BodyFailure::Field(f)) => f.reason,
+                Err(e) => panic!("{e:?}"),
+            };
+        let fresh = body(json!({"iat": now, "jti": "one"}));
+        assert_eq!(reason(&fresh), "ok");
+        assert_eq!(reason(&fresh), "replayed");
+        assert_eq!(
+            reason(&body(json!({"iat": now - 301, "jti": "two"}))),
+            "stale"
+        );
+        assert_eq!(reason(&body(json!({"jti": "three"}))), "missing_iat");
+        assert_eq!(reason(&body(json!({"iat": now}))), "missing_jti");
+        // A value that does not open never reaches the store: its jti stays usable.
+        let mut tampered = body(json!({"iat": now, "jti": "four"}));
+        let at = tampered.len() - 6; // inside the ciphertext segment
+        let flipped = if &tampered[at..=at] == "A" { "B" } else { "A" };
+        tampered.replace_range(at..=at, flipped);
+        assert_ne!(reason(&tampered), "ok");
+        assert_eq!(reason(&body(json!({"iat": now, "jti": "four"}))), "ok");
+        // Freshness off: the same value passes any number of times.
+        let relaxed = Openers {
+            freshness: None,
+            ..openers
+        };
+        for _ in 0..2 {
+            assert!(
+                rewrite_request_body(fresh.as_bytes(), &rules, &relaxed, &mut Vec::new()).is_ok()
+            );
+        }
+    }
 }

@@ -34,8 +34,16 @@ fn example_env(pki: &Pki, yaml: &str) -> Vec<(String, String)> {
         ));
     }
     for (key, command, file) in [
-        ("rsa_private_key", ["rsa", "generate", "--bits", "2048"], "rsa.pem"),
-        ("hpke_private_key", ["hpke", "generate", "", ""], "x25519.pem"),
+        (
+            "rsa_private_key",
+            ["rsa", "generate", "--bits", "2048"],
+            "rsa.pem",
+        ),
+        (
+            "hpke_private_key",
+            ["hpke", "generate", "", ""],
+            "x25519.pem",
+        ),
     ] {
         if !yaml.contains(key) {
             continue;
@@ -269,4 +277,98 @@ fn keyring_problems_are_reported_under_keys_keyring() {
     make_keyring(&keyring);
     let (code, _, stderr) = run_cli(&["check", "--config", config.to_str().unwrap()], &[]);
     assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn client_key_problems_are_reported_and_good_keys_are_listed() {
+    let pki = Pki::new();
+    let rsa = pki.path("rsa.pem");
+    let x25519 = pki.path("x25519.pem");
+    let (code, _, stderr) = run_cli(
+        &[
+            "rsa",
+            "generate",
+            "--bits",
+            "2048",
+            "--out",
+            rsa.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = run_cli(
+        &["hpke", "generate", "--out", x25519.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let config = pki.path("client.yaml");
+    let check = |keys: &str, routes: &str| {
+        let yaml = config_yaml(
+            &pki,
+            "127.0.0.1:8000".parse().unwrap(),
+            &format!("keys:\n{keys}{routes}"),
+        );
+        std::fs::write(&config, yaml).unwrap();
+        run_cli(&["check", "--config", config.to_str().unwrap()], &[])
+    };
+    let (rsa_s, x_s) = (rsa.display().to_string(), x25519.display().to_string());
+
+    // Good: both keys listed by kid, in JWKS order.
+    let (code, stdout, stderr) = check(
+        &format!("  rsa_private_key: [\"{rsa_s}\"]\n  hpke_private_key: \"{x_s}\"\n  public_key_path: /pk\n"),
+        "routes:\n  - name: a\n    match: { path: \"/a\" }\n    request: { decrypt: [\"$.x\"], max_age: 60 }\n",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("client keys (JWKS at /.well-known/fieldseal/jwks.json):"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("RSA-2048 kid "), "{stdout}");
+    assert!(stdout.contains("X25519 (HPKE) kid "), "{stdout}");
+    assert!(
+        stdout.contains("seed-compatible public key at /pk"),
+        "{stdout}"
+    );
+
+    // The same key twice, the keys swapped, a seed path without RSA, max_age without decrypt.
+    let (code, _, stderr) = check(
+        &format!("  rsa_private_key: [\"{rsa_s}\", \"{rsa_s}\"]\n"),
+        "",
+    );
+    assert_eq!(code, 1);
+    assert!(stderr.contains("configured twice"), "{stderr}");
+    let (code, _, stderr) = check(
+        &format!("  rsa_private_key: \"{x_s}\"\n  hpke_private_key: \"{rsa_s}\"\n"),
+        "",
+    );
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("keys.rsa_private_key:") && stderr.contains("not an RSA key"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("keys.hpke_private_key:") && stderr.contains("not an X25519 key"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = check(
+        &format!("  hpke_private_key: \"{x_s}\"\n  public_key_path: /pk\n"),
+        "routes:\n  - name: s\n    match: { path: \"/s\" }\n    envelope: true\n  - name: m\n    match: { path: \"/m\" }\n    request: { max_age: 60 }\n",
+    );
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("keys.public_key_path: serves an RSA public key"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("routes.0.envelope: needs `keys.rsa_private_key`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("routes.1.request.max_age"), "{stderr}");
+
+    // Key files others can read are refused, like every secret file.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&rsa, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, stderr) = check(&format!("  rsa_private_key: \"{rsa_s}\"\n"), "");
+    assert_eq!(code, 1);
+    assert!(stderr.contains("keys.rsa_private_key"), "{stderr}");
 }

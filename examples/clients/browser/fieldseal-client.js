@@ -122,58 +122,60 @@ export async function encryptField(jwk, value, options = {}) {
   }
 }
 
-// A small JSONPath subset for `encryptFields`: `$`, `.name`, `['name']`, `[0]`, `[*]`.
+const ANY = Symbol("*");
+
+// A small JSONPath subset for `encryptFields`: `$`, `.name`, `['name']`, `[0]`, `[*]`, `.*`.
+// A path without the leading `$` is taken as relative to the root (`ssn` = `$.ssn`).
 function parsePath(path) {
   const text = path.startsWith("$") ? path.slice(1) : `.${path}`;
+  const re = /\.([A-Za-z_$][\w$-]*)|\['((?:[^'\\]|\\.)*)'\]|\[(\d+)\]|\[\*\]|\.\*/y;
   const segments = [];
-  const re = /\.([A-Za-z_$][\w$-]*)|\['((?:[^'\\]|\\.)*)'\]|\[(\d+)\]|\[\*\]|\.\*/gy;
-  let match;
-  while (re.lastIndex < text.length && (match = re.exec(text)) !== null) {
-    if (match[1] !== undefined) segments.push(match[1]);
-    else if (match[2] !== undefined) segments.push(match[2].replace(/\\(.)/g, "$1"));
-    else if (match[3] !== undefined) segments.push(Number(match[3]));
-    else segments.push("*");
+  while (re.lastIndex < text.length) {
+    const m = re.exec(text);
+    if (m === null) throw new SyntaxError(`fieldseal: unsupported path ${path}`);
+    if (m[1] !== undefined) segments.push(m[1]);
+    else if (m[2] !== undefined) segments.push(m[2].replace(/\\(.)/g, "$1"));
+    else if (m[3] !== undefined) segments.push(Number(m[3]));
+    else segments.push(ANY);
   }
-  if (re.lastIndex !== text.length || match === null) {
-    if (text.length !== 0) throw new SyntaxError(`fieldseal: unsupported path ${path}`);
-  }
+  if (segments.length === 0) throw new SyntaxError("fieldseal: cannot encrypt the whole body");
   return segments;
 }
 
-function locate(node, segments, found) {
-  const [head, ...rest] = segments;
+// Calls visit(parent, key) for every existing node the segments select.
+function locate(node, segments, visit) {
   if (node === null || typeof node !== "object") return;
-  const keys = head === "*" ? Object.keys(node) : [head];
+  const [head, ...rest] = segments;
+  const keys = head === ANY ? Object.keys(node) : [head];
   for (const key of keys) {
     if (!Object.prototype.hasOwnProperty.call(node, key)) continue;
-    if (rest.length === 0) found.push([node, key]);
-    else locate(node[key], rest, found);
+    if (rest.length === 0) visit(node, key);
+    else locate(node[key], rest, visit);
   }
 }
 
 /**
  * A copy of `obj` with the values at `paths` (e.g. ["$.ssn", "$.cards[*].number"]) encrypted
  * for the proxy at `baseUrl` ("" = this origin). Paths that match nothing are skipped, as the
- * proxy does. `options` is passed to `encryptField` for every value (json, iat, jti).
+ * proxy does; a node selected twice is encrypted once. `options` goes to `encryptField` for
+ * every value (json, iat, jti — a fixed jti would make the values replays of each other).
  */
 export async function encryptFields(baseUrl, obj, paths, options = {}) {
   const key = pickKey(await fetchKeys(baseUrl));
   const copy = structuredClone(obj);
-  const targets = [];
+  const targets = new Map(); // parent object -> Set of keys
   for (const path of paths) {
-    const segments = parsePath(path);
-    if (segments.length === 0) throw new SyntaxError("fieldseal: cannot encrypt the whole body");
-    locate(copy, segments, targets);
+    locate(copy, parsePath(path), (parent, k) => {
+      if (!targets.has(parent)) targets.set(parent, new Set());
+      targets.get(parent).add(k);
+    });
   }
-  const seen = new Set();
-  await Promise.all(
-    targets.map(async ([parent, k]) => {
-      const id = parent;
-      const slot = seen.has(id) && seen.get ? null : null; // placeholder for clarity below
-      void slot;
-      const value = parent[k];
-      parent[k] = await encryptField(key, value, options);
-    }),
-  );
+  const jobs = [];
+  for (const [parent, keys] of targets) {
+    for (const k of keys) {
+      jobs.push(encryptField(key, parent[k], options).then((jwe) => { parent[k] = jwe; }));
+    }
+  }
+  await Promise.all(jobs);
   return copy;
 }
