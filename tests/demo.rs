@@ -3,6 +3,7 @@
 
 mod common;
 
+use base64::Engine;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -71,6 +72,56 @@ async fn demo_serves_the_demo_app_through_the_proxy() {
     let echoed = read_json(send_once(addr, insecure_client(), put).await).await;
     assert_eq!(echoed["received"]["ssn"], "123-45-6789", "{echoed}");
     assert_eq!(echoed["received"]["cards"][0]["number"], "4111111111110366");
+
+    // The demo publishes an X25519 key; a value HPKE-encrypted to it reaches the app opened.
+    let jwks = read_json(
+        get(
+            addr,
+            insecure_client(),
+            "/.well-known/fieldseal/jwks.json",
+            true,
+        )
+        .await,
+    )
+    .await;
+    let jwk = &jwks["keys"][0];
+    assert_eq!(
+        (jwk["kty"].as_str(), jwk["crv"].as_str()),
+        (Some("OKP"), Some("X25519"))
+    );
+    let demo_config = banner
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("config "))
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| panic!("no config path in the banner:\n{}", banner.join("\n")));
+    let key = fieldseal::crypto::hpke::load(&demo_config.with_file_name("x25519.pem")).unwrap();
+    assert_eq!(jwk["kid"].as_str(), Some(key.kid()));
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = b64.encode(format!(
+        r#"{{"alg":"HPKE-X25519-A256GCM","kid":"{}"}}"#,
+        key.kid()
+    ));
+    let (enc, ct) = key
+        .seal(
+            fieldseal::crypto::hpke::Suite::X25519Aes256Gcm,
+            header.as_bytes(),
+            b"987-65-4321",
+        )
+        .unwrap();
+    let value = [
+        header,
+        b64.encode(enc),
+        String::new(),
+        b64.encode(ct),
+        String::new(),
+    ]
+    .join(".");
+    let put = request("PUT", "/api/users/1", true)
+        .header("content-type", "application/json")
+        .body(body(serde_json::json!({ "ssn": value }).to_string()))
+        .unwrap();
+    let echoed = read_json(send_once(addr, insecure_client(), put).await).await;
+    assert_eq!(echoed["received"]["ssn"], "987-65-4321", "{echoed}");
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -52,6 +52,10 @@ pub fn write_files(
     let keyring =
         zeroize::Zeroizing::new(serde_json::to_vec_pretty(&keyring).map_err(|e| e.to_string())?);
     write_private(&dir.join("keyring.json"), &keyring).map_err(|e| e.to_string())?;
+    // An X25519 key (instant to make, unlike RSA) so the demo publishes a JWKS clients can
+    // encrypt to with HPKE.
+    let x25519 = crate::crypto::hpke::generate()?;
+    write_private(&dir.join("x25519.pem"), x25519.as_bytes()).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("cert.pem"), cert.cert.pem()).map_err(|e| e.to_string())?;
     write_private(
         &dir.join("key.pem"),
@@ -68,6 +72,7 @@ tls:
   key: key.pem
 keys:
   keyring: keyring.json
+  hpke_private_key: x25519.pem
 headers:
   permissions-policy: "geolocation=(), camera=()"
 routes:
@@ -111,6 +116,7 @@ Try:
   fieldseal open --keyring {keyring} --context ssn fs1.k1.…   # open a token yourself
   curl -sk -X PUT {base}/api/users/1 -H 'content-type: application/json' -d '{{"ssn":"fs1.k1.AAAA"}}'
                                                        # a bad token: 400, the app is never called
+  curl -sk {base}/.well-known/fieldseal/jwks.json      # public key for client-side (HPKE) encryption
   curl -sk -D - -o /dev/null {base}/api/users/1        # security headers; no Server / X-Powered-By
   curl -sk {base}/api/echo -H 'content-type: application/json' -d '{{"hello":"world"}}'
   curl -sk --tls-max 1.2 {base}/api/users/1            # refused: TLS 1.3 only

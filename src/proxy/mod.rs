@@ -73,7 +73,7 @@ pub async fn handle(
     };
 
     let forwarded = match (local, runtime.settings.keys.client.as_deref()) {
-        (Some(name), Some(keys)) => Ok(well_known::respond(&req, name, keys)),
+        (Some(name), Some(keys)) => Ok(well_known::respond(&req, name, keys, &request_id_text)),
         _ => {
             let context = Context {
                 runtime: &runtime,

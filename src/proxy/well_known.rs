@@ -17,6 +17,7 @@ use http::{Method, Request, Response, StatusCode};
 use crate::body::{empty, full, ProxyBody};
 use crate::config::Settings;
 use crate::crypto::client_keys::ClientKeys;
+use crate::proxy::error::error_response;
 
 /// Where the JWKS is served (contract §3).
 pub const JWKS_PATH: &str = "/.well-known/fieldseal/jwks.json";
@@ -42,18 +43,33 @@ pub fn route_for<B>(req: &Request<B>, settings: &Settings) -> Option<&'static Ar
 }
 
 /// The response for a local document (see [`route_for`]).
-pub fn respond<B>(req: &Request<B>, route: &Arc<str>, keys: &ClientKeys) -> Response<ProxyBody> {
+pub fn respond<B>(
+    req: &Request<B>,
+    route: &Arc<str>,
+    keys: &ClientKeys,
+    request_id: &str,
+) -> Response<ProxyBody> {
     let (body, content_type) = if Arc::ptr_eq(route, &JWKS_ROUTE) {
         (Some(keys.jwks()), "application/jwk-set+json")
     } else {
         (keys.seed_public_key(), "application/json")
     };
     let Some(body) = body else {
-        return status_only(StatusCode::NOT_FOUND);
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "No RSA key is configured.",
+            request_id,
+        );
     };
     let method = req.method();
     if method != Method::GET && method != Method::HEAD {
-        let mut resp = status_only(StatusCode::METHOD_NOT_ALLOWED);
+        let mut resp = error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "Public keys are read with GET.",
+            request_id,
+        );
         resp.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return resp;

@@ -138,6 +138,7 @@ def test_jwks_and_seed_endpoint_are_served_by_the_proxy(setup, pki):
         assert again.status_code == 304 and again.content == b""
         post = c.post(setup["proxy"].url("/.well-known/fieldseal/jwks.json"), json={})
         assert post.status_code == 405 and post.headers["allow"] == "GET, HEAD"
+        assert post.json()["error"]["code"] == "method_not_allowed"
 
         seed = c.get(setup["proxy"].url(SEED_PATH))
         assert seed.status_code == 200
