@@ -77,7 +77,7 @@ def wait_port(port: int) -> None:
 
 def oha(url: str, body: Path, seconds: int, connections: int) -> float:
     out = subprocess.run(
-        ["oha", "--no-tui", "--insecure", "-j", "-z", f"{seconds}s", "-c", str(connections),
+        ["oha", "--no-tui", "--insecure", "--output-format", "json", "-z", f"{seconds}s", "-c", str(connections),
          "-m", "PUT", "-T", "application/json", "-D", str(body), url],
         check=True, capture_output=True, text=True).stdout
     doc = json.loads(out)
