@@ -120,20 +120,8 @@ pub fn open_request(
         .ok_or_else(|| EnvelopeError::UnknownKey(envelope.kid.to_string()))?;
 
     // Unwrap, or fall back to a random key without branching on which (see the module doc).
-    let mut key = Zeroizing::new([0u8; SESSION_KEY_LEN]);
-    getrandom::fill(&mut key[..]).map_err(|_| EnvelopeError::DecryptionFailed)?;
-    let unwrapped = rsa.decrypt_oaep_sha256(&wrapped);
-    let mut candidate = Zeroizing::new([0u8; SESSION_KEY_LEN]);
-    let mut good = 0u8;
-    if let Ok(k) = &unwrapped {
-        let n = k.len().min(SESSION_KEY_LEN);
-        candidate[..n].copy_from_slice(&k[..n]);
-        good = u8::from(k.len() == SESSION_KEY_LEN);
-    }
-    let mask = 0u8.wrapping_sub(std::hint::black_box(good));
-    for (out, u) in key.iter_mut().zip(candidate.iter()) {
-        *out = (*out & !mask) | (*u & mask);
-    }
+    let key = super::jwe::key_or_random(rsa.decrypt_oaep_sha256(&wrapped))
+        .map_err(|()| EnvelopeError::DecryptionFailed)?;
 
     let (nonce, ciphertext) = data.split_at(NONCE_LEN);
     let plaintext = Aes256Gcm::new_from_slice(&key[..])

@@ -428,33 +428,40 @@ pub fn open(compact: &str, keys: &dyn KeyUnwrap) -> Result<Opened, JweError> {
     })
 }
 
-/// The CEK from `encrypted_key`, or — if the unwrap fails or yields anything but 32 bytes — a
-/// random one, chosen without branching on which (RFC 7516 §11.5). The AES-GCM decryption that
-/// follows then fails on the tag exactly as it would for a tampered ciphertext, so neither the
-/// error nor the steps taken say whether the RSA padding was valid. The random bytes are drawn
-/// first, on every call, so that too is the same on both paths.
+/// The CEK from `encrypted_key`, or a random one when the unwrap fails (see [`key_or_random`]).
 fn unwrap_or_random(
     keys: &dyn KeyUnwrap,
     kid: &str,
     encrypted_key: &[u8],
 ) -> Result<Zeroizing<[u8; CEK_LEN]>, JweError> {
-    let mut cek = Zeroizing::new([0u8; CEK_LEN]);
-    // Fails only if the OS random source does: fail closed, with the same error.
-    getrandom::fill(&mut cek[..]).map_err(|_| JweError::DecryptionFailed)?;
-    let unwrapped = keys.unwrap_cek(kid, encrypted_key);
+    key_or_random(keys.unwrap_cek(kid, encrypted_key)).map_err(|()| JweError::DecryptionFailed)
+}
+
+/// The 32-byte key an RSA-OAEP unwrap produced, or — if it failed or yielded any other length —
+/// a random one, chosen without branching on which (RFC 7516 §11.5). The AES-GCM decryption
+/// that follows then fails on the tag exactly as it would for a tampered ciphertext, so neither
+/// the error nor the steps taken say whether the RSA padding was valid. Used for JWE CEKs and
+/// envelope session keys alike. `Err` only if the OS random source fails (fail closed).
+#[allow(clippy::result_unit_err)]
+pub(crate) fn key_or_random(
+    unwrapped: Result<Zeroizing<Vec<u8>>, ()>,
+) -> Result<Zeroizing<[u8; CEK_LEN]>, ()> {
+    let mut key = Zeroizing::new([0u8; CEK_LEN]);
+    // Drawn on every call, so both paths do the same work.
+    getrandom::fill(&mut key[..]).map_err(|_| ())?;
     let mut candidate = Zeroizing::new([0u8; CEK_LEN]);
     let mut good = 0u8;
-    if let Ok(key) = &unwrapped {
-        let n = key.len().min(CEK_LEN);
-        candidate[..n].copy_from_slice(&key[..n]);
-        good = u8::from(key.len() == CEK_LEN);
+    if let Ok(k) = &unwrapped {
+        let n = k.len().min(CEK_LEN);
+        candidate[..n].copy_from_slice(&k[..n]);
+        good = u8::from(k.len() == CEK_LEN);
     }
     // 0xff to take the unwrapped key, 0x00 to keep the random one.
     let mask = 0u8.wrapping_sub(std::hint::black_box(good));
-    for (out, unwrapped) in cek.iter_mut().zip(candidate.iter()) {
+    for (out, unwrapped) in key.iter_mut().zip(candidate.iter()) {
         *out = (*out & !mask) | (*unwrapped & mask);
     }
-    Ok(cek)
+    Ok(key)
 }
 
 #[cfg(test)]

@@ -13,12 +13,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response};
-use http_body::Body;
 
 use super::error::ProxyError;
 use super::fields::{
-    declared_length, forget_validators, is_json, read_bounded, read_response_body,
-    response_has_no_body, set_length,
+    forget_validators, read_request_json, read_response_body, response_has_no_body, set_length,
 };
 use crate::body::{full, ProxyBody};
 use crate::crypto::client_keys::ClientKeys;
@@ -33,23 +31,9 @@ pub async fn open_request(
     limit: usize,
     ops: &mut Vec<FieldOp>,
 ) -> Result<(ProxyBody, SessionKey), ProxyError> {
-    let declared = declared_length(headers);
-    if body.is_end_stream() || declared == Some(0) {
-        return Err(rejected("missing", None));
-    }
-    if !is_json(headers) {
-        return Err(ProxyError::UnsupportedMediaType);
-    }
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(ProxyError::BodyTooLarge);
-    }
-    let bytes = read_bounded(body, limit).await.map_err(|too_large| {
-        if too_large {
-            ProxyError::BodyTooLarge
-        } else {
-            ProxyError::ClientBody
-        }
-    })?;
+    let bytes = read_request_json(headers, body, limit)
+        .await?
+        .ok_or_else(|| rejected("missing", None))?;
     // Config validation guarantees RSA keys on envelope routes; fail closed regardless.
     let keys = keys.ok_or_else(|| rejected("unknown_key", None))?;
     let (plain, session) = envelope::open_request(&bytes, keys)

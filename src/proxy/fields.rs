@@ -26,7 +26,7 @@ use crate::field_rules::{self, BodyFailure, FieldOp, Openers};
 const DIGEST_HEADERS: &[&str] = &["digest", "content-digest", "repr-digest", "content-md5"];
 
 /// Whether a `Content-Type` is JSON (`application/json`, `application/*+json`).
-pub(super) fn is_json(headers: &HeaderMap) -> bool {
+fn is_json(headers: &HeaderMap) -> bool {
     let Some(ct) = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -42,7 +42,7 @@ pub(super) fn is_json(headers: &HeaderMap) -> bool {
     media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
 }
 
-pub(super) fn declared_length(headers: &HeaderMap) -> Option<u64> {
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -53,7 +53,7 @@ pub(super) fn declared_length(headers: &HeaderMap) -> Option<u64> {
 /// (A hand-written loop rather than `http_body_util::Limited`, whose `Into<BoxError>` bound
 /// trips rustc's higher-ranked lifetime inference in this async context and makes the request
 /// future non-`Send`.)
-pub(super) async fn read_bounded(mut body: ProxyBody, limit: usize) -> Result<Bytes, bool> {
+async fn read_bounded(mut body: ProxyBody, limit: usize) -> Result<Bytes, bool> {
     // A small body usually arrives in one frame: keep it as it is, copy only from a second.
     let mut first = Bytes::new();
     let mut rest: Option<bytes::BytesMut> = None;
@@ -99,6 +99,36 @@ pub(super) fn forget_validators(headers: &mut HeaderMap) {
     }
 }
 
+/// Reads a JSON request body a stage must buffer: `None` when there is no body, 415 when it
+/// is not declared JSON, 413 past `limit` (checked against `Content-Length` before reading,
+/// and while reading).
+pub(super) async fn read_request_json(
+    headers: &HeaderMap,
+    body: ProxyBody,
+    limit: usize,
+) -> Result<Option<Bytes>, ProxyError> {
+    let declared = declared_length(headers);
+    if body.is_end_stream() || declared == Some(0) {
+        return Ok(None);
+    }
+    if !is_json(headers) {
+        return Err(ProxyError::UnsupportedMediaType);
+    }
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ProxyError::BodyTooLarge);
+    }
+    read_bounded(body, limit)
+        .await
+        .map(Some)
+        .map_err(|too_large| {
+            if too_large {
+                ProxyError::BodyTooLarge
+            } else {
+                ProxyError::ClientBody
+            }
+        })
+}
+
 /// Opens the tokens at the route's decrypt paths. Returns the body to forward.
 pub async fn rewrite_request(
     headers: &mut HeaderMap,
@@ -108,23 +138,9 @@ pub async fn rewrite_request(
     limit: usize,
     ops: &mut Vec<FieldOp>,
 ) -> Result<ProxyBody, ProxyError> {
-    let declared = declared_length(headers);
-    if body.is_end_stream() || declared == Some(0) {
+    let Some(bytes) = read_request_json(headers, body, limit).await? else {
         return Ok(crate::body::empty());
-    }
-    if !is_json(headers) {
-        return Err(ProxyError::UnsupportedMediaType);
-    }
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(ProxyError::BodyTooLarge);
-    }
-    let bytes = read_bounded(body, limit).await.map_err(|too_large| {
-        if too_large {
-            ProxyError::BodyTooLarge
-        } else {
-            ProxyError::ClientBody
-        }
-    })?;
+    };
     // Both engines refuse nesting deeper than 128 levels: a hostile body cannot exhaust a
     // stack, here or in the app.
     let rewritten =
