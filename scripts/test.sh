@@ -14,6 +14,10 @@ if [ ! -x "$VENV/bin/python" ]; then
   fi
 fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+if [ ! -x /usr/bin/chromium ]; then
+  # The browser client test drives Debian's chromium with playwright (no browser download).
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -23,4 +27,5 @@ echo "== cargo test"
 cargo test --all-targets
 echo "== pytest (FastAPI, Flask, httpx)"
 cargo build --bin fieldseal
+export FIELDSEAL_REQUIRE_BROWSER=1  # a missing browser fails the browser tests instead of skipping them
 FIELDSEAL_BIN="$PWD/target/debug/fieldseal" "$VENV/bin/python" -m pytest -q tests/python

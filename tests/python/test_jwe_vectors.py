@@ -1,11 +1,12 @@
 """JWE interoperability vectors (contract §3) checked with an independent implementation.
 
-`src/crypto/jwe.rs` commits a fixed RSA-2048 test key and two JWE compact values made by
+`src/crypto/rsa_keys.rs` commits a fixed RSA-2048 test key and `src/crypto/jwe.rs` two JWE
+compact values made by
 Python jwcrypto, so its unit test checks interoperability without Python. This file checks
 those constants from the other side: jwcrypto opens them with the committed key to exactly
 the values the Rust test expects, so the vectors are genuine jwcrypto output and not
 something only our own code reads. `python tests/python/test_jwe_vectors.py` regenerates
-them (new key, new vectors) for pasting into jwe.rs.
+them (new key, new vectors) for pasting into those files.
 """
 import json
 import re
@@ -16,19 +17,21 @@ import pytest
 jwcrypto = pytest.importorskip("jwcrypto")
 from jwcrypto import jwe, jwk  # noqa: E402
 
-JWE_RS = Path(__file__).resolve().parents[2] / "src" / "crypto" / "jwe.rs"
+CRYPTO = Path(__file__).resolve().parents[2] / "src" / "crypto"
+JWE_RS = CRYPTO / "jwe.rs"
+RSA_KEYS_RS = CRYPTO / "rsa_keys.rs"
 
 
 def rust_constant(source: str, name: str) -> str:
     match = re.search(rf'const {name}: &str =\s*r?"(.*?)";', source, re.S)
-    assert match, f"{name} not found in jwe.rs"
+    assert match, f"{name} not found"
     return match.group(1)
 
 
 @pytest.fixture(scope="module")
 def committed():
     source = JWE_RS.read_text()
-    key = jwk.JWK.from_pem(rust_constant(source, "TEST_KEY_PEM").encode())
+    key = jwk.JWK.from_pem(rust_constant(RSA_KEYS_RS.read_text(), "TEST_KEY_PEM").encode())
     return key, rust_constant(source, "JWCRYPTO_STRING"), rust_constant(source, "JWCRYPTO_JSON")
 
 
