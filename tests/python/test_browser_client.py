@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwcrypto import jwe, jwk
 
+from jose_helpers import b64url, flip, unb64url
 from conftest import ROOT, Proxy
 
 BROWSER_DIR = ROOT / "examples" / "clients" / "browser"
@@ -72,15 +73,6 @@ def setup(app, pki, fieldseal_bin, tmp_path_factory):
 def puts(setup, pki) -> int:
     with httpx.Client(verify=pki.context(), timeout=30) as c:
         return c.get(setup["proxy"].url("/api/stats")).json()["puts"]
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def unb64url(s: str) -> bytes:
-    assert "=" not in s and "+" not in s and "/" not in s, "base64url without padding"
-    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
 
 
 def open_jwe(setup, compact: str):
@@ -213,14 +205,6 @@ def test_browser_encrypts_with_webcrypto_and_the_app_receives_plaintext(setup, p
     assert status == 400 and "replayed" in answer["error"]["message"], answer
     assert puts(setup, pki) == before + 1
     assert not problems, problems
-
-
-def flip(compact: str, segment: int) -> str:
-    parts = compact.split(".")
-    raw = bytearray(unb64url(parts[segment]))
-    raw[len(raw) // 2] ^= 1
-    parts[segment] = b64url(bytes(raw))
-    return ".".join(parts)
 
 
 def test_tampered_browser_values_are_400_and_the_app_is_not_called(setup, pki, browser_page):

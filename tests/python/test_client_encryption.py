@@ -25,6 +25,7 @@ from jwcrypto import jwe, jwk
 from jwcrypto.common import json_encode
 from pyhpke import AEADId, CipherSuite, KDFId, KEMId, KEMKey
 
+from jose_helpers import b64url, flip, unb64url
 from conftest import Proxy
 
 SSN = "123-45-6789"
@@ -166,22 +167,6 @@ def test_jwcrypto_values_reach_the_app_as_plaintext_under_either_rsa_key(setup, 
         text = 'quote " backslash \\ tab \t ünïcødé ✓'
         r = c.put(setup["proxy"].url("/api/users/7"), json={"ssn": encrypt(key, text)})
         assert r.status_code == 200 and r.json()["received"] == {"ssn": text}
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def unb64url(s: str) -> bytes:
-    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
-
-
-def flip(compact: str, segment: int) -> str:
-    parts = compact.split(".")
-    raw = bytearray(unb64url(parts[segment]))
-    raw[len(raw) // 2] ^= 1
-    parts[segment] = b64url(bytes(raw))
-    return ".".join(parts)
 
 
 def test_tampered_values_are_400_and_the_app_is_never_called(setup, pki):
