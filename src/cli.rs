@@ -61,6 +61,9 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::client_keys_cli::HpkeCommand,
     },
+    /// Dry run of one request: which route matches, which selectors hit which fields of a
+    /// sample body, and what the client (or the app) would receive.
+    Explain(crate::explain::ExplainArgs),
     /// The tamper-evident audit log.
     Audit {
         #[command(subcommand)]
@@ -98,6 +101,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Keys { command } => crate::keys_cli::keys(command),
         Command::Rewrap(args) => crate::rewrap::run(args),
+        Command::Explain(args) => crate::explain::run(args),
         Command::Audit { command } => crate::audit::cli(command),
         Command::Rsa { command } => crate::client_keys_cli::rsa(command),
         Command::Hpke { command } => crate::client_keys_cli::hpke(command),

@@ -16,6 +16,7 @@ pub mod client_keys_cli;
 pub mod config;
 pub mod crypto;
 pub mod demo;
+pub mod explain;
 pub mod field_rules;
 pub mod key_usage;
 pub mod keys_cli;

@@ -1,0 +1,369 @@
+//! `fieldseal explain --config F --method M --path P [--body FILE]`: a dry run of one request
+//! against a configuration, for the question users of path-rule proxies ask most — "which rule
+//! applies here, and what will it do?".
+//!
+//! It prints the route that matches (after the same path normalisation the proxy applies), the
+//! routes that match the path but not the method (the usual confusion), the route's rules, and
+//! with a sample body: which selectors hit which fields, and the body the client (response) or
+//! the app (request) would get. The rewriting is the proxy's own code
+//! ([`crate::field_rules::rewrite_response_body`] / `rewrite_request_body`), with the
+//! configured keys, so the dry run cannot drift from what `run` does. Nothing is sent anywhere;
+//! freshness (`max_age`) is not checked, since a dry run must not consume a `jti`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use http::Method;
+use serde_json::Value;
+
+use crate::config::settings::{RequestRules, ResponseRules};
+use crate::config::{Route, Settings};
+use crate::field_rules::{self, BodyFailure, FieldOp, Openers};
+use crate::proxy::well_known::JWKS_PATH;
+use crate::routing::{normalize_path, Matchable};
+use crate::selector::Selector;
+use crate::transform;
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The request method.
+    #[arg(long, default_value = "GET")]
+    pub method: String,
+    /// The request path as the client sends it (a query string is ignored).
+    #[arg(long)]
+    pub path: String,
+    /// A sample JSON body (`-` reads stdin): a response of the app or a request of the client.
+    #[arg(long)]
+    pub body: Option<PathBuf>,
+    /// Treat the body as a response, a request, or — `auto` — a response for GET/HEAD/DELETE
+    /// and, for other methods, whichever the route has rules for (both when it has both).
+    #[arg(long, value_enum, default_value_t = Direction::Auto)]
+    pub direction: Direction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Direction {
+    Auto,
+    Response,
+    Request,
+}
+
+pub fn run(args: ExplainArgs) -> ExitCode {
+    let settings = match crate::config::load(&args.config) {
+        Ok(s) => s,
+        Err(errors) => {
+            for p in &errors.0 {
+                eprintln!("error: {p}");
+            }
+            return ExitCode::from(1);
+        }
+    };
+    let Ok(method) = args.method.to_ascii_uppercase().parse::<Method>() else {
+        eprintln!("error: `{}` is not an HTTP method", args.method);
+        return ExitCode::from(1);
+    };
+    let body = match args.body.as_deref().map(read_body).transpose() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    print!(
+        "{}",
+        explain(
+            &settings,
+            &method,
+            &args.path,
+            body.as_deref(),
+            args.direction
+        )
+    );
+    ExitCode::SUCCESS
+}
+
+fn read_body(path: &Path) -> Result<Vec<u8>, String> {
+    if path == Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+            .map_err(|e| format!("cannot read the body from stdin: {e}"))?;
+        return Ok(buf);
+    }
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// The whole report (also used by tests).
+pub fn explain(
+    settings: &Settings,
+    method: &Method,
+    raw_path: &str,
+    body: Option<&[u8]>,
+    direction: Direction,
+) -> String {
+    let mut out = String::new();
+    let path = raw_path.split('?').next().unwrap_or_default();
+    let segments = normalize_path(path);
+    let normalised = format!(
+        "/{}",
+        segments
+            .iter()
+            .map(AsRef::as_ref)
+            .collect::<Vec<&str>>()
+            .join("/")
+    );
+    let _ = writeln!(out, "request: {method} {path}");
+    if normalised != path {
+        let _ = writeln!(
+            out,
+            "  matched as {normalised} (normalised; the app still receives {path})"
+        );
+    }
+    if let Some(doc) = local_document(settings, path) {
+        let _ = writeln!(
+            out,
+            "served by fieldseal itself: {doc} (never forwarded, before any route)"
+        );
+        return out;
+    }
+
+    let mut route = None;
+    for (i, r) in settings.routes.iter().enumerate() {
+        let path_matches = r.template().matches(&segments);
+        if path_matches && r.methods().contains(method) {
+            route = Some((i, r));
+            break;
+        }
+        if path_matches {
+            let _ = writeln!(
+                out,
+                "  route {} `{}` ({} {}) matches the path but not {method}",
+                i + 1,
+                r.name,
+                r.methods,
+                r.path
+            );
+        }
+    }
+    let Some((index, route)) = route else {
+        let _ = writeln!(
+            out,
+            "no route matches: proxied untouched (route label `unmatched`; bodies stream, no rules)"
+        );
+        return out;
+    };
+    let _ = writeln!(
+        out,
+        "route {} `{}` ({} {}) matches (first match wins)",
+        index + 1,
+        route.name,
+        route.methods,
+        route.path
+    );
+    let rules = route.rules.describe();
+    if rules.is_empty() {
+        let _ = writeln!(out, "  pass-through: no rules, bodies stream untouched");
+    }
+    for rule in &rules {
+        let _ = writeln!(out, "  {rule}");
+    }
+    let headers: Vec<&str> = route.headers.names().collect();
+    let _ = writeln!(out, "  response headers set: {}", headers.join(", "));
+
+    let Some(body) = body else {
+        return out;
+    };
+    if route.rules.envelope {
+        let _ = writeln!(
+            out,
+            "envelope route: the whole request body is an encrypted envelope and the whole \
+             response is sealed; fields are not inspected"
+        );
+        return out;
+    }
+    let response = route.rules.response.as_ref().filter(|r| !r.is_empty());
+    let request = route.rules.request.as_ref().filter(|r| !r.is_empty());
+    let (as_response, as_request) = match direction {
+        Direction::Response => (response, None),
+        Direction::Request => (None, request),
+        // GET, HEAD and DELETE requests carry no body worth a rule: the sample is a response.
+        Direction::Auto if matches!(*method, Method::GET | Method::HEAD | Method::DELETE) => {
+            (response, None)
+        }
+        Direction::Auto => (response, request),
+    };
+    if as_response.is_none() && as_request.is_none() {
+        let _ = writeln!(
+            out,
+            "the body passes untouched: this route has no rules for that direction"
+        );
+    }
+    if let Some(rules) = as_response {
+        explain_response(&mut out, settings, route, rules, body);
+    }
+    if let Some(rules) = as_request {
+        explain_request(&mut out, settings, rules, body);
+    }
+    out
+}
+
+/// Which of the proxy's own documents `path` is, if any.
+fn local_document(settings: &Settings, path: &str) -> Option<&'static str> {
+    settings.keys.client.as_ref()?;
+    if path == JWKS_PATH {
+        return Some("the JWKS of the client keys");
+    }
+    (settings.keys.public_key_path.as_deref() == Some(path))
+        .then_some("the seed-compatible public key document")
+}
+
+/// One line per selector: the fields it selects in `doc`, with the AAD context for sealing
+/// and opening rules.
+fn selector_hits(
+    out: &mut String,
+    doc: &Value,
+    action: &str,
+    selector: &Selector,
+    with_context: bool,
+) {
+    match transform::select_selectors(std::slice::from_ref(selector), doc) {
+        Ok(found) if found.is_empty() => {
+            let _ = writeln!(out, "  {action} {}: matches nothing", selector.source);
+        }
+        Ok(found) => {
+            for (_, location) in &found {
+                if with_context {
+                    let context = transform::context(selector, location);
+                    let _ = writeln!(
+                        out,
+                        "  {action} {} -> {} (context \"{context}\")",
+                        selector.source, location.path
+                    );
+                } else {
+                    let _ = writeln!(out, "  {action} {} -> {}", selector.source, location.path);
+                }
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(
+                out,
+                "  {action} {}: cannot be evaluated: {e}",
+                selector.source
+            );
+        }
+    }
+}
+
+fn explain_response(
+    out: &mut String,
+    settings: &Settings,
+    route: &Route,
+    rules: &ResponseRules,
+    body: &[u8],
+) {
+    let _ = writeln!(out, "as a response of the app:");
+    let Ok(doc) = serde_json::from_slice::<Value>(body) else {
+        let _ = writeln!(
+            out,
+            "  not valid JSON: the client gets 502 response_not_encryptable (fail closed)"
+        );
+        return;
+    };
+    for s in &rules.encrypt {
+        selector_hits(out, &doc, "encrypt", s, true);
+    }
+    for s in &rules.redact {
+        selector_hits(out, &doc, "redact", s, false);
+    }
+    for m in &rules.mask {
+        let action = format!("mask (keep_last {})", m.keep_last);
+        selector_hits(out, &doc, &action, &m.selector, false);
+    }
+    let mut ops = Vec::new();
+    match field_rules::rewrite_response_body(body, rules, settings.keys.ring.as_deref(), &mut ops) {
+        Ok(Some(rewritten)) => {
+            let _ = writeln!(out, "the client receives (tokens differ on every run):");
+            let _ = writeln!(out, "{}", String::from_utf8_lossy(&rewritten).trim_end());
+        }
+        Ok(None) => {
+            let _ = writeln!(
+                out,
+                "no field selected: the client receives the app's bytes unchanged"
+            );
+        }
+        Err(failure) => {
+            let why = match failure {
+                BodyFailure::InvalidJson => "invalid JSON".to_string(),
+                BodyFailure::Field(f) => f.to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "the client gets 502 response_not_encryptable on route `{}` ({why})",
+                route.name
+            );
+        }
+    }
+}
+
+fn explain_request(out: &mut String, settings: &Settings, rules: &RequestRules, body: &[u8]) {
+    let _ = writeln!(out, "as a request of the client:");
+    let Ok(doc) = serde_json::from_slice::<Value>(body) else {
+        let _ = writeln!(
+            out,
+            "  not valid JSON: the client gets 400 invalid_json; the app is not called"
+        );
+        return;
+    };
+    for s in &rules.decrypt {
+        selector_hits(out, &doc, "decrypt", s, true);
+    }
+    if rules.max_age.is_some() {
+        let _ = writeln!(
+            out,
+            "  (max_age: iat/jti freshness is not checked in a dry run)"
+        );
+    }
+    let openers = Openers {
+        keyring: settings.keys.ring.as_deref(),
+        client: settings.keys.client.as_deref(),
+        max_encrypted_values: settings.limits.max_encrypted_values,
+        freshness: None,
+    };
+    let mut ops: Vec<FieldOp> = Vec::new();
+    match field_rules::rewrite_request_body(body, rules, &openers, &mut ops) {
+        Ok(rewritten) => {
+            for op in &ops {
+                let kid = op
+                    .kid
+                    .as_deref()
+                    .map(|k| format!(" (key {k})"))
+                    .unwrap_or_default();
+                let _ = writeln!(out, "  {}: {}{kid}", op.path, op.action.as_str());
+            }
+            match rewritten {
+                Some(bytes) => {
+                    let _ = writeln!(out, "the app receives:");
+                    let _ = writeln!(out, "{}", String::from_utf8_lossy(&bytes).trim_end());
+                }
+                None => {
+                    let _ = writeln!(out, "the app receives the client's bytes unchanged");
+                }
+            }
+        }
+        Err(BodyFailure::InvalidJson) => {
+            let _ = writeln!(
+                out,
+                "the client gets 400 invalid_json; the app is not called"
+            );
+        }
+        Err(BodyFailure::Field(f)) => {
+            let _ = writeln!(
+                out,
+                "the client gets 400 field_rejected ({f}); the app is not called"
+            );
+        }
+    }
+}

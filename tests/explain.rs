@@ -1,0 +1,161 @@
+//! `fieldseal explain`: the transcripts in docs/onboarding.md are what the command prints for
+//! config/field-rules.yaml (token values aside, which differ on every run), and a dry run opens
+//! a real token the way the proxy would.
+
+mod common;
+
+use common::*;
+
+/// `fs1.k1.<payload>` → `fs1.k1.…`: sealed values differ on every run.
+fn without_token_payloads(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("fs1.k1.") {
+        out.push_str(&rest[..at + "fs1.k1.".len()]);
+        rest = &rest[at + "fs1.k1.".len()..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+            .unwrap_or(rest.len());
+        out.push('…');
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `(arguments, expected output)` for every `<!-- explain: ARGS -->` + ```text block.
+fn documented_transcripts() -> Vec<(Vec<String>, String)> {
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/onboarding.md"),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let mut rest = doc.as_str();
+    while let Some(at) = rest.find("<!-- explain: ") {
+        rest = &rest[at + "<!-- explain: ".len()..];
+        let end = rest.find(" -->").unwrap();
+        let args = rest[..end].split_whitespace().map(str::to_string).collect();
+        let block = rest.find("```text\n").unwrap() + "```text\n".len();
+        rest = &rest[block..];
+        let close = rest.find("```").unwrap();
+        out.push((args, rest[..close].to_string()));
+        rest = &rest[close..];
+    }
+    out
+}
+
+fn example_env(pki: &Pki) -> Vec<(String, String)> {
+    let keyring = pki.path("keyring.json");
+    if !keyring.exists() {
+        let (code, _, stderr) = run_cli(&["keys", "init", "--out", keyring.to_str().unwrap()], &[]);
+        assert_eq!(code, 0, "{stderr}");
+    }
+    vec![
+        (
+            "FIELDSEAL_TLS__CERT".into(),
+            pki.cert().display().to_string(),
+        ),
+        ("FIELDSEAL_TLS__KEY".into(), pki.key().display().to_string()),
+        (
+            "FIELDSEAL_KEYS__KEYRING".into(),
+            keyring.display().to_string(),
+        ),
+    ]
+}
+
+#[test]
+fn the_onboarding_transcripts_are_what_explain_prints() {
+    let pki = Pki::new();
+    let env = example_env(&pki);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let transcripts = documented_transcripts();
+    assert!(
+        transcripts.len() >= 4,
+        "only {} transcripts",
+        transcripts.len()
+    );
+    for (args, expected) in transcripts {
+        let mut argv = vec!["explain"];
+        if !args.iter().any(|a| a == "--config") {
+            argv.extend(["--config", "config/field-rules.yaml"]);
+        }
+        argv.extend(args.iter().map(String::as_str));
+        let (code, stdout, stderr) = run_cli(&argv, &env);
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        assert_eq!(
+            without_token_payloads(&stdout),
+            expected,
+            "explain {args:?} differs from docs/onboarding.md"
+        );
+    }
+}
+
+#[test]
+fn a_dry_run_opens_real_tokens_and_names_the_failing_field() {
+    let pki = Pki::new();
+    let env = example_env(&pki);
+    let keyring = pki.path("keyring.json");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (code, token, _) = run_cli(
+        &[
+            "seal",
+            "--keyring",
+            keyring.to_str().unwrap(),
+            "--context",
+            "ssn",
+            "\"123-45-6789\"",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0);
+    let body = pki.path("put.json");
+    std::fs::write(
+        &body,
+        format!(r#"{{"ssn": "{}", "password": "pw"}}"#, token.trim()),
+    )
+    .unwrap();
+    let run = |method: &str, path: &str| {
+        run_cli(
+            &[
+                "explain",
+                "--config",
+                "config/field-rules.yaml",
+                "--method",
+                method,
+                "--path",
+                path,
+                "--body",
+                body.to_str().unwrap(),
+            ],
+            &env,
+        )
+    };
+    let (code, stdout, stderr) = run("PUT", "/api/users/7");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("$['ssn']: opened (key k1)"), "{stdout}");
+    assert!(
+        stdout.contains("$['password']: plaintext_passed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            r#"the app receives:
+{"ssn": "123-45-6789", "password": "pw"}"#
+        ),
+        "{stdout}"
+    );
+    // The token was sealed for `ssn`: at `password` (another context) it does not open.
+    std::fs::write(&body, format!(r#"{{"password": "{}"}}"#, token.trim())).unwrap();
+    let (_, stdout, _) = run("POST", "/api/signup");
+    assert!(
+        stdout.contains("the client gets 400 field_rejected (field $['password']: authentication_failed (key `k1`)); the app is not called"),
+        "{stdout}"
+    );
+    // A bad config is reported like `check` does, exit 1.
+    let (code, _, stderr) = run_cli(
+        &["explain", "--config", "/nonexistent.yaml", "--path", "/"],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert!(stderr.contains("/nonexistent.yaml"), "{stderr}");
+}
