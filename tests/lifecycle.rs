@@ -229,35 +229,6 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
 }
 
 #[test]
-fn run_refuses_rules_it_cannot_apply_yet() {
-    let pki = Pki::new();
-    let keyring = pki.path("keyring.json");
-    make_keyring(&keyring);
-    let yaml = config_yaml(
-        &pki,
-        "127.0.0.1:9".parse().unwrap(),
-        &format!(
-            "keys:\n  keyring: \"{}\"\nroutes:\n  - name: user\n    match: {{ path: \"/api/users/{{id}}\" }}\n    request:\n      decrypt: [\"$.ssn\"]\n      max_age: 300\n",
-            keyring.display()
-        ),
-    );
-    let config = pki.path("rules.yaml");
-    std::fs::write(&config, yaml).unwrap();
-    let config = config.to_str().unwrap();
-    let (code, _, stderr) = run_cli(&["run", "--config", config], &[]);
-    assert_eq!(code, 64, "{stderr}");
-    assert!(
-        stderr.contains("route `user`: `request.max_age` (JWE freshness) is not supported"),
-        "{stderr}"
-    );
-    // `check` accepts it (the rules are valid) and says that `run` will refuse.
-    let (code, stdout, _) = run_cli(&["check", "--config", config], &[]);
-    assert_eq!(code, 0);
-    assert!(stdout.contains("request.decrypt: $.ssn"), "{stdout}");
-    assert!(stdout.contains("refuses"), "{stdout}");
-}
-
-#[test]
 fn startup_errors_exit_64() {
     let pki = Pki::new();
     // Bad config.
