@@ -27,5 +27,7 @@ echo "== cargo test"
 cargo test --all-targets
 echo "== pytest (FastAPI, Flask, httpx)"
 cargo build --bin fieldseal
+echo "== Helm chart (lint, template, manifest validation, fieldseal check of the rendered config)"
+CHECK_CHART_REQUIRE_FIELDSEAL=1 FIELDSEAL_BIN="$PWD/target/debug/fieldseal" VENV="$VENV" scripts/check-chart.sh
 export FIELDSEAL_REQUIRE_BROWSER=1  # a missing browser fails the browser tests instead of skipping them
 FIELDSEAL_BIN="$PWD/target/debug/fieldseal" "$VENV/bin/python" -m pytest -q tests/python
