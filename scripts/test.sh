@@ -19,6 +19,9 @@ if [ ! -x /usr/bin/chromium ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 
+echo "== Dockerfile (hadolint; the image itself needs a Docker engine CI does not have)"
+VENV="$VENV" scripts/check-dockerfile.sh
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

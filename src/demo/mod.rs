@@ -96,12 +96,16 @@ routes:
 
 /// What to try, printed once the proxy is up.
 pub fn banner(listen: SocketAddr, admin: SocketAddr, config: &Path) -> String {
-    let host = if listen.ip().is_unspecified() {
-        "127.0.0.1".to_string()
-    } else {
-        listen.ip().to_string()
+    // A wildcard bind is reached through loopback from the same machine.
+    let reachable = |addr: SocketAddr| {
+        if addr.ip().is_unspecified() {
+            SocketAddr::from(([127, 0, 0, 1], addr.port()))
+        } else {
+            addr
+        }
     };
-    let base = format!("https://{host}:{}", listen.port());
+    let admin = reachable(admin);
+    let base = format!("https://{}", reachable(listen));
     format!(
         r#"
 fieldseal demo is running (TLS 1.3, self-signed certificate; Ctrl-C to stop)
