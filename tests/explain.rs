@@ -23,12 +23,17 @@ fn without_token_payloads(text: &str) -> String {
     out
 }
 
-/// `(arguments, expected output)` for every `<!-- explain: ARGS -->` + ```text block.
-fn documented_transcripts() -> Vec<(Vec<String>, String)> {
-    let doc = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/onboarding.md"),
-    )
-    .unwrap();
+/// Documents with explain transcripts.
+const DOCUMENTS: [&str; 3] = [
+    "docs/onboarding.md",
+    "examples/fastapi/README.md",
+    "examples/flask/README.md",
+];
+
+/// `(arguments, expected output)` for every `<!-- explain: ARGS -->` + ```text block of `file`.
+fn documented_transcripts(file: &str) -> Vec<(Vec<String>, String)> {
+    let doc = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file))
+        .unwrap();
     let mut out = Vec::new();
     let mut rest = doc.as_str();
     while let Some(at) = rest.find("<!-- explain: ") {
@@ -64,17 +69,24 @@ fn example_env(pki: &Pki) -> Vec<(String, String)> {
 }
 
 #[test]
-fn the_onboarding_transcripts_are_what_explain_prints() {
+fn the_documented_transcripts_are_what_explain_prints() {
     let pki = Pki::new();
     let env = example_env(&pki);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let transcripts = documented_transcripts();
+    let transcripts: Vec<_> = DOCUMENTS
+        .iter()
+        .flat_map(|file| {
+            documented_transcripts(file)
+                .into_iter()
+                .map(move |t| (file, t))
+        })
+        .collect();
     assert!(
-        transcripts.len() >= 4,
+        transcripts.len() >= 8,
         "only {} transcripts",
         transcripts.len()
     );
-    for (args, expected) in transcripts {
+    for (file, (args, expected)) in transcripts {
         let mut argv = vec!["explain"];
         if !args.iter().any(|a| a == "--config") {
             argv.extend(["--config", "config/field-rules.yaml"]);
@@ -85,7 +97,7 @@ fn the_onboarding_transcripts_are_what_explain_prints() {
         assert_eq!(
             without_token_payloads(&stdout),
             expected,
-            "explain {args:?} differs from docs/onboarding.md"
+            "explain {args:?} differs from {file}"
         );
     }
 }
