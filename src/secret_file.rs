@@ -139,3 +139,17 @@ mod write_tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// Reads a PEM key file as text into memory that is zeroized on drop. `what` names the key in
+/// errors ("RSA key"); errors never contain file contents.
+pub fn read_pem(path: &Path, what: &str) -> Result<zeroize::Zeroizing<String>, String> {
+    let bytes =
+        std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?;
+    String::from_utf8(bytes)
+        .map(zeroize::Zeroizing::new)
+        .map_err(|e| {
+            // The rejected bytes are key material too.
+            zeroize::Zeroize::zeroize(&mut e.into_bytes());
+            format!("{} is not a PEM file (not UTF-8 text)", path.display())
+        })
+}

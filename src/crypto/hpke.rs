@@ -93,12 +93,8 @@ impl fmt::Debug for HpkeKey {
 /// Reads an X25519 private key (PKCS#8 PEM, as `openssl genpkey -algorithm X25519` or
 /// `fieldseal hpke generate` write it). Errors name the file and never contain key bytes.
 pub fn load(path: &Path) -> Result<HpkeKey, String> {
-    let text = std::fs::read(path)
-        .map_err(|e| format!("cannot read HPKE key {}: {e}", path.display()))
-        .map(Zeroizing::new)?;
-    let text = std::str::from_utf8(&text)
-        .map_err(|_| format!("{} is not a PEM file (not UTF-8 text)", path.display()))?;
-    from_pem(text).map_err(|e| format!("{}: {e}", path.display()))
+    let text = crate::secret_file::read_pem(path, "HPKE key")?;
+    from_pem(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Parses an X25519 private key from PKCS#8 PEM text.

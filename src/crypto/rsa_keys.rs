@@ -63,12 +63,8 @@ impl fmt::Debug for RsaKey {
 /// Reads an RSA private key (PKCS#8 PEM) from `path`. Errors name the file and never contain
 /// key bytes. File permissions are checked by the config compiler, not here.
 pub fn load(path: &Path) -> Result<RsaKey, String> {
-    let text = std::fs::read(path)
-        .map_err(|e| format!("cannot read RSA key {}: {e}", path.display()))
-        .map(Zeroizing::new)?;
-    let text = std::str::from_utf8(&text)
-        .map_err(|_| format!("{} is not a PEM file (not UTF-8 text)", path.display()))?;
-    from_pem(text).map_err(|e| format!("{}: {e}", path.display()))
+    let text = crate::secret_file::read_pem(path, "RSA key")?;
+    from_pem(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 const ENCRYPTED_BEGIN: &str = "-----BEGIN ENCRYPTED PRIVATE KEY-----";
@@ -98,12 +94,8 @@ pub fn passphrase(file: Option<&Path>) -> Result<Option<Zeroizing<Vec<u8>>>, Str
 /// Reads a PKCS#8 PEM key that may be encrypted (`BEGIN ENCRYPTED PRIVATE KEY`: PBES2 with
 /// PBKDF2 or scrypt, as `openssl pkcs8 -topk8 -v2 aes-256-cbc` writes) with `passphrase`.
 pub fn load_with_passphrase(path: &Path, passphrase: Option<&[u8]>) -> Result<RsaKey, String> {
-    let text = std::fs::read(path)
-        .map_err(|e| format!("cannot read RSA key {}: {e}", path.display()))
-        .map(Zeroizing::new)?;
-    let text = std::str::from_utf8(&text)
-        .map_err(|_| format!("{} is not a PEM file (not UTF-8 text)", path.display()))?;
-    from_pem_with_passphrase(text, passphrase).map_err(|e| format!("{}: {e}", path.display()))
+    let text = crate::secret_file::read_pem(path, "RSA key")?;
+    from_pem_with_passphrase(&text, passphrase).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// [`from_pem`], also accepting an encrypted PKCS#8 key when `passphrase` is given. A wrong
