@@ -115,6 +115,29 @@ impl fmt::Display for PathTemplate {
     }
 }
 
+/// Why a request target is refused before routing, if it is: spellings that the proxy and the
+/// app could read differently, so that a rule matched by one would not be the resource served
+/// by the other.
+///
+/// - An encoded slash or backslash (`%2F`, `%5C`, any case): segments are split *before*
+///   escapes are decoded here, while uvicorn, werkzeug and most servers decode the whole path
+///   first — `/api%2Fusers/7` would match no route here and be `/api/users/7` in the app.
+/// - A method with lowercase letters (`get`, `Get`): methods are case-sensitive (RFC 9110
+///   §9.1) and routes list canonical ones, but werkzeug upper-cases the method and serves
+///   `get` as `GET`.
+pub fn ambiguous_request(method: &http::Method, path: &str) -> Option<&'static str> {
+    if method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
+        return Some("method_not_uppercase");
+    }
+    let bytes = path.as_bytes();
+    let encoded_separator = bytes.windows(3).any(|w| {
+        w[0] == b'%'
+            && ((w[1] == b'2' && w[2].eq_ignore_ascii_case(&b'f'))
+                || (w[1] == b'5' && w[2].eq_ignore_ascii_case(&b'c')))
+    });
+    encoded_separator.then_some("encoded_path_separator")
+}
+
 /// Splits a request path into normalised segments: `//` and `.` dropped, `..` applied,
 /// percent-escapes decoded (left as written when they do not decode to UTF-8). Segments
 /// borrow from `path` unless they had to be decoded.
@@ -228,6 +251,37 @@ impl<R: Matchable> RouteTable<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn respellings_the_app_could_read_otherwise_are_refused() {
+        let get = http::Method::GET;
+        for path in [
+            "/api%2Fusers/7",
+            "/api/users%2f7",
+            "/%2Fapi",
+            "/api%5Cusers",
+            "/a%5cb",
+        ] {
+            assert_eq!(
+                ambiguous_request(&get, path),
+                Some("encoded_path_separator"),
+                "{path}"
+            );
+        }
+        for path in ["/api/users/7", "/api/users/%37", "/a%252Fb", "/%2", "/a%2"] {
+            assert_eq!(ambiguous_request(&get, path), None, "{path}");
+        }
+        for method in ["get", "Get", "head", "purge"] {
+            let m = http::Method::from_bytes(method.as_bytes()).unwrap();
+            assert_eq!(
+                ambiguous_request(&m, "/"),
+                Some("method_not_uppercase"),
+                "{method}"
+            );
+        }
+        let custom = http::Method::from_bytes(b"PURGE").unwrap();
+        assert_eq!(ambiguous_request(&custom, "/"), None);
+    }
 
     fn t(s: &str) -> PathTemplate {
         PathTemplate::parse(s).unwrap()

@@ -25,6 +25,9 @@ pub enum ProxyError {
     UpstreamTimeout,
     /// The upstream closed the connection or sent a response that is not valid HTTP/1.1.
     UpstreamProtocol,
+    /// Client: a request target or method the proxy and the app could read differently (see
+    /// `routing::ambiguous_request`); refused so no rule can be bypassed by respelling.
+    AmbiguousRequest(&'static str),
     /// Client: a body the route must read is larger than `limits.max_body_bytes`.
     BodyTooLarge,
     /// Client: a route with decrypt rules got a body that is not JSON.
@@ -64,6 +67,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ProxyError::InvalidJson
+            | ProxyError::AmbiguousRequest(_)
             | ProxyError::ClientBody
             | ProxyError::FieldRejected { .. }
             | ProxyError::EnvelopeRejected { .. } => StatusCode::BAD_REQUEST,
@@ -80,6 +84,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge => "body_too_large",
             ProxyError::UnsupportedMediaType => "unsupported_media_type",
             ProxyError::InvalidJson => "invalid_json",
+            ProxyError::AmbiguousRequest(_) => "ambiguous_request",
             ProxyError::ClientBody => "client_body_error",
             ProxyError::FieldRejected { .. } => "field_rejected",
             ProxyError::EnvelopeRejected { .. } => "envelope_rejected",
@@ -109,6 +114,9 @@ impl ProxyError {
                 "The request body is not valid JSON (or nests too deeply).".into()
             }
             ProxyError::ClientBody => "The request body could not be read.".into(),
+            ProxyError::AmbiguousRequest(why) => format!(
+                "The request was refused: {why} (the proxy and the application could read it differently)."
+            ),
             ProxyError::FieldRejected { path, reason, kid } => match kid {
                 Some(kid) => format!("Field {path} was rejected: {reason} (key {kid})."),
                 None => format!("Field {path} was rejected: {reason}."),
@@ -135,6 +143,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge
             | ProxyError::UnsupportedMediaType
             | ProxyError::InvalidJson
+            | ProxyError::AmbiguousRequest(_)
             | ProxyError::ClientBody
             | ProxyError::FieldRejected { .. }
             | ProxyError::EnvelopeRejected { .. }

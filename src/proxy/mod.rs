@@ -72,8 +72,14 @@ pub async fn handle(
         None => route.map_or_else(|| UNMATCHED.clone(), |r| r.name.clone()),
     };
 
-    let forwarded = match (local, runtime.settings.keys.client.as_deref()) {
-        (Some(name), Some(keys)) => Ok(well_known::respond(&req, name, keys, &request_id_text)),
+    // Spellings the app could read as another resource than the one routed here are refused
+    // before anything else: no rule can be bypassed by respelling a request.
+    let ambiguous = crate::routing::ambiguous_request(&method, req.uri().path());
+    let forwarded = match (ambiguous, local, runtime.settings.keys.client.as_deref()) {
+        (Some(why), _, _) => Err(ProxyError::AmbiguousRequest(why)),
+        (None, Some(name), Some(keys)) => {
+            Ok(well_known::respond(&req, name, keys, &request_id_text))
+        }
         _ => {
             let context = Context {
                 runtime: &runtime,
