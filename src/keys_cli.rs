@@ -809,32 +809,21 @@ mod tests {
 
     #[test]
     fn admin_urls() {
-        let ok = |u: &str| admin_target(u).unwrap();
-        assert_eq!(
-            ok("http://127.0.0.1:9901"),
-            ("127.0.0.1:9901".into(), "/keys".into())
-        );
-        assert_eq!(
-            ok("http://127.0.0.1:9901/"),
-            ("127.0.0.1:9901".into(), "/keys".into())
-        );
-        assert_eq!(
-            ok("127.0.0.1:9901"),
-            ("127.0.0.1:9901".into(), "/keys".into())
-        );
-        assert_eq!(
-            ok("http://admin.local"),
-            ("admin.local:80".into(), "/keys".into())
-        );
-        assert_eq!(
-            ok("http://[::1]:9901/"),
-            ("[::1]:9901".into(), "/keys".into())
-        );
-        assert_eq!(ok("http://[::1]"), ("[::1]:80".into(), "/keys".into()));
-        assert_eq!(
-            ok("http://h:1/fieldseal/"),
-            ("h:1".into(), "/fieldseal/keys".into())
-        );
+        for (url, authority, path) in [
+            ("http://127.0.0.1:9901", "127.0.0.1:9901", "/keys"),
+            ("http://127.0.0.1:9901/", "127.0.0.1:9901", "/keys"),
+            ("127.0.0.1:9901", "127.0.0.1:9901", "/keys"),
+            ("http://admin.local", "admin.local:80", "/keys"),
+            ("http://[::1]:9901/", "[::1]:9901", "/keys"),
+            ("http://[::1]", "[::1]:80", "/keys"),
+            ("http://h:1/fieldseal/", "h:1", "/fieldseal/keys"),
+        ] {
+            assert_eq!(
+                admin_target(url).unwrap(),
+                (authority.to_string(), path.to_string()),
+                "{url}"
+            );
+        }
         for bad in ["https://h:1", "ftp://h", "http://", "http://u@h:1"] {
             assert!(admin_target(bad).is_err(), "{bad}");
         }

@@ -301,28 +301,6 @@ async fn an_unusable_audit_key_stops_startup_without_printing_it() {
     assert!(!err.contains("c2hvcnQ"), "{err}");
 }
 
-/// A keyring (contract §2) from `(id, secret fill byte, state)`, replaced atomically, mode 0600.
-fn write_keyring(path: &Path, keys: &[(&str, u8, &str)], primary: &str) {
-    let keys: Vec<Value> = keys
-        .iter()
-        .map(|(id, fill, state)| {
-            json!({
-                "id": id,
-                "secret": base64::engine::general_purpose::STANDARD.encode([*fill; 32]),
-                "created_at": "2026-11-01T00:00:00Z",
-                "state": state,
-            })
-        })
-        .collect();
-    let tmp = path.with_extension("tmp");
-    write_mode(
-        &tmp,
-        &json!({"primary": primary, "keys": keys}).to_string(),
-        0o600,
-    );
-    std::fs::rename(&tmp, path).unwrap();
-}
-
 #[tokio::test]
 async fn a_reload_that_rotates_and_retires_keys_is_audited() {
     let pki = Pki::new();

@@ -275,38 +275,30 @@ fn rewrap_keyring_changes_the_wrapping_and_keeps_the_keys() {
         err.contains("--new-passphrase-file") && err.contains("--unwrap"),
         "{err}"
     );
-    let short = dir.path().join("short");
-    write_mode(&short, "tooshort\n", 0o600);
-    let (code, _, err) = cli(
-        &[
-            "keys",
-            "rewrap-keyring",
-            "--keyring",
-            ring_s,
-            "--new-passphrase-file",
-            short.to_str().unwrap(),
-        ],
-        &[("FIELDSEAL_KEYRING_KEK", kek_a.as_str())],
-    );
+    // `rewrap-keyring` to the passphrase in a new file holding `text` with `mode`.
+    let rewrap_to_passphrase = |name: &str, text: &str, mode: u32| {
+        let file = dir.path().join(name);
+        write_mode(&file, text, mode);
+        cli(
+            &[
+                "keys",
+                "rewrap-keyring",
+                "--keyring",
+                ring_s,
+                "--new-passphrase-file",
+                file.to_str().unwrap(),
+            ],
+            &[("FIELDSEAL_KEYRING_KEK", kek_a.as_str())],
+        )
+    };
+    let (code, _, err) = rewrap_to_passphrase("short", "tooshort\n", 0o600);
     assert_eq!(code, 1);
     assert!(
         err.contains("at least 12 characters") && !err.contains("tooshort"),
         "{err}"
     );
     // A passphrase file others can read is refused.
-    let open_pw = dir.path().join("open-pw");
-    write_mode(&open_pw, "a long enough passphrase\n", 0o644);
-    let (code, _, err) = cli(
-        &[
-            "keys",
-            "rewrap-keyring",
-            "--keyring",
-            ring_s,
-            "--new-passphrase-file",
-            open_pw.to_str().unwrap(),
-        ],
-        &[("FIELDSEAL_KEYRING_KEK", kek_a.as_str())],
-    );
+    let (code, _, err) = rewrap_to_passphrase("open-pw", "a long enough passphrase\n", 0o644);
     assert_eq!(code, 1);
     assert!(err.contains("chmod 600"), "{err}");
 

@@ -9,31 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use common::*;
 use serde_json::json;
 
 const SECRET: &str = "123-45-6789";
-
-/// A keyring (contract §2) from `(id, secret fill byte, state)`, written atomically with mode
-/// 0600 (as `keys rotate` does).
-fn write_keyring(path: &Path, keys: &[(&str, u8, &str)], primary: &str) {
-    let keys: Vec<serde_json::Value> = keys
-        .iter()
-        .map(|(id, fill, state)| {
-            json!({
-                "id": id,
-                "secret": base64::engine::general_purpose::STANDARD.encode([*fill; 32]),
-                "created_at": "2026-11-01T00:00:00Z",
-                "state": state,
-            })
-        })
-        .collect();
-    let text = json!({"primary": primary, "keys": keys}).to_string();
-    let tmp = path.with_extension("tmp");
-    write_mode(&tmp, &text, 0o600);
-    std::fs::rename(&tmp, path).unwrap();
-}
 
 fn rules(keyring: &Path, extra: &str) -> String {
     format!(

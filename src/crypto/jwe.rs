@@ -476,6 +476,7 @@ mod tests {
 
     use super::*;
 
+    use crate::crypto::client_keys::ClientKeys;
     use crate::crypto::rsa_keys::TEST_KEY_PEM;
 
     /// The test key set: one key, `rsa1`, unwrapping with the `rsa` crate (fine in tests; the
@@ -937,32 +938,9 @@ mod tests {
     const JWCRYPTO_STRING: &str = "eyJhbGciOiAiUlNBLU9BRVAtMjU2IiwgImVuYyI6ICJBMjU2R0NNIiwgImtpZCI6ICJyc2ExIn0.K3J4k0owlZY19DVnbJ1yJY9KfotIfVwSZgUrj1Svbs3hlYtTikHwvfEDVd2FLr-ljUNmTC40mdX53sFizA5uURkD460dthY4dWt0iquaBaf_EHAy43j7wiGPmRjUakvlFhDOvzKCohNarP5Lr0tekD1-cGoaJTCS-NHHXmUPTHv0nmzVl3hb0YjvRU7uBym2KWmNeyfJygDbJbYm-T3axfbvBE_oThVDqxy8lPpvLwSiNOuBcUM3M_ep3qPjz7qasOEfGdZFnDNDlBRHoRfQ4h2cyq5Hve5Yzvr4Np1Z-KeBX1NpeVgAyov6NCOLIcgExNwWS6UlAMCmtsDEIR_qiA.1q6a_r3eSezq7kTI.KsFuCSDVuJC-z9c.vLtxYs7UEA9_1udCnN-GIw";
     const JWCRYPTO_JSON: &str = "eyJhbGciOiAiUlNBLU9BRVAtMjU2IiwgImVuYyI6ICJBMjU2R0NNIiwgImtpZCI6ICJyc2ExIiwgImN0eSI6ICJqc29uIiwgImlhdCI6IDE3OTUzOTIwMDAsICJqdGkiOiAiYjdlNmMxYTQtM2Y3ZS00ZTU1LTlhNTMtMGQ1ZjFjN2IyZTkwIn0.dKe_xnjZHdyxJmu1S7-x06hGbcqbxdoNOuMoZSq21O2FOjovF8PDCIWItoAhkRHi0x4Q-lLRBjOdVqgfW7aAoCca4gjJi3UGPEVUMNgA8CRbOdzyMuQdfoclPJa0oSkR9YI9FlF31A1u-UgK-wBU3y-0gm1UTct5es6jMziNf8KaT7-4NgRuNaifK5d043K4ZvfdFp40ZVN5DLVVWDlaGvKPGsuljE5-QjpTXoZYyZJjDLe-ubnqmFWINKue9nUHlNnbH5X4nnPUijak-nM1izSFmWMR3Dy6ICnfINIujdbOJ6AZh09GkmmbbLb8xddxEnzwXkp4SUY8xU78Q_GCQA.5DzHYfxjxAg3dTwO.gLpka-SMVpiCWytg2DjmgAS5KyQBLpaZL14g3mCo5DOO1bQRsB4TX2R4FOP6yA.BxYk0pgR2chgu74w0H6v_g";
 
-    /// A key set holding one HPKE key, as the proxy's `ClientKeys` would.
-    struct HpkeKeys(crate::crypto::hpke::HpkeKey);
-
-    impl KeyUnwrap for HpkeKeys {
-        fn unwrap_cek(&self, _kid: &str, _encrypted_key: &[u8]) -> Result<Zeroizing<Vec<u8>>, ()> {
-            Err(())
-        }
-
-        fn knows(&self, _kid: &str) -> bool {
-            false
-        }
-
-        fn hpke_open(
-            &self,
-            kid: &str,
-            suite: Suite,
-            encapsulated: &[u8],
-            aad: &[u8],
-            ciphertext: &[u8],
-        ) -> Option<Result<Zeroizing<Vec<u8>>, ()>> {
-            (kid == self.0.kid()).then(|| self.0.open(suite, encapsulated, aad, ciphertext))
-        }
-    }
-
     /// The draft's example key (draft-ietf-jose-hpke-encrypt-20, Appendix A.7).
-    fn draft_key() -> HpkeKeys {
+    /// The proxy's key set holding only that key.
+    fn draft_key() -> ClientKeys {
         let pem = format!(
             "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
             base64::engine::general_purpose::STANDARD.encode(
@@ -978,7 +956,7 @@ mod tests {
                 .concat()
             )
         );
-        HpkeKeys(crate::crypto::hpke::from_pem(&pem).unwrap())
+        ClientKeys::new(vec![], vec![crate::crypto::hpke::from_pem(&pem).unwrap()]).unwrap()
     }
 
     /// Appendix A.7 of draft-ietf-jose-hpke-encrypt-20: an `HPKE-3` integrated-encryption
@@ -1006,7 +984,7 @@ mod tests {
 
     /// Seals like a client: HPKE single-shot with the encoded header as AAD.
     fn hpke_compact(
-        keys: &HpkeKeys,
+        keys: &ClientKeys,
         header: &Value,
         plaintext: &[u8],
         iv: &[u8],
@@ -1014,7 +992,9 @@ mod tests {
     ) -> String {
         let header = B64URL.encode(serde_json::to_string(header).unwrap());
         let suite = Suite::from_alg(header_alg(&header)).unwrap_or(Suite::X25519Aes256Gcm);
-        let (enc, ct) = keys.0.seal(suite, header.as_bytes(), plaintext).unwrap();
+        let (enc, ct) = keys.hpke_keys()[0]
+            .seal(suite, header.as_bytes(), plaintext)
+            .unwrap();
         [
             header,
             B64URL.encode(enc),
@@ -1036,7 +1016,7 @@ mod tests {
     #[test]
     fn hpke_values_open_and_their_header_rules_hold() {
         let keys = draft_key();
-        let kid = keys.0.kid().to_string();
+        let kid = keys.hpke_keys()[0].kid().to_string();
         let header =
             json!({"alg": "HPKE-X25519-A256GCM", "kid": kid, "cty": "json", "iat": 1, "jti": "j"});
         let opened = open(

@@ -831,3 +831,24 @@ pub async fn start_closing_upstream() -> SocketAddr {
     });
     addr
 }
+
+/// A keyring (contract §2) from `(id, secret fill byte, state)`, written atomically (temp file
+/// + rename, mode 0600) as `keys rotate` does, so a watching proxy never reads half a file.
+pub fn write_keyring(path: &Path, keys: &[(&str, u8, &str)], primary: &str) {
+    use base64::Engine;
+    let keys: Vec<serde_json::Value> = keys
+        .iter()
+        .map(|(id, fill, state)| {
+            serde_json::json!({
+                "id": id,
+                "secret": base64::engine::general_purpose::STANDARD.encode([*fill; 32]),
+                "created_at": "2026-11-01T00:00:00Z",
+                "state": state,
+            })
+        })
+        .collect();
+    let text = serde_json::json!({"primary": primary, "keys": keys}).to_string();
+    let tmp = path.with_extension("tmp");
+    write_mode(&tmp, &text, 0o600);
+    std::fs::rename(&tmp, path).unwrap();
+}
