@@ -33,6 +33,31 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
 /// An HTTP/1.1 client must send its request head within this time (slowloris defence).
 pub const CLIENT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A client connection with no request in flight for this long is closed (HTTP/2 gets a
+/// GOAWAY first): abandoned keep-alive connections must not hold file descriptors and
+/// connection slots forever. Longer than browsers' usual reuse gaps; nginx uses 75 s.
+pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Largest request head: the HTTP/1.1 read buffer a head must fit in (hyper answers 431
+/// beyond it) and the HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`. 64 KiB holds any real set of
+/// cookies and tokens (nginx allows 4 × 8 KiB lines) while bounding memory per connection.
+pub const MAX_REQUEST_HEAD_BYTES: usize = 64 * 1024;
+
+/// Request header fields per HTTP/1.1 request (hyper's default, named here): more is a
+/// 431, not a parse of thousands of tiny fields.
+pub const MAX_REQUEST_HEADERS: usize = 100;
+
+/// HTTP/2 streams a client may open and reset before the server has accepted them, per
+/// connection: past this the connection gets GOAWAY ENHANCE_YOUR_CALM. This is the defence
+/// against "rapid reset" (CVE-2023-44487); 20 is the h2 crate's default, named here so it
+/// cannot silently change.
+pub const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+
+/// HTTP/2 streams the server may reset for a client's protocol errors before the connection
+/// is closed: a client that keeps provoking resets (malformed headers, flow-control abuse)
+/// costs work each time. h2's default.
+pub const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+
 /// Concurrent HTTP/2 streams per client connection: matches nginx's default of 128 so one
 /// connection cannot monopolise the upstream pool.
 pub const H2_MAX_CONCURRENT_STREAMS: u32 = 128;

@@ -1,4 +1,5 @@
 //! The `fieldseal` binary; everything lives in the library (`fieldseal::cli`).
+#![forbid(unsafe_code)]
 
 /// mimalloc instead of glibc malloc: the proxy allocates many small, short-lived buffers per
 /// request across threads, where glibc's arenas cost ~7% of CPU under load (perf, P0 bench).

@@ -642,6 +642,7 @@ impl<'a> Compiler<'a> {
                 raw.client_header_read,
                 limits::CLIENT_HEADER_READ_TIMEOUT,
             ),
+            client_idle: pick("client_idle", raw.client_idle, limits::CLIENT_IDLE_TIMEOUT),
             shutdown_grace: pick("shutdown_grace", raw.shutdown_grace, limits::SHUTDOWN_GRACE),
         }
     }

@@ -114,6 +114,8 @@ pub struct RawTimeouts {
     #[serde(default, with = "humantime_serde")]
     pub client_header_read: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
+    pub client_idle: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
     pub shutdown_grace: Option<Duration>,
 }
 

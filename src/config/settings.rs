@@ -141,6 +141,8 @@ pub struct Timeouts {
     pub upstream_response: Duration,
     pub upstream_idle: Duration,
     pub client_header_read: Duration,
+    /// Close client connections with no request in flight for this long.
+    pub client_idle: Duration,
     pub shutdown_grace: Duration,
 }
 

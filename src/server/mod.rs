@@ -13,7 +13,6 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
@@ -21,12 +20,16 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::audit::AuditLog;
 
+mod idle;
 mod workers;
 
 use crate::admin;
 use crate::config::settings::Timeouts;
 use crate::config::Settings;
-use crate::limits::H2_MAX_CONCURRENT_STREAMS;
+use crate::limits::{
+    H2_MAX_CONCURRENT_STREAMS, H2_MAX_LOCAL_ERROR_RESET_STREAMS,
+    H2_MAX_PENDING_ACCEPT_RESET_STREAMS, MAX_REQUEST_HEADERS, MAX_REQUEST_HEAD_BYTES,
+};
 use crate::metrics::Metrics;
 use crate::proxy::{self, ConnInfo};
 use crate::state::{Runtime, Shared};
@@ -118,11 +121,16 @@ fn connection_builder(timeouts: &Timeouts) -> auto::Builder<TokioExecutor> {
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(timeouts.client_header_read)
+        .max_buf_size(MAX_REQUEST_HEAD_BYTES)
+        .max_headers(MAX_REQUEST_HEADERS)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS);
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(MAX_REQUEST_HEAD_BYTES as u32)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESET_STREAMS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESET_STREAMS);
     builder
 }
 
@@ -135,7 +143,8 @@ async fn accept_loop(
     let settings = shared.runtime.load().settings.clone();
     let builder = Arc::new(connection_builder(&settings.timeouts));
     let permits = Arc::new(Semaphore::new(settings.limits.max_connections));
-    let graceful = GracefulShutdown::new();
+    // Every connection holds a permit until it ends, so "all permits back" means drained.
+    let (drain, draining) = watch::channel(false);
     loop {
         tokio::select! {
             _ = stop.changed() => break,
@@ -156,7 +165,7 @@ async fn accept_loop(
                 let _ = tcp.set_nodelay(true);
                 // Move the socket to the worker's reactor: deregister here, register there.
                 let Ok(tcp) = tcp.into_std() else { continue };
-                let watcher = graceful.watcher();
+                let draining = draining.clone();
                 let shared = shared.clone();
                 let builder = builder.clone();
                 let open = shared.metrics.connection_opened();
@@ -164,15 +173,17 @@ async fn accept_loop(
                     let _permit = permit;
                     let _open = open;
                     let Ok(tcp) = tokio::net::TcpStream::from_std(tcp) else { return };
-                    serve_connection(tcp, ConnInfo { peer, worker }, shared, &builder, watcher).await;
+                    serve_connection(tcp, ConnInfo { peer, worker }, shared, &builder, draining).await;
                 });
             }
         }
     }
     drop(listener);
     tracing::info!("listener closed; draining in-flight requests");
+    let _ = drain.send(true);
+    let all = u32::try_from(settings.limits.max_connections).unwrap_or(u32::MAX);
     let drained = tokio::select! {
-        _ = graceful.shutdown() => true,
+        _ = permits.acquire_many(all) => true,
         _ = tokio::time::sleep(settings.timeouts.shutdown_grace) => {
             tracing::warn!(grace_s = settings.timeouts.shutdown_grace.as_secs_f64(), "grace period over with requests still in flight");
             false
@@ -182,15 +193,28 @@ async fn accept_loop(
     drained
 }
 
+/// [`proxy::handle`], with the request counted as in flight until its response body is done.
+async fn counted(
+    req: hyper::Request<hyper::body::Incoming>,
+    info: ConnInfo,
+    shared: Arc<Shared>,
+    in_flight: idle::InFlight,
+) -> Result<hyper::Response<idle::Counted<crate::access_log::ObservedBody>>, std::convert::Infallible>
+{
+    let Ok(response) = proxy::handle(req, info, shared).await;
+    Ok(response.map(|body| idle::Counted::new(body, in_flight)))
+}
+
 async fn serve_connection(
     tcp: tokio::net::TcpStream,
     info: ConnInfo,
     shared: Arc<Shared>,
     builder: &auto::Builder<TokioExecutor>,
-    watcher: Watcher,
+    mut draining: watch::Receiver<bool>,
 ) {
     let peer = info.peer;
     let runtime = shared.runtime.load_full();
+    let client_idle = runtime.settings.timeouts.client_idle;
     let acceptor = TlsAcceptor::from(runtime.settings.tls.clone());
     let handshake = tokio::time::timeout(
         runtime.settings.timeouts.tls_handshake,
@@ -211,11 +235,39 @@ async fn serve_connection(
             return;
         }
     };
-    let service = service_fn(move |req| proxy::handle(req, info, shared.clone()));
+    let activity = idle::Activity::new();
+    let requests = activity.clone();
+    let service = service_fn(move |req| counted(req, info, shared.clone(), requests.start()));
     let conn = builder
         .serve_connection_with_upgrades(TokioIo::new(tls), service)
         .into_owned();
-    if let Err(e) = watcher.watch(conn).await {
+    let mut conn = std::pin::pin!(conn);
+    // Asked to close (drain or idle): hyper finishes what is in flight, then ends the future.
+    let mut closing = *draining.borrow_and_update();
+    if closing {
+        conn.as_mut().graceful_shutdown();
+    }
+    let mut idle_closing = false;
+    let ended = loop {
+        tokio::select! {
+            ended = conn.as_mut() => break ended,
+            _ = draining.changed(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = activity.idle_for(client_idle), if !closing => {
+                closing = true;
+                idle_closing = true;
+                tracing::debug!(%peer, "closing idle connection");
+                conn.as_mut().graceful_shutdown();
+                activity.touch();
+            }
+            // HTTP/2's graceful close waits for the client to acknowledge a PING; a client
+            // that never does (or never reads) is dropped after another idle period.
+            _ = activity.idle_for(client_idle), if idle_closing => break Ok(()),
+        }
+    };
+    if let Err(e) = ended {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
