@@ -123,12 +123,19 @@ impl Upstream {
             // (keep-alive race). Keep a copy of requests that are safe to send again.
             let replay = if reused { replayable(&req) } else { None };
             match sender.try_send_request(req).await {
+                // A switch nobody asked for would turn the response into an unfiltered
+                // tunnel (and a 101 cannot end an HTTP/2 stream): the app is broken.
+                Ok(resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS && !upgrade => {
+                    return Err(ProxyError::UpstreamProtocol)
+                }
                 Ok(resp) => return Ok(self.attach(resp, sender, upgrade)),
                 Err(mut err) => match (err.take_message(), replay) {
                     // Nothing was sent: always safe to retry.
                     (Some(unsent), _) if reused => req = unsent,
-                    // Sent, but no response: only a bodyless idempotent request is replayed.
-                    (None, Some(copy)) => req = copy,
+                    // Sent, and the connection closed before a complete response head: a
+                    // bodyless idempotent request is replayed (RFC 9112 §9.3.1). Never after
+                    // an invalid response: the app answered, and answered wrongly.
+                    (None, Some(copy)) if closed_early(err.error()) => req = copy,
                     _ => return Err(classify(err.error())),
                 },
             }
@@ -269,6 +276,11 @@ fn replayable(req: &Request<ProxyBody>) -> Option<Request<ProxyBody>> {
     *copy.version_mut() = req.version();
     *copy.headers_mut() = req.headers().clone();
     Some(copy)
+}
+
+/// The connection ended (closed or reset) before a complete response head: not an answer.
+fn closed_early(err: &hyper::Error) -> bool {
+    !(err.is_parse() || err.is_parse_status() || err.is_timeout() || err.is_user())
 }
 
 fn classify(err: &hyper::Error) -> ProxyError {
