@@ -28,6 +28,10 @@ pub enum ProxyError {
     /// Client: a request target or method the proxy and the app could read differently (see
     /// `routing::ambiguous_request`); refused so no rule can be bypassed by respelling.
     AmbiguousRequest(&'static str),
+    /// Client: a request no route could serve as sent (an absurdly long method).
+    BadRequest(&'static str),
+    /// Client: `CONNECT` or `TRACE`, which a reverse proxy in front of an app never forwards.
+    MethodNotAllowed,
     /// Client: a body the route must read is larger than `limits.max_body_bytes`.
     BodyTooLarge,
     /// Client: a route with decrypt rules got a body that is not JSON.
@@ -66,7 +70,9 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::InvalidJson
+            | ProxyError::BadRequest(_)
             | ProxyError::AmbiguousRequest(_)
             | ProxyError::ClientBody
             | ProxyError::FieldRejected { .. }
@@ -85,6 +91,8 @@ impl ProxyError {
             ProxyError::UnsupportedMediaType => "unsupported_media_type",
             ProxyError::InvalidJson => "invalid_json",
             ProxyError::AmbiguousRequest(_) => "ambiguous_request",
+            ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::MethodNotAllowed => "method_not_allowed",
             ProxyError::ClientBody => "client_body_error",
             ProxyError::FieldRejected { .. } => "field_rejected",
             ProxyError::EnvelopeRejected { .. } => "envelope_rejected",
@@ -114,6 +122,10 @@ impl ProxyError {
                 "The request body is not valid JSON (or nests too deeply).".into()
             }
             ProxyError::ClientBody => "The request body could not be read.".into(),
+            ProxyError::BadRequest(why) => format!("The request was refused: {why}."),
+            ProxyError::MethodNotAllowed => {
+                "This method is not forwarded to the application.".into()
+            }
             ProxyError::AmbiguousRequest(why) => format!(
                 "The request was refused: {why} (the proxy and the application could read it differently)."
             ),
@@ -144,6 +156,8 @@ impl ProxyError {
             | ProxyError::UnsupportedMediaType
             | ProxyError::InvalidJson
             | ProxyError::AmbiguousRequest(_)
+            | ProxyError::BadRequest(_)
+            | ProxyError::MethodNotAllowed
             | ProxyError::ClientBody
             | ProxyError::FieldRejected { .. }
             | ProxyError::EnvelopeRejected { .. }

@@ -10,6 +10,7 @@ pub mod error;
 pub mod fields;
 pub mod hop;
 pub mod request_id;
+pub mod strict;
 pub mod upgrade;
 pub mod upstream;
 pub mod well_known;
@@ -72,11 +73,13 @@ pub async fn handle(
         None => route.map_or_else(|| UNMATCHED.clone(), |r| r.name.clone()),
     };
 
-    // Spellings the app could read as another resource than the one routed here are refused
-    // before anything else: no rule can be bypassed by respelling a request.
-    let ambiguous = crate::routing::ambiguous_request(&method, req.uri().path());
-    let forwarded = match (ambiguous, local, runtime.settings.keys.client.as_deref()) {
-        (Some(why), _, _) => Err(ProxyError::AmbiguousRequest(why)),
+    // Requests the app could frame or route differently from the proxy (respelled paths,
+    // smuggling shapes, another authority) are refused before anything else: no rule can be
+    // bypassed by respelling a request.
+    let refusal = strict::refusal(&req);
+    let close = refusal.as_ref().is_some_and(|r| r.close);
+    let forwarded = match (refusal, local, runtime.settings.keys.client.as_deref()) {
+        (Some(refused), _, _) => Err(refused.error),
         (None, Some(name), Some(keys)) => {
             Ok(well_known::respond(&req, name, keys, &request_id_text))
         }
@@ -122,6 +125,12 @@ pub async fn handle(
     let mut request_id = request_id;
     request_id.set_sensitive(true);
     response.headers_mut().insert(X_REQUEST_ID, request_id);
+    if close && version == Version::HTTP_11 {
+        // hyper closes the connection after a response that says so.
+        response
+            .headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
 
     let exchange = Exchange {
         request_id: request_id_text,

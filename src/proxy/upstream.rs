@@ -284,7 +284,11 @@ fn closed_early(err: &hyper::Error) -> bool {
 }
 
 fn classify(err: &hyper::Error) -> ProxyError {
-    if err.is_timeout() {
+    if err.is_user() {
+        // The request body we were streaming failed: the client's fault (an aborted upload,
+        // a broken chunked encoding), not the app's.
+        ProxyError::ClientBody
+    } else if err.is_timeout() {
         ProxyError::UpstreamTimeout
     } else {
         ProxyError::UpstreamProtocol
