@@ -56,6 +56,11 @@ async fn respond(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infall
     let (status, body) = match (req.method(), segments.as_slice()) {
         (&Method::GET, ["api", "users", id]) => (StatusCode::OK, user(id)),
         (&Method::GET, ["api", "health"]) => (StatusCode::OK, json!({"status": "ok"})),
+        // An index, so probes that start with `GET /` (h2check) see a 200.
+        (&Method::GET, [""]) => (
+            StatusCode::OK,
+            json!({"endpoints": ["GET /api/users/{id}", "PUT /api/users/{id}", "POST /api/echo", "GET /api/health"]}),
+        ),
         (&Method::POST, ["api", "echo"]) | (&Method::PUT, ["api", "users", _]) => {
             match Limited::new(req.into_body(), ECHO_LIMIT).collect().await {
                 Ok(collected) => {
