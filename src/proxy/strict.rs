@@ -32,7 +32,12 @@ pub struct Refusal {
 
 /// `None` when the request may be routed and forwarded.
 pub fn refusal<B>(req: &Request<B>) -> Option<Refusal> {
-    let keep = |error| Some(Refusal { error, close: false });
+    let keep = |error| {
+        Some(Refusal {
+            error,
+            close: false,
+        })
+    };
     let close = |why| {
         Some(Refusal {
             error: ProxyError::AmbiguousRequest(why),
@@ -60,7 +65,10 @@ pub fn refusal<B>(req: &Request<B>) -> Option<Refusal> {
     // An absolute-form target (HTTP/1.1) or `:authority` (HTTP/2) that names another host
     // than `Host`: the proxy forwards `Host`, an app may route by either (RFC 9113 §8.3.1).
     if let (Some(authority), Some(host)) = (req.uri().authority(), headers.get(HOST)) {
-        if !host.as_bytes().eq_ignore_ascii_case(authority.as_str().as_bytes()) {
+        if !host
+            .as_bytes()
+            .eq_ignore_ascii_case(authority.as_str().as_bytes())
+        {
             return keep(ProxyError::AmbiguousRequest("authority_differs_from_host"));
         }
     }
