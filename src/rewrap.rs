@@ -347,7 +347,7 @@ pub(crate) fn rewrap_stream<R: Read, W: Write>(
         })?;
         let overrides = if use_route {
             // Selection needs a tree; it is built only when the route names contexts. Its
-            // limits are the proxy's: 128 levels of nesting, numbers within f64's range.
+            // limits are the proxy's: 127 levels of nesting, numbers within f64's range.
             let tree: Value = serde_json::from_str(doc.get()).map_err(|e| StreamError::Select {
                 document,
                 why: e.to_string(),

@@ -141,7 +141,7 @@ pub async fn rewrite_request(
     let Some(bytes) = read_request_json(headers, body, limit).await? else {
         return Ok(crate::body::empty());
     };
-    // Both engines refuse nesting deeper than 128 levels: a hostile body cannot exhaust a
+    // Both engines refuse nesting deeper than 127 levels: a hostile body cannot exhaust a
     // stack, here or in the app.
     let rewritten =
         field_rules::rewrite_request_body(&bytes, rules, openers, ops).map_err(|failure| {

@@ -138,9 +138,9 @@ pub fn scan<'a>(plan: &Plan, text: &'a str) -> Result<Vec<Span<'a>>, ScanError> 
     Ok(walker.spans)
 }
 
-/// The nesting bound of request bodies: serde_json's own recursion limit, so both engines
-/// refuse the same documents.
-pub const MAX_NESTING: usize = 128;
+/// The nesting bound of request bodies: the deepest serde_json parses (its recursion limit of
+/// 128 refuses a 128th level), so both engines refuse the same documents.
+pub const MAX_NESTING: usize = 127;
 
 /// Whether `text` nests arrays and objects deeper than `limit` (brackets inside strings do
 /// not count). [`scan`] validates skipped values without recursing, so it has no depth bound
