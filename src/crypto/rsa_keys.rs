@@ -292,35 +292,7 @@ pub fn generate(bits: usize) -> Result<Zeroizing<String>, String> {
 /// generation is slow in debug builds, and because the jwcrypto vectors below were
 /// encrypted to it.
 #[cfg(test)]
-pub(crate) const TEST_KEY_PEM: &str = r"-----BEGIN PRIVATE KEY-----
-MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC1rEFWGipIE0Y0
-Y0Ha9lNbtUdu0uEanXSrnUFeRrPLkcjy1j/C0wIcxXwG4kCm/tD34TaWJUIqFOmx
-AbfXYXgJ+co0Qe+IJrAgXARzxc2ELjioOWEVthrd8+k2GzLbMLtxBIlw2TWIPFc1
-+VW7wed1JkE/wvn4f3xfwU1VYMXIDKL28MKsLuz0QK+eMk02Dmj3+oukwHCslPln
-FnokPMrZ3GpHLx7cM7jCxeFgFcuDAoqeBjjdLcAFyvnsi9qQ0nJMFIdWTz8aQMR7
-TP8IrUfCrPvcEdtChXWSjzQG9Day/e8fV5PRqi90M+em0tASCtJARveSv9ATf7E+
-khoxOqerAgMBAAECggEAHIBfaQxb0R5CUlphbOJeO4daI0HZkkeyPnDtCMcGKAwW
-vuTr8JBoHBluFtUMwuY75IJPAl6VXcLAKEaWZVI49zUFYGNub9QZ/PRSt9MIJhJA
-+JYKltG7Wfzie9w9LfQcRA6BKComOC8MmOl6u3p1Py925x5GAegGRtjYXWpRknZd
-SfdgdDx4kiarm6Zjrf40g3JHp0jUpGBd04YJtqoNeCMmlg9TiFCzjx+2OuFq9qAb
-4bS6e3hpIHCgyLxVUXJsuJyy8I3TOK0Z/FRRl57CfbAba6Fw0snr4/qwwWpL947F
-RRYR+24puV1rje2Kv38dw6tUfjvnMBPB/tO/hvoSsQKBgQDjyqQWjtcZ6PzuGGH/
-AAtzR2Q22MQrhhMhKHO4kp/djnZR8ZhixcV3WQzwtww3NwKYfGlD/PlaisOvCF4c
-3W4ZbJ9T3D6swnofdpPQJMUlHjBNHX0dbZtRx42IlT9E7oE5JS4oxMdl89dKhXh8
-TivX/TgsG+MdUAlT8QW6KtfScwKBgQDMK5PUomlsnKaAeJexvPT+3Ha/uP4F7XBv
-e2Z2Uvcl7Q8QfoqAxXIvMQV4RumDf1sN2SBK3NRUqTz+UZ0gy3E1EVHF6pI3Zn/o
-VXIVMCNGdele96CbXb9fMgf3pesF7ChEYFiId9a3OI8E39vM1pLDttnW65XovG8Z
-vPwR8PMv6QKBgCmGaFFAas/rXChfQ4YD0RKLwiYJcAFrKJOT1zyfZgsyjDk17Iyc
-9vlhv20mQVDTc2Ku01W0iRRLVY7T3KwwZYC2/3h/HuHJdg/EQv/fpBy3GyEDriou
-L/FBiniKlIURYXc0YuzFqn/YarfICwXGDlIKdDH+R3GxhHHL7zpX0w4nAoGBAJL9
-wLWypDH06g7OQ3BMORqQANJxTjlYQ72PWypO+u6MKG9Ym0CwZk/BfE2myBHLC/QB
-YTVknV3CZk421eg5b+yj5nqWMeS+39GWSsckXBErbPPZVgDlUpUnwQKzqmweJLNt
-pe/CT4yjpJv+yxFDXnCXYWhRPiFMILSoEdac4YiZAoGAGfy3gGfRXgOgfmItxJlM
-NwFZSiWZaeCDbMcJdHFrMWZCWEwshbYYDhkERUcOCE4v6Sv16QSZl4WeiFNgpvJQ
-XFPl7wdHHa8+l1e2ZcYGzp/QvSjyip97msQA0JejCSjTca+Ro2+NsBxdsvWgPzFn
-uFDfpp8/nv19WwYXs7ntahI=
------END PRIVATE KEY-----
-";
+pub(crate) const TEST_KEY_PEM: &str = include_str!("../../tests/keys/rsa-2048-test-only.pem");
 
 #[cfg(test)]
 mod tests {

@@ -3,20 +3,15 @@
 //!
 //! hyper has no idle timeout of its own for HTTP/2, and for HTTP/1.1 only the head-read
 //! timeout, so the connection task counts requests itself: each request holds an
-//! [`InFlight`] guard from the moment hyper hands it over until its response body is dropped
-//! (sent, or abandoned), and [`Activity::idle_for`] resolves once the count has been zero for
-//! the whole period.
+//! [`InFlight`] guard from the moment hyper hands it over until its response body has been
+//! sent or abandoned (the server drops the guard from the body's `OnEnd`), and
+//! [`Activity::idle_for`] resolves once the count has been zero for the whole period.
 
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::time::Instant;
-
-use crate::body::BoxError;
 
 /// Requests in flight on one connection, and when the last one ended.
 pub struct Activity {
@@ -73,51 +68,6 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.touch();
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A response body that keeps its request counted as in flight until hyper drops it.
-    pub struct Counted<B> {
-        #[pin]
-        inner: B,
-        _in_flight: InFlight,
-    }
-}
-
-impl<B> Counted<B> {
-    pub fn new(inner: B, in_flight: InFlight) -> Self {
-        Self {
-            inner,
-            _in_flight: in_flight,
-        }
-    }
-}
-
-impl<B> http_body::Body for Counted<B>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
-        self.project()
-            .inner
-            .poll_frame(cx)
-            .map(|frame| frame.map(|r| r.map_err(Into::into)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
     }
 }
 

@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::audit::AuditLog;
+use crate::body::OnEnd;
 
 mod idle;
 mod workers;
@@ -199,10 +200,12 @@ async fn counted(
     info: ConnInfo,
     shared: Arc<Shared>,
     in_flight: idle::InFlight,
-) -> Result<hyper::Response<idle::Counted<crate::access_log::ObservedBody>>, std::convert::Infallible>
-{
+) -> Result<
+    hyper::Response<OnEnd<crate::access_log::ObservedBody, impl FnOnce(u64, bool) + Send>>,
+    std::convert::Infallible,
+> {
     let Ok(response) = proxy::handle(req, info, shared).await;
-    Ok(response.map(|body| idle::Counted::new(body, in_flight)))
+    Ok(response.map(|body| OnEnd::new(body, move |_, _| drop(in_flight))))
 }
 
 async fn serve_connection(

@@ -19,7 +19,7 @@ from jwcrypto import jwe, jwk  # noqa: E402
 
 CRYPTO = Path(__file__).resolve().parents[2] / "src" / "crypto"
 JWE_RS = CRYPTO / "jwe.rs"
-RSA_KEYS_RS = CRYPTO / "rsa_keys.rs"
+TEST_KEY = Path(__file__).resolve().parents[1] / "keys" / "rsa-2048-test-only.pem"
 
 
 def rust_constant(source: str, name: str) -> str:
@@ -31,7 +31,7 @@ def rust_constant(source: str, name: str) -> str:
 @pytest.fixture(scope="module")
 def committed():
     source = JWE_RS.read_text()
-    key = jwk.JWK.from_pem(rust_constant(RSA_KEYS_RS.read_text(), "TEST_KEY_PEM").encode())
+    key = jwk.JWK.from_pem(TEST_KEY.read_bytes())
     return key, rust_constant(source, "JWCRYPTO_STRING"), rust_constant(source, "JWCRYPTO_JSON")
 
 
