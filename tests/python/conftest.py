@@ -41,6 +41,17 @@ def wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 30.
     raise RuntimeError(f"{what} did not open port {port}")
 
 
+def tls_socket(pki: "Pki", port: int, alpn: str, timeout: float) -> ssl.SSLSocket:
+    """A raw TLS connection to the proxy that negotiated `alpn` (for hand-written HTTP/1.1
+    bytes or HTTP/2 frames)."""
+    ctx = pki.context()
+    ctx.set_alpn_protocols([alpn])
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s = ctx.wrap_socket(raw, server_hostname="localhost")
+    assert s.selected_alpn_protocol() == alpn
+    return s
+
+
 class Pki:
     """A CA and a localhost server certificate signed by it."""
 

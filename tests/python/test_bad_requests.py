@@ -48,12 +48,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric import rsa as rsa_keys
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from jwcrypto import jwe, jwk
-from jwcrypto.common import json_encode
+from jwcrypto import jwk
 
 from conftest import Proxy
+from conftest import tls_socket as conftest_tls_socket
 from counting_upstream import CountingUpstream
-from jose_helpers import b64url, flip, unb64url
+from jose_helpers import b64url, flip, rsa_jwe, unb64url
 
 SSN = "123-45-6789"
 TIMEOUT = 5.0
@@ -214,12 +214,7 @@ class Result:
 
 
 def tls_socket(pki, port: int, alpn: str) -> ssl.SSLSocket:
-    ctx = pki.context()
-    ctx.set_alpn_protocols([alpn])
-    raw = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-    s = ctx.wrap_socket(raw, server_hostname="localhost")
-    assert s.selected_alpn_protocol() == alpn
-    return s
+    return conftest_tls_socket(pki, port, alpn, TIMEOUT)
 
 
 def _answer_waiting(s: ssl.SSLSocket) -> bytes:
@@ -412,13 +407,7 @@ def seal(env: Env, value, context: str, kid: str = "k1", key: Optional[bytes] = 
 
 
 def encrypt(env: Env, plaintext, key: Optional[jwk.JWK] = None, **header) -> str:
-    key = key or env.rsa
-    protected = {"alg": "RSA-OAEP-256", "enc": "A256GCM", "kid": key["kid"], **header}
-    protected = {k: v for k, v in protected.items() if v is not None}
-    payload = plaintext if isinstance(plaintext, str) else json.dumps(plaintext)
-    token = jwe.JWE(payload.encode(), protected=json_encode(protected))
-    token.add_recipient(key)
-    return token.serialize(compact=True)
+    return rsa_jwe(key or env.rsa, plaintext, **header)
 
 
 def jwe_with_header(env: Env, header: dict) -> str:

@@ -25,7 +25,7 @@ from jwcrypto import jwe, jwk
 from jwcrypto.common import json_encode
 from pyhpke import AEADId, CipherSuite, KDFId, KEMId, KEMKey
 
-from jose_helpers import b64url, flip, unb64url
+from jose_helpers import b64url, flip, rsa_jwe, unb64url
 from conftest import Proxy
 
 SSN = "123-45-6789"
@@ -94,14 +94,7 @@ def rsa_jwks(setup, c):
     return [jwk.JWK(**k) for k in jwks(setup, c)["keys"] if k["kty"] == "RSA"]
 
 
-def encrypt(key: jwk.JWK, plaintext, **header) -> str:
-    """A JWE compact value as any jwcrypto user would make it."""
-    protected = {"alg": "RSA-OAEP-256", "enc": "A256GCM", "kid": key["kid"], **header}
-    protected = {k: v for k, v in protected.items() if v is not None}
-    payload = plaintext if isinstance(plaintext, str) else json.dumps(plaintext)
-    token = jwe.JWE(payload.encode(), protected=json_encode(protected))
-    token.add_recipient(key)
-    return token.serialize(compact=True)
+encrypt = rsa_jwe  # A JWE compact value as any jwcrypto user would make it.
 
 
 def stats(setup, c) -> dict:

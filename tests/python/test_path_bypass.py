@@ -32,6 +32,7 @@ import h2.exceptions
 import pytest
 
 from conftest import Proxy
+from conftest import tls_socket as conftest_tls_socket
 
 SSN = b"123-45-6789"
 TIMEOUT = 3.0
@@ -168,12 +169,7 @@ class Received:
 
 
 def tls_socket(pki, port, alpn):
-    ctx = pki.context()
-    ctx.set_alpn_protocols([alpn])
-    raw = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-    s = ctx.wrap_socket(raw, server_hostname="localhost")
-    assert s.selected_alpn_protocol() == alpn
-    return s
+    return conftest_tls_socket(pki, port, alpn, TIMEOUT)
 
 
 def dechunk(body: bytes) -> bytes:
