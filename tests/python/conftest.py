@@ -18,6 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from raw_http import tls_connect
+
 ROOT = Path(__file__).resolve().parents[2]
 APPS = ROOT / "tests" / "apps"
 
@@ -44,12 +46,7 @@ def wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 30.
 def tls_socket(pki: "Pki", port: int, alpn: str, timeout: float) -> ssl.SSLSocket:
     """A raw TLS connection to the proxy that negotiated `alpn` (for hand-written HTTP/1.1
     bytes or HTTP/2 frames)."""
-    ctx = pki.context()
-    ctx.set_alpn_protocols([alpn])
-    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    s = ctx.wrap_socket(raw, server_hostname="localhost")
-    assert s.selected_alpn_protocol() == alpn
-    return s
+    return tls_connect(port, pki.context(), alpn, timeout)
 
 
 class Pki:

@@ -28,6 +28,8 @@ import hpack
 from hyperframe.frame import (ContinuationFrame, DataFrame, Frame, GoAwayFrame, HeadersFrame,
                               RstStreamFrame, SettingsFrame)
 
+from raw_http import tls_connect
+
 SENSITIVE = "123-45-6789"
 
 
@@ -283,92 +285,6 @@ def _wait_for_close(conn, stop, limit):
 
 # -- clients --------------------------------------------------------------------------------
 
-def tls_connect(port: int, ctx: ssl.SSLContext, alpn: str = "http/1.1", timeout: float = 10) -> ssl.SSLSocket:
-    ctx.set_alpn_protocols([alpn])
-    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    s = ctx.wrap_socket(raw, server_hostname="localhost")
-    assert s.selected_alpn_protocol() == alpn
-    return s
-
-
-def wait_closed(sock, limit: float) -> tuple[bool, bytes]:
-    """Reads until the peer closes (True) or `limit` seconds pass (False); returns what came."""
-    deadline = time.time() + limit
-    got = b""
-    while time.time() < deadline:
-        sock.settimeout(max(0.01, min(0.5, deadline - time.time())))
-        try:
-            data = sock.recv(65536)
-        except (socket.timeout, TimeoutError):
-            continue
-        except (ConnectionError, ssl.SSLError, OSError):
-            return True, got
-        if not data:
-            return True, got
-        got += data
-    return False, got
-
-
-class H1Response:
-    def __init__(self, status, headers, body, complete):
-        self.status, self.headers, self.body, self.complete = status, headers, body, complete
-
-    def json(self):
-        return json.loads(self.body)
-
-
-def h1_read_response(sock, timeout: float = 10) -> H1Response:
-    """Reads one response; `complete` says whether its framing (length or last chunk) was met."""
-    buf = b""
-    deadline = time.time() + timeout
-    eof = False
-
-    def more():
-        nonlocal buf, eof
-        sock.settimeout(max(0.01, deadline - time.time()))
-        try:
-            data = sock.recv(65536)
-        except (ConnectionError, ssl.SSLError):
-            data = b""
-        if not data:
-            eof = True
-        buf += data
-
-    while b"\r\n\r\n" not in buf and not eof:
-        more()
-    if b"\r\n\r\n" not in buf:
-        return H1Response(None, {}, buf, False)
-    head, buf = buf.split(b"\r\n\r\n", 1)
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ")[1])
-    headers = {}
-    for line in lines[1:]:
-        k, v = line.split(":", 1)
-        headers[k.strip().lower()] = v.strip()
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        body = b""
-        while True:
-            while b"\r\n" not in buf and not eof:
-                more()
-            if b"\r\n" not in buf:
-                return H1Response(status, headers, body, False)
-            line, rest = buf.split(b"\r\n", 1)
-            size = int(line.split(b";")[0], 16)
-            while len(rest) < size + 2 and not eof:
-                more()
-                rest = buf.split(b"\r\n", 1)[1]
-            if len(rest) < size + 2:
-                return H1Response(status, headers, body + rest[:size], False)
-            body += rest[:size]
-            buf = rest[size + 2:]
-            if size == 0:
-                return H1Response(status, headers, body, True)
-    length = int(headers.get("content-length", "0"))
-    while len(buf) < length and not eof:
-        more()
-    return H1Response(status, headers, buf[:length], len(buf) >= length)
-
-
 ERR = {0: "NO_ERROR", 1: "PROTOCOL_ERROR", 2: "INTERNAL_ERROR", 3: "FLOW_CONTROL_ERROR",
        5: "STREAM_CLOSED", 6: "FRAME_SIZE_ERROR", 7: "REFUSED_STREAM", 8: "CANCEL",
        9: "COMPRESSION_ERROR", 11: "ENHANCE_YOUR_CALM"}
@@ -476,6 +392,5 @@ def vm_rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-__all__ = ["FaultUpstream", "RawH2", "H1Response", "h1_read_response", "tls_connect", "wait_closed",
-           "metric", "metrics", "vm_rss_kib", "describe", "SENSITIVE", "ContinuationFrame",
+__all__ = ["FaultUpstream", "RawH2", "metric", "metrics", "vm_rss_kib", "describe", "SENSITIVE", "ContinuationFrame",
            "DataFrame", "GoAwayFrame", "HeadersFrame", "RstStreamFrame", "SettingsFrame"]

@@ -54,6 +54,7 @@ from conftest import Proxy
 from conftest import tls_socket as conftest_tls_socket
 from counting_upstream import CountingUpstream
 from jose_helpers import b64url, flip, rsa_jwe, unb64url
+from raw_http import dechunk, parse_head
 
 SSN = "123-45-6789"
 TIMEOUT = 5.0
@@ -268,21 +269,10 @@ def send_h1(pki, port: int, request: bytes) -> Result:
 
 
 def parse_h1_response(data: bytes, res: Result) -> None:
-    head, _, rest = data.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    res.status = int(lines[0].split()[1])
-    for line in lines[1:]:
-        k, _, v = line.partition(b":")
-        res.headers[k.decode("latin-1").strip().lower()] = v.decode("latin-1").strip()
+    res.status, fields, rest = parse_head(data)
+    res.headers = dict(fields)
     if "chunked" in res.headers.get("transfer-encoding", ""):
-        body = b""
-        while rest:
-            size_line, _, rest = rest.partition(b"\r\n")
-            n = int(size_line.split(b";")[0], 16)
-            if n == 0:
-                break
-            body, rest = body + rest[:n], rest[n + 2:]
-        res.body = body
+        res.body = dechunk(rest)[0]
     else:
         res.body = rest[:int(res.headers.get("content-length", len(rest)))]
 

@@ -18,8 +18,8 @@ import pytest
 
 from conftest import Proxy
 from fault_upstream import (ContinuationFrame, FaultUpstream, GoAwayFrame, HeadersFrame, RawH2,
-                            RstStreamFrame, describe, h1_read_response, metric, tls_connect,
-                            vm_rss_kib, wait_closed)
+                            RstStreamFrame, describe, metric, vm_rss_kib)
+from raw_http import h1_read_response, tls_connect, wait_closed
 
 ENHANCE_YOUR_CALM, REFUSED_STREAM, PROTOCOL_ERROR = 11, 7, 1
 SETTINGS_MAX_CONCURRENT_STREAMS = 0x3

@@ -33,6 +33,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from conftest import Proxy
+from raw_http import dechunk, parse_head
 from scripted_upstream import CLOSE, RESET, Script, ScriptedUpstream, chunked, response
 
 LIMIT = 65536
@@ -121,34 +122,6 @@ class Resp:
         return json.loads(self.body)
 
 
-def _parse_head(data: bytes):
-    head, _, rest = data.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    status = int(lines[0].split(b" ")[1])
-    headers = []
-    for line in lines[1:]:
-        k, _, v = line.partition(b":")
-        headers.append((k.strip().lower().decode("latin-1"), v.strip().decode("latin-1")))
-    return status, headers, rest
-
-
-def _dechunk(data: bytes) -> tuple[bytes, bytes, bool]:
-    body = b""
-    while True:
-        line, sep, rest = data.partition(b"\r\n")
-        if not sep:
-            return body, b"", False
-        size = int(line.split(b";")[0], 16)
-        if size == 0:
-            if rest.startswith(b"\r\n"):  # no trailer fields
-                return body, rest[2:], True
-            _trailers, sep, extra = rest.partition(b"\r\n\r\n")
-            return body, extra, bool(sep)
-        if len(rest) < size + 2:
-            return body + rest[:size], b"", False
-        body, data = body + rest[:size], rest[size + 2:]
-
-
 def fetch(env: Env, path: str, method: str = "GET") -> Resp:
     """One request on a fresh TLS connection (`Connection: close`); reads to EOF."""
     with socket.create_connection(("127.0.0.1", env.proxy.listen), timeout=20) as tcp:
@@ -167,7 +140,7 @@ def fetch(env: Env, path: str, method: str = "GET") -> Resp:
                 raw += data
     rest, interim = raw, []
     while True:
-        status, headers, rest = _parse_head(rest)
+        status, headers, rest = parse_head(rest)
         if status >= 200 or not rest.startswith(b"HTTP/"):
             break
         interim.append(status)
@@ -175,7 +148,7 @@ def fetch(env: Env, path: str, method: str = "GET") -> Resp:
     if method == "HEAD" or status in (204, 304):
         r.extra = rest
     elif "chunked" in (r.get("transfer-encoding") or ""):
-        r.body, r.extra, r.complete = _dechunk(rest)
+        r.body, r.extra, r.complete = dechunk(rest)
     elif r.get("content-length") is not None:
         n = int(r.get("content-length"))
         r.body, r.extra, r.complete = rest[:n], rest[n:], len(rest) >= n

@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from conftest import Proxy, free_port
 from fault_upstream import (SENSITIVE, DataFrame, FaultUpstream, HeadersFrame, RawH2,
-                            RstStreamFrame, describe, h1_read_response, metric, tls_connect,
-                            wait_closed)
+                            RstStreamFrame, describe, metric)
+from raw_http import h1_read_response, tls_connect, wait_closed
 
 KEY = os.urandom(32)
 ROUTES = (
