@@ -291,6 +291,11 @@ ERR = {0: "NO_ERROR", 1: "PROTOCOL_ERROR", 2: "INTERNAL_ERROR", 3: "FLOW_CONTROL
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
+def get_request(path: str) -> list[tuple[str, str]]:
+    """The pseudo-header fields of an HTTP/2 `GET path` to the proxy."""
+    return [(":method", "GET"), (":scheme", "https"), (":authority", "localhost"), (":path", path)]
+
+
 class RawH2:
     """Raw HTTP/2 frames over TLS: sends what a polite client library would refuse to."""
 
@@ -315,9 +320,8 @@ class RawH2:
         raise AssertionError("no server SETTINGS")
 
     def request_headers(self, sid: int, path: str, extra=(), end_stream=True) -> bytes:
-        hdrs = [(":method", "GET"), (":scheme", "https"), (":authority", "localhost"), (":path", path)]
         flags = ["END_HEADERS"] + (["END_STREAM"] if end_stream else [])
-        return HeadersFrame(sid, self.enc.encode(hdrs + list(extra)), flags=flags).serialize()
+        return HeadersFrame(sid, self.enc.encode(get_request(path) + list(extra)), flags=flags).serialize()
 
     def _read(self, n, deadline):
         while len(self.buf) < n:
@@ -392,5 +396,5 @@ def vm_rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-__all__ = ["FaultUpstream", "RawH2", "metric", "metrics", "vm_rss_kib", "describe", "SENSITIVE", "ContinuationFrame",
+__all__ = ["FaultUpstream", "RawH2", "get_request", "metric", "metrics", "vm_rss_kib", "describe", "SENSITIVE", "ContinuationFrame",
            "DataFrame", "GoAwayFrame", "HeadersFrame", "RstStreamFrame", "SettingsFrame"]

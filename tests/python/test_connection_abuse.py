@@ -18,7 +18,7 @@ import pytest
 
 from conftest import Proxy
 from fault_upstream import (ContinuationFrame, FaultUpstream, GoAwayFrame, HeadersFrame, RawH2,
-                            RstStreamFrame, describe, metric, vm_rss_kib)
+                            RstStreamFrame, describe, get_request, metric, vm_rss_kib)
 from raw_http import h1_read_response, tls_connect, wait_closed
 
 ENHANCE_YOUR_CALM, REFUSED_STREAM, PROTOCOL_ERROR = 11, 7, 1
@@ -281,7 +281,7 @@ def test_http2_rapid_reset_is_not_forwarded_and_gets_goaway(proxy, upstream, pki
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
     conn.initiate_connection()
     s.sendall(conn.data_to_send())
-    headers = [(":method", "GET"), (":scheme", "https"), (":authority", "localhost"), (":path", "/rr")]
+    headers = get_request("/rr")
     sent, write_failed = 0, False
     for i in range(RAPID_RESET_STREAMS):
         sid = conn.get_next_available_stream_id()
@@ -349,8 +349,7 @@ def test_http2_paced_rapid_reset_never_exceeds_the_stream_limit_at_the_app(proxy
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
     conn.initiate_connection()
     s.sendall(conn.data_to_send())
-    headers = [(":method", "GET"), (":scheme", "https"), (":authority", "localhost"),
-               (":path", "/rr-paced/hang")]
+    headers = get_request("/rr-paced/hang")
     sent = 0
     try:
         for _ in range(20):
@@ -456,7 +455,7 @@ def test_http2_one_megabyte_header_list_is_refused(proxy, upstream, pki, shape):
         c = RawH2(proxy.listen, pki.context())
         c.handshake()
         limit = c.server_settings.get(0x6)  # SETTINGS_MAX_HEADER_LIST_SIZE
-        req = [(":method", "GET"), (":scheme", "https"), (":authority", "localhost"), (":path", "/big-h2")]
+        req = get_request("/big-h2")
         if shape == "one_huge_value":
             extra = [("x-big", "a" * (1 << 20))]
         else:
@@ -478,7 +477,7 @@ def test_http2_continuation_flood_gets_goaway(proxy, upstream, pki):
     for _ in range(3):
         c = RawH2(proxy.listen, pki.context())
         c.handshake()
-        req = [(":method", "GET"), (":scheme", "https"), (":authority", "localhost"), (":path", "/flood")]
+        req = get_request("/flood")
         first = HeadersFrame(1, c.enc.encode(req), flags=["END_STREAM"]).serialize()
         stop = threading.Event()
         sent = {"frames": 0}
