@@ -93,7 +93,7 @@ fn headers(c: &mut Criterion) {
     group.bench_function("set_forwarded", |b| {
         b.iter_batched_ref(
             || clean.clone(),
-            |h| hop::set_forwarded(h, client, Some(&host)),
+            |h| hop::set_forwarded(h, client, Some(&host), false),
             criterion::BatchSize::SmallInput,
         )
     });

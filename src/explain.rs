@@ -8,7 +8,8 @@
 //! the app (request) would get. The rewriting is the proxy's own code
 //! ([`crate::field_rules::rewrite_response_body`] / `rewrite_request_body`), with the
 //! configured keys, so the dry run cannot drift from what `run` does. Nothing is sent anywhere;
-//! freshness (`max_age`) is not checked, since a dry run must not consume a `jti`.
+//! freshness (`max_age`) is checked against the clock with a replay store of its own, which
+//! ends with the dry run: no running proxy's `jti`s are consumed.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -323,14 +324,23 @@ fn explain_request(out: &mut String, settings: &Settings, rules: &RequestRules, 
     if rules.max_age.is_some() {
         let _ = writeln!(
             out,
-            "  (max_age: iat/jti freshness is not checked in a dry run)"
+            "  (max_age: iat is checked against this machine's clock; jti replay only within this dry run)"
         );
     }
+    // A store of its own: the dry run sees the same checks as `run` without touching one.
+    // Sized so every value one request may carry fits even if all land in one of the 16 shards.
+    let store = crate::replay::MemoryReplayStore::new(
+        settings.limits.max_encrypted_values.saturating_mul(16),
+    );
     let openers = Openers {
         keyring: settings.keys.ring.as_deref(),
         client: settings.keys.client.as_deref(),
         max_encrypted_values: settings.limits.max_encrypted_values,
-        freshness: None,
+        replay: Some(crate::replay::Replay {
+            store: &store,
+            window: settings.replay_window,
+            now: crate::replay::unix_now(),
+        }),
     };
     let mut ops: Vec<FieldOp> = Vec::new();
     match field_rules::rewrite_request_body(body, rules, &openers, &mut ops) {

@@ -22,9 +22,9 @@ use crate::crypto::client_keys::ClientKeys;
 use crate::crypto::jwe::{self, KeyUnwrap};
 use crate::crypto::token::{self, looks_like_token};
 use crate::crypto::Keyring;
-use crate::replay::{self, ReplayStore};
-use crate::selector::Selector;
-use crate::transform::{self, splice, Location};
+use crate::replay::{self, Replay};
+use crate::selector::{JsonTypes, Selector};
+use crate::transform::{self, splice};
 
 /// What was done to one field, for metrics and the audit event (no values).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +135,8 @@ pub fn apply_response(
             continue;
         };
         let (action, kid) = match &actions[*index] {
+            // Nothing to protect in a `null` (contract §7), unless the rule says otherwise.
+            ResponseAction::Seal(selector) if node.is_null() && !selector.seal_null => continue,
             ResponseAction::Seal(selector) => {
                 let key = keyring
                     .ok_or(FieldFailure {
@@ -179,17 +181,10 @@ pub struct Openers<'a> {
     pub client: Option<&'a ClientKeys>,
     /// JWE values opened per request at most.
     pub max_encrypted_values: usize,
-    /// On routes with `request.max_age`: the window, the `jti` store and the time.
-    pub freshness: Option<Freshness<'a>>,
-}
-
-/// The replay check of a `request.max_age` route.
-#[derive(Clone, Copy)]
-pub struct Freshness<'a> {
-    pub max_age: std::time::Duration,
-    pub store: &'a dyn ReplayStore,
-    /// Unix seconds, read once per request.
-    pub now: u64,
+    /// The process-wide replay check (every `jti` recorded, on every route); `None` only
+    /// where nothing is consumed (a dry run, the rewrap tool, tests). A route with `max_age`
+    /// fails closed without it.
+    pub replay: Option<Replay<'a>>,
 }
 
 impl<'a> Openers<'a> {
@@ -199,7 +194,7 @@ impl<'a> Openers<'a> {
             keyring: Some(keyring),
             client: None,
             max_encrypted_values: crate::limits::MAX_ENCRYPTED_VALUES,
-            freshness: None,
+            replay: None,
         }
     }
 }
@@ -218,39 +213,68 @@ impl KeyUnwrap for NoClientKeys {
     }
 }
 
-/// Opens one client-encrypted value (and checks freshness on `max_age` routes). `budget`
+/// Where a value at a decrypt path is being opened, and under which rules.
+struct Field<'r> {
+    /// Normalized JSONPath, for failures.
+    path: &'r str,
+    /// The AAD context of the field (contract §1): the rule's, else the member name.
+    context: &'r str,
+    selector: &'r Selector,
+    rules: &'r RequestRules,
+}
+
+impl Field<'_> {
+    fn failure(&self, reason: &'static str, kid: Option<String>) -> FieldFailure {
+        FieldFailure {
+            path: self.path.to_string(),
+            reason,
+            kid,
+        }
+    }
+}
+
+/// Opens one client-encrypted value and admits it: bound to this field (`fsc`), of a type
+/// the rule accepts, fresh on `max_age` routes, never seen before on any route. `budget`
 /// counts down the JWEs this request may still open.
 fn open_client_value(
     text: &str,
-    path: &str,
+    field: &Field<'_>,
     openers: &Openers<'_>,
     budget: &mut usize,
 ) -> Result<(Value, String), FieldFailure> {
     if *budget == 0 {
-        return Err(FieldFailure {
-            path: path.to_string(),
-            reason: "too_many_encrypted_values",
-            kid: None,
-        });
+        return Err(field.failure("too_many_encrypted_values", None));
     }
     *budget -= 1;
     let keys: &dyn KeyUnwrap = match openers.client {
         Some(c) => c,
         None => &NoClientKeys,
     };
-    let opened = jwe::open(text, keys).map_err(|e| FieldFailure {
-        path: path.to_string(),
-        reason: e.reason(),
-        kid: e.kid().map(str::to_string),
-    })?;
-    if let Some(f) = &openers.freshness {
-        replay::check(opened.iat, opened.jti.as_deref(), f.max_age, f.now, f.store).map_err(
-            |e| FieldFailure {
-                path: path.to_string(),
-                reason: e.reason(),
-                kid: Some(opened.kid.clone()),
-            },
-        )?;
+    let opened = jwe::open(text, keys)
+        .map_err(|e| field.failure(e.reason(), e.kid().map(str::to_string)))?;
+    let kid = || Some(opened.kid.clone());
+    // Binding (contract §3 of 1.1): a value made for another field is refused here, so a
+    // captured `password` JWE cannot be replayed as a `nickname` the app echoes back.
+    match opened.fsc.as_deref() {
+        Some(fsc) if fsc != field.context => return Err(field.failure("context_mismatch", kid())),
+        None if field.rules.require_context => return Err(field.failure("missing_context", kid())),
+        _ => {}
+    }
+    if !JsonTypes::accepts_opened(field.selector.accepts, &opened.value, true) {
+        return Err(field.failure("unexpected_type", kid()));
+    }
+    match &openers.replay {
+        Some(replay) => replay::admit(
+            opened.iat,
+            opened.jti.as_deref(),
+            field.rules.max_age,
+            replay,
+        )
+        .map_err(|e| field.failure(e.reason(), kid()))?,
+        None if field.rules.max_age.is_some() => {
+            return Err(field.failure("replay_check_unavailable", kid()))
+        }
+        None => {}
     }
     Ok((opened.value, opened.kid))
 }
@@ -269,76 +293,64 @@ pub fn apply_request(
         let Some(node) = doc.pointer_mut(&location.pointer) else {
             continue;
         };
-        let op = open_field(
-            node,
-            &rules.decrypt[*index],
-            location,
-            rules.require_encrypted,
-            openers,
-            &mut budget,
-        )?;
-        ops.push(op);
+        let selector = &rules.decrypt[*index];
+        let field = Field {
+            path: &location.path,
+            context: transform::context(selector, location),
+            selector,
+            rules,
+        };
+        if let Some(op) = open_field(node, &field, openers, &mut budget)? {
+            ops.push(op);
+        }
     }
     Ok(ops)
 }
 
+/// Opens the value at one decrypt path; `None` for a `null` left alone (contract §7).
 fn open_field(
     node: &mut Value,
-    selector: &Selector,
-    location: &Location,
-    require_encrypted: bool,
+    field: &Field<'_>,
     openers: &Openers<'_>,
     budget: &mut usize,
-) -> Result<FieldOp, FieldFailure> {
+) -> Result<Option<FieldOp>, FieldFailure> {
+    let op = |action, kid| {
+        Some(FieldOp {
+            path: field.path.to_string(),
+            action,
+            kid,
+        })
+    };
+    if node.is_null() && !field.selector.seal_null {
+        return Ok(None);
+    }
     if let Value::String(s) = node {
         if jwe::looks_like_jwe(s) {
-            let (value, kid) = open_client_value(s, &location.path, openers, budget)?;
+            let (value, kid) = open_client_value(s, field, openers, budget)?;
             *node = value;
-            return Ok(FieldOp {
-                path: location.path.clone(),
-                action: Action::Decrypted,
-                kid: Some(kid),
-            });
+            return Ok(op(Action::Decrypted, Some(kid)));
         }
     }
     let token_text = match node {
         Value::String(s) if looks_like_token(s) => s.as_str(),
-        _ if require_encrypted => {
-            return Err(FieldFailure {
-                path: location.path.clone(),
-                reason: "plaintext_not_allowed",
-                kid: None,
-            })
+        _ if field.rules.require_encrypted => {
+            return Err(field.failure("plaintext_not_allowed", None))
         }
-        _ => {
-            return Ok(FieldOp {
-                path: location.path.clone(),
-                action: Action::PassedPlaintext,
-                kid: None,
-            })
-        }
+        _ => return Ok(op(Action::PassedPlaintext, None)),
     };
     let kid = token_kid(token_text);
-    let context = transform::context(selector, location);
-    let keyring = openers.keyring.ok_or_else(|| FieldFailure {
-        path: location.path.clone(),
-        reason: "keyring_unavailable",
-        kid: kid.clone(),
-    })?;
-    match token::open(keyring, context, token_text) {
+    let keyring = openers
+        .keyring
+        .ok_or_else(|| field.failure("keyring_unavailable", kid.clone()))?;
+    match token::open(keyring, field.context, token_text) {
+        Ok(value) if !JsonTypes::accepts_opened(field.selector.accepts, &value, false) => {
+            Err(field.failure("unexpected_type", kid))
+        }
         Ok(value) => {
             *node = value;
-            Ok(FieldOp {
-                path: location.path.clone(),
-                action: Action::Opened,
-                kid,
-            })
+            Ok(op(Action::Opened, kid))
         }
-        Err(e) => Err(FieldFailure {
-            path: location.path.clone(),
-            reason: e.reason(),
-            kid: e.kid().map(str::to_string).or(kid),
-        }),
+        Err(e) => Err(field.failure(e.reason(), e.kid().map(str::to_string).or(kid))),
     }
 }
 
@@ -389,6 +401,10 @@ pub fn rewrite_response_body(
     let mut edits = Vec::with_capacity(spans.len());
     for span in &mut spans {
         let path = std::mem::take(&mut span.path);
+        if span.selector < sealers && span.raw == "null" && !rules.encrypt[span.selector].seal_null
+        {
+            continue;
+        }
         let (replacement, action, kid) = if span.selector < sealers {
             let selector = &rules.encrypt[span.selector];
             let key = keyring
@@ -434,6 +450,9 @@ pub fn rewrite_response_body(
             replacement: Zeroizing::new(replacement),
         });
         ops.push(FieldOp { path, action, kid });
+    }
+    if edits.is_empty() {
+        return Ok(None);
     }
     Ok(Some(splice::splice(text, &edits)))
 }
@@ -486,6 +505,16 @@ pub fn rewrite_request_body(
     let mut budget = openers.max_encrypted_values;
     for span in &mut spans {
         let path = std::mem::take(&mut span.path);
+        let selector = &rules.decrypt[span.selector];
+        if span.raw == "null" && !selector.seal_null {
+            continue;
+        }
+        let field = Field {
+            path: &path,
+            context: selector.context.as_deref().unwrap_or(&span.member),
+            selector,
+            rules,
+        };
         let token_text: Option<Cow<'_, str>> = match span.raw.as_bytes() {
             [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') => {
                 Some(Cow::Borrowed(&span.raw[1..span.raw.len() - 1]))
@@ -496,7 +525,7 @@ pub fn rewrite_request_body(
             _ => None,
         };
         if let Some(text) = token_text.as_deref().filter(|t| jwe::looks_like_jwe(t)) {
-            let (value, kid) = open_client_value(text, &path, openers, &mut budget)?;
+            let (value, kid) = open_client_value(text, &field, openers, &mut budget)?;
             let plaintext = serde_json::to_vec(&value).expect("a JSON value serialises");
             edits.push(splice::Edit {
                 start: span.start,
@@ -512,12 +541,7 @@ pub fn rewrite_request_body(
         }
         let Some(token_text) = token_text.filter(|t| looks_like_token(t)) else {
             if rules.require_encrypted {
-                return Err(FieldFailure {
-                    path,
-                    reason: "plaintext_not_allowed",
-                    kid: None,
-                }
-                .into());
+                return Err(field.failure("plaintext_not_allowed", None).into());
             }
             ops.push(FieldOp {
                 path,
@@ -527,38 +551,28 @@ pub fn rewrite_request_body(
             continue;
         };
         let kid = token_kid(&token_text);
-        let selector = &rules.decrypt[span.selector];
-        let context = selector.context.as_deref().unwrap_or(&span.member);
         let Some(keyring) = openers.keyring else {
-            return Err(FieldFailure {
-                path,
-                reason: "keyring_unavailable",
-                kid,
-            }
-            .into());
+            return Err(field.failure("keyring_unavailable", kid).into());
         };
-        match token::open_json(keyring, context, &token_text) {
-            Ok(plaintext) => {
-                edits.push(splice::Edit {
-                    start: span.start,
-                    end: span.end,
-                    replacement: plaintext,
-                });
-                ops.push(FieldOp {
-                    path,
-                    action: Action::Opened,
-                    kid,
-                });
-            }
-            Err(e) => {
-                return Err(FieldFailure {
-                    path,
-                    reason: e.reason(),
-                    kid: e.kid().map(str::to_string).or(kid),
-                }
-                .into())
+        let plaintext = token::open_json(keyring, field.context, &token_text)
+            .map_err(|e| field.failure(e.reason(), e.kid().map(str::to_string).or(kid.clone())))?;
+        if let Some(types) = selector.accepts {
+            let value: Value = serde_json::from_slice(&plaintext)
+                .map_err(|_| field.failure("invalid_value", kid.clone()))?;
+            if !types.contains(&value) {
+                return Err(field.failure("unexpected_type", kid).into());
             }
         }
+        edits.push(splice::Edit {
+            start: span.start,
+            end: span.end,
+            replacement: plaintext,
+        });
+        ops.push(FieldOp {
+            path,
+            action: Action::Opened,
+            kid,
+        });
     }
     if edits.is_empty() {
         return Ok(None);
@@ -594,6 +608,12 @@ mod tests {
 
     fn sel(path: &str) -> Selector {
         Selector::compile(path, None).unwrap()
+    }
+
+    fn sealing_nulls(path: &str) -> Selector {
+        let mut s = sel(path);
+        s.seal_null = true;
+        s
     }
 
     fn user() -> Value {
@@ -893,7 +913,8 @@ mod tests {
             let ring = test_keyring();
             let paths = selectors_for(&doc, &picks);
             prop_assume!(!paths.is_empty());
-            let selectors: Vec<Selector> = paths.iter().map(|p| sel(p)).collect();
+            // `seal_null`: every selected node, `null` included, takes the round trip.
+            let selectors: Vec<Selector> = paths.iter().map(|p| sealing_nulls(p)).collect();
             let mut sealed = doc.clone();
             let ops = apply_response(&mut sealed, &ResponseRules::new(selectors.clone(), vec![], vec![], OnNonJson::Fail), Some(&ring)).unwrap();
             let locations = transform::select_selectors(&selectors, &doc).unwrap();
@@ -914,7 +935,8 @@ mod tests {
             let ring = test_keyring();
             let paths = selectors_for(&doc, &picks);
             prop_assume!(!paths.is_empty());
-            let selectors: Vec<Selector> = paths.iter().map(|p| sel(p)).collect();
+            // `seal_null`: every selected node, `null` included, takes the round trip.
+            let selectors: Vec<Selector> = paths.iter().map(|p| sealing_nulls(p)).collect();
             let text = if pretty { serde_json::to_vec_pretty(&doc).unwrap() } else { serde_json::to_vec(&doc).unwrap() };
             let mut wanted: Vec<String> = transform::select_selectors(&selectors, &doc).unwrap().into_iter().map(|(_, l)| l.path).collect();
             wanted.sort();
@@ -971,14 +993,20 @@ mod tests {
         let keys = client_keys();
         let ring = test_keyring();
         // `$.items[?@.secret]` is not a simple path: the Value engine runs it.
-        let simple = RequestRules::new(vec![sel("$.ssn"), sel("$.items[*]")], false, None);
-        let filtered = RequestRules::new(vec![sel("$.ssn"), sel("$.items[?@]")], false, None);
+        // `type: any`: the rule lets a `cty: json` value be an object.
+        let any = |path: &str| {
+            let mut s = sel(path);
+            s.accepts = Some(JsonTypes::parse(["any"]).unwrap());
+            s
+        };
+        let simple = RequestRules::new(vec![sel("$.ssn"), any("$.items[*]")], false, None);
+        let filtered = RequestRules::new(vec![sel("$.ssn"), any("$.items[?@]")], false, None);
         assert!(simple.plan().is_some() && filtered.plan().is_none());
         let openers = Openers {
             keyring: Some(&ring),
             client: Some(&keys),
             max_encrypted_values: 3,
-            freshness: None,
+            replay: None,
         };
         let body = json!({
             "ssn": client_jwe(&keys, b"123-45-6789", json!({})),
@@ -1034,6 +1062,18 @@ mod tests {
         }
     }
 
+    fn client_jwe_json(keys: &ClientKeys, plaintext: &[u8]) -> String {
+        client_jwe(keys, plaintext, json!({"cty": "json"}))
+    }
+
+    fn replay_at(store: &dyn crate::replay::ReplayStore, now: u64) -> Option<Replay<'_>> {
+        Some(Replay {
+            store,
+            window: std::time::Duration::from_secs(300),
+            now,
+        })
+    }
+
     #[test]
     fn freshness_is_checked_after_opening_and_remembers_jtis() {
         let keys = client_keys();
@@ -1043,11 +1083,7 @@ mod tests {
             keyring: None,
             client: Some(&keys),
             max_encrypted_values: 16,
-            freshness: Some(Freshness {
-                max_age: std::time::Duration::from_secs(300),
-                store: &store,
-                now,
-            }),
+            replay: replay_at(&store, now),
         };
         let rules = RequestRules::new(
             vec![sel("$.ssn")],
@@ -1077,14 +1113,248 @@ mod tests {
         tampered.replace_range(at..=at, flipped);
         assert_ne!(reason(&tampered), "ok");
         assert_eq!(reason(&body(json!({"iat": now, "jti": "four"}))), "ok");
-        // Freshness off: the same value passes any number of times.
+        // No replay store (a dry run without one): a max_age route fails closed.
         let relaxed = Openers {
-            freshness: None,
+            replay: None,
             ..openers
         };
+        let fresh5 = body(json!({"iat": now, "jti": "five"}));
+        let err = rewrite_request_body(fresh5.as_bytes(), &rules, &relaxed, &mut Vec::new());
+        assert!(
+            matches!(&err, Err(BodyFailure::Field(f)) if f.reason == "replay_check_unavailable"),
+            "{err:?}"
+        );
+    }
+
+    /// Contract §3 of 1.1: a `jti` is global. A value used on a `max_age` route is refused on a
+    /// route without one, under another field name, and the other way round; values without a
+    /// `jti` still pass where no `max_age` demands one.
+    #[test]
+    fn replay_is_global_across_routes_and_fields() {
+        let keys = client_keys();
+        let store = crate::replay::MemoryReplayStore::new(1024);
+        let now = 1_800_000_000u64;
+        let openers = Openers {
+            keyring: None,
+            client: Some(&keys),
+            max_encrypted_values: 16,
+            replay: replay_at(&store, now),
+        };
+        let strict = RequestRules::new(
+            vec![sel("$.ssn")],
+            false,
+            Some(std::time::Duration::from_secs(60)),
+        );
+        let lax = RequestRules::new(vec![sel("$.nickname"), sel("$.ssn")], false, None);
+        let reason = |rules: &RequestRules, body: String| match rewrite_request_body(
+            body.as_bytes(),
+            rules,
+            &openers,
+            &mut Vec::new(),
+        ) {
+            Ok(_) => "ok",
+            Err(BodyFailure::Field(f)) => f.reason,
+            Err(e) => panic!("{e:?}"),
+        };
+        let value = client_jwe(&keys, b"x", json!({"iat": now, "jti": "g1"}));
+        assert_eq!(reason(&strict, json!({ "ssn": value }).to_string()), "ok");
+        assert_eq!(
+            reason(&lax, json!({ "nickname": value }).to_string()),
+            "replayed"
+        );
+        let other = client_jwe(&keys, b"x", json!({"jti": "g2"}));
+        assert_eq!(reason(&lax, json!({ "ssn": other }).to_string()), "ok");
+        assert_eq!(
+            reason(&lax, json!({ "ssn": other }).to_string()),
+            "replayed"
+        );
+        let with_iat = client_jwe(&keys, b"x", json!({"iat": now, "jti": "g2"}));
+        assert_eq!(
+            reason(&strict, json!({ "ssn": with_iat }).to_string()),
+            "replayed"
+        );
+        let unnamed = client_jwe(&keys, b"x", json!({}));
         for _ in 0..2 {
+            assert_eq!(reason(&lax, json!({ "ssn": unnamed }).to_string()), "ok");
+        }
+        // The window outlives max_age: remembered for max(iat + max_age, now + window).
+        let later = Openers {
+            replay: replay_at(&store, now + 200),
+            ..openers
+        };
+        let err = rewrite_request_body(
+            json!({ "nickname": value }).to_string().as_bytes(),
+            &lax,
+            &later,
+            &mut Vec::new(),
+        );
+        assert!(
+            matches!(&err, Err(BodyFailure::Field(f)) if f.reason == "replayed"),
+            "{err:?}"
+        );
+    }
+
+    /// Contract §3 of 1.1: `fsc` binds a JWE to the field it was made for, on both engines.
+    #[test]
+    fn jwe_context_binding() {
+        let keys = client_keys();
+        let store = crate::replay::MemoryReplayStore::new(1024);
+        let openers = Openers {
+            keyring: None,
+            client: Some(&keys),
+            max_encrypted_values: 16,
+            replay: replay_at(&store, 1_800_000_000),
+        };
+        let simple = RequestRules::new(
+            vec![
+                sel("$.password"),
+                Selector::compile("$.cards[*].number", Some("card".into())).unwrap(),
+            ],
+            false,
+            None,
+        );
+        let required =
+            RequestRules::new(vec![sel("$.password")], false, None).require_context(true);
+        for rules in [simple.clone(), simple.clone().without_plan()] {
+            let reason = |body: Value| match rewrite_request_body(
+                body.to_string().as_bytes(),
+                &rules,
+                &openers,
+                &mut Vec::new(),
+            ) {
+                Ok(_) => "ok",
+                Err(BodyFailure::Field(f)) => f.reason,
+                Err(e) => panic!("{e:?}"),
+            };
+            let for_password = client_jwe(&keys, b"pw", json!({"fsc": "password"}));
+            assert_eq!(reason(json!({ "password": for_password })), "ok");
+            let for_nickname = client_jwe(&keys, b"pw", json!({"fsc": "nickname"}));
+            assert_eq!(
+                reason(json!({ "password": for_nickname })),
+                "context_mismatch"
+            );
+            // The explicit context is the field's, not the member name.
+            let card = client_jwe(&keys, b"4111", json!({"fsc": "card"}));
+            assert_eq!(reason(json!({"cards": [{ "number": card }]})), "ok");
+            let by_member = client_jwe(&keys, b"4111", json!({"fsc": "number"}));
+            assert_eq!(
+                reason(json!({"cards": [{ "number": by_member }]})),
+                "context_mismatch"
+            );
+            assert_eq!(
+                reason(json!({ "password": client_jwe(&keys, b"pw", json!({})) })),
+                "ok"
+            );
+        }
+        for rules in [required.clone(), required.without_plan()] {
+            let err = rewrite_request_body(
+                json!({ "password": client_jwe(&keys, b"pw", json!({})) })
+                    .to_string()
+                    .as_bytes(),
+                &rules,
+                &openers,
+                &mut Vec::new(),
+            );
             assert!(
-                rewrite_request_body(fresh.as_bytes(), &rules, &relaxed, &mut Vec::new()).is_ok()
+                matches!(&err, Err(BodyFailure::Field(f)) if f.reason == "missing_context"),
+                "{err:?}"
+            );
+        }
+    }
+
+    /// Opened values must have a type the rule accepts; by default a JWE may not smuggle an
+    /// object or array (`{"$ne": null}`) where a scalar is expected, on both engines.
+    #[test]
+    fn opened_types_are_checked() {
+        let keys = client_keys();
+        let ring = test_keyring();
+        let openers = Openers {
+            keyring: Some(&ring),
+            client: Some(&keys),
+            max_encrypted_values: 16,
+            replay: None,
+        };
+        let operator = client_jwe_json(&keys, br#"{"$ne":null}"#);
+        let number = client_jwe_json(&keys, b"42");
+        let mut numbers = sel("$.pin");
+        numbers.accepts = Some(JsonTypes::parse(["number"]).unwrap());
+        let mut anything = sel("$.pin");
+        anything.accepts = Some(JsonTypes::parse(["any"]).unwrap());
+        let sealed_object = token::seal(ring.primary(), "pin", &json!({"a": 1})).unwrap();
+        let cases: [(Selector, &str, &str); 6] = [
+            (sel("$.pin"), &operator, "unexpected_type"),
+            (sel("$.pin"), &number, "ok"),
+            (sel("$.pin"), &sealed_object, "ok"),
+            (numbers.clone(), &number, "ok"),
+            (numbers.clone(), &sealed_object, "unexpected_type"),
+            (anything, &operator, "ok"),
+        ];
+        for (selector, value, expected) in cases {
+            let rules = RequestRules::new(vec![selector], true, None);
+            for rules in [rules.clone(), rules.without_plan()] {
+                let got = match rewrite_request_body(
+                    json!({ "pin": value }).to_string().as_bytes(),
+                    &rules,
+                    &openers,
+                    &mut Vec::new(),
+                ) {
+                    Ok(_) => "ok",
+                    Err(BodyFailure::Field(f)) => f.reason,
+                    Err(e) => panic!("{e:?}"),
+                };
+                assert_eq!(got, expected, "{value:.20}");
+            }
+        }
+    }
+
+    /// Contract §7: a selected `null` stays `null` both ways unless the rule says `seal_null`.
+    #[test]
+    fn nulls_are_left_alone_unless_asked() {
+        let ring = test_keyring();
+        let doc = json!({"ssn": null, "card": null});
+        let mut sealing = sel("$.card");
+        sealing.seal_null = true;
+        let rules =
+            ResponseRules::new(vec![sel("$.ssn"), sealing], vec![], vec![], OnNonJson::Fail);
+        for rules in [rules.clone(), rules.without_plan()] {
+            let mut ops = Vec::new();
+            let out =
+                rewrite_response_body(doc.to_string().as_bytes(), &rules, Some(&ring), &mut ops)
+                    .unwrap()
+                    .unwrap();
+            let out: Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(out["ssn"], Value::Null);
+            let card = out["card"].as_str().unwrap();
+            assert_eq!(token::open(&ring, "card", card).unwrap(), Value::Null);
+            assert_eq!(ops.len(), 1);
+        }
+        let only_null = ResponseRules::new(vec![sel("$.ssn")], vec![], vec![], OnNonJson::Fail);
+        for rules in [only_null.clone(), only_null.without_plan()] {
+            let out =
+                rewrite_response_body(br#"{"ssn":null}"#, &rules, Some(&ring), &mut Vec::new());
+            assert_eq!(out, Ok(None), "nothing selected to seal");
+        }
+        // Requests: null passes under require_encrypted; with seal_null it is plaintext.
+        let mut strict_null = sel("$.card");
+        strict_null.seal_null = true;
+        let request = RequestRules::new(vec![sel("$.ssn"), strict_null], true, None);
+        for rules in [request.clone(), request.without_plan()] {
+            let ok = rewrite_request_body(
+                br#"{"ssn":null}"#,
+                &rules,
+                &Openers::fs1(&ring),
+                &mut Vec::new(),
+            );
+            assert_eq!(ok, Ok(None));
+            let err = rewrite_request_body(
+                br#"{"card":null}"#,
+                &rules,
+                &Openers::fs1(&ring),
+                &mut Vec::new(),
+            );
+            assert!(
+                matches!(&err, Err(BodyFailure::Field(f)) if f.reason == "plaintext_not_allowed"),
+                "{err:?}"
             );
         }
     }

@@ -73,11 +73,11 @@ impl FreshnessError {
 impl std::fmt::Display for FreshnessError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Self::MissingIat => "the JWE header has no integer iat",
-            Self::Stale => "the JWE iat is older than the route's max_age",
-            Self::FromTheFuture => "the JWE iat is too far in the future",
-            Self::MissingJti => "the JWE header has no jti",
-            Self::Replayed => "the JWE jti was already used",
+            Self::MissingIat => "the value has no integer iat",
+            Self::Stale => "the value's iat is older than the route's max_age",
+            Self::FromTheFuture => "the value's iat is too far in the future",
+            Self::MissingJti => "the value has no jti",
+            Self::Replayed => "the value's jti was already used",
             Self::StoreFull => "the replay cache is full of unexpired entries",
         })
     }
@@ -100,10 +100,70 @@ pub trait ReplayStore: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// Checks `iat`/`jti` for a route with `max_age` and records the `jti`.
+/// Default replay window when no route sets `max_age`: a `jti` is remembered at least this
+/// long after its first use (contract §3 of 1.1: at least the largest `max_age`, 300 s when
+/// none is configured).
+pub const DEFAULT_WINDOW_SECS: u64 = 300;
+
+/// The process-wide replay check every opened client value goes through (contract §3 of 1.1):
+/// a `jti` used once is refused on *any* route within the window, not only on the route that
+/// first saw it; otherwise a value refused as replayed on a `max_age` route would be accepted
+/// again on any other decrypt path.
+#[derive(Clone, Copy)]
+pub struct Replay<'a> {
+    pub store: &'a dyn ReplayStore,
+    /// How long a `jti` is remembered after its use: the largest `max_age` configured, at
+    /// least [`DEFAULT_WINDOW_SECS`].
+    pub window: Duration,
+    /// Unix seconds, read once per request.
+    pub now: u64,
+}
+
+/// Admits one opened value: on a route with `max_age`, `iat` must lie in
+/// `[now - max_age, now + skew]` and a `jti` is mandatory; anywhere, a `jti` it carries is
+/// recorded and a second use within the window is refused.
 ///
 /// The cheap time checks come first so stale or future values never reach (or fill) the
 /// store. Arithmetic saturates because `iat` is attacker-chosen; a negative `iat` is stale.
+pub fn admit(
+    iat: Option<i64>,
+    jti: Option<&str>,
+    max_age: Option<Duration>,
+    replay: &Replay<'_>,
+) -> Result<(), FreshnessError> {
+    let now = replay.now;
+    let mut remember_until = now;
+    if let Some(max_age) = max_age {
+        let iat = iat.ok_or(FreshnessError::MissingIat)?;
+        let iat = u64::try_from(iat).map_err(|_| FreshnessError::Stale)?;
+        if iat > now.saturating_add(MAX_FUTURE_SKEW_SECS) {
+            return Err(FreshnessError::FromTheFuture);
+        }
+        let max_age = max_age.as_secs();
+        if iat.saturating_add(max_age) < now {
+            return Err(FreshnessError::Stale);
+        }
+        // Outlive every instant at which this `iat` is still acceptable here.
+        remember_until = iat.saturating_add(max_age);
+    }
+    let jti = match jti.filter(|j| !j.is_empty()) {
+        Some(jti) => jti,
+        None if max_age.is_some() => return Err(FreshnessError::MissingJti),
+        // Nothing to recognise the value by; only `max_age` routes demand one.
+        None => return Ok(()),
+    };
+    let expires_at = remember_until
+        .max(now.saturating_add(replay.window.as_secs()))
+        .saturating_add(MAX_FUTURE_SKEW_SECS);
+    if replay.store.remember(jti, now, expires_at)? {
+        Ok(())
+    } else {
+        Err(FreshnessError::Replayed)
+    }
+}
+
+/// Checks `iat`/`jti` for a route with `max_age` whose window is the only one, and records
+/// the `jti` (the store's own tests; the proxy calls [`admit`]).
 pub fn check(
     iat: Option<i64>,
     jti: Option<&str>,
@@ -111,26 +171,12 @@ pub fn check(
     now: u64,
     store: &dyn ReplayStore,
 ) -> Result<(), FreshnessError> {
-    let iat = iat.ok_or(FreshnessError::MissingIat)?;
-    let iat = u64::try_from(iat).map_err(|_| FreshnessError::Stale)?;
-    if iat > now.saturating_add(MAX_FUTURE_SKEW_SECS) {
-        return Err(FreshnessError::FromTheFuture);
-    }
-    let max_age = max_age.as_secs();
-    if iat.saturating_add(max_age) < now {
-        return Err(FreshnessError::Stale);
-    }
-    let jti = jti
-        .filter(|j| !j.is_empty())
-        .ok_or(FreshnessError::MissingJti)?;
-    let expires_at = iat
-        .saturating_add(max_age)
-        .saturating_add(MAX_FUTURE_SKEW_SECS);
-    if store.remember(jti, now, expires_at)? {
-        Ok(())
-    } else {
-        Err(FreshnessError::Replayed)
-    }
+    let replay = Replay {
+        store,
+        window: Duration::ZERO,
+        now,
+    };
+    admit(iat, jti, Some(max_age), &replay)
 }
 
 /// Current unix time in seconds. A clock before 1970 yields 0, which makes every `iat` look

@@ -156,7 +156,7 @@ pub fn normalize_path(path: &str) -> Vec<Cow<'_, str>> {
     out
 }
 
-fn percent_decode(s: &str) -> Cow<'_, str> {
+pub(crate) fn percent_decode(s: &str) -> Cow<'_, str> {
     if !s.contains('%') {
         return Cow::Borrowed(s);
     }

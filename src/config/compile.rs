@@ -24,7 +24,7 @@ use crate::limits;
 use crate::routing::{MethodSet, PathTemplate, RouteTable};
 use crate::secret_file::{self, Exposure};
 use crate::security_headers::HeaderPolicy;
-use crate::selector::Selector;
+use crate::selector::{JsonTypes, Selector};
 use crate::tls;
 
 /// Prefix of environment overrides; `__` separates nested keys (`FIELDSEAL_TLS__CERT`).
@@ -241,8 +241,19 @@ impl<'a> Compiler<'a> {
         let timeouts = self.timeouts();
         let limits = self.limits();
         let routes = self.routes(&global_headers, &keys);
+        let trusted_proxies = self.trusted_proxies();
 
         let (tls, mtls) = tls?;
+        let routes = RouteTable::new(routes?);
+        // Global replay (contract §3 of 1.1): a `jti` is remembered at least as long as the
+        // largest `max_age` anywhere.
+        let replay_window = routes
+            .iter()
+            .filter_map(|r| r.rules.request.as_ref().and_then(|q| q.max_age))
+            .fold(
+                std::time::Duration::from_secs(crate::replay::DEFAULT_WINDOW_SECS),
+                std::time::Duration::max,
+            );
         Some(Settings {
             source: PathBuf::from(&self.file),
             files: self.files.borrow().clone(),
@@ -255,12 +266,36 @@ impl<'a> Compiler<'a> {
             keys,
             audit,
             reload,
-            routes: RouteTable::new(routes?),
+            routes,
+            replay_window,
             default_headers: default_headers?,
             timeouts,
             limits,
+            trusted_proxies,
             warnings: std::mem::take(&mut self.warnings),
         })
+    }
+
+    /// `trusted_proxies`: the CIDRs of peers whose forwarding headers are kept (contract §7).
+    fn trusted_proxies(&mut self) -> Vec<ipnet::IpNet> {
+        let Some(raw) = self.section::<Vec<String>>("trusted_proxies") else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(raw.len());
+        for (i, text) in raw.iter().enumerate() {
+            // A bare address is a one-address network.
+            let parsed = text
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match parsed {
+                Ok(net) => out.push(net.trunc()),
+                Err(_) => self.problem(
+                    &format!("trusted_proxies.{i}"),
+                    "not an IP network (e.g. `10.0.0.0/8` or `::1/128`)",
+                ),
+            }
+        }
+        out
     }
 
     fn socket_addr(&mut self, key: &str, value: &str) -> Option<SocketAddr> {
@@ -779,30 +814,61 @@ impl<'a> Compiler<'a> {
         })
     }
 
-    fn selectors(&mut self, key: &str, raw: &[RawSelector]) -> Vec<Selector> {
+    fn selectors(&mut self, key: &str, raw: &[RawSelector], decrypt: bool) -> Vec<Selector> {
         let mut seen = HashSet::new();
         let mut out = Vec::new();
         for (i, sel) in raw.iter().enumerate() {
-            let (path, context) = match sel {
-                RawSelector::Path(p) => (p.as_str(), None),
-                RawSelector::WithContext(w) => (w.path.as_str(), w.context.clone()),
+            let at = format!("{key}.{i}");
+            let (path, context, seal_null, value_type) = match sel {
+                RawSelector::Path(p) => (p.as_str(), None, false, None),
+                RawSelector::WithContext(w) => (
+                    w.path.as_str(),
+                    w.context.clone(),
+                    w.seal_null,
+                    w.value_type.clone(),
+                ),
             };
             if !seen.insert(path.to_string()) {
-                self.problem(&format!("{key}.{i}"), "the same selector is listed twice");
+                self.problem(&at, "the same selector is listed twice");
                 continue;
             }
-            match Selector::compile(path, context) {
-                Ok(s) => out.push(s),
-                Err(m) => self.problem(&format!("{key}.{i}"), m),
+            let mut selector = match Selector::compile(path, context) {
+                Ok(s) => s,
+                Err(m) => {
+                    self.problem(&at, m);
+                    continue;
+                }
+            };
+            selector.seal_null = seal_null;
+            if let Some(types) = value_type {
+                if !decrypt {
+                    self.problem(
+                        &format!("{at}.type"),
+                        "applies to `request.decrypt` rules only",
+                    );
+                }
+                let names = types.into_vec();
+                match JsonTypes::parse(names.iter().map(String::as_str)) {
+                    Ok(t) => selector.accepts = Some(t),
+                    Err(m) => self.problem(&format!("{at}.type"), m),
+                }
             }
+            if decrypt && selector.context.is_none() && !selector.has_fixed_context() {
+                self.problem(
+                    &at,
+                    "the member names this selector matches are chosen by the client, so any token would open under them: \
+                     give it an explicit `context` (the one its tokens were sealed with)",
+                );
+            }
+            out.push(selector);
         }
         out
     }
 
     fn rules(&mut self, key: &str, raw: &RawRoute, keys: &KeySources) -> RouteRules {
         let response = raw.response.as_ref().map(|r| {
-            let encrypt = self.selectors(&format!("{key}.response.encrypt"), &r.encrypt);
-            let redact = self.selectors(&format!("{key}.response.redact"), &r.redact);
+            let encrypt = self.selectors(&format!("{key}.response.encrypt"), &r.encrypt, false);
+            let redact = self.selectors(&format!("{key}.response.redact"), &r.redact, false);
             let mut mask = Vec::new();
             for (i, m) in r.mask.iter().enumerate() {
                 match Selector::compile(&m.path, None) {
@@ -823,10 +889,11 @@ impl<'a> Compiler<'a> {
                 );
             }
             RequestRules::new(
-                self.selectors(&format!("{key}.request.decrypt"), &r.decrypt),
+                self.selectors(&format!("{key}.request.decrypt"), &r.decrypt, true),
                 r.require_encrypted,
                 r.max_age.map(std::time::Duration::from_secs),
             )
+            .require_context(r.require_context)
         });
         let rules = RouteRules {
             response,
@@ -852,10 +919,11 @@ impl<'a> Compiler<'a> {
                 "decrypt rules need `keys.keyring` (fs1 tokens) or `keys.rsa_private_key`/`keys.hpke_private_key` (JWE values)",
             );
         }
-        if rules
-            .request
-            .as_ref()
-            .is_some_and(|r| r.max_age.is_some() && r.decrypt.is_empty())
+        if !rules.envelope
+            && rules
+                .request
+                .as_ref()
+                .is_some_and(|r| r.max_age.is_some() && r.decrypt.is_empty())
         {
             self.problem(
                 &format!("{key}.request.max_age"),

@@ -13,8 +13,19 @@ use serde::Deserialize;
 /// these so unrelated `FIELDSEAL_*` variables (Kubernetes service links such as
 /// `FIELDSEAL_SERVICE_HOST`) do not break startup.
 pub const TOP_LEVEL_KEYS: &[&str] = &[
-    "listen", "upstream", "admin", "workers", "tls", "keys", "headers", "routes", "timeouts",
-    "limits", "audit", "reload",
+    "listen",
+    "upstream",
+    "admin",
+    "workers",
+    "tls",
+    "keys",
+    "headers",
+    "routes",
+    "timeouts",
+    "limits",
+    "audit",
+    "reload",
+    "trusted_proxies",
 ];
 
 #[derive(Debug, Deserialize)]
@@ -173,6 +184,12 @@ pub struct RawSelectorWithContext {
     pub path: String,
     #[serde(default)]
     pub context: Option<String>,
+    /// Seal a selected `null` too (by default a `null` stays `null`, contract §7).
+    #[serde(default)]
+    pub seal_null: bool,
+    /// Decrypt rules: the JSON types accepted once a value is opened.
+    #[serde(default, rename = "type")]
+    pub value_type: Option<OneOrMany<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -214,4 +231,7 @@ pub struct RawRequestRules {
     pub require_encrypted: bool,
     #[serde(default)]
     pub max_age: Option<u64>,
+    /// Refuse JWE values whose protected header carries no `fsc` (contract §3 of 1.1).
+    #[serde(default)]
+    pub require_context: bool,
 }

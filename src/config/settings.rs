@@ -36,10 +36,16 @@ pub struct Settings {
     pub audit: Option<AuditSettings>,
     pub reload: ReloadSettings,
     pub routes: RouteTable<Route>,
+    /// How long a client value's `jti` is remembered, on every route: the largest
+    /// `request.max_age` configured, at least 300 s (contract §3 of 1.1).
+    pub replay_window: Duration,
     /// Header policy for requests that match no route.
     pub default_headers: HeaderPolicy,
     pub timeouts: Timeouts,
     pub limits: Limits,
+    /// Peers whose `Forwarded`/`X-Forwarded-*`/`X-Real-IP` headers are kept (contract §7);
+    /// from anyone else they are removed. Empty by default: fieldseal is the TLS edge.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Accepted but worth saying (e.g. a group-readable key file).
     pub warnings: Vec<ConfigProblem>,
 }
@@ -233,6 +239,9 @@ impl RouteRules {
             if let Some(age) = r.max_age {
                 out.push(format!("request.max_age: {}s", age.as_secs()));
             }
+            if r.require_context {
+                out.push("request.require_context: true".into());
+            }
         }
         if self.envelope {
             out.push("envelope: true".into());
@@ -302,6 +311,8 @@ pub struct RequestRules {
     pub decrypt: Vec<Selector>,
     pub require_encrypted: bool,
     pub max_age: Option<Duration>,
+    /// JWE values must say which field they were made for (`fsc`, contract §3 of 1.1).
+    pub require_context: bool,
     /// The byte-level plan over the decrypt selectors, when they are simple enough for it.
     plan: Option<Plan>,
 }
@@ -314,8 +325,15 @@ impl RequestRules {
             decrypt,
             require_encrypted,
             max_age,
+            require_context: false,
             plan,
         }
+    }
+
+    /// With `request.require_context`.
+    pub fn require_context(mut self, required: bool) -> Self {
+        self.require_context = required;
+        self
     }
 
     pub fn is_empty(&self) -> bool {

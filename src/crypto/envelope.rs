@@ -93,19 +93,57 @@ struct RequestEnvelope<'a> {
     encrypted_data: std::borrow::Cow<'a, str>,
     #[serde(borrow)]
     kid: std::borrow::Cow<'a, str>,
+    /// Freshness (contract §3 of 1.1): with `jti`, bound into the AAD.
+    #[serde(default)]
+    iat: Option<i64>,
+    #[serde(default, borrow)]
+    jti: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// An opened request envelope.
+pub struct OpenedEnvelope {
+    pub plaintext: Zeroizing<Vec<u8>>,
+    pub session: SessionKey,
+    /// The envelope's `iat` and `jti`. Authenticated (part of the AAD) only when both are
+    /// present; a `jti` alone is still recorded, so the same envelope cannot be sent twice.
+    pub iat: Option<i64>,
+    pub jti: Option<String>,
+}
+
+/// The plaintext is the client's: never print it.
+impl std::fmt::Debug for OpenedEnvelope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenedEnvelope")
+            .field("session", &self.session)
+            .field("iat", &self.iat)
+            .field("jti", &self.jti)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The AAD of a request envelope: `fieldseal-envelope-request`, or with both freshness members
+/// `fieldseal-envelope-request.<iat>.<jti>` so they cannot be changed without the session key.
+pub fn request_aad(iat: Option<i64>, jti: Option<&str>) -> Vec<u8> {
+    match (iat, jti) {
+        (Some(iat), Some(jti)) => format!("fieldseal-envelope-request.{iat}.{jti}").into_bytes(),
+        _ => REQUEST_AAD.to_vec(),
+    }
 }
 
 /// Opens a request envelope: returns the plaintext JSON body and the session key for the
 /// response.
-pub fn open_request(
-    body: &[u8],
-    keys: &ClientKeys,
-) -> Result<(Zeroizing<Vec<u8>>, SessionKey), EnvelopeError> {
+pub fn open_request(body: &[u8], keys: &ClientKeys) -> Result<OpenedEnvelope, EnvelopeError> {
     let envelope: RequestEnvelope<'_> =
         serde_json::from_slice(body).map_err(|_| EnvelopeError::Malformed)?;
-    if envelope.kid.len() > super::jwe::MAX_KID_LEN {
+    if envelope.kid.len() > super::jwe::MAX_KID_LEN
+        || envelope
+            .jti
+            .as_ref()
+            .is_some_and(|j| j.len() > super::jwe::MAX_JTI_LEN)
+    {
         return Err(EnvelopeError::Malformed);
     }
+    let aad = request_aad(envelope.iat, envelope.jti.as_deref());
     let wrapped = B64
         .decode(envelope.encrypted_session_key.as_bytes())
         .map_err(|_| EnvelopeError::Malformed)?;
@@ -130,7 +168,7 @@ pub fn open_request(
             Nonce::from_slice(nonce),
             Payload {
                 msg: ciphertext,
-                aad: REQUEST_AAD,
+                aad: &aad,
             },
         )
         .map(Zeroizing::new)
@@ -138,13 +176,15 @@ pub fn open_request(
     if serde_json::from_slice::<serde::de::IgnoredAny>(&plaintext).is_err() {
         return Err(EnvelopeError::NotJson);
     }
-    Ok((
+    Ok(OpenedEnvelope {
         plaintext,
-        SessionKey {
+        session: SessionKey {
             key,
             kid: rsa.kid.clone(),
         },
-    ))
+        iat: envelope.iat,
+        jti: envelope.jti.map(std::borrow::Cow::into_owned),
+    })
 }
 
 impl SessionKey {
@@ -238,14 +278,55 @@ mod tests {
     }
 
     #[test]
+    fn freshness_members_are_bound_into_the_aad() {
+        let (keys, public) = keys();
+        let kid = keys.rsa_keys()[0].kid.clone();
+        let aad = request_aad(Some(1_800_000_000), Some("j-1"));
+        assert_eq!(aad, b"fieldseal-envelope-request.1800000000.j-1");
+        let (body, _) = client_envelope(&public, &kid, b"{}", &aad);
+        let mut doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        doc["iat"] = json!(1_800_000_000);
+        doc["jti"] = json!("j-1");
+        let opened = open_request(&serde_json::to_vec(&doc).unwrap(), &keys).unwrap();
+        assert_eq!(opened.iat, Some(1_800_000_000));
+        assert_eq!(opened.jti.as_deref(), Some("j-1"));
+        // Another jti or iat than the one sealed: authentication fails, so a captured
+        // envelope cannot be given a new jti to pass the replay check.
+        for (member, value) in [("jti", json!("j-2")), ("iat", json!(1_800_000_001))] {
+            let mut changed = doc.clone();
+            changed[member] = value;
+            let err = open_request(&serde_json::to_vec(&changed).unwrap(), &keys).unwrap_err();
+            assert_eq!(err, EnvelopeError::DecryptionFailed, "{member}");
+        }
+        // Without them, the plain AAD no longer opens it either.
+        let mut bare = doc.clone();
+        bare.as_object_mut().unwrap().remove("iat");
+        bare.as_object_mut().unwrap().remove("jti");
+        let err = open_request(&serde_json::to_vec(&bare).unwrap(), &keys).unwrap_err();
+        assert_eq!(err, EnvelopeError::DecryptionFailed);
+        // A jti alone is carried (recorded by the proxy) but not bound.
+        let (plain_body, _) = client_envelope(&public, &kid, b"{}", REQUEST_AAD);
+        let mut with_jti: serde_json::Value = serde_json::from_slice(&plain_body).unwrap();
+        with_jti["jti"] = json!("only");
+        let opened = open_request(&serde_json::to_vec(&with_jti).unwrap(), &keys).unwrap();
+        assert_eq!((opened.iat, opened.jti.as_deref()), (None, Some("only")));
+        // A float iat is not a NumericDate this format accepts.
+        with_jti["iat"] = json!(1.5);
+        let err = open_request(&serde_json::to_vec(&with_jti).unwrap(), &keys).unwrap_err();
+        assert_eq!(err, EnvelopeError::Malformed);
+    }
+
+    #[test]
     fn request_opens_and_response_seals_with_the_same_session_key() {
         let (keys, public) = keys();
         assert_eq!(public.size(), 256);
         let kid = keys.rsa_keys()[0].kid.clone();
         let (body, session) = client_envelope(&public, &kid, br#"{"amount": 12}"#, REQUEST_AAD);
-        let (plain, key) = open_request(&body, &keys).unwrap();
+        let opened = open_request(&body, &keys).unwrap();
+        let (plain, key) = (opened.plaintext, opened.session);
         assert_eq!(&plain[..], br#"{"amount": 12}"#);
         assert_eq!(key.kid, kid);
+        assert_eq!((opened.iat, opened.jti), (None, None));
 
         let sealed = key.seal_response(br#"{"ok":true}"#).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&sealed).unwrap();

@@ -101,6 +101,9 @@ pub struct Opened {
     pub iat: Option<i64>,
     /// The protected header's `jti`, unchecked.
     pub jti: Option<String>,
+    /// The protected header's `fsc`: the field context the client made the value for
+    /// (contract §3 of 1.1), compared with the field it arrives in by the caller.
+    pub fsc: Option<String>,
 }
 
 /// The value is plaintext from the client: never print it.
@@ -111,6 +114,7 @@ impl fmt::Debug for Opened {
             .field("kid", &self.kid)
             .field("iat", &self.iat)
             .field("jti", &self.jti)
+            .field("fsc", &self.fsc)
             .finish()
     }
 }
@@ -281,6 +285,7 @@ struct Checked {
     json: bool,
     iat: Option<i64>,
     jti: Option<String>,
+    fsc: Option<String>,
 }
 
 fn check_header(header: &Header) -> Result<Checked, JweError> {
@@ -335,12 +340,19 @@ fn check_header(header: &Header) -> Result<Checked, JweError> {
         Some(Value::String(jti)) if jti.len() <= MAX_JTI_LEN => Some(jti.clone()),
         Some(_) => return Err(JweError::BadHeader),
     };
+    // A field context is a member name or a configured context: bounded like a `jti`.
+    let fsc = match members.get("fsc") {
+        None => None,
+        Some(Value::String(fsc)) if fsc.len() <= MAX_JTI_LEN => Some(fsc.clone()),
+        Some(_) => return Err(JweError::BadHeader),
+    };
     Ok(Checked {
         scheme,
         kid,
         json,
         iat,
         jti,
+        fsc,
     })
 }
 
@@ -425,6 +437,7 @@ pub fn open(compact: &str, keys: &dyn KeyUnwrap) -> Result<Opened, JweError> {
         kid: checked.kid,
         iat: checked.iat,
         jti: checked.jti,
+        fsc: checked.fsc,
     })
 }
 

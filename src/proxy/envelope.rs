@@ -15,20 +15,21 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response};
 
 use super::error::ProxyError;
-use super::fields::{
-    forget_validators, read_request_json, read_response_body, response_has_no_body, set_length,
-};
+use super::fields::{read_request_json, read_response_body, response_has_no_body, set_length};
 use crate::body::{full, ProxyBody};
 use crate::crypto::client_keys::ClientKeys;
 use crate::crypto::envelope::{self, SessionKey};
 use crate::field_rules::{Action, FieldOp};
+use crate::replay::Replay;
 
-/// Opens the request envelope. Returns the plain body to forward and the session key.
+/// Opens the request envelope and admits it (fresh on a `max_age` route; its `jti`, if any,
+/// never seen before on any route). Returns the plain body to forward and the session key.
 pub async fn open_request(
     headers: &mut HeaderMap,
     body: ProxyBody,
     keys: Option<&ClientKeys>,
     limit: usize,
+    (replay, max_age): (&Replay<'_>, Option<Duration>),
     ops: &mut Vec<FieldOp>,
 ) -> Result<(ProxyBody, SessionKey), ProxyError> {
     let bytes = read_request_json(headers, body, limit)
@@ -36,8 +37,15 @@ pub async fn open_request(
         .ok_or_else(|| rejected("missing", None))?;
     // Config validation guarantees RSA keys on envelope routes; fail closed regardless.
     let keys = keys.ok_or_else(|| rejected("unknown_key", None))?;
-    let (plain, session) = envelope::open_request(&bytes, keys)
+    let opened = envelope::open_request(&bytes, keys)
         .map_err(|e| rejected(e.reason(), e.kid().map(str::to_string)))?;
+    let (plain, session) = (opened.plaintext, opened.session);
+    crate::replay::admit(opened.iat, opened.jti.as_deref(), max_age, replay).map_err(
+        |e| match e {
+            crate::replay::FreshnessError::StoreFull => ProxyError::ReplayCacheFull,
+            e => rejected(e.reason(), Some(session.kid.clone())),
+        },
+    )?;
     ops.push(FieldOp {
         path: "$".into(),
         action: Action::EnvelopeOpened,
@@ -83,10 +91,6 @@ pub async fn seal_response(
         HeaderValue::from_static("application/json"),
     );
     set_length(&mut parts.headers, sealed.len());
-    forget_validators(&mut parts.headers);
-    // A weak ETag survives a change of coding, not a change of content: the sealed body
-    // differs on every response.
-    parts.headers.remove(header::ETAG);
     Ok(Response::from_parts(parts, full(sealed)))
 }
 

@@ -22,9 +22,6 @@ use crate::config::settings::{RequestRules, ResponseRules};
 use crate::crypto::Keyring;
 use crate::field_rules::{self, BodyFailure, FieldOp, Openers};
 
-/// Headers describing the old body that a rewritten body must not carry.
-const DIGEST_HEADERS: &[&str] = &["digest", "content-digest", "repr-digest", "content-md5"];
-
 /// Whether a `Content-Type` is JSON (`application/json`, `application/*+json`).
 fn is_json(headers: &HeaderMap) -> bool {
     let Some(ct) = headers
@@ -83,20 +80,6 @@ async fn read_bounded(mut body: ProxyBody, limit: usize) -> Result<Bytes, bool> 
 pub(super) fn set_length(headers: &mut HeaderMap, len: usize) {
     headers.remove(header::TRANSFER_ENCODING);
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-}
-
-/// Drops what described the upstream's bytes rather than the body forwarded: a strong `ETag`
-/// (weak ones survive a change of content coding) and the digests.
-pub(super) fn forget_validators(headers: &mut HeaderMap) {
-    let strong_etag = headers
-        .get(header::ETAG)
-        .is_some_and(|v| !v.as_bytes().starts_with(b"W/"));
-    if strong_etag {
-        headers.remove(header::ETAG);
-    }
-    for name in DIGEST_HEADERS {
-        headers.remove(*name);
-    }
 }
 
 /// Reads a JSON request body a stage must buffer: `None` when there is no body, 415 when it
@@ -204,14 +187,14 @@ pub(super) async fn read_response_body(
         // Whatever is forwarded below is these decoded bytes (rewritten or not), uncompressed.
         parts.headers.remove(header::CONTENT_ENCODING);
         set_length(&mut parts.headers, bytes.len());
-        forget_validators(&mut parts.headers);
         bytes
     } else {
         bytes
     })
 }
 
-/// Seals, redacts and masks the route's response fields; fails closed.
+/// Seals, redacts and masks the route's response fields; fails closed. (Validators and
+/// digests of the app's body were already dropped by [`super::boundary`].)
 pub async fn rewrite_response(
     resp: Response<ProxyBody>,
     rules: &ResponseRules,
@@ -219,14 +202,20 @@ pub async fn rewrite_response(
     limit: usize,
     deadline: Duration,
     ops: &mut Vec<FieldOp>,
+    request_id: &str,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (mut parts, body) = resp.into_parts();
-    if body.is_end_stream() || declared_length(&parts.headers) == Some(0) {
+    // The body's own framing says whether it is empty: a `Content-Length: 0` header alone is
+    // not trusted (contract §7; a head with both lengths is refused in `upstream`).
+    if body.is_end_stream() {
         return Ok(Response::from_parts(parts, body));
     }
     if !is_json(&parts.headers) {
         return match rules.on_non_json {
             OnNonJson::Pass => Ok(Response::from_parts(parts, body)),
+            // An error or redirect keeps its status (contract §6): the client learns what
+            // happened, and an HTML error page, which may echo anything, never passes.
+            OnNonJson::Fail if parts.status.as_u16() >= 300 => Ok(withhold_body(parts, request_id)),
             OnNonJson::Fail => Err(ProxyError::ResponseNotEncryptable("not JSON")),
         };
     }
@@ -242,9 +231,40 @@ pub async fn rewrite_response(
         return Ok(Response::from_parts(parts, full(bytes)));
     };
     set_length(&mut parts.headers, out.len());
-    // The validators and digests described the plaintext body.
-    forget_validators(&mut parts.headers);
     Ok(Response::from_parts(parts, full(out)))
+}
+
+/// Headers that describe the body being replaced; the rest of the app's head (`Location`,
+/// `WWW-Authenticate`, `Retry-After`, `Allow`, cookies) stays, because it is what makes the
+/// status useful.
+const BODY_HEADERS: [header::HeaderName; 5] = [
+    header::CONTENT_ENCODING,
+    header::CONTENT_LANGUAGE,
+    header::CONTENT_LOCATION,
+    header::CONTENT_RANGE,
+    header::CONTENT_DISPOSITION,
+];
+
+/// The app's error or redirect answer with its body replaced by the error JSON
+/// `upstream_body_withheld` (contract §6 of 1.1). The unread body is dropped, which closes
+/// that upstream connection rather than reading an unbounded page to the end.
+fn withhold_body(mut parts: http::response::Parts, request_id: &str) -> Response<ProxyBody> {
+    let replacement = super::error::error_response(
+        parts.status,
+        "upstream_body_withheld",
+        "The application answered with a body that is not JSON; it was withheld.",
+        request_id,
+    );
+    for name in &BODY_HEADERS {
+        parts.headers.remove(name);
+    }
+    let (replaced, body) = replacement.into_parts();
+    for (name, value) in &replaced.headers {
+        parts.headers.insert(name, value.clone());
+    }
+    let len = body.size_hint().exact().unwrap_or_default();
+    set_length(&mut parts.headers, usize::try_from(len).unwrap_or_default());
+    Response::from_parts(parts, body)
 }
 
 #[cfg(test)]

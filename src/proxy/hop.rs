@@ -26,6 +26,21 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// Headers through which an app learns who the client is and how it reached it (ProxyFix,
+/// uvicorn `--proxy-headers`, Express `trust proxy`). fieldseal is the TLS edge: from a client
+/// they are lies an app may trust (an allow-list by IP, an absolute redirect to another host, a
+/// link prefix), so they are removed unless the peer is a `trusted_proxies` address
+/// (contract §7). The proxy then sets `X-Forwarded-For`/`-Proto`/`-Host` itself.
+const CLIENT_FORWARDING: [HeaderName; 7] = [
+    header::FORWARDED,
+    X_FORWARDED_FOR,
+    X_FORWARDED_HOST,
+    X_FORWARDED_PROTO,
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-real-ip"),
+];
+
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
 /// With `keep_upgrade`, `Connection: upgrade` and `Upgrade` survive so a WebSocket handshake
 /// can reach the upstream (they are hop-by-hop, but an upgrade is negotiated end to end).
@@ -77,11 +92,23 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// Sets `X-Forwarded-For` (client address appended to any incoming list, as nginx's
-/// `$proxy_add_x_forwarded_for` does), `X-Forwarded-Proto: https` and `X-Forwarded-Host`
-/// (the host the client asked for; replaced, never trusted from the client).
-pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&HeaderValue>) {
+/// Sets `X-Forwarded-For`, `X-Forwarded-Proto: https` and `X-Forwarded-Host` (the host the
+/// client asked for; replaced, never taken from the client). From a peer that is not a
+/// trusted proxy every client-sent forwarding header is removed first, so `X-Forwarded-For`
+/// is the peer alone; from a trusted one the peer is appended to its list, as nginx's
+/// `$proxy_add_x_forwarded_for` does.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    client: IpAddr,
+    host: Option<&HeaderValue>,
+    trusted_peer: bool,
+) {
     use std::fmt::Write;
+    if !trusted_peer {
+        for name in &CLIENT_FORWARDING {
+            headers.remove(name);
+        }
+    }
     headers.reserve(3);
     let prior = headers
         .get(&X_FORWARDED_FOR)
@@ -144,19 +171,51 @@ mod tests {
         assert!(!h.contains_key("x-hop"));
     }
 
-    #[test]
-    fn forwarded_headers_append_and_replace() {
+    fn client_sent() -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.7"));
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
         h.insert(X_FORWARDED_HOST, HeaderValue::from_static("evil.example"));
+        h.insert("x-forwarded-port", HeaderValue::from_static("80"));
+        h.insert("x-forwarded-prefix", HeaderValue::from_static("/admin"));
+        h.insert("x-real-ip", HeaderValue::from_static("10.0.0.1"));
+        h.insert(
+            "forwarded",
+            HeaderValue::from_static("for=10.0.0.1;host=evil.example;proto=http"),
+        );
+        h
+    }
+
+    #[test]
+    fn forwarded_headers_from_a_trusted_proxy_are_appended_to() {
+        let mut h = client_sent();
         let host = HeaderValue::from_static("api.example.com");
-        set_forwarded(&mut h, "127.0.0.1".parse().unwrap(), Some(&host));
+        set_forwarded(&mut h, "127.0.0.1".parse().unwrap(), Some(&host), true);
         assert_eq!(h[X_FORWARDED_FOR], "203.0.113.7, 127.0.0.1");
         assert_eq!(h[X_FORWARDED_PROTO], "https");
         assert_eq!(h[X_FORWARDED_HOST], "api.example.com");
+        assert_eq!(h["x-real-ip"], "10.0.0.1");
+        assert!(h.contains_key("forwarded"));
         let mut h = HeaderMap::new();
-        set_forwarded(&mut h, "::ffff:10.1.2.3".parse().unwrap(), None);
+        set_forwarded(&mut h, "::ffff:10.1.2.3".parse().unwrap(), None, true);
         assert_eq!(h[X_FORWARDED_FOR], "10.1.2.3");
+    }
+
+    #[test]
+    fn forwarded_headers_from_anyone_else_are_replaced() {
+        let mut h = client_sent();
+        let host = HeaderValue::from_static("api.example.com");
+        set_forwarded(&mut h, "192.0.2.9".parse().unwrap(), Some(&host), false);
+        assert_eq!(h[X_FORWARDED_FOR], "192.0.2.9");
+        assert_eq!(h[X_FORWARDED_PROTO], "https");
+        assert_eq!(h[X_FORWARDED_HOST], "api.example.com");
+        for gone in [
+            "forwarded",
+            "x-forwarded-port",
+            "x-forwarded-prefix",
+            "x-real-ip",
+        ] {
+            assert!(!h.contains_key(gone), "{gone}");
+        }
     }
 }

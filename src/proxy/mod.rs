@@ -4,6 +4,7 @@
 //!
 //! Routes without transforms stream both bodies untouched: nothing here buffers.
 
+pub mod boundary;
 mod decode;
 pub mod envelope;
 pub mod error;
@@ -30,8 +31,8 @@ use crate::access_log::{CountedBody, Exchange, ObservedBody};
 use crate::audit::{FieldFailureInfo, FieldsEvent, Outcome as AuditOutcome};
 use crate::body::{empty, ProxyBody};
 use crate::config::Route;
-use crate::field_rules::{Action, FieldOp, Freshness, Openers};
-use crate::replay::ReplayStore;
+use crate::field_rules::{Action, FieldOp, Openers};
+use crate::replay::{Replay, ReplayStore};
 use crate::state::{Runtime, Shared};
 use error::ProxyError;
 use request_id::X_REQUEST_ID;
@@ -312,7 +313,13 @@ async fn forward(
     hop::strip(&mut parts.headers, upgrade);
     // The proxy already answered `Expect: 100-continue` to the client; the upstream gets the body.
     parts.headers.remove(http::header::EXPECT);
-    hop::set_forwarded(&mut parts.headers, conn.peer.ip(), host.as_ref());
+    let peer = conn.peer.ip().to_canonical();
+    let trusted_peer = runtime
+        .settings
+        .trusted_proxies
+        .iter()
+        .any(|net| net.contains(&peer));
+    hop::set_forwarded(&mut parts.headers, peer, host.as_ref(), trusted_peer);
     if let Some(h) = host {
         parts.headers.insert(HOST, h);
     }
@@ -322,6 +329,17 @@ async fn forward(
     parts.version = Version::HTTP_11;
 
     let envelope_route = route.is_some_and(|r| r.rules.envelope);
+    let replay_check = Replay {
+        store: replay,
+        window: runtime.settings.replay_window,
+        now: crate::replay::unix_now(),
+    };
+    // Routes whose responses are transformed get one whole representation from the app,
+    // never a slice of it or a verdict on a guess (contract §7).
+    let transforms_response = response_rules.is_some() || envelope_route;
+    if transforms_response {
+        boundary::strip_request(&mut parts.headers);
+    }
     let mut session = None;
     let body = if upgrade {
         empty()
@@ -332,6 +350,12 @@ async fn forward(
             counted,
             runtime.settings.keys.client.as_deref(),
             limit,
+            (
+                &replay_check,
+                route
+                    .and_then(|r| r.rules.request.as_ref())
+                    .and_then(|q| q.max_age),
+            ),
             ops,
         )
         .await?;
@@ -343,17 +367,13 @@ async fn forward(
             keyring,
             client: runtime.settings.keys.client.as_deref(),
             max_encrypted_values: runtime.settings.limits.max_encrypted_values,
-            freshness: rules.max_age.map(|max_age| Freshness {
-                max_age,
-                store: replay,
-                now: crate::replay::unix_now(),
-            }),
+            replay: Some(replay_check),
         };
         fields::rewrite_request(&mut parts.headers, counted, rules, &openers, limit, ops).await?
     } else {
         CountedBody::new(body, bytes_in).boxed_unsync()
     };
-    if response_rules.is_some() || envelope_route {
+    if transforms_response {
         // Ask for a body the proxy can read without decoding; gzip, deflate and br are still
         // decoded if sent, anything else is refused below (fail closed).
         parts.headers.insert(
@@ -377,6 +397,10 @@ async fn forward(
         }
     }
     hop::strip(resp.headers_mut(), false);
+    if transforms_response {
+        let status = resp.status();
+        boundary::check_response(status, resp.headers_mut())?;
+    }
     if let Some(session) = &session {
         let deadline = runtime.settings.timeouts.upstream_response;
         return envelope::seal_response(resp, &method, session, limit, deadline, ops).await;
@@ -384,7 +408,8 @@ async fn forward(
     match response_rules {
         Some(rules) if !fields::response_has_no_body(&method, resp.status()) => {
             let deadline = runtime.settings.timeouts.upstream_response;
-            fields::rewrite_response(resp, rules, keyring, limit, deadline, ops).await
+            let request_id = request_id.to_str().unwrap_or_default();
+            fields::rewrite_response(resp, rules, keyring, limit, deadline, ops, request_id).await
         }
         _ => Ok(resp),
     }

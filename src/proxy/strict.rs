@@ -11,7 +11,7 @@
 //! where the h2 crate validates only the first `content-length` and a second would travel on
 //! to the app's HTTP/1.1 parser.
 
-use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::header::{HeaderName, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{Method, Request};
 
 use super::error::ProxyError;
@@ -21,6 +21,24 @@ use crate::routing;
 /// (`UPDATEREDIRECTREF`); anything much longer is a probe, and it would otherwise travel to
 /// the app inside a head of up to 64 KiB.
 pub const MAX_METHOD_LEN: usize = 32;
+
+/// Headers that make an app (or a framework middleware in front of it) route the request by
+/// another method or path than the request line's (contract §7). Rules are chosen by the
+/// request line, so forwarding one would let `DELETE /x` + `X-HTTP-Method-Override: GET` reach
+/// a sealed `GET` handler under no rule. Refused on every route, whatever their value (an empty
+/// value is still a header some middleware reads).
+pub const ROUTING_OVERRIDES: [HeaderName; 5] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+];
+
+/// The query parameter with which Rails, Laravel, Symfony and several Flask/Express
+/// middlewares override the method (`?_method=GET`): the same bypass as the headers above, so
+/// the same refusal (our choice beyond the contract, which lists headers only).
+const METHOD_QUERY_PARAMETER: &[u8] = b"_method";
 
 /// Why a request is refused, and whether its connection must close with the answer (the
 /// framing of anything after it on the same HTTP/1.1 connection cannot be trusted).
@@ -56,6 +74,12 @@ pub fn refusal<B>(req: &Request<B>) -> Option<Refusal> {
         return keep(ProxyError::MethodNotAllowed);
     }
     let headers = req.headers();
+    if ROUTING_OVERRIDES.iter().any(|h| headers.contains_key(h)) {
+        return keep(ProxyError::AmbiguousRequest("routing_override_header"));
+    }
+    if req.uri().query().is_some_and(overrides_method) {
+        return keep(ProxyError::AmbiguousRequest("routing_override_parameter"));
+    }
     if headers.get_all(CONTENT_LENGTH).iter().nth(1).is_some() {
         return close("duplicate_content_length");
     }
@@ -73,6 +97,19 @@ pub fn refusal<B>(req: &Request<B>) -> Option<Refusal> {
         }
     }
     None
+}
+
+/// Whether a query string carries `_method` as a parameter name, in any case and whether or
+/// not percent-encoded (`%5Fmethod`, `_%6Dethod`): frameworks decode names before looking.
+fn overrides_method(query: &str) -> bool {
+    query.split(['&', ';']).any(|pair| {
+        let name = pair.split('=').next().unwrap_or("");
+        let decoded = crate::routing::percent_decode(name);
+        decoded
+            .trim()
+            .as_bytes()
+            .eq_ignore_ascii_case(METHOD_QUERY_PARAMETER)
+    })
 }
 
 #[cfg(test)]
@@ -144,6 +181,31 @@ mod tests {
         ] {
             let req = Request::builder().method(m).uri("/x").body(()).unwrap();
             assert_eq!(code(req), Some((c, false)), "{m}");
+        }
+        for name in ROUTING_OVERRIDES.iter().map(HeaderName::as_str) {
+            for value in ["GET", "", "/api/users/7"] {
+                let req = Request::builder()
+                    .method("DELETE")
+                    .uri("/x")
+                    .header(name.to_ascii_uppercase(), value)
+                    .body(())
+                    .unwrap();
+                assert_eq!(code(req), Some(("ambiguous_request", false)), "{name}");
+            }
+        }
+        for query in [
+            "_method=GET",
+            "a=1&_METHOD=get",
+            "%5Fmethod=GET",
+            "_%6Dethod",
+            "x;_method=",
+        ] {
+            let req = get(&format!("/x?{query}")).body(()).unwrap();
+            assert_eq!(code(req), Some(("ambiguous_request", false)), "{query}");
+        }
+        for query in ["method=GET", "a=_method", "_methods=1", "x_method=1"] {
+            let req = get(&format!("/x?{query}")).body(()).unwrap();
+            assert!(code(req).is_none(), "{query}");
         }
         let long = Request::builder()
             .method("A".repeat(MAX_METHOD_LEN + 1).as_str())

@@ -128,6 +128,11 @@ impl Upstream {
                 Ok(resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS && !upgrade => {
                     return Err(ProxyError::UpstreamProtocol)
                 }
+                // The proxy and the client could each read another body (contract §7).
+                // Dropping the response closes the connection: it is never pooled.
+                Ok(resp) if ambiguous_framing(resp.headers()) => {
+                    return Err(ProxyError::UpstreamProtocol)
+                }
                 Ok(resp) => return Ok(self.attach(resp, sender, upgrade)),
                 Err(mut err) => match (err.take_message(), replay) {
                     // Nothing was sent: always safe to retry.
@@ -258,6 +263,18 @@ impl Upstream {
             .boxed_unsync()
         })
     }
+}
+
+/// A response head whose framing two HTTP parsers could read differently: `Content-Length`
+/// beside `Transfer-Encoding` (hyper reads the chunked body, while the headers still say
+/// `Content-Length: 0` to anyone who trusts them: RFC 9112 §6.1 calls it a smuggling
+/// attempt), or several `Content-Length` fields. A body shorter than its length is a read
+/// error and a longer one leaves bytes hyper refuses on the idle connection; both already fail
+/// closed.
+fn ambiguous_framing(headers: &http::HeaderMap) -> bool {
+    let mut lengths = headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let length = lengths.next().is_some();
+    (length && headers.contains_key(http::header::TRANSFER_ENCODING)) || lengths.next().is_some()
 }
 
 /// A copy of a bodyless `GET`/`HEAD`/`OPTIONS` request, which may be sent twice without
