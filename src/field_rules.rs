@@ -260,7 +260,7 @@ fn open_client_value(
         None if field.rules.require_context => return Err(field.failure("missing_context", kid())),
         _ => {}
     }
-    if !JsonTypes::accepts_opened(field.selector.accepts, &opened.value, true) {
+    if !JsonTypes::accepts_opened(field.selector.accepts, &opened.value) {
         return Err(field.failure("unexpected_type", kid()));
     }
     match &openers.replay {
@@ -343,7 +343,7 @@ fn open_field(
         .keyring
         .ok_or_else(|| field.failure("keyring_unavailable", kid.clone()))?;
     match token::open(keyring, field.context, token_text) {
-        Ok(value) if !JsonTypes::accepts_opened(field.selector.accepts, &value, false) => {
+        Ok(value) if !JsonTypes::accepts_opened(field.selector.accepts, &value) => {
             Err(field.failure("unexpected_type", kid))
         }
         Ok(value) => {
@@ -993,14 +993,8 @@ mod tests {
         let keys = client_keys();
         let ring = test_keyring();
         // `$.items[?@.secret]` is not a simple path: the Value engine runs it.
-        // `type: any`: the rule lets a `cty: json` value be an object.
-        let any = |path: &str| {
-            let mut s = sel(path);
-            s.accepts = Some(JsonTypes::parse(["any"]).unwrap());
-            s
-        };
-        let simple = RequestRules::new(vec![sel("$.ssn"), any("$.items[*]")], false, None);
-        let filtered = RequestRules::new(vec![sel("$.ssn"), any("$.items[?@]")], false, None);
+        let simple = RequestRules::new(vec![sel("$.ssn"), sel("$.items[*]")], false, None);
+        let filtered = RequestRules::new(vec![sel("$.ssn"), sel("$.items[?@]")], false, None);
         assert!(simple.plan().is_some() && filtered.plan().is_none());
         let openers = Openers {
             keyring: Some(&ring),
@@ -1262,8 +1256,9 @@ mod tests {
         }
     }
 
-    /// Opened values must have a type the rule accepts; by default a JWE may not smuggle an
-    /// object or array (`{"$ne": null}`) where a scalar is expected, on both engines.
+    /// Opened values must have a type the rule accepts (`type`), so a JWE cannot smuggle an
+    /// object (`{"$ne": null}`) where a scalar is expected; without `type` any value opens
+    /// (contract §3). Both engines.
     #[test]
     fn opened_types_are_checked() {
         let keys = client_keys();
@@ -1281,10 +1276,11 @@ mod tests {
         let mut anything = sel("$.pin");
         anything.accepts = Some(JsonTypes::parse(["any"]).unwrap());
         let sealed_object = token::seal(ring.primary(), "pin", &json!({"a": 1})).unwrap();
-        let cases: [(Selector, &str, &str); 6] = [
-            (sel("$.pin"), &operator, "unexpected_type"),
+        let cases: [(Selector, &str, &str); 7] = [
+            (sel("$.pin"), &operator, "ok"),
             (sel("$.pin"), &number, "ok"),
             (sel("$.pin"), &sealed_object, "ok"),
+            (numbers.clone(), &operator, "unexpected_type"),
             (numbers.clone(), &number, "ok"),
             (numbers.clone(), &sealed_object, "unexpected_type"),
             (anything, &operator, "ok"),

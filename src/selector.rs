@@ -76,17 +76,12 @@ impl JsonTypes {
         self.0 & Self::bit(value) != 0
     }
 
-    /// Whether an opened value may be forwarded at a decrypt path. A rule's declared `type`
-    /// decides. Without one, an `fs1` token may hold any value (the proxy sealed it from the
-    /// app's own output), but a client-encrypted JWE (`cty: json`) only a scalar: otherwise
-    /// `{"$ne": null}` or a nested object would reach the app at a field it expects to be a
-    /// string or number, under `require_encrypted` too (query-operator injection).
-    pub fn accepts_opened(declared: Option<Self>, value: &Value, client_encrypted: bool) -> bool {
-        match declared {
-            Some(types) => types.contains(value),
-            None if client_encrypted => !matches!(value, Value::Object(_) | Value::Array(_)),
-            None => true,
-        }
+    /// Whether an opened value may be forwarded at a decrypt path: a rule's declared `type`
+    /// decides; without one any value is accepted, as contract §3 says of `cty: json` values.
+    /// (Declaring `type` is what keeps `{"$ne": null}` from reaching an app that expects a
+    /// string there; `check` warns about `require_encrypted` routes without it.)
+    pub fn accepts_opened(declared: Option<Self>, value: &Value) -> bool {
+        declared.is_none_or(|types| types.contains(value))
     }
 }
 
@@ -196,14 +191,16 @@ mod tests {
     fn opened_value_types() {
         use serde_json::json;
         let object = json!({"$ne": null});
-        assert!(!JsonTypes::accepts_opened(None, &object, true));
-        assert!(JsonTypes::accepts_opened(None, &object, false));
-        assert!(JsonTypes::accepts_opened(None, &json!(42), true));
+        assert!(JsonTypes::accepts_opened(None, &object));
         let strings = JsonTypes::parse(["string"]).unwrap();
-        assert!(!JsonTypes::accepts_opened(Some(strings), &json!(42), false));
-        assert!(JsonTypes::accepts_opened(Some(strings), &json!("x"), true));
+        assert!(!JsonTypes::accepts_opened(Some(strings), &json!(42)));
+        assert!(!JsonTypes::accepts_opened(Some(strings), &object));
+        assert!(JsonTypes::accepts_opened(Some(strings), &json!("x")));
+        let scalars = JsonTypes::parse(["string", "number", "boolean"]).unwrap();
+        assert!(!JsonTypes::accepts_opened(Some(scalars), &json!([1])));
+        assert!(JsonTypes::accepts_opened(Some(scalars), &json!(true)));
         let any = JsonTypes::parse(["any"]).unwrap();
-        assert!(JsonTypes::accepts_opened(Some(any), &object, true));
+        assert!(JsonTypes::accepts_opened(Some(any), &object));
         assert!(JsonTypes::parse(["str"]).is_err());
         assert!(JsonTypes::parse([]).is_err());
     }

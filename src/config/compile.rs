@@ -888,8 +888,20 @@ impl<'a> Compiler<'a> {
                     "must be greater than zero",
                 );
             }
+            let decrypt = self.selectors(&format!("{key}.request.decrypt"), &r.decrypt, true);
+            if r.require_encrypted && keys.client.is_some() {
+                for (i, s) in decrypt.iter().enumerate() {
+                    if s.accepts.is_none() {
+                        self.warning(
+                            &format!("{key}.request.decrypt.{i}"),
+                            "a client-encrypted value with `cty: json` may open to any JSON value here, objects included \
+                             (e.g. a query operator); declare `type` (string, number, …) to accept only what the app expects",
+                        );
+                    }
+                }
+            }
             RequestRules::new(
-                self.selectors(&format!("{key}.request.decrypt"), &r.decrypt, true),
+                decrypt,
                 r.require_encrypted,
                 r.max_age.map(std::time::Duration::from_secs),
             )

@@ -7,7 +7,8 @@ Covers: JWKS and the seed endpoint served by the proxy (never the app), JWE stri
 `cty: json` values reaching the app as plaintext under either of two RSA keys (rotation),
 every tampering and every refused algorithm rejected with the app untouched, freshness and
 replay on `max_age` routes, HPKE in both accepted suites, envelopes both ways, and removing the
-old key by reload."""
+old key by reload. Contract 1.1: `fsc` binding, replay refused across routes and field names,
+envelope `iat`/`jti` bound into the AAD and refused on reuse, `type` on decrypt rules."""
 import base64
 import json
 import os
@@ -42,7 +43,7 @@ routes:
   - name: user
     match: {{ path: "/api/users/{{id}}", methods: [GET, PUT] }}
     request:
-      decrypt: ["$.ssn", "$.password", "$.extra[*]"]
+      decrypt: ["$.ssn", "$.password", {{ path: "$.extra[*]", context: extra }}, {{ path: "$.pin", type: [string, number] }}]
   - name: fresh
     match: {{ path: "/api/echo", methods: [POST] }}
     request:
@@ -345,6 +346,125 @@ def test_envelope_round_trip_with_a_cryptography_client(setup, pki):
         r = c.post(setup["proxy"].url("/api/secure/echo"), json={"amount": 1})
         assert r.status_code == 400
         assert stats(setup, c)["secure"] == before
+
+
+def test_a_value_is_bound_to_the_field_it_was_made_for(setup, pki):
+    """Contract §3 (1.1): `fsc` in the protected header names the field context; another field
+    refuses it, and changing `fsc` breaks the authentication."""
+    with client(pki) as c:
+        key = rsa_jwks(setup, c)[0]
+        url = setup["proxy"].url("/api/users/7")
+        before = stats(setup, c)["puts"]
+        r = c.put(url, json={"password": encrypt(key, "hunter2", fsc="password")})
+        assert r.status_code == 200 and r.json()["received"] == {"password": "hunter2"}
+        # Made for `ssn`, sent as `password`: refused, the app is not called.
+        assert_rejected(c.put(url, json={"password": encrypt(key, SSN, fsc="ssn")}), "context_mismatch")
+        # An explicit context (`extra`) is the field's context.
+        r = c.put(url, json={"extra": [encrypt(key, "x", fsc="extra")]})
+        assert r.status_code == 200 and r.json()["received"] == {"extra": ["x"]}
+        assert_rejected(c.put(url, json={"extra": [encrypt(key, "x", fsc="password")]}), "context_mismatch")
+        assert stats(setup, c)["puts"] == before + 2
+        # `fsc` is authenticated: rewriting it in the header fails decryption.
+        value = encrypt(key, SSN, fsc="ssn").split(".")
+        header = json.loads(unb64url(value[0]))
+        header["fsc"] = "password"
+        value[0] = b64url(json.dumps(header).encode())
+        assert_rejected(c.put(url, json={"password": ".".join(value)}), "decryption_failed")
+
+
+def test_a_jti_is_refused_again_on_any_route_and_field(setup, pki):
+    """Contract §3 (1.1): replay is global. A value refused as replayed on the `max_age` route
+    must not open on a route without `max_age`, under another field name, nor the other way."""
+    with client(pki) as c:
+        key = rsa_jwks(setup, c)[0]
+        fresh_url, user_url = setup["proxy"].url("/api/echo"), setup["proxy"].url("/api/users/7")
+        now = int(time.time())
+        value = encrypt(key, SSN, iat=now, jti=str(uuid.uuid4()))
+        assert c.post(fresh_url, json={"ssn": value}).status_code == 200
+        assert_rejected(c.post(fresh_url, json={"ssn": value}), "replayed")
+        before = stats(setup, c)["puts"]
+        assert_rejected(c.put(user_url, json={"password": value}), "replayed")
+        assert_rejected(c.put(user_url, json={"ssn": value}), "replayed")
+        # First used on the route without max_age (with a jti, no iat needed there)...
+        other = encrypt(key, SSN, jti=str(uuid.uuid4()))
+        r = c.put(user_url, json={"ssn": other})
+        assert r.status_code == 200 and r.json()["received"] == {"ssn": SSN}
+        assert_rejected(c.put(user_url, json={"ssn": other}), "replayed")
+        assert stats(setup, c)["puts"] == before + 1
+        # ...then, with the same jti and a fresh iat, on the max_age route.
+        jti = json.loads(unb64url(other.split(".")[0]))["jti"]
+        assert_rejected(c.post(fresh_url, json={"ssn": encrypt(key, SSN, iat=now, jti=jti)}), "replayed")
+        # Values without a jti are not recorded where no max_age asks for one.
+        unnamed = encrypt(key, SSN)
+        for _ in range(2):
+            assert c.put(user_url, json={"ssn": unnamed}).status_code == 200
+
+
+def test_decrypt_rules_accept_only_their_declared_types(setup, pki):
+    """`type` on a decrypt rule: a `cty: json` value that opens to an object (a query operator)
+    is refused where the rule accepts strings and numbers."""
+    with client(pki) as c:
+        key = rsa_jwks(setup, c)[0]
+        url = setup["proxy"].url("/api/users/7")
+        r = c.put(url, json={"pin": encrypt(key, 1234, cty="json")})
+        assert r.status_code == 200 and r.json()["received"] == {"pin": 1234}
+        before = stats(setup, c)["puts"]
+        assert_rejected(c.put(url, json={"pin": encrypt(key, {"$ne": None}, cty="json")}), "unexpected_type")
+        assert_rejected(c.put(url, json={"pin": encrypt(key, [1], cty="json")}), "unexpected_type")
+        assert stats(setup, c)["puts"] == before
+
+
+def envelope_with_claims(public_key, kid: str, body: bytes, iat: int, jti: str):
+    """A request envelope carrying `iat` + `jti`, bound into the AAD as contract §3 (1.1) says."""
+    doc, session = envelope(public_key, kid, body, aad=f"fieldseal-envelope-request.{iat}.{jti}".encode())
+    return {**doc, "iat": iat, "jti": jti}, session
+
+
+def test_envelopes_carry_bound_freshness_and_are_refused_on_reuse(setup, pki, app, fieldseal_bin):
+    with client(pki) as c:
+        seed = c.get(setup["proxy"].url(SEED_PATH)).json()
+        public = serialization.load_pem_public_key(seed["public_key"].encode())
+        url = setup["proxy"].url("/api/secure/echo")
+        now = int(time.time())
+        doc, session = envelope_with_claims(public, seed["kid"], b'{"amount": 5}', now, str(uuid.uuid4()))
+        r = c.post(url, json=doc)
+        assert r.status_code == 200, r.text
+        data = base64.b64decode(r.json()["encrypted_data"])
+        assert json.loads(AESGCM(session).decrypt(data[:12], data[12:], b"fieldseal-envelope-response"))["received"] == {"amount": 5}
+        before = stats(setup, c)["secure"]
+        assert_rejected(c.post(url, json=doc), "replayed", code="envelope_rejected")
+        # The claims are authenticated: a new jti on a captured envelope does not open.
+        assert_rejected(c.post(url, json={**doc, "jti": str(uuid.uuid4())}), "decryption_failed",
+                        code="envelope_rejected")
+        assert_rejected(c.post(url, json={**doc, "iat": now + 1}), "decryption_failed", code="envelope_rejected")
+        # A jti alone (plain AAD) is recorded too.
+        plain, _ = envelope(public, seed["kid"], b"{}")
+        plain["jti"] = str(uuid.uuid4())
+        assert c.post(url, json=plain).status_code == 200
+        assert_rejected(c.post(url, json=plain), "replayed", code="envelope_rejected")
+        # Envelope and JWE jtis share the global store.
+        key = rsa_jwks(setup, c)[0]
+        assert_rejected(c.put(setup["proxy"].url("/api/users/7"), json={"ssn": encrypt(key, SSN, jti=doc["jti"])}),
+                        "replayed")
+        assert stats(setup, c)["secure"] == before + 1
+
+    # An envelope route with max_age requires both, and a fresh iat.
+    strict = setup["config"].replace("    envelope: true\n", "    envelope: true\n    request: { max_age: 60 }\n")
+    assert strict != setup["config"]
+    d = setup["dir"] / "strict-envelope"
+    d.mkdir(exist_ok=True)
+    proxy = Proxy(fieldseal_bin, pki, app.port, d, strict)
+    try:
+        with client(pki) as c:
+            url = proxy.url("/api/secure/echo")
+            bare, _ = envelope(public, seed["kid"], b"{}")
+            assert_rejected(c.post(url, json=bare), "missing_iat", code="envelope_rejected")
+            stale, _ = envelope_with_claims(public, seed["kid"], b"{}", now - 120, str(uuid.uuid4()))
+            assert_rejected(c.post(url, json=stale), "stale", code="envelope_rejected")
+            fresh, _ = envelope_with_claims(public, seed["kid"], b"{}", int(time.time()), str(uuid.uuid4()))
+            assert c.post(url, json=fresh).status_code == 200
+    finally:
+        proxy.stop()
 
 
 def test_removing_the_old_key_by_reload_retires_it(setup, pki):

@@ -287,14 +287,19 @@ def expect_untouched(status: int, body: bytes, kept: tuple[tuple[str, str], ...]
     return check
 
 
-def expect_no_body(status: int, kept: tuple[tuple[str, str], ...] = ()):
+def expect_no_body(status: int, kept: tuple[tuple[str, str], ...] = (), gone: tuple[str, ...] = ()):
     """A bodyless response (HEAD, 204, 304): no byte after the head."""
     def check(env: Env, r: Resp):
         assert r.status == status
         assert r.extra == b"" and r.body == b""
         for name, value in kept:
             assert r.get(name) == value, name
+        for name in gone:
+            assert r.get(name) is None, name
     return check
+
+
+LAST_MODIFIED = "Wed, 21 Oct 2026 07:28:00 GMT"
 
 
 # --------------------------------------------------------------------------------------------
@@ -409,9 +414,10 @@ def build_cases() -> list[Case]:
              PROTOCOL_ERROR))
     name = "chunked_and_content_length"
     body, skel, opened = doc(b'{"ssn":', (S(name), "ssn"), b'}')
+    # Contract §7 (1.1): ambiguous framing is refused, never resolved by the proxy.
     add(Case(name, Script([response(200, [("Content-Type", JSON_CT), ("Content-Length", "5"),
                                            ("Transfer-Encoding", "chunked")], chunked(body[:9], body[9:]))],
-                          end=CLOSE), expect_sealed(skel, opened)))
+                          end=CLOSE), PROTOCOL_ERROR))
     add(Case("close_mid_chunked",
              Script([response(200, [("Content-Type", JSON_CT), ("Transfer-Encoding", "chunked")],
                               b"%x\r\n" % 60 + b'{"ssn":' + S("close_mid_chunked"))], end=CLOSE),
@@ -455,8 +461,10 @@ def build_cases() -> list[Case]:
              Script([response(204, {"Content-Type": JSON_CT, "Content-Length": "60"},
                               b'{"ssn":' + S("status_204_with_body_anyway") + b'}')]),
              expect_no_body(204)))
-    add(Case("status_304", Script([response(304, [("ETag", '"v1"')], length=False)]),
-             expect_no_body(304, kept=(("etag", '"v1"'),))))
+    # Contract §7 (1.1): no validator of the plaintext on a transformed route, 304 included.
+    add(Case("status_304", Script([response(304, [("ETag", '"v1"'), ("Last-Modified", LAST_MODIFIED)],
+                                            length=False)]),
+             expect_no_body(304, kept=(("last-modified", LAST_MODIFIED),), gone=("etag",))))
     add(Case("status_304_with_body_anyway",
              Script([response(304, [("ETag", '"v1"'), ("Content-Type", JSON_CT), ("Content-Length", "60")],
                               b'{"ssn":' + S("status_304_with_body_anyway") + b'}')]),
@@ -580,8 +588,13 @@ def build_cases() -> list[Case]:
 
     # --- Statuses: every status's body is transformed ---------------------------------------
     sealed_json("status_500_json_sealed", JSON_CT, 500)
-    add(Case("status_404_html_refused",
-             ok_json(b"<h1>not found: " + marker("status_404_html_refused") + b"</h1>", "text/html", 404),
+    # Contract §6 (1.1): an error page keeps its status; its body (which may echo anything) is
+    # replaced by the error JSON.
+    add(Case("status_404_html_withheld",
+             ok_json(b"<h1>not found: " + marker("status_404_html_withheld") + b"</h1>", "text/html", 404),
+             expect_error(404, "upstream_body_withheld")))
+    add(Case("status_200_html_refused",
+             ok_json(b"<h1>hello " + marker("status_200_html_refused") + b"</h1>", "text/html", 200),
              not_encryptable("not JSON")))
     # The app answers 101 to a request without `Upgrade` (the proxy strips it on rule routes),
     # then sends the JSON raw on the "switched" connection.
@@ -638,10 +651,12 @@ def build_cases() -> list[Case]:
     add(Case(name, ok_json(body, headers=[("ETag", '"abc"'), ("Digest", "sha-256=x"), ("Content-Digest", "sha-256=:x:"),
                                           ("Repr-Digest", "sha-256=:x:"), ("Content-MD5", "x")]),
              expect_sealed(skel, opened, gone=("etag", "digest", "content-digest", "repr-digest", "content-md5"))))
-    name = "weak_etag_kept"
+    # Contract §7 (1.1): a weak ETag is computed over the plaintext too (an offline guessing
+    # target), so it goes like a strong one.
+    name = "weak_etag_dropped"
     body, skel, opened = doc(b'{"ssn":', (S(name), "ssn"), b'}')
     add(Case(name, ok_json(body, headers=[("ETag", 'W/"abc"')]),
-             expect_sealed(skel, opened, kept=(("etag", 'W/"abc"'),))))
+             expect_sealed(skel, opened, gone=("etag",))))
 
     # --- Other routes: the contrast cases ---------------------------------------------------
     name = "passthrough_route_streams_secret_untouched"
