@@ -133,6 +133,21 @@ async fn hop_by_hop_headers_are_stripped_both_ways() {
         .is_none_or(|v| !v.to_str().unwrap().contains("X-Upstream-Hop")));
 }
 
+/// Client-sent forwarding headers: the header families an app behind ProxyFix or uvicorn
+/// `--proxy-headers` trusts.
+fn spoofed(req: http::request::Builder) -> http::request::Builder {
+    req.header("x-forwarded-for", "203.0.113.9")
+        .header("x-forwarded-proto", "http")
+        .header("x-forwarded-host", "spoofed.example")
+        .header("x-forwarded-port", "80")
+        .header("x-forwarded-prefix", "/admin")
+        .header("x-real-ip", "203.0.113.9")
+        .header(
+            "forwarded",
+            "for=203.0.113.9;host=spoofed.example;proto=http",
+        )
+}
+
 #[tokio::test]
 async fn forwarding_headers_and_request_ids() {
     let pki = Pki::new();
@@ -140,10 +155,9 @@ async fn forwarding_headers_and_request_ids() {
     let proxy = ProxyProcess::start(&config_yaml(&pki, up.addr, HEADER_CONFIG));
     let cfg = client_config(&pki, &ClientOptions::h2());
 
-    let req = request("GET", "/echo", true)
-        .header("x-forwarded-for", "203.0.113.9")
-        .header("x-forwarded-proto", "http")
-        .header("x-forwarded-host", "spoofed.example")
+    // Contract §7: from a peer that is not a trusted proxy, every client forwarding header is
+    // removed and the proxy's own stand alone.
+    let req = spoofed(request("GET", "/echo", true))
         .header("x-request-id", "client-id-42")
         .body(body(""))
         .unwrap();
@@ -151,12 +165,36 @@ async fn forwarding_headers_and_request_ids() {
     assert_eq!(resp.headers()["x-request-id"], "client-id-42");
     let echo = read_json(resp).await;
     assert_eq!(
+        echo["headers"]["x-forwarded-for"],
+        serde_json::json!(["127.0.0.1"])
+    );
+    assert_eq!(echo["headers"]["x-forwarded-proto"][0], "https");
+    assert_eq!(echo["headers"]["x-forwarded-host"][0], "localhost");
+    for gone in [
+        "forwarded",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-real-ip",
+    ] {
+        assert!(echo["headers"].get(gone).is_none(), "{gone}: {echo}");
+    }
+    assert_eq!(echo["headers"]["x-request-id"][0], "client-id-42");
+
+    // From a trusted proxy (here: loopback) they are kept and the peer is appended.
+    let trusting = format!("trusted_proxies: [\"127.0.0.0/8\", \"::1\"]\n{HEADER_CONFIG}");
+    let trusted = ProxyProcess::start(&config_yaml(&pki, up.addr, &trusting));
+    let req = spoofed(request("GET", "/echo", true))
+        .body(body(""))
+        .unwrap();
+    let echo = read_json(send_once(trusted.listen, cfg.clone(), req).await).await;
+    assert_eq!(
         echo["headers"]["x-forwarded-for"][0],
         "203.0.113.9, 127.0.0.1"
     );
     assert_eq!(echo["headers"]["x-forwarded-proto"][0], "https");
     assert_eq!(echo["headers"]["x-forwarded-host"][0], "localhost");
-    assert_eq!(echo["headers"]["x-request-id"][0], "client-id-42");
+    assert_eq!(echo["headers"]["x-forwarded-prefix"][0], "/admin");
+    assert_eq!(echo["headers"]["x-real-ip"][0], "203.0.113.9");
 
     // No id (or an unusable one): a fresh UUID, the same upstream and downstream.
     let req = request("GET", "/echo", true)

@@ -44,7 +44,7 @@ fn session() -> &'static (SessionKey, [u8; 32]) {
     static SESSION: OnceLock<(SessionKey, [u8; 32])> = OnceLock::new();
     SESSION.get_or_init(|| {
         let (body, key) = envelope_request(b"{}", rsa_kid());
-        let (_, session) = envelope::open_request(&body, client_keys()).unwrap();
+        let session = envelope::open_request(&body, client_keys()).unwrap().session;
         (session, key)
     })
 }
@@ -71,10 +71,10 @@ fuzz_target!(|data: &[u8]| {
     // 1. The parser/opener on the raw body.
     let direct = envelope::open_request(data, keys);
     match &direct {
-        Ok((plain, session)) => {
-            serde_json::from_slice::<serde::de::IgnoredAny>(plain)
+        Ok(opened) => {
+            serde_json::from_slice::<serde::de::IgnoredAny>(&opened.plaintext)
                 .expect("an opened envelope is JSON");
-            assert_eq!(session.kid, rsa_kid());
+            assert_eq!(opened.session.kid, rsa_kid());
         }
         Err(e) => {
             let _ = (e.reason(), e.kid(), format!("{e:?}"));
@@ -101,11 +101,19 @@ fuzz_target!(|data: &[u8]| {
         full(data.to_vec())
     };
     let mut ops = Vec::new();
+    // A store per input: a `jti` the input carries must not make the next input a replay.
+    let store = fieldseal::replay::MemoryReplayStore::new(64);
+    let replay = fieldseal::replay::Replay {
+        store: &store,
+        window: std::time::Duration::from_secs(300),
+        now: fieldseal::replay::unix_now(),
+    };
     let staged = runtime().block_on(stage::open_request(
         &mut headers,
         body,
         Some(keys),
         LIMIT,
+        (&replay, None),
         &mut ops,
     ));
     match (&staged, &direct) {
@@ -194,7 +202,8 @@ fuzz_target!(|data: &[u8]| {
         let body = envelope_request_with(&extra.plaintext, rsa_kid(), key, wrapped);
         let is_json = serde_json::from_slice::<serde::de::IgnoredAny>(&extra.plaintext).is_ok();
         match envelope::open_request(&body, keys) {
-            Ok((plain, session)) => {
+            Ok(opened) => {
+                let (plain, session) = (opened.plaintext, opened.session);
                 assert!(is_json, "a non-JSON body opened");
                 assert_eq!(&plain[..], &extra.plaintext[..]);
                 let reply = session.seal_response(&extra.plaintext).unwrap();

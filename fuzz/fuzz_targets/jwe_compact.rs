@@ -17,7 +17,8 @@ use base64::Engine;
 use fieldseal::config::settings::RequestRules;
 use fieldseal::crypto::hpke::Suite;
 use fieldseal::crypto::jwe::{self, looks_like_jwe, JweError, MAX_JWE_LEN};
-use fieldseal::field_rules::{rewrite_request_body, Freshness, Openers};
+use fieldseal::field_rules::{rewrite_request_body, Openers};
+use fieldseal::replay::Replay;
 use fieldseal::replay::MemoryReplayStore;
 use fieldseal::selector::Selector;
 use fieldseal_fuzz::{
@@ -184,9 +185,9 @@ fn parse_and_open(compact: &str) {
             keyring: Some(keyring()),
             client: Some(keys),
             max_encrypted_values: 4,
-            freshness: Some(Freshness {
-                max_age: Duration::from_secs(300),
+            replay: Some(Replay {
                 store: store(),
+                window: Duration::from_secs(300),
                 now: fieldseal::replay::unix_now(),
             }),
         };

@@ -311,3 +311,37 @@ fn classify(err: &hyper::Error) -> ProxyError {
         ProxyError::UpstreamProtocol
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+    use http::{HeaderMap, HeaderValue};
+
+    fn head(fields: &[(http::HeaderName, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in fields {
+            h.append(name, HeaderValue::from_static(value));
+        }
+        h
+    }
+
+    #[test]
+    fn framing_two_parsers_could_read_differently_is_ambiguous() {
+        for fields in [
+            vec![(CONTENT_LENGTH, "0"), (TRANSFER_ENCODING, "chunked")],
+            vec![(TRANSFER_ENCODING, "chunked"), (CONTENT_LENGTH, "12")],
+            vec![(CONTENT_LENGTH, "5"), (CONTENT_LENGTH, "5")],
+            vec![(CONTENT_LENGTH, "5"), (CONTENT_LENGTH, "6")],
+        ] {
+            assert!(ambiguous_framing(&head(&fields)), "{fields:?}");
+        }
+        for fields in [
+            vec![(CONTENT_LENGTH, "5")],
+            vec![(TRANSFER_ENCODING, "chunked")],
+            vec![],
+        ] {
+            assert!(!ambiguous_framing(&head(&fields)), "{fields:?}");
+        }
+    }
+}
