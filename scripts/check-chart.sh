@@ -7,7 +7,9 @@
 #      chart's minimum) and the newest version the installed kubernetes-validate knows. CRD kinds
 #      (ServiceMonitor, Certificate) have no bundled schema and are skipped by name;
 #   4. assertions on the rendered objects (inline Python below): Service ports, no app port,
-#      native sidecar, library example, securityContext, probes, checksums, mounts vs. config paths;
+#      native sidecar, library example, securityContext, probes, checksums, mounts vs. config paths,
+#      the NetworkPolicy (on by default; the admin port only from networkPolicy.adminFrom, never
+#      open to every source);
 #   5. values that must be refused (schema and template checks) are refused, with their message,
 #      and NOTES.txt renders for every ci file (client-side dry-run install, no cluster);
 #   6. `fieldseal check` on every rendered fieldseal.yaml, with throwaway keys and certificates at
@@ -282,6 +284,64 @@ def check_service(case, docs):
     check(all(p["port"] != APP_PORT and p.get("targetPort") != APP_PORT for p in exposed),
           f"{case}: no Service exposes the app port {APP_PORT}")
 
+# NetworkPolicy: the unauthenticated admin port is admitted only from networkPolicy.adminFrom.
+def ci_values(case):
+    with open(os.path.join(chart, "ci", case + ".yaml")) as fh:
+        return yaml.safe_load(fh) or {}
+
+def admits_port(rule, names_or_numbers):
+    """Whether an ingress rule admits any of these ports (no ports, or a port-less entry = all)."""
+    ports = rule.get("ports")
+    if not ports:
+        return True
+    for p in ports:
+        port = p.get("port")
+        if port is None or port in names_or_numbers:
+            return True
+        if isinstance(port, int) and p.get("endPort"):
+            if any(isinstance(n, int) and port <= n <= p["endPort"] for n in names_or_numbers):
+                return True
+    return False
+
+ADMIN = {"admin", 9901}
+
+def open_to_all(rule):
+    """Whether a rule admits every source: no `from`, an empty peer, every namespace, 0.0.0.0/0."""
+    peers = rule.get("from")
+    if not peers:
+        return True
+    for peer in peers:
+        ns, pod, ip = peer.get("namespaceSelector"), peer.get("podSelector"), peer.get("ipBlock")
+        if not peer or (ns == {} and not pod) or (ip and ip.get("cidr") in ("0.0.0.0/0", "::/0")):
+            return True
+    return False
+
+def check_policy(case, docs, dep, admin_from, https_from=None):
+    """One NetworkPolicy selecting dep's pods: https from https_from (None = anyone), the admin
+    port only from admin_from (empty = no rule at all), nothing else."""
+    nps = find(docs, "NetworkPolicy")
+    if not check(len(nps) == 1, f"{case}: one NetworkPolicy rendered"):
+        return
+    spec = nps[0]["spec"]
+    sel = spec.get("podSelector", {}).get("matchLabels") or {}
+    labels = dep["spec"]["template"]["metadata"].get("labels") or {}
+    check(sel and all(labels.get(k) == v for k, v in sel.items()) and spec.get("policyTypes") == ["Ingress"],
+          f"{case}: the NetworkPolicy selects the pods ({sel}) for Ingress")
+    rules = spec.get("ingress") or []
+    https = [r for r in rules if r.get("ports") and all(p.get("port") == "https" for p in r["ports"])]
+    admin = [r for r in rules if admits_port(r, ADMIN)]
+    check(len(https) == 1 and https[0].get("from") == (https_from or None),
+          f"{case}: https admitted from {'networkPolicy.httpsFrom' if https_from else 'any source'}")
+    check(len(https) + len(admin) == len(rules) and not any(r in https for r in admin),
+          f"{case}: every ingress rule is https-only or admin-only")
+    if admin_from:
+        check(len(admin) == 1 and admin[0].get("ports") == [{"port": "admin", "protocol": "TCP"}]
+              and admin[0].get("from") == admin_from,
+              f"{case}: the admin port is admitted only from networkPolicy.adminFrom")
+    else:
+        check(not admin, f"{case}: no ingress rule admits the admin port (adminFrom empty: no pod reaches it)")
+    check(not any(admits_port(r, {"app", APP_PORT}) for r in rules), f"{case}: no rule admits the app port {APP_PORT}")
+
 # --- per case ----------------------------------------------------------------------------------
 d = load("default-values")
 dep = find(d, "Deployment", full)[0]
@@ -296,6 +356,12 @@ check(dep["spec"]["template"]["spec"]["automountServiceAccountToken"] is False, 
 labels = dep["metadata"]["labels"]
 check(all(k in labels for k in ("helm.sh/chart", "app.kubernetes.io/name", "app.kubernetes.io/instance",
                                 "app.kubernetes.io/version", "app.kubernetes.io/managed-by")), "default: standard labels")
+check(values["networkPolicy"]["enabled"] is True and values["networkPolicy"]["adminFrom"] == [],
+      "default: values.yaml has networkPolicy.enabled true and adminFrom empty")
+check_policy("default", d, dep, admin_from=[])
+
+d = load("networkpolicy-off-values")
+check(not find(d, "NetworkPolicy") and find(d, "Deployment", full), "networkpolicy-off: no NetworkPolicy, the Deployment still renders")
 
 d = load("native-sidecar-values")
 dep = find(d, "Deployment", full)[0]
@@ -352,6 +418,8 @@ check(len(ms) == 1 and ms[0]["spec"]["clusterIP"] == "None" and [p["name"] for p
 np = find(d, "NetworkPolicy")
 check(len(np) == 1 and [r["ports"][0]["port"] for r in np[0]["spec"]["ingress"]] == ["https", "admin"],
       "servicemonitor: NetworkPolicy admits only https and admin")
+check_policy("servicemonitor", d, find(d, "Deployment", full)[0],
+             admin_from=ci_values("servicemonitor-values").get("networkPolicy", {}).get("adminFrom"))
 
 d = load("dev-values")
 dep = find(d, "Deployment", full)[0]
@@ -379,11 +447,25 @@ check(pdb and pdb[0]["spec"] == {"maxUnavailable": 1, "selector": pdb[0]["spec"]
 check(dep["spec"]["template"]["metadata"]["annotations"].get("example.com/team") == "payments"
       and "checksum/config" in dep["spec"]["template"]["metadata"]["annotations"], "full-config: podAnnotations beside checksum")
 check_service("full-config", d)
+fc = ci_values("full-config-values").get("networkPolicy", {})
+check(fc.get("adminFrom") and fc.get("httpsFrom"), "full-config: sets networkPolicy.adminFrom and httpsFrom")
+check_policy("full-config", d, dep, admin_from=fc.get("adminFrom"), https_from=fc.get("httpsFrom"))
 
 d = load("user-chart")
 dep = find(d, "Deployment", f"{release}-my-app")
 if check(len(dep) == 1, "user-chart: the parent chart's Deployment is rendered"):
     check_pod("user-chart", dep[0], d, native=True, app_name="my-app")
+    # sidecarOnly: the parent chart's own policy, from include "fieldseal.networkPolicyIngress".
+    check_policy("user-chart", d, dep[0], admin_from=[])
+for case in ("library-example-values", "library-native-values"):
+    check(not find(load(case), "NetworkPolicy"), f"{case}: mode sidecarOnly renders no NetworkPolicy (the pod is the user's)")
+
+# No rendered NetworkPolicy, in any case, opens the admin port to every source.
+for name in sorted(os.listdir(render)):
+    if name.endswith(".yaml"):
+        for np in find(load(name[:-5]), "NetworkPolicy"):
+            wide = [r for r in np["spec"].get("ingress") or [] if admits_port(r, ADMIN) and open_to_all(r)]
+            check(not wide, f"{name[:-5]}: NetworkPolicy {np['metadata']['name']} does not open the admin port to every source {wide or ''}")
 
 # --- chart metadata vs. docs -------------------------------------------------------------------
 meta = yaml.safe_load(open(os.path.join(chart, "Chart.yaml")))
@@ -473,6 +555,17 @@ expect_fail "keys.generate with several replicas" "development only" --set keys.
 expect_fail "certManager without issuer" "certManager.enabled needs certManager.issuerRef.name" --set certManager.enabled=true
 expect_fail "audit without key Secret" "config.audit.enabled needs config.audit.existingSecret" --set config.audit.enabled=true
 expect_fail "preStop sleep action on Kubernetes 1.29" "needs Kubernetes >= 1.30" --kube-version 1.29.0
+expect_fail "ServiceMonitor behind the default NetworkPolicy without adminFrom" \
+  "metrics.serviceMonitor.enabled with networkPolicy.enabled needs networkPolicy.adminFrom" --set metrics.serviceMonitor.enabled=true
+expect_fail "schema: empty NetworkPolicy peer in adminFrom" "networkPolicy[/.]adminFrom[/.]0" --set-json 'networkPolicy.adminFrom=[{}]'
+expect_fail "schema: misspelt NetworkPolicy peer key" \
+  "[Aa]dditional propert(ies 'namespaceSelectors' not allowed|y namespaceSelectors is not allowed)" \
+  --set-json 'networkPolicy.adminFrom=[{"namespaceSelectors":{}}]'
+if "$HELM" template "$RELEASE" "$CHART" --set metrics.serviceMonitor.enabled=true --set networkPolicy.enabled=false >/dev/null 2>&1; then
+  ok "ServiceMonitor without a NetworkPolicy renders (nothing to admit Prometheus through)"
+else
+  bad "ServiceMonitor without a NetworkPolicy renders (nothing to admit Prometheus through)"
+fi
 expect_fail "Kubernetes older than the chart supports" "kubeVersion" --kube-version 1.28.0
 if "$HELM" template "$RELEASE" "$CHART" --kube-version 1.29.0 --set lifecycle.preStopSleepSeconds=0 \
   --set nativeSidecar=true >/dev/null 2>&1; then
@@ -492,9 +585,13 @@ for f in "$CHART"/ci/*.yaml; do
     notes_ok=0; bad "NOTES.txt with $f"; echo "$out" | tail -20
   elif grep -q 'generate:' "$f" && ! grep -q 'WARNING: keys.generate.enabled is for DEVELOPMENT ONLY' <<<"$out"; then
     notes_ok=0; bad "NOTES.txt with $f: no dev-only warning for keys.generate"
+  elif [ "$(basename "$f")" = networkpolicy-off-values.yaml ] && ! grep -q 'WARNING: networkPolicy.enabled is false' <<<"$out"; then
+    notes_ok=0; bad "NOTES.txt with $f: no warning for networkPolicy.enabled false"
+  elif ! grep -q 'mode: sidecarOnly' "$f" && ! grep -q 'GET /keys answers loopback peers only' <<<"$out"; then
+    notes_ok=0; bad "NOTES.txt with $f: does not say how to reach /keys (loopback only)"
   fi
 done
-[ "$notes_ok" = 1 ] && ok "NOTES.txt renders for every ci values file (dev-only warnings where keys are generated)"
+[ "$notes_ok" = 1 ] && ok "NOTES.txt renders for every ci values file (dev-only warnings where keys are generated, a warning without the NetworkPolicy, how to reach /keys)"
 
 # --- 6. fieldseal check on the rendered configurations -----------------------------------------
 log "fieldseal check of the rendered fieldseal.yaml"

@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-/// Largest body the demo echo endpoint accepts.
+/// Largest body the demo's PUT and echo endpoints accept.
 const ECHO_LIMIT: usize = 1024 * 1024;
 
 /// Starts the demo app on an ephemeral loopback port and returns its address.
@@ -61,23 +61,28 @@ async fn respond(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infall
             StatusCode::OK,
             json!({"endpoints": ["GET /api/users/{id}", "PUT /api/users/{id}", "POST /api/echo", "GET /api/health"]}),
         ),
-        (&Method::POST, ["api", "echo"]) | (&Method::PUT, ["api", "users", _]) => {
-            match Limited::new(req.into_body(), ECHO_LIMIT).collect().await {
-                Ok(collected) => {
-                    match serde_json::from_slice::<serde_json::Value>(&collected.to_bytes()) {
-                        Ok(v) => (StatusCode::OK, json!({"received": v})),
-                        Err(_) => (
-                            StatusCode::BAD_REQUEST,
-                            json!({"detail": "body is not JSON"}),
-                        ),
-                    }
-                }
-                Err(_) => (
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    json!({"detail": "body too large"}),
-                ),
+        // An update answers with the updated record, shaped like the GET's. The proxy opened
+        // the record's sealed fields on the way in (route `user`, request.decrypt), and seals
+        // the same paths on the way out (response.encrypt): the plaintext the app got leaves
+        // as fresh tokens, never as text. So the record goes back at the paths it came in —
+        // never wrapped under another member, where no response rule would find it.
+        (&Method::PUT, ["api", "users", id]) => match read_json(req).await {
+            Ok(serde_json::Value::Object(mut record)) => {
+                record.insert("id".into(), json!(id));
+                (StatusCode::OK, serde_json::Value::Object(record))
             }
-        }
+            Ok(_) => (
+                StatusCode::BAD_REQUEST,
+                json!({"detail": "body is not a JSON object"}),
+            ),
+            Err(answer) => answer,
+        },
+        // Only reached through route `echo`, which has no rules: the proxy opens nothing there,
+        // so the echo is exactly what the client sent (tokens stay tokens).
+        (&Method::POST, ["api", "echo"]) => match read_json(req).await {
+            Ok(v) => (StatusCode::OK, json!({"received": v})),
+            Err(answer) => answer,
+        },
         _ => (StatusCode::NOT_FOUND, json!({"detail": "not found"})),
     };
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
@@ -87,4 +92,25 @@ async fn respond(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infall
     h.insert("server", HeaderValue::from_static("demo-app/1.0"));
     h.insert("x-powered-by", HeaderValue::from_static("fieldseal-demo"));
     Ok(resp)
+}
+
+/// The request body as JSON, or the error answer. Error answers never quote the body.
+async fn read_json(
+    req: Request<Incoming>,
+) -> Result<serde_json::Value, (StatusCode, serde_json::Value)> {
+    let collected = Limited::new(req.into_body(), ECHO_LIMIT)
+        .collect()
+        .await
+        .map_err(|_| {
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"detail": "body too large"}),
+            )
+        })?;
+    serde_json::from_slice(&collected.to_bytes()).map_err(|_| {
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"detail": "body is not JSON"}),
+        )
+    })
 }

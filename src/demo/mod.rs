@@ -37,6 +37,14 @@ impl Drop for Workspace {
     }
 }
 
+/// The selectors of the `user` route, in both directions. The proxy opens these fields in
+/// requests and the app answers a PUT with the record it received (at the same paths), so
+/// sealing exactly these fields in responses is what keeps an opened value from ever leaving
+/// the demo in plaintext. One constant, so the two lists cannot drift apart. `seal_null`: a
+/// `null` is sealed too (by default it is left alone both ways), because a client-encrypted
+/// value (`cty: json`) can open to `null`, and that must not come back as `null` either.
+const SEALED: &str = r#"[{ path: "$.ssn", seal_null: true }, { path: "$.password", seal_null: true }, { path: "$.cards[*].number", context: "card", seal_null: true }]"#;
+
 /// Writes certificate, key and config; returns the config path.
 pub fn write_files(
     ws: &Workspace,
@@ -75,16 +83,20 @@ keys:
   hpke_private_key: x25519.pem
 headers:
   permissions-policy: "geolocation=(), camera=()"
+# The one route that opens tokens seals the same selectors in its answers, and the app answers a
+# PUT with the record at the same paths: whatever the proxy opens leaves sealed again, so the
+# demo is no decryption oracle. /api/echo has no rules: it opens nothing, so its echo is what
+# the client sent.
 routes:
   - name: user
     match: {{ path: "/api/users/{{id}}", methods: [GET, PUT] }}
     headers:
       cache-control: "no-store"
     response:
-      encrypt: ["$.ssn", "$.password", {{ path: "$.cards[*].number", context: "card" }}]
+      encrypt: {SEALED}
       mask: [{{ path: "$.phone", keep_last: 4 }}]
     request:
-      decrypt: ["$.ssn", "$.password", {{ path: "$.cards[*].number", context: "card" }}]
+      decrypt: {SEALED}
   - name: echo
     match: {{ path: "/api/echo", methods: [POST] }}
 "#
@@ -116,13 +128,15 @@ fieldseal demo is running (TLS 1.3, self-signed certificate; Ctrl-C to stop)
 Try:
   curl -sk --http2 {base}/api/users/1 | tee /tmp/fieldseal-user.json   # ssn, password, card sealed; phone masked
   curl -sk -X PUT {base}/api/users/1 -H 'content-type: application/json' --data @/tmp/fieldseal-user.json
-                                                       # the app echoes what it received: plaintext again
-  fieldseal open --keyring {keyring} --context ssn fs1.k1.…   # open a token yourself
+                                                       # the proxy opens the tokens; the app gets plaintext and answers
+                                                       # with the updated record, sealed again (fresh tokens)
+  fieldseal open --keyring {keyring} --context ssn fs1.k1.…   # open a token yourself (the app's ssn)
   curl -sk -X PUT {base}/api/users/1 -H 'content-type: application/json' -d '{{"ssn":"fs1.k1.AAAA"}}'
                                                        # a bad token: 400, the app is never called
   curl -sk {base}/.well-known/fieldseal/jwks.json      # public key for client-side (HPKE) encryption
   curl -sk -D - -o /dev/null {base}/api/users/1        # security headers; no Server / X-Powered-By
   curl -sk {base}/api/echo -H 'content-type: application/json' -d '{{"hello":"world"}}'
+                                                       # a route without rules: streamed untouched, tokens stay sealed
   curl -sk --tls-max 1.2 {base}/api/users/1            # refused: TLS 1.3 only
   curl -s http://{admin}/readyz
   curl -s http://{admin}/metrics

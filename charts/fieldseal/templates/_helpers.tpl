@@ -171,9 +171,40 @@ fails with a message naming the values to change. Every public template calls it
 {{- if and $v.certManager.enabled $v.tls.selfSigned.enabled -}}
 {{- fail "fieldseal: certManager.enabled and tls.selfSigned.enabled both want to write the TLS Secret; choose one." -}}
 {{- end -}}
+{{- /* Prometheus behind the NetworkPolicy: without adminFrom nothing may reach /metrics. */ -}}
+{{- if and (eq $v.mode "deployment") $v.metrics.serviceMonitor.enabled $v.networkPolicy.enabled (not $v.networkPolicy.adminFrom) -}}
+{{- fail "fieldseal: metrics.serviceMonitor.enabled with networkPolicy.enabled needs networkPolicy.adminFrom: the NetworkPolicy admits no pod to the admin port, so Prometheus could not scrape /metrics. Add your Prometheus pods, e.g. adminFrom: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}, podSelector: {matchLabels: {app.kubernetes.io/name: prometheus}}}]." -}}
+{{- end -}}
 {{- if and $v.config.existingConfigMap (or $v.config.routes $v.config.headers) -}}
 {{- fail "fieldseal: config.existingConfigMap is set, so config.routes and config.headers would be ignored; move them into that ConfigMap or unset existingConfigMap." -}}
 {{- end -}}
+{{- end -}}
+
+{{/*
+The ingress rules (a list, for `spec.ingress`) of a NetworkPolicy selecting fieldseal pods:
+the https port from networkPolicy.httpsFrom (empty: any source), and the admin port only from
+networkPolicy.adminFrom (empty: no rule for it at all, so no pod reaches /healthz, /readyz or
+/metrics). Nothing else — the app's own port in particular — is admitted. The kubelet's probes
+are not blocked: NetworkPolicy always admits traffic from the pod's own node, and kubectl
+exec/port-forward reach the admin port over the pod's loopback, which no policy filters.
+Used by templates/networkpolicy.yaml and, in mode sidecarOnly, by your chart's own policy.
+*/}}
+{{- define "fieldseal.networkPolicyIngress" -}}
+{{- include "fieldseal.validate" . -}}
+- ports:
+    - port: https
+      protocol: TCP
+  {{- with .Values.networkPolicy.httpsFrom }}
+  from:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- with .Values.networkPolicy.adminFrom }}
+- ports:
+    - port: admin
+      protocol: TCP
+  from:
+    {{- toYaml . | nindent 4 }}
+{{- end }}
 {{- end -}}
 
 {{/*
