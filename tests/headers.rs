@@ -180,6 +180,21 @@ async fn forwarding_headers_and_request_ids() {
     }
     assert_eq!(echo["headers"]["x-request-id"][0], "client-id-42");
 
+    // Underscore spellings (one WSGI environ key with the hyphenated name) never reach the app.
+    let req = request("DELETE", "/echo", true)
+        .header("X_HTTP_Method_Override", "GET")
+        .header("X_Forwarded_For", "203.0.113.9")
+        .header("If_None_Match", "\"guess\"")
+        .body(body(""))
+        .unwrap();
+    let echo = read_json(send_once(proxy.listen, cfg.clone(), req).await).await;
+    let names: Vec<&String> = echo["headers"].as_object().unwrap().keys().collect();
+    assert!(names.iter().all(|n| !n.contains('_')), "{names:?}");
+    assert_eq!(
+        echo["headers"]["x-forwarded-for"],
+        serde_json::json!(["127.0.0.1"])
+    );
+
     // From a trusted proxy (here: loopback) they are kept and the peer is appended.
     let trusting = format!("trusted_proxies: [\"127.0.0.0/8\", \"::1\"]\n{HEADER_CONFIG}");
     let trusted = ProxyProcess::start(&config_yaml(&pki, up.addr, &trusting));

@@ -311,6 +311,7 @@ async fn forward(
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
     hop::strip(&mut parts.headers, upgrade);
+    hop::strip_underscored(&mut parts.headers);
     // The proxy already answered `Expect: 100-continue` to the client; the upstream gets the body.
     parts.headers.remove(http::header::EXPECT);
     let peer = conn.peer.ip().to_canonical();
