@@ -1,7 +1,8 @@
 //! The audit log through the real binary: `fields` lines for sealed and refused requests
 //! (paths, actions, key ids — never values or tokens), a chain that `fieldseal audit verify`
 //! accepts and that an independent HMAC-SHA256 recomputation agrees with, continued across a
-//! restart, and one edited byte reported at its line.
+//! restart by a new segment that names the line before it, lines cut across that boundary and
+//! one edited byte reported at their line.
 
 mod common;
 
@@ -59,28 +60,52 @@ fn lines(path: &Path) -> Vec<Value> {
 }
 
 /// The chain recomputed from the raw bytes, from scratch: MAC = HMAC-SHA256(key, previous
-/// MAC ‖ the line up to its final `,"mac":"`), 32 zero bytes before the first line.
+/// MAC ‖ the line up to its final `,"mac":"`), 32 zero bytes before the first line; every
+/// segment's `chain_start` names the line before it (`"none"` on line 1).
 fn recompute_chain(log: &Path, key: &[u8]) -> String {
     let key = hmac::Key::new(hmac::HMAC_SHA256, key);
     let mut previous = vec![0u8; 32];
     let text = std::fs::read(log).unwrap();
     assert_eq!(text.last(), Some(&b'\n'));
     let mut last = String::new();
+    let mut seq = 0u64;
     for (i, line) in text[..text.len() - 1].split(|&b| b == b'\n').enumerate() {
         let line = std::str::from_utf8(line).unwrap();
         let cut = line.rfind(",\"mac\":\"").unwrap();
         assert!(line.ends_with("\"}"));
+        let doc: Value = serde_json::from_str(line).unwrap();
+        if doc["event"] == "chain_start" {
+            let link = if i == 0 {
+                json!("none")
+            } else {
+                json!({"seq": seq, "mac": last})
+            };
+            assert_eq!(doc["previous"], link, "line {}", i + 1);
+        }
+        assert_eq!(doc["seq"], seq + 1, "line {}", i + 1);
         let mut input = previous.clone();
         input.extend_from_slice(&line.as_bytes()[..cut]);
         let tag = hmac::sign(&key, &input);
         let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(&line[cut + 8..line.len() - 2], hex, "line {}", i + 1);
-        let doc: Value = serde_json::from_str(line).unwrap();
-        assert_eq!(doc["seq"], i as u64 + 1, "line {}", i + 1);
         previous = tag.as_ref().to_vec();
         last = hex;
+        seq = doc["seq"].as_u64().unwrap();
     }
     last
+}
+
+fn verify(log: &Path, key_file: &Path) -> (i32, String, String) {
+    run_cli(
+        &[
+            "audit",
+            "verify",
+            log.to_str().unwrap(),
+            "--key",
+            key_file.to_str().unwrap(),
+        ],
+        &[],
+    )
 }
 
 #[tokio::test]
@@ -199,16 +224,7 @@ async fn requests_are_audited_in_a_chain_that_verifies_and_shows_edits() {
 
     // The chain verifies, and agrees with an independent recomputation.
     let last_mac = recompute_chain(&log, &key);
-    let (code, out, err) = run_cli(
-        &[
-            "audit",
-            "verify",
-            log.to_str().unwrap(),
-            "--key",
-            key_file.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let (code, out, err) = verify(&log, &key_file);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(
         out.trim(),
@@ -218,7 +234,7 @@ async fn requests_are_audited_in_a_chain_that_verifies_and_shows_edits() {
         )
     );
 
-    // A restart continues the same chain.
+    // A restart continues the same chain, in a new segment that names the line before it.
     let proxy = ProxyProcess::start(&yaml);
     let resp = get(proxy.listen, cfg.clone(), "/user", true).await;
     assert_eq!(resp.status(), 200);
@@ -230,39 +246,46 @@ async fn requests_are_audited_in_a_chain_that_verifies_and_shows_edits() {
         .iter()
         .map(|e| e["event"].as_str().unwrap())
         .collect();
-    assert_eq!(added, ["keyring_loaded", "fields"]);
-    assert_eq!(after[events.len()]["seq"], events.len() as u64 + 1);
+    assert_eq!(added, ["chain_start", "keyring_loaded", "fields"]);
+    let start = &after[events.len()];
+    assert_eq!(start["seq"], events.len() as u64 + 1);
     assert_eq!(
-        after.iter().filter(|e| e["event"] == "chain_start").count(),
-        1
+        start["previous"],
+        json!({"seq": events.len(), "mac": last_mac})
     );
-    recompute_chain(&log, &key);
-    let (code, out, err) = run_cli(
-        &[
-            "audit",
-            "verify",
-            log.to_str().unwrap(),
-            "--key",
-            key_file.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let both_mac = recompute_chain(&log, &key);
+    let (code, out, err) = verify(&log, &key_file);
     assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        out.trim(),
+        format!(
+            "ok: {} lines, chain intact, last mac {both_mac}",
+            after.len()
+        )
+    );
+
+    // The last line before the restart removed: reported at the segment start after the gap.
+    let both = std::fs::read_to_string(&log).unwrap();
+    let mut cut: Vec<&str> = both.lines().collect();
+    cut.remove(events.len() - 1);
+    let cut_log = pki.path("cut.jsonl");
+    std::fs::write(&cut_log, cut.join("\n") + "\n").unwrap();
+    let (code, out, err) = verify(&cut_log, &key_file);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "error: line {}: a segment start that continues seq {}",
+            events.len(),
+            events.len()
+        )),
+        "{err}"
+    );
 
     // One byte of one line edited: verify names that line.
     let line_no = events.iter().position(|e| e["route"] == "echo").unwrap() + 1;
     let edited = text_edit(&log, line_no, "\"route\":\"echo\"", "\"route\":\"echx\"");
     assert!(edited);
-    let (code, out, err) = run_cli(
-        &[
-            "audit",
-            "verify",
-            log.to_str().unwrap(),
-            "--key",
-            key_file.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let (code, out, err) = verify(&log, &key_file);
     assert_eq!(code, 1, "{out}{err}");
     assert!(
         err.contains(&format!("error: line {line_no}: mac mismatch")),

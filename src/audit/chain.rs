@@ -2,26 +2,89 @@
 //!
 //! A line is `{"seq":N,"time":"…","event":"…",<members>,"mac":"<64 lowercase hex>"}` and a
 //! newline. Its MAC is HMAC-SHA256(audit key, previous line's MAC (32 raw bytes) ‖ the line's
-//! bytes up to, not including, the final `,"mac":"`). The first line of a chain uses 32 zero
-//! bytes as the previous MAC. The MAC covers the bytes as written, so a verifier needs no
-//! canonical JSON: it cuts off the fixed 74-byte suffix.
+//! bytes up to, not including, the final `,"mac":"`). The MAC covers the bytes as written, so a
+//! verifier needs no canonical JSON: it cuts off the fixed 74-byte suffix.
+//!
+//! A file is a sequence of *segments*: each time a writer starts writing to it (a process
+//! opens the log, or recovers from a write error) it first writes a `chain_start` line whose
+//! `previous` member records where the file ended: `"none"` for a new file, the last audit
+//! line's `{"seq","mac"}` otherwise (the new line then has the next seq and chains over that
+//! MAC), or `"unlinked"` when the writer could not read the end. Because that record is inside
+//! the MAC'd bytes, a verifier can tell that nothing was cut between two segments, and a
+//! segment start that could not link is reported instead of silently accepted.
 
 use std::io::{self, BufRead, Read, Seek, SeekFrom};
 use std::time::SystemTime;
 
-use serde::Deserialize;
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Serialize, Serializer};
 
 use super::event::Event;
 use super::key::AuditKey;
 
 pub const MAC_LEN: usize = 32;
 pub type Mac = [u8; MAC_LEN];
-/// The previous MAC of a chain's first line.
+/// The previous MAC of a chain's first line, and of a segment that could not link.
 pub const ZERO_MAC: Mac = [0; MAC_LEN];
 
 const MAC_MEMBER: &[u8] = b",\"mac\":\"";
 /// `,"mac":"` + 64 hex digits + `"}`.
 pub const MAC_SUFFIX_LEN: usize = MAC_MEMBER.len() + 2 * MAC_LEN + 2;
+
+/// The `event` of the line that starts every segment.
+pub const CHAIN_START: &str = "chain_start";
+
+/// `reason` of a segment start after a write error (the file's end was read back and is
+/// whole): events of the failed write are missing, as counted in the writer's `lost` total.
+pub const REASON_WRITE_FAILED: &str = "write_failed";
+/// `reason` of a segment start after a last line that is not an audit line (a torn write, or a
+/// truncation): whatever followed the linked line is lost, and `verify` reports it.
+pub const REASON_LAST_LINE_UNPARSABLE: &str = "last_line_unparsable";
+/// `reason` of an unlinked segment start: the file's last line is longer than the writer reads
+/// back ([`TAIL_MAX`]).
+pub const REASON_LAST_LINE_TOO_LONG: &str = "last_line_too_long";
+
+/// Where the previous segment ended, as a `chain_start` line records it (its `previous`
+/// member).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Previous {
+    /// `"none"`: nothing came before — a new or empty file, or a stdout stream. The line has
+    /// `seq` 1 and chains over [`ZERO_MAC`].
+    None,
+    /// `{"seq":N,"mac":"<hex>"}`: the previous segment's last audit line. The line has `seq`
+    /// N + 1 and chains over that MAC, which must be the MAC of the audit line before it.
+    Link { seq: u64, mac: Mac },
+    /// `"unlinked"`: the writer could not read where the file ended. The line has `seq` 1 and
+    /// chains over [`ZERO_MAC`]; `verify` reports it as a break, since lines before it could
+    /// have been cut. (Files written before segments were linked say `"unverifiable"`, read as
+    /// this.)
+    Unlinked,
+}
+
+impl Previous {
+    /// The MAC this segment start chains over.
+    pub fn mac(&self) -> Mac {
+        match self {
+            Previous::Link { mac, .. } => *mac,
+            Previous::None | Previous::Unlinked => ZERO_MAC,
+        }
+    }
+}
+
+impl Serialize for Previous {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Previous::None => s.serialize_str("none"),
+            Previous::Unlinked => s.serialize_str("unlinked"),
+            Previous::Link { seq, mac } => {
+                let mut st = s.serialize_struct("Link", 2)?;
+                st.serialize_field("seq", seq)?;
+                st.serialize_field("mac", &hex(mac))?;
+                st.end()
+            }
+        }
+    }
+}
 
 /// The writer's position in a chain: the last MAC written and the next sequence number.
 pub struct Chain {
@@ -43,6 +106,14 @@ impl Chain {
         Self {
             previous: mac,
             next_seq: seq.saturating_add(1),
+        }
+    }
+
+    /// The chain a segment start with `previous` begins: after the linked line, or a new one.
+    pub fn after(previous: Previous) -> Self {
+        match previous {
+            Previous::Link { seq, mac } => Self::resume(seq, mac),
+            Previous::None | Previous::Unlinked => Self::fresh(),
         }
     }
 
@@ -117,13 +188,17 @@ pub struct ParsedLine<'a> {
     pub mac: Mac,
     pub seq: u64,
     pub event: String,
-    pub previous: Option<String>,
+    /// Where the previous segment ended: set on `chain_start` lines only.
+    pub previous: Option<Previous>,
+    /// A `chain_start`'s `reason`: why the segment began.
+    pub reason: Option<String>,
 }
 
 impl ParsedLine<'_> {
-    /// A chain's first line: `chain_start` with `seq` 1.
-    pub fn starts_chain(&self) -> bool {
-        self.event == "chain_start" && self.seq == 1
+    /// The MAC this line chains over when that can be told from the line alone (a segment
+    /// start); other lines chain over the line before them.
+    pub fn chained_over(&self) -> Option<Mac> {
+        self.previous.map(|p| p.mac())
     }
 }
 
@@ -131,8 +206,35 @@ impl ParsedLine<'_> {
 struct Head {
     seq: u64,
     event: String,
+    /// Read as a [`RawPrevious`] on `chain_start` lines only, so no other event's members
+    /// are constrained by it.
     #[serde(default)]
-    previous: Option<String>,
+    previous: Option<serde_json::Value>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawPrevious {
+    Word(String),
+    Link { seq: u64, mac: String },
+}
+
+impl RawPrevious {
+    fn parse(self) -> Option<Previous> {
+        match self {
+            RawPrevious::Word(w) if w == "none" => Some(Previous::None),
+            RawPrevious::Word(w) if w == "unlinked" || w == "unverifiable" => {
+                Some(Previous::Unlinked)
+            }
+            RawPrevious::Word(_) => None,
+            RawPrevious::Link { seq, mac } => Some(Previous::Link {
+                seq,
+                mac: parse_hex(mac.as_bytes())?,
+            }),
+        }
+    }
 }
 
 /// Splits a line (without its newline) into the MAC'd body, the MAC and the members the chain
@@ -158,47 +260,76 @@ pub fn parse_line(line: &[u8]) -> Result<ParsedLine<'_>, String> {
             "no MAC: the line does not end with `,\"mac\":\"<64 lowercase hex digits>\"}`"
                 .to_string()
         })?;
+    let previous = if head.event == CHAIN_START {
+        let previous = head
+            .previous
+            .and_then(|v| serde_json::from_value::<RawPrevious>(v).ok())
+            .and_then(RawPrevious::parse)
+            .ok_or_else(|| {
+                "not an audit line (a chain_start's `previous` must be \"none\", \"unlinked\" or \
+             {\"seq\":N,\"mac\":\"<64 lowercase hex digits>\"})"
+                    .to_string()
+            })?;
+        Some(previous)
+    } else {
+        None
+    };
     Ok(ParsedLine {
         body: &line[..n - MAC_SUFFIX_LEN],
         mac,
         seq: head.seq,
         event: head.event,
-        previous: head.previous,
+        previous,
+        reason: head.reason,
     })
 }
 
 // ---------------------------------------------------------------------------------------
 // The end of an existing log
 
-/// The last line of a file, and the one before it when it is within reach.
+/// The last lines of a file, read back from its end.
 #[derive(Debug, Default)]
 pub struct Tail {
-    /// The last line (without newline); `None` for an empty file, or a last line too long to
-    /// read back.
-    pub last: Option<Vec<u8>>,
-    pub before: Option<Vec<u8>>,
+    /// Up to [`TAIL_LINES`] whole lines (without newlines), oldest first, ending with the
+    /// file's last line. Empty for an empty file, or when the last line is longer than
+    /// [`TAIL_MAX`]; shorter when a line before them is.
+    pub lines: Vec<Vec<u8>>,
     /// Whether the file ends with a newline (if not, the writer adds one before its first
     /// line).
     pub ends_with_newline: bool,
 }
 
-/// The end of a log is read back in blocks from its end, never more than this.
-const TAIL_MAX: u64 = 16 << 20;
+/// Lines a writer reads back from the end of a file: the last audit line, which the new
+/// segment links to; the line before it, whose MAC checks the last with this key; and one
+/// more for when the very last line is a torn write, so the link skips it.
+pub const TAIL_LINES: usize = 3;
+
+/// The most of a file's end a writer reads back, whatever the file holds: opening a log costs
+/// at most this much memory and reading, even if someone appended a huge line. Audit lines
+/// are far shorter (a line names one request's fields), so a real log always links; a longer
+/// last line gives an `"unlinked"` segment start, which `verify` reports.
+pub const TAIL_MAX: u64 = 16 << 20;
+
+/// The first read from the end: a few typical lines in one read. Each next read doubles what
+/// was read, so a long line costs a logarithmic number of reads.
 const TAIL_BLOCK: u64 = 8 << 10;
 
-/// Reads the last two lines of `file` (of length `len`) from its end: no more of the file
-/// than those lines.
+/// Reads the last [`TAIL_LINES`] lines of `file` (of length `len`) from its end: no more of
+/// the file than those lines, and never more than [`TAIL_MAX`] bytes.
 pub fn read_tail<F: Read + Seek>(file: &mut F, len: u64) -> io::Result<Tail> {
     if len == 0 {
         return Ok(Tail {
+            lines: Vec::new(),
             ends_with_newline: true,
-            ..Tail::default()
         });
     }
     let mut buf: Vec<u8> = Vec::new();
     let mut pos = len;
     loop {
-        let n = TAIL_BLOCK.max(buf.len() as u64).min(pos);
+        let n = TAIL_BLOCK
+            .max(buf.len() as u64)
+            .min(pos)
+            .min(TAIL_MAX - buf.len() as u64);
         pos -= n;
         let mut chunk = vec![0u8; n as usize];
         file.seek(SeekFrom::Start(pos))?;
@@ -207,22 +338,22 @@ pub fn read_tail<F: Read + Seek>(file: &mut F, len: u64) -> io::Result<Tail> {
         buf = chunk;
         let content = buf.strip_suffix(b"\n").unwrap_or(&buf);
         let newlines = content.iter().filter(|&&b| b == b'\n').count();
-        if newlines >= 2 || pos == 0 || buf.len() as u64 >= TAIL_MAX {
+        if newlines >= TAIL_LINES || pos == 0 || buf.len() as u64 >= TAIL_MAX {
             break;
         }
     }
     let ends_with_newline = buf.last() == Some(&b'\n');
     let content = buf.strip_suffix(b"\n").unwrap_or(&buf);
-    let mut parts = content.rsplitn(3, |&b| b == b'\n');
-    let last = parts.next().unwrap_or_default();
-    let before = parts.next();
-    let more = parts.next().is_some();
-    // A line is complete when a newline precedes it or it starts the file.
-    let last_complete = before.is_some() || pos == 0;
-    let before_complete = more || pos == 0;
+    let mut lines: Vec<&[u8]> = content.rsplitn(TAIL_LINES + 1, |&b| b == b'\n').collect();
+    if lines.len() > TAIL_LINES {
+        // The rest: lines before the ones wanted.
+        lines.truncate(TAIL_LINES);
+    } else if pos > 0 {
+        // The earliest piece is a whole line only if the file starts there.
+        lines.pop();
+    }
     Ok(Tail {
-        last: last_complete.then(|| last.to_vec()),
-        before: before.filter(|_| before_complete).map(<[u8]>::to_vec),
+        lines: lines.into_iter().rev().map(<[u8]>::to_vec).collect(),
         ends_with_newline,
     })
 }
@@ -235,7 +366,9 @@ pub fn read_tail<F: Read + Seek>(file: &mut F, len: u64) -> io::Result<Tail> {
 pub struct Verified {
     pub lines: u64,
     pub last_mac: Mac,
-    /// New chain segments accepted after an unverifiable line (one note each).
+    /// `chain_start` lines: how many times a writer started writing to the file.
+    pub segments: u64,
+    /// Segments that began after events were lost (a write error), one note each.
     pub notes: Vec<String>,
 }
 
@@ -265,16 +398,32 @@ fn broken(line: u64, why: impl Into<String>) -> VerifyError {
     })
 }
 
-/// Checks a whole log: line 1 starts a chain (`chain_start`, `previous: "none"`, seq 1);
-/// every next line has the next seq and the MAC over the previous MAC and its own body. The
-/// one exception: a line that is not a chain line (a torn write) may be followed by a
-/// `chain_start` with `previous: "unverifiable"`, which starts a new segment (reported in
-/// the notes).
+/// The last audit line verified so far.
+#[derive(Debug, Clone, Copy)]
+struct End {
+    line: u64,
+    seq: u64,
+    mac: Mac,
+}
+
+/// Checks a whole log, line by line:
+/// - line 1 is a `chain_start` with `previous: "none"` and `seq` 1, chained over the zero MAC;
+/// - every other line has the next `seq` and a MAC over the previous line's MAC;
+/// - a later `chain_start` (a new segment) must link to exactly the line before it: its
+///   `previous` names that line's seq and MAC. So lines cut at the end of one segment or the
+///   start of the next, a segment removed, or segments swapped are all reported, at the
+///   `chain_start` (or the first line) after the gap;
+/// - a segment start that does not link (`"unlinked"`), or that records that the writer found
+///   a torn last line, is a break: the log cannot show that nothing was cut there;
+/// - so is any line that is not an audit line (a torn write or a truncation).
+///
+/// A segment that began after a write error is intact but gets a note: events were lost.
 pub fn verify<R: BufRead>(key: &AuditKey, mut reader: R) -> Result<Verified, VerifyError> {
-    let mut previous = ZERO_MAC;
-    let mut expected = 1u64;
+    let mut last: Option<End> = None;
     let mut line_no = 0u64;
-    let mut pending: Option<(u64, String)> = None;
+    // A line that is not an audit line; the next line decides only how it is explained.
+    let mut torn: Option<(u64, String)> = None;
+    let mut segments = 0u64;
     let mut notes = Vec::new();
     let mut buf = Vec::new();
     loop {
@@ -287,60 +436,63 @@ pub fn verify<R: BufRead>(key: &AuditKey, mut reader: R) -> Result<Verified, Ver
         let parsed = match parse_line(line) {
             Ok(p) => p,
             Err(why) => {
-                if let Some((k, why)) = pending {
+                if let Some((k, why)) = torn {
                     return Err(broken(k, why));
                 }
-                pending = Some((line_no, why));
+                torn = Some((line_no, why));
                 continue;
             }
         };
-        if let Some((k, why)) = pending.take() {
-            let restarts = parsed.starts_chain()
-                && parsed.previous.as_deref() == Some("unverifiable")
-                && key.verify(&ZERO_MAC, parsed.body, &parsed.mac);
-            if !restarts {
-                return Err(broken(
-                    k,
-                    format!("{why}; it is not followed by a chain_start line"),
-                ));
+        if let Some((k, why)) = torn {
+            return Err(broken(k, torn_why(why, &parsed, line_no, last, key)));
+        }
+        let expected = last.map_or(1, |l| l.seq.saturating_add(1));
+        let previous_mac = match parsed.previous {
+            None => {
+                if parsed.seq != expected {
+                    let hint = if line_no == 1 {
+                        "lines were removed from the start of the log"
+                    } else {
+                        "a line was deleted, inserted or moved"
+                    };
+                    return Err(broken(
+                        line_no,
+                        format!("seq {}, expected {expected} ({hint})", parsed.seq),
+                    ));
+                }
+                last.map_or(ZERO_MAC, |l| l.mac)
             }
-            notes.push(format!(
-                "line {k} is unverifiable ({why}); the writer started a new chain segment at \
-                 line {line_no} (chain_start, previous: unverifiable)"
-            ));
-            previous = parsed.mac;
-            expected = 2;
-            continue;
-        }
-        if parsed.seq != expected {
-            let hint = if parsed.starts_chain() {
-                "a new chain starts here: concatenated logs? verify each file on its own"
-            } else if line_no == 1 {
-                "lines were removed from the start of the log"
-            } else {
-                "a line was deleted, inserted or moved"
-            };
-            return Err(broken(
-                line_no,
-                format!("seq {}, expected {expected} ({hint})", parsed.seq),
-            ));
-        }
-        if !key.verify(&previous, parsed.body, &parsed.mac) {
+            Some(previous) => {
+                segments += 1;
+                check_segment_start(&parsed, previous, line_no, last)?;
+                previous.mac()
+            }
+        };
+        if !key.verify(&previous_mac, parsed.body, &parsed.mac) {
             return Err(broken(
                 line_no,
                 "mac mismatch (the line was altered, or written with another key)",
             ));
         }
-        if line_no == 1 && parsed.previous.as_deref() != Some("none") {
+        if line_no == 1 && parsed.previous != Some(Previous::None) {
             return Err(broken(
                 1,
                 "the first line is not a chain_start with previous \"none\"",
             ));
         }
-        previous = parsed.mac;
-        expected = parsed.seq.saturating_add(1);
+        if parsed.reason.as_deref() == Some(REASON_WRITE_FAILED) {
+            notes.push(format!(
+                "line {line_no}: the writer started a new segment after a write error; the \
+                 events it could not write are not in the log (counted as lost)"
+            ));
+        }
+        last = Some(End {
+            line: line_no,
+            seq: parsed.seq,
+            mac: parsed.mac,
+        });
     }
-    if let Some((k, why)) = pending {
+    if let Some((k, why)) = torn {
         return Err(broken(
             k,
             format!("{why} (the last line: a torn or truncated write?)"),
@@ -348,39 +500,174 @@ pub fn verify<R: BufRead>(key: &AuditKey, mut reader: R) -> Result<Verified, Ver
     }
     Ok(Verified {
         lines: line_no,
-        last_mac: previous,
+        last_mac: last.map_or(ZERO_MAC, |l| l.mac),
+        segments,
         notes,
     })
+}
+
+/// Whether a `chain_start` at `line_no` follows `last` exactly (its MAC is checked after).
+fn check_segment_start(
+    parsed: &ParsedLine<'_>,
+    previous: Previous,
+    line_no: u64,
+    last: Option<End>,
+) -> Result<(), VerifyError> {
+    match previous {
+        Previous::None => match last {
+            Some(l) => Err(broken(
+                line_no,
+                format!(
+                    "seq {}, expected {} (a new chain starts here: concatenated logs? verify \
+                     each file on its own)",
+                    parsed.seq,
+                    l.seq.saturating_add(1)
+                ),
+            )),
+            None if parsed.seq != 1 => {
+                Err(broken(line_no, format!("seq {}, expected 1", parsed.seq)))
+            }
+            None => Ok(()),
+        },
+        Previous::Unlinked => Err(broken(
+            line_no,
+            format!(
+                "a segment start that does not link to the lines before it (reason: {}): the \
+                 writer could not read where the log ended, so lines before this one may have \
+                 been cut",
+                parsed.reason.as_deref().unwrap_or("none given")
+            ),
+        )),
+        Previous::Link { seq, mac } => {
+            if let Some(why) = link_mismatch(seq, &mac, last) {
+                return Err(broken(line_no, why));
+            }
+            if parsed.seq != seq.saturating_add(1) {
+                return Err(broken(
+                    line_no,
+                    format!(
+                        "seq {}, expected {} (a segment start continues its link's seq)",
+                        parsed.seq,
+                        seq.saturating_add(1)
+                    ),
+                ));
+            }
+            if parsed.reason.as_deref() == Some(REASON_LAST_LINE_UNPARSABLE) {
+                return Err(broken(
+                    line_no,
+                    format!(
+                        "this segment start records that the log was torn or truncated after \
+                         seq {seq} (reason: {REASON_LAST_LINE_UNPARSABLE}), but no torn line \
+                         precedes it: it was removed, and whatever followed seq {seq} is lost"
+                    ),
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Why a segment start's link (`seq`, `mac`) is not the last audit line `last`, if it is not.
+fn link_mismatch(seq: u64, mac: &Mac, last: Option<End>) -> Option<String> {
+    let Some(l) = last else {
+        return Some(format!(
+            "a segment start that continues seq {seq}, but no audit line precedes it (lines were \
+             removed from the start of the log)"
+        ));
+    };
+    if l.seq == seq && &l.mac == mac {
+        return None;
+    }
+    let hint = if seq > l.seq {
+        "lines were removed before it: the end of the previous segment, or whole segments"
+    } else {
+        "segments were reordered, or lines inserted"
+    };
+    Some(format!(
+        "a segment start that continues seq {seq} (mac {}…), but the audit line before it \
+         (line {}) is seq {} ({hint})",
+        &hex(mac)[..8],
+        l.line,
+        l.seq
+    ))
+}
+
+/// Why a line that is not an audit line breaks the chain, told by the line after it.
+fn torn_why(
+    why: String,
+    next: &ParsedLine<'_>,
+    next_line: u64,
+    last: Option<End>,
+    key: &AuditKey,
+) -> String {
+    match next.previous {
+        Some(Previous::Link { seq, mac }) => match link_mismatch(seq, &mac, last) {
+            None if key.verify(&mac, next.body, &next.mac) => format!(
+                "{why}: the log was torn or truncated here (the segment that starts at line \
+                 {next_line} continues after seq {seq}; whatever followed seq {seq} is lost)"
+            ),
+            None => format!("{why}; the line after it does not verify"),
+            Some(mismatch) => format!("{why}; at line {next_line}: {mismatch}"),
+        },
+        Some(_) => format!(
+            "{why}; the segment that starts after it (line {next_line}) does not link to the \
+             lines before it"
+        ),
+        None => format!("{why}; it is not followed by a chain_start line"),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn tail(text: &[u8]) -> Tail {
+        read_tail(&mut io::Cursor::new(text), text.len() as u64).unwrap()
+    }
+
+    fn lines(tail: &Tail) -> Vec<&str> {
+        tail.lines
+            .iter()
+            .map(|l| std::str::from_utf8(l).unwrap())
+            .collect()
+    }
+
     #[test]
-    fn tail_finds_the_last_two_lines_from_the_end() {
+    fn tail_finds_the_last_lines_from_the_end() {
         let mut text = Vec::new();
         for i in 0..5000 {
             text.extend_from_slice(format!("line {i}\n").as_bytes());
         }
-        let len = text.len() as u64;
-        let tail = read_tail(&mut io::Cursor::new(&text), len).unwrap();
-        assert_eq!(tail.last.as_deref(), Some(&b"line 4999"[..]));
-        assert_eq!(tail.before.as_deref(), Some(&b"line 4998"[..]));
-        assert!(tail.ends_with_newline);
+        let t = tail(&text);
+        assert_eq!(lines(&t), ["line 4997", "line 4998", "line 4999"]);
+        assert!(t.ends_with_newline);
 
-        let tail = read_tail(&mut io::Cursor::new(b"only"), 4).unwrap();
-        assert_eq!(tail.last.as_deref(), Some(&b"only"[..]));
-        assert!(tail.before.is_none() && !tail.ends_with_newline);
+        let t = tail(b"only");
+        assert_eq!(lines(&t), ["only"]);
+        assert!(!t.ends_with_newline);
+        assert_eq!(lines(&tail(b"a\nb\n")), ["a", "b"]);
 
         // A last line longer than one block is read whole.
         let long = format!("first\n{}\n", "x".repeat(20_000));
-        let tail = read_tail(&mut io::Cursor::new(long.as_bytes()), long.len() as u64).unwrap();
-        assert_eq!(tail.last.unwrap().len(), 20_000);
-        assert_eq!(tail.before.as_deref(), Some(&b"first"[..]));
+        let t = tail(long.as_bytes());
+        assert_eq!(t.lines.len(), 2);
+        assert_eq!(t.lines[0], b"first");
+        assert_eq!(t.lines[1].len(), 20_000);
 
-        let tail = read_tail(&mut io::Cursor::new(b"a\n\n"), 3).unwrap();
-        assert_eq!(tail.last.as_deref(), Some(&b""[..]));
+        assert_eq!(lines(&tail(b"a\n\n")), ["a", ""]);
+    }
+
+    #[test]
+    fn tail_reads_no_more_than_its_bound() {
+        // A last line longer than TAIL_MAX is not read whole: no lines, not a partial one.
+        let mut text = b"short\n".to_vec();
+        text.extend(std::iter::repeat_n(b'x', TAIL_MAX as usize + 10));
+        let t = tail(&text);
+        assert!(t.lines.is_empty());
+        // A long line before short last lines: only the short ones.
+        let mut text = vec![b'y'; TAIL_MAX as usize + 10];
+        text.extend_from_slice(b"\nlast\n");
+        assert_eq!(lines(&tail(&text)), ["last"]);
     }
 
     #[test]
@@ -390,5 +677,24 @@ mod tests {
         assert_eq!(parse_hex(text.as_bytes()), Some(mac));
         assert_eq!(parse_hex(text.to_uppercase().as_bytes()), None);
         assert_eq!(parse_hex(b"00"), None);
+    }
+
+    #[test]
+    fn previous_serialises_as_documented_and_parses_back() {
+        let mac: Mac = [0xab; MAC_LEN];
+        let link = Previous::Link { seq: 11, mac };
+        let text = serde_json::to_string(&link).unwrap();
+        assert_eq!(text, format!("{{\"seq\":11,\"mac\":\"{}\"}}", hex(&mac)));
+        let raw: RawPrevious = serde_json::from_str(&text).unwrap();
+        assert_eq!(raw.parse(), Some(link));
+        for (word, p) in [("none", Previous::None), ("unlinked", Previous::Unlinked)] {
+            assert_eq!(serde_json::to_string(&p).unwrap(), format!("\"{word}\""));
+            let raw: RawPrevious = serde_json::from_str(&format!("\"{word}\"")).unwrap();
+            assert_eq!(raw.parse(), Some(p));
+        }
+        let raw: RawPrevious = serde_json::from_str("\"something\"").unwrap();
+        assert_eq!(raw.parse(), None);
+        let raw: RawPrevious = serde_json::from_str(r#"{"seq":1,"mac":"ABCD"}"#).unwrap();
+        assert_eq!(raw.parse(), None);
     }
 }

@@ -17,8 +17,9 @@ const EXIT_CANNOT_CHECK: u8 = 2;
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check an audit log's HMAC chain; report the first broken line (exit 1), or the line
-    /// count and the last MAC (exit 0). Exit 2 when the log or the key cannot be read.
+    /// Check an audit log's HMAC chain and the links between its segments; report the first
+    /// broken line (exit 1), or the line count and the last MAC (exit 0). Exit 2 when the log
+    /// or the key cannot be read.
     Verify {
         /// The audit log (JSON lines).
         file: PathBuf,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde::ser::{SerializeSeq, SerializeStruct};
 use serde::{Serialize, Serializer};
 
+use super::chain::Previous;
 use crate::crypto::keyring::KeyState;
 use crate::crypto::Keyring;
 use crate::field_rules::FieldOp;
@@ -113,10 +114,12 @@ pub struct KeyInfo {
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Event {
-    /// The first line of a chain: a fresh log (`previous: "none"`), or a new segment after a
-    /// last line that could not be continued (`previous: "unverifiable"`).
+    /// The first line of every segment (each time a writer starts writing to the log): where
+    /// the log ended before it — nothing (`"none"`), the last audit line's seq and MAC, or
+    /// `"unlinked"` when the writer could not read the end — and, when the segment did not
+    /// begin at an ordinary open, why (`reason`).
     ChainStart {
-        previous: &'static str,
+        previous: Previous,
         #[serde(skip_serializing_if = "Option::is_none")]
         reason: Option<&'static str>,
     },

@@ -21,13 +21,15 @@ use crate::config::settings::{AuditSettings, AuditSinkTarget};
 use crate::crypto::Keyring;
 use crate::secret_file::Exposure;
 
-pub use chain::{hex, parse_line, verify, Broken, Mac, Verified, VerifyError, MAC_SUFFIX_LEN};
+pub use chain::{
+    hex, parse_line, verify, Broken, Mac, Previous, Verified, VerifyError, MAC_SUFFIX_LEN,
+};
 pub use cli::{cli, AuditCommand};
 pub use event::{Event, FieldFailureInfo, FieldsEvent, KeyInfo, Outcome};
 pub use key::{AuditKey, AUDIT_KEY_LEN};
 pub use writer::{BATCH_BYTES, FSYNC_INTERVAL};
 
-use writer::{Msg, Opened, Sink, Stats, Writer};
+use writer::{Msg, Opened, Segment, Sink, Stats, Writer};
 
 /// Events the queue holds before new ones are dropped (and counted).
 pub const QUEUE_CAPACITY: usize = 65_536;
@@ -57,8 +59,9 @@ impl std::fmt::Debug for AuditLog {
 
 impl AuditLog {
     /// Reads the audit key and opens the sink named by `settings` (startup fails if either
-    /// cannot be used). A file that already holds a chain is continued; a fresh file, or one
-    /// whose last line cannot be continued, starts with a `chain_start` line.
+    /// cannot be used). Every open starts a new segment with a `chain_start` line: in a file
+    /// that already holds a chain it records where that chain ended (read back from the end of
+    /// the file) and continues it, so `verify` can tell that nothing was cut between the two.
     pub fn open(settings: &AuditSettings) -> Result<Self, String> {
         let (key, exposure) = AuditKey::load(&settings.key_file)?;
         if exposure == Exposure::GroupReadable {
@@ -68,11 +71,10 @@ impl AuditLog {
             );
         }
         let opened = match &settings.sink {
+            // A stream cannot be read back: each process starts a new chain on it.
             AuditSinkTarget::Stdout => Opened {
                 sink: Sink::Stdout,
-                chain: chain::Chain::fresh(),
-                start: Some(writer::chain_start("none", None)),
-                needs_newline: false,
+                segment: Segment::new(Previous::None, None, false),
             },
             AuditSinkTarget::File(path) => writer::open_file(path, &key)?,
         };

@@ -44,6 +44,15 @@ impl Setup {
             .collect()
     }
 
+    /// The lines after the first `skip` (which may not be JSON).
+    fn lines_after(&self, skip: usize) -> Vec<serde_json::Value> {
+        self.text()
+            .lines()
+            .skip(skip)
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     /// Opens the log, writes `n` fields events, closes it.
     fn write(&self, n: usize) {
         let log = AuditLog::open(&self.settings).unwrap();
@@ -63,6 +72,11 @@ impl Setup {
         text.push('\n');
         std::fs::write(self.log(), text).unwrap();
     }
+}
+
+fn append(path: &Path, bytes: &[u8]) {
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(bytes).unwrap();
 }
 
 fn write_key(path: &Path, key: &[u8; 32]) {
@@ -131,7 +145,7 @@ fn a_fresh_log_is_a_chain_that_verifies() {
         "{time}"
     );
     let v = s.verify().unwrap();
-    assert_eq!(v.lines, 4);
+    assert_eq!((v.lines, v.segments), (4, 1));
     assert!(v.notes.is_empty());
     assert_eq!(hex(&v.last_mac), lines[3]["mac"].as_str().unwrap());
 }
@@ -155,33 +169,212 @@ fn the_mac_is_hmac_of_the_previous_mac_and_the_line_without_its_mac_member() {
     }
 }
 
+/// Three opens of the same file: three segments, each starting with a `chain_start` that
+/// names the last line before it, in one unbroken chain.
 #[test]
-fn reopening_continues_the_chain() {
+fn an_untouched_multi_segment_log_verifies() {
     let s = Setup::new();
     s.write(2);
-    s.write(2);
+    s.write(1);
+    s.write(3);
     let lines = s.lines();
-    assert_eq!(lines.len(), 5);
-    assert_eq!(
-        lines.iter().filter(|l| l["event"] == "chain_start").count(),
-        1
+    assert_eq!(lines.len(), 9);
+    let starts: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i]["event"] == "chain_start")
+        .collect();
+    assert_eq!(starts, [0, 3, 5]);
+    assert_eq!(lines[0]["previous"], "none");
+    for &i in &starts[1..] {
+        assert_eq!(
+            lines[i]["previous"],
+            serde_json::json!({"seq": lines[i - 1]["seq"], "mac": lines[i - 1]["mac"]})
+        );
+        assert!(lines[i].get("reason").is_none());
+    }
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["seq"], i as u64 + 1);
+    }
+    // The exact bytes docs/audit.md shows: `previous` is `{"seq":N,"mac":"<hex>"}`.
+    let text = s.text();
+    let line4 = text.lines().nth(3).unwrap();
+    let link = format!(
+        r#","event":"chain_start","previous":{{"seq":3,"mac":"{}"}},"mac":""#,
+        lines[2]["mac"].as_str().unwrap()
     );
-    assert_eq!(lines[4]["seq"], 5);
-    assert_eq!(s.verify().unwrap().lines, 5);
+    assert!(
+        line4.starts_with(r#"{"seq":4,"time":""#) && line4.contains(&link),
+        "{line4}"
+    );
+    let v = s.verify().unwrap();
+    assert_eq!((v.lines, v.segments), (9, 3));
+    assert!(v.notes.is_empty(), "{:?}", v.notes);
+    assert_eq!(hex(&v.last_mac), lines[8]["mac"].as_str().unwrap());
+}
+
+/// The three-segment log above, cut in every way that crosses a segment boundary: each cut is
+/// reported at the first line after the gap. (Before segments were linked, a segment start
+/// carried no record of what came before it.)
+#[test]
+fn cuts_across_segment_boundaries_are_detected_at_the_right_line() {
+    // Lines: 1 chain_start(none) 2 3 | 4 chain_start(seq 3) 5 | 6 chain_start(seq 5) 7 8 9
+    type Cut = fn(&mut Vec<String>);
+    let cuts: [(&str, Cut, u64, &str); 7] = [
+        (
+            "the last line of segment 1",
+            |l| drop(l.remove(2)),
+            3,
+            "continues seq 3 (mac",
+        ),
+        (
+            "the last two lines of segment 1",
+            |l| drop(l.drain(1..3)),
+            2,
+            "(line 1) is seq 1 (lines were removed before it",
+        ),
+        (
+            "the start line of segment 2",
+            |l| drop(l.remove(3)),
+            4,
+            "seq 5, expected 4",
+        ),
+        (
+            "lines on both sides of the boundary",
+            |l| drop(l.drain(2..5)),
+            3,
+            "continues seq 5",
+        ),
+        (
+            "the first event of segment 2",
+            |l| drop(l.remove(4)),
+            5,
+            "continues seq 5 (mac",
+        ),
+        (
+            "the whole of segment 2",
+            |l| drop(l.drain(3..5)),
+            4,
+            "but the audit line before it (line 3) is seq 3 (lines were removed",
+        ),
+        (
+            "segments 2 and 3 swapped",
+            |l| {
+                let seg2: Vec<String> = l.drain(3..5).collect();
+                l.extend(seg2);
+            },
+            4,
+            "continues seq 5",
+        ),
+    ];
+    for (what, cut, line, why) in cuts {
+        let s = Setup::new();
+        s.write(2);
+        s.write(1);
+        s.write(3);
+        s.rewrite(cut);
+        let b = s.verify().expect_err(what);
+        assert_eq!(b.line, line, "{what}: {}", b.why);
+        assert!(b.why.contains(why), "{what}: {}", b.why);
+    }
+}
+
+/// A file truncated mid-line and then reopened: the writer links the new segment to the last
+/// whole audit line and records the torn line; `verify` names the torn line as a break (a
+/// crash and a truncation look the same), and still does after the torn line is removed.
+#[test]
+fn a_truncated_tail_followed_by_a_new_segment_is_detected() {
+    let s = Setup::new();
+    s.write(3);
+    let before = s.lines();
+    let text = s.text();
+    std::fs::write(s.log(), &text[..text.len() - 20]).unwrap();
+    s.write(1);
+    let text = s.text();
+    let raw: Vec<&str> = text.lines().collect();
+    assert_eq!(raw.len(), 6);
+    assert!(serde_json::from_str::<serde_json::Value>(raw[3]).is_err());
+    let start: serde_json::Value = serde_json::from_str(raw[4]).unwrap();
+    assert_eq!(start["event"], "chain_start");
+    assert_eq!(
+        start["previous"],
+        serde_json::json!({"seq": 3, "mac": before[2]["mac"]})
+    );
+    assert_eq!(start["reason"], "last_line_unparsable");
+    assert_eq!(start["seq"], 4);
+
+    let b = s.verify().unwrap_err();
+    assert_eq!(b.line, 4);
+    assert!(
+        b.why.contains("torn or truncated") && b.why.contains("continues after seq 3"),
+        "{}",
+        b.why
+    );
+
+    // Removing the torn line does not hide it: the segment start recorded it.
+    s.rewrite(|l| drop(l.remove(3)));
+    let b = s.verify().unwrap_err();
+    assert_eq!(b.line, 4);
+    assert!(b.why.contains("last_line_unparsable"), "{}", b.why);
+}
+
+/// Lines removed just before a torn line, after the writer linked past it: the link names the
+/// line that was there, so the cut is reported (it used to be accepted with a note).
+#[test]
+fn lines_cut_before_a_torn_line_are_detected() {
+    let s = Setup::new();
+    s.write(3);
+    append(
+        &s.log(),
+        br#"{"seq":5,"time":"2026-01-01T00:00:00.000Z","event":"fie"#,
+    );
+    s.write(1);
+    assert_eq!(s.text().lines().count(), 7);
+    s.rewrite(|l| drop(l.remove(3)));
+    let b = s.verify().unwrap_err();
+    assert_eq!(b.line, 4);
+    assert!(
+        b.why.contains("continues seq 4") && b.why.contains("is seq 3"),
+        "{}",
+        b.why
+    );
+}
+
+/// When no audit line is within reach of the file's end, the new segment says so
+/// (`"unlinked"`), and `verify` reports it as a break even once the junk before it is gone.
+#[test]
+fn a_segment_that_cannot_link_is_reported() {
+    let s = Setup::new();
+    s.write(2);
+    append(&s.log(), b"garbage\nmore garbage");
+    s.write(1);
+    let lines: Vec<String> = s.text().lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 7);
+    let start: serde_json::Value = serde_json::from_str(&lines[5]).unwrap();
+    assert_eq!(start["previous"], "unlinked");
+    assert_eq!(start["reason"], "last_line_unparsable");
+    assert_eq!(start["seq"], 1);
+    let b = s.verify().unwrap_err();
+    assert_eq!(b.line, 4);
+    assert!(b.why.contains("not JSON"), "{}", b.why);
+
+    s.rewrite(|l| drop(l.drain(3..5)));
+    let b = s.verify().unwrap_err();
+    assert_eq!(b.line, 4);
+    assert!(
+        b.why.contains("does not link") && b.why.contains("last_line_unparsable"),
+        "{}",
+        b.why
+    );
 }
 
 #[test]
-fn a_torn_last_line_starts_a_new_segment_that_verify_reports() {
+fn a_torn_last_line_is_linked_past_and_reported() {
     let s = Setup::new();
     s.write(2);
     // A write cut off mid-line (no newline).
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(s.log())
-        .unwrap();
-    f.write_all(br#"{"seq":4,"time":"2026-01-01T00:00:00.000Z","event":"fie"#)
-        .unwrap();
-    drop(f);
+    append(
+        &s.log(),
+        br#"{"seq":4,"time":"2026-01-01T00:00:00.000Z","event":"fie"#,
+    );
     // Without the writer restarting, that last line breaks the chain.
     let b = s.verify().unwrap_err();
     assert_eq!(b.line, 4);
@@ -197,19 +390,17 @@ fn a_torn_last_line_starts_a_new_segment_that_verify_reports() {
     assert_eq!(lines.len(), 6);
     let start: serde_json::Value = serde_json::from_str(lines[4]).unwrap();
     assert_eq!(start["event"], "chain_start");
-    assert_eq!(start["previous"], "unverifiable");
-    assert_eq!(start["seq"], 1);
-    let v = s.verify().unwrap();
-    assert_eq!(v.lines, 6);
-    assert_eq!(v.notes.len(), 1);
-    assert!(
-        v.notes[0].contains("line 4 is unverifiable") && v.notes[0].contains("line 5"),
-        "{:?}",
-        v.notes
-    );
-    // The new segment continues normally on the next open.
+    assert_eq!(start["previous"]["seq"], 3);
+    assert_eq!(start["reason"], "last_line_unparsable");
+    assert_eq!(start["seq"], 4);
+    let b = s.verify().unwrap_err();
+    assert_eq!(b.line, 4);
+    assert!(b.why.contains("is lost"), "{}", b.why);
+    // The next open links to the new segment as usual.
     s.write(1);
-    assert_eq!(s.verify().unwrap().lines, 7);
+    assert_eq!(s.text().lines().count(), 8);
+    assert_eq!(s.lines_after(6)[0]["previous"]["seq"], 5);
+    assert_eq!(s.verify().unwrap_err().line, 4);
 }
 
 #[test]
@@ -488,7 +679,7 @@ fn the_documented_test_vector_verifies() {
         Ok(v) => v,
         Err(e) => panic!("{e:?}"),
     };
-    assert_eq!(v.lines, 11);
+    assert_eq!((v.lines, v.segments), (13, 2));
     assert!(v.notes.is_empty());
     let mac = hex(&v.last_mac);
     assert!(doc.contains(&format!("last mac {mac}")));

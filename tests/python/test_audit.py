@@ -1,6 +1,7 @@
 """The audit log written by the real proxy in front of real FastAPI and Flask apps, checked
-independently of fieldseal: the HMAC-SHA256 chain is recomputed here with only `hmac` and
-`hashlib`, exactly as docs/audit.md describes it; no value, token or secret appears in it."""
+independently of fieldseal: the HMAC-SHA256 chain, and the link each segment's `chain_start`
+records to the line before it, are recomputed here with only `hmac` and `hashlib`, exactly as
+docs/audit.md describes them; no value, token or secret appears in the log."""
 import base64
 import hashlib
 import hmac
@@ -34,19 +35,29 @@ MAC_MEMBER = b',"mac":"'
 
 
 def recompute(log: bytes, key: bytes) -> str:
-    """Checks every line's seq and MAC; returns the last MAC (hex)."""
-    previous = bytes(32)
+    """Checks every line's seq and MAC, and that every segment's `chain_start` names the line
+    before it (`"none"` on line 1); returns the last MAC (hex)."""
+    previous, seq = bytes(32), 0
     assert log.endswith(b"\n")
-    mac_hex = ""
     for n, line in enumerate(log[:-1].split(b"\n"), start=1):
         cut = line.rindex(MAC_MEMBER)
         assert line.endswith(b'"}') and len(line) - cut == len(MAC_MEMBER) + 64 + 2, n
-        mac_hex = line[cut + len(MAC_MEMBER):-2].decode()
+        doc = json.loads(line)
+        if doc["event"] == "chain_start":
+            link = "none" if n == 1 else {"seq": seq, "mac": previous.hex()}
+            assert doc["previous"] == link, f"line {n}: link"
+            assert doc.get("reason") != "last_line_unparsable", f"line {n}: torn before"
+        assert doc["seq"] == seq + 1, f"line {n}: seq"
         expected = hmac.new(key, previous + line[:cut], hashlib.sha256).digest()
-        assert hmac.compare_digest(expected.hex(), mac_hex), f"line {n}: mac mismatch"
-        assert json.loads(line)["seq"] == n
-        previous = expected
-    return mac_hex
+        assert hmac.compare_digest(expected.hex(), line[cut + len(MAC_MEMBER):-2].decode()), \
+            f"line {n}: mac mismatch"
+        previous, seq = expected, doc["seq"]
+    return previous.hex()
+
+
+def verify(fieldseal_bin, log, key_file):
+    return subprocess.run([str(fieldseal_bin), "audit", "verify", str(log), "--key", str(key_file)],
+                          capture_output=True, text=True)
 
 
 def test_the_audit_chain_recomputes_with_python_hmac(app, pki, fieldseal_bin, tmp_path):
@@ -57,8 +68,8 @@ def test_the_audit_chain_recomputes_with_python_hmac(app, pki, fieldseal_bin, tm
     subprocess.run([str(fieldseal_bin), "audit", "keygen", "--out", str(key_file)], check=True, capture_output=True)
     key = base64.b64decode(key_file.read_text().strip())
     assert len(key) == 32
-    proxy = Proxy(fieldseal_bin, pki, app.port, tmp_path,
-                  RULES.format(keyring=keyring, log=log, key=key_file))
+    rules = RULES.format(keyring=keyring, log=log, key=key_file)
+    proxy = Proxy(fieldseal_bin, pki, app.port, tmp_path, rules)
     try:
         with httpx.Client(http2=True, verify=pki.context(), timeout=30) as c:
             sealed = c.get(proxy.url("/api/users/7")).json()
@@ -92,18 +103,62 @@ def test_the_audit_chain_recomputes_with_python_hmac(app, pki, fieldseal_bin, tm
                       key_file.read_text().strip()] + ([secret] if secret else []):
         assert forbidden not in text
 
-    out = subprocess.run([str(fieldseal_bin), "audit", "verify", str(log), "--key", str(key_file)],
-                         capture_output=True, text=True)
+    out = verify(fieldseal_bin, log, key_file)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"ok: {len(events)} lines, chain intact, last mac {last_mac}"
+
+    # A restart: a second segment, whose chain_start names the last line of the first.
+    proxy = Proxy(fieldseal_bin, pki, app.port, tmp_path, rules)
+    try:
+        with httpx.Client(http2=True, verify=pki.context(), timeout=30) as c:
+            assert c.get(proxy.url("/api/users/8")).status_code == 200
+    finally:
+        proxy.stop()
+    assert proxy.proc.returncode == 0
+    both = log.read_bytes()
+    assert both.startswith(raw)
+    added = [json.loads(line) for line in both[len(raw):].splitlines()]
+    assert [e["event"] for e in added] == ["chain_start", "keyring_loaded", "fields"]
+    assert added[0]["previous"] == {"seq": len(events), "mac": last_mac}
+    assert added[0]["seq"] == len(events) + 1
+    last_mac = recompute(both, key)
+    out = verify(fieldseal_bin, log, key_file)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"ok: {len(events) + 3} lines, chain intact, last mac {last_mac}"
+
+    # Lines cut across the boundary: both checkers name the first line after the gap.
+    n = len(events)
+    start = n  # 0-based index of the restart's chain_start
+    cut = tmp_path / "cut.jsonl"
+    for removed, at, says, checker_says in [
+        ([start - 1], start, f"a segment start that continues seq {n} ", "link"),
+        ([start - 2, start - 1], start - 1, f"a segment start that continues seq {n} ", "link"),
+        ([start, start + 1], start + 1, f"seq {n + 3}, expected {n + 1}", "seq"),
+    ]:
+        lines = both.split(b"\n")
+        for i in sorted(removed, reverse=True):
+            del lines[i]
+        cut.write_bytes(b"\n".join(lines))
+        out = verify(fieldseal_bin, cut, key_file)
+        assert out.returncode == 1, out.stdout
+        assert f"error: line {at}: {says}" in out.stderr, out.stderr
+        with pytest.raises(AssertionError, match=f"line {at}: {checker_says}"):
+            recompute(cut.read_bytes(), key)
+    # The whole second segment moved before the last line of the first: reordered.
+    lines = both.split(b"\n")
+    lines[start - 1:start - 1] = [lines.pop(start), lines.pop(start), lines.pop(start)]
+    cut.write_bytes(b"\n".join(lines))
+    out = verify(fieldseal_bin, cut, key_file)
+    assert out.returncode == 1 and f"error: line {start}: " in out.stderr, out.stderr
+    with pytest.raises(AssertionError, match=f"line {start}: link"):
+        recompute(cut.read_bytes(), key)
 
     # One edited byte: both this recomputation and `verify` point at the line.
     lines = raw.split(b"\n")
     n = next(i for i, e in enumerate(events) if e.get("request_id") == "py-tampered")
     lines[n] = lines[n].replace(b'"outcome":"rejected"', b'"outcome":"rejectee"')
     log.write_bytes(b"\n".join(lines))
-    out = subprocess.run([str(fieldseal_bin), "audit", "verify", str(log), "--key", str(key_file)],
-                         capture_output=True, text=True)
+    out = verify(fieldseal_bin, log, key_file)
     assert out.returncode == 1
     assert f"error: line {n + 1}: mac mismatch" in out.stderr
     with pytest.raises(AssertionError, match=f"line {n + 1}: mac mismatch"):
