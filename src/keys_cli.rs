@@ -4,6 +4,19 @@
 //!
 //! Every command reads plain and wrapped keyrings alike and writes the file back the way it
 //! found it (wrapped with the same KEK, fresh salt and nonce), atomically with mode 0600.
+//!
+//! A plain keyring is refused, as by the proxy, wherever a passphrase or KEK is supplied — by
+//! `--passphrase-file`/`--kek-file` or by `FIELDSEAL_KEYRING_PASSPHRASE`/`FIELDSEAL_KEYRING_KEK`
+//! — because a plain file where a wrapped one is expected may have been swapped in by whoever
+//! could replace it: `keys list|rotate|retire`, `seal`, `open` (and `rewrap`). Per command:
+//! - `keys init` reads no keyring; without `--wrap` it writes a plain one even when a KEK
+//!   variable is set, and says that proxies and commands with that variable will refuse it.
+//! - `keys rewrap-keyring` exists to change the wrapping: it wraps a plain keyring, and says
+//!   "already plain" to `--unwrap`, whatever KEK variables the shell exports (its
+//!   `--passphrase-file`/`--kek-file` flags, which name the current KEK, still demand a wrapped
+//!   file).
+//! - Everything else reads plain keyrings when no KEK is supplied (unset the variable, or set
+//!   it empty, to work on a plain keyring from a shell that exports one).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -216,6 +229,13 @@ fn init(out: &Path, id: &str, wrap: Option<KekArgs>) -> Result<(), Failure> {
             out.display()
         )));
     }
+    if wrap.is_none() {
+        if let Some(source) = KekSource::from_env().expects_wrapped() {
+            eprintln!(
+                "note: {source} is set but --wrap was not given: writing a plain keyring, which commands and proxies that see {source} refuse; pass --wrap to wrap it"
+            );
+        }
+    }
     let kek = match &wrap {
         Some(args) => Some(wrapping_kek(&args.source())?),
         None => None,
@@ -382,7 +402,9 @@ fn retire(
 }
 
 fn rewrap_keyring(path: &Path, kek: &KekArgs, new: Option<KekSource>) -> Result<(), Failure> {
-    let (read, _) = read(path, &kek.source())?;
+    // Wrapping a plain keyring is this command's job: a KEK variable in the environment does not
+    // make a plain file an error here (the flags naming the current KEK still do).
+    let (read, _) = read(path, &kek.source().plain_allowed_from_env())?;
     let was = match &read.kek {
         Some(k) => format!("wrapped with the {} from {}", k.kind(), k.origin()),
         None => "plain".to_string(),

@@ -1,10 +1,34 @@
-//! Permission checks for files that hold secrets (TLS and RSA private keys, keyrings).
+//! Permission checks for files that hold secrets: the keyring, TLS, RSA and X25519 private keys,
+//! keyring passphrase and KEK files, the RSA key passphrase file and the audit key.
 //!
 //! Contract §2: refuse a secret file that others can read; warn when the group can, because a
 //! Kubernetes Secret mounted for a non-root container with `fsGroup` is typically 0440 and must
-//! work. Symlinks are followed (Secrets are mounted as symlinked directories).
+//! work. On top of that, a secret file is refused when
+//!
+//! - its group or other users can **write** it (`mode & 0o022`): whoever can write it can put
+//!   keys of their choosing in place (or a plain keyring where a wrapped one was), and
+//! - it is **owned by another user** than the one fieldseal runs as (the effective uid), unless
+//!   that owner is root: the owner can change the mode and the contents at any time, so the
+//!   mode bits would promise nothing. Root is accepted because Kubernetes Secret volumes are
+//!   root-owned (group `fsGroup`, mode 0440), and root can replace any file anyway.
+//!
+//! # Symlinks
+//!
+//! The checks apply to the file the path finally resolves to — the file whose bytes are read —
+//! not to the symlinks on the way. Kubernetes mounts each Secret key as a symlink through
+//! `..data` into a timestamped directory, so the path a configuration names is a link. A
+//! link's own mode is always 0777 on Linux and is never consulted for access, and its owner
+//! does not decide who can replace it: the permissions of the directory holding it do (as they
+//! do for a regular file). So the links' `lstat` would tell nothing, while the target's mode
+//! and owner are what protect the secret. Directories are not checked: keep the directories
+//! that hold key files unwritable by other users (a Secret volume is read-only).
+//!
+//! [`read`] checks the opened file itself (`fstat` on the descriptor it then reads), so a file
+//! swapped between the check and the read cannot slip through.
 
 use std::path::Path;
+
+use zeroize::Zeroizing;
 
 /// How readable a secret file is beyond its owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,20 +37,46 @@ pub enum Exposure {
     GroupReadable,
 }
 
-/// Checks `path`; `Err` explains why the file must not be used.
+/// Checks `path` (following symlinks); `Err` explains why the file must not be used. Messages
+/// name the path and what is wrong with it, never its contents.
 pub fn check(path: &Path) -> Result<Exposure, String> {
     let meta =
         std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    check_metadata(path, &meta)
+}
+
+/// Opens `path` (following symlinks), checks the opened file like [`check`], and reads it into
+/// memory that is zeroized on drop.
+pub fn read(path: &Path) -> Result<(Zeroizing<Vec<u8>>, Exposure), String> {
+    use std::io::Read;
+    // Not a regular file (a FIFO would block `open`): refused before opening.
+    check(path)?;
+    let mut file =
+        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let exposure = check_metadata(path, &meta)?;
+    let mut bytes = Zeroizing::new(Vec::with_capacity(
+        usize::try_from(meta.len()).unwrap_or(0).saturating_add(1),
+    ));
+    file.read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok((bytes, exposure))
+}
+
+fn check_metadata(path: &Path, meta: &std::fs::Metadata) -> Result<Exposure, String> {
     if !meta.is_file() {
         return Err(format!("{} is not a regular file", path.display()));
     }
-    exposure_of(mode_of(&meta)).map_err(|m| format!("{} {m}", path.display()))
+    assess(mode_of(meta), owner_of(meta), effective_uid())
+        .map_err(|m| format!("{} {m}", path.display()))
 }
 
 #[cfg(unix)]
 fn mode_of(meta: &std::fs::Metadata) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    meta.permissions().mode()
+    use std::os::unix::fs::MetadataExt;
+    meta.mode()
 }
 
 #[cfg(not(unix))]
@@ -34,13 +84,59 @@ fn mode_of(_meta: &std::fs::Metadata) -> u32 {
     0o600
 }
 
-fn exposure_of(mode: u32) -> Result<Exposure, String> {
+#[cfg(unix)]
+fn owner_of(meta: &std::fs::Metadata) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    Some(meta.uid())
+}
+
+#[cfg(not(unix))]
+fn owner_of(_meta: &std::fs::Metadata) -> Option<u32> {
+    None
+}
+
+/// The user fieldseal runs as: the effective uid, which the kernel checks file access against.
+#[cfg(unix)]
+pub fn effective_uid() -> Option<u32> {
+    Some(rustix::process::geteuid().as_raw())
+}
+
+#[cfg(not(unix))]
+pub fn effective_uid() -> Option<u32> {
+    None
+}
+
+/// The owner that is always accepted: root (Kubernetes Secret volumes are root-owned).
+const ROOT: u32 = 0;
+
+/// The verdict on a file with `mode` owned by `owner`, read by a process running as `euid`
+/// (`None`: not known on this platform, not checked).
+fn assess(mode: u32, owner: Option<u32>, euid: Option<u32>) -> Result<Exposure, String> {
+    let shown = mode & 0o7777;
+    let writers = match (mode & 0o020 != 0, mode & 0o002 != 0) {
+        (true, true) => Some("its group and other users"),
+        (true, false) => Some("its group"),
+        (false, true) => Some("other users"),
+        (false, false) => None,
+    };
+    if let Some(writers) = writers {
+        return Err(format!(
+            "holds a secret but is writable by {writers} (mode {shown:04o}), who could replace it; run `chmod 600` on it (0440 or 0400 where a group must read it)"
+        ));
+    }
     if mode & 0o007 != 0 {
-        Err(format!(
-            "holds a secret but is accessible to other users (mode {:04o}); run `chmod 600` on it",
-            mode & 0o7777
-        ))
-    } else if mode & 0o070 != 0 {
+        return Err(format!(
+            "holds a secret but is accessible to other users (mode {shown:04o}); run `chmod 600` on it"
+        ));
+    }
+    if let (Some(owner), Some(euid)) = (owner, euid) {
+        if owner != euid && owner != ROOT {
+            return Err(format!(
+                "holds a secret but is owned by uid {owner}, not by the user fieldseal runs as (uid {euid}) or root: its owner can change it at any time; `chown {euid}` it (or `chown root`)"
+            ));
+        }
+    }
+    if mode & 0o070 != 0 {
         Ok(Exposure::GroupReadable)
     } else {
         Ok(Exposure::OwnerOnly)
@@ -51,14 +147,156 @@ fn exposure_of(mode: u32) -> Result<Exposure, String> {
 mod tests {
     use super::*;
 
+    const ME: Option<u32> = Some(1000);
+
     #[test]
     fn modes() {
-        assert_eq!(exposure_of(0o100600), Ok(Exposure::OwnerOnly));
-        assert_eq!(exposure_of(0o100400), Ok(Exposure::OwnerOnly));
-        assert_eq!(exposure_of(0o100440), Ok(Exposure::GroupReadable));
-        let err = exposure_of(0o100644).unwrap_err();
+        assert_eq!(assess(0o100600, ME, ME), Ok(Exposure::OwnerOnly));
+        assert_eq!(assess(0o100400, ME, ME), Ok(Exposure::OwnerOnly));
+        assert_eq!(assess(0o100440, ME, ME), Ok(Exposure::GroupReadable));
+        let err = assess(0o100644, ME, ME).unwrap_err();
         assert!(err.contains("0644") && err.contains("chmod 600"), "{err}");
-        assert!(exposure_of(0o100604).is_err());
+        assert!(assess(0o100604, ME, ME).is_err());
+        assert!(assess(0o100601, ME, ME).is_err());
+    }
+
+    #[test]
+    fn writable_by_group_or_others_is_refused() {
+        for (mode, who) in [
+            (0o100620, "writable by its group (mode 0620)"),
+            (0o100660, "writable by its group (mode 0660)"),
+            (0o100460, "writable by its group (mode 0460)"),
+            (0o100602, "writable by other users (mode 0602)"),
+            (
+                0o100622,
+                "writable by its group and other users (mode 0622)",
+            ),
+            (
+                0o100666,
+                "writable by its group and other users (mode 0666)",
+            ),
+        ] {
+            let err = assess(mode, ME, ME).unwrap_err();
+            assert!(err.contains(who) && err.contains("chmod 600"), "{err}");
+        }
+    }
+
+    #[test]
+    fn owner_must_be_the_process_user_or_root() {
+        // Another user's file: refused whatever its mode.
+        for mode in [0o100600, 0o100400, 0o100440] {
+            let err = assess(mode, Some(1001), ME).unwrap_err();
+            assert!(
+                err.contains("owned by uid 1001")
+                    && err.contains("(uid 1000)")
+                    && err.contains("chown 1000"),
+                "{err}"
+            );
+        }
+        // Root-owned (a Kubernetes Secret volume: root, group fsGroup, 0440): accepted.
+        assert_eq!(assess(0o100440, Some(0), ME), Ok(Exposure::GroupReadable));
+        assert_eq!(assess(0o100400, Some(0), ME), Ok(Exposure::OwnerOnly));
+        // Root reading its own files, and platforms without uids.
+        assert_eq!(assess(0o100600, Some(0), Some(0)), Ok(Exposure::OwnerOnly));
+        assert_eq!(assess(0o100600, Some(1001), None), Ok(Exposure::OwnerOnly));
+        // The mode is judged before the owner.
+        assert!(assess(0o100660, Some(0), ME)
+            .unwrap_err()
+            .contains("writable by its group"));
+    }
+
+    #[cfg(unix)]
+    fn file_with_mode(dir: &Path, name: &str, mode: u32) -> std::path::PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join(name);
+        std::fs::write(&path, b"secret bytes").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn real_files_by_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for (mode, want) in [
+            (0o600, Ok(Exposure::OwnerOnly)),
+            (0o400, Ok(Exposure::OwnerOnly)),
+            (0o440, Ok(Exposure::GroupReadable)),
+            (0o640, Ok(Exposure::GroupReadable)),
+        ] {
+            let path = file_with_mode(d, &format!("ok-{mode:o}"), mode);
+            assert_eq!(check(&path), want, "{mode:o}");
+            let (bytes, exposure) = read(&path).unwrap();
+            assert_eq!((&bytes[..], Ok(exposure)), (&b"secret bytes"[..], want));
+        }
+        for (mode, needle) in [
+            (0o660, "writable by its group"),
+            (0o620, "writable by its group"),
+            (0o602, "writable by other users"),
+            (0o644, "accessible to other users"),
+        ] {
+            let path = file_with_mode(d, &format!("bad-{mode:o}"), mode);
+            for err in [check(&path).unwrap_err(), read(&path).unwrap_err()] {
+                assert!(
+                    err.starts_with(&path.display().to_string()) && err.contains(needle),
+                    "{mode:o}: {err}"
+                );
+                assert!(!err.contains("secret bytes"), "{err}");
+            }
+        }
+        // A symlink (a Kubernetes Secret mount) is judged by its target.
+        let target = file_with_mode(d, "target", 0o660);
+        let link = d.join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(check(&link).unwrap_err().contains("writable by its group"));
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o440)).unwrap();
+        }
+        assert_eq!(check(&link), Ok(Exposure::GroupReadable));
+        assert!(check(d).unwrap_err().contains("not a regular file"));
+        // A FIFO is refused before `open`, which would block.
+        let fifo = d.join("fifo");
+        if std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            assert!(read(&fifo).unwrap_err().contains("not a regular file"));
+        }
+    }
+
+    /// A file owned by another user is refused; one owned by root or by us is accepted. Needs
+    /// root to `chown` a file to someone else (the sandbox and CI run as root).
+    #[cfg(unix)]
+    #[test]
+    fn real_files_by_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file_with_mode(dir.path(), "owned", 0o440);
+        let euid = effective_uid().unwrap();
+        // Our own file.
+        assert_eq!(check(&path), Ok(Exposure::GroupReadable));
+        if euid != 0 {
+            eprintln!(
+                "skipped: the foreign-owner and root-owner cases need root to chown a file (running as uid {euid})"
+            );
+            return;
+        }
+        std::os::unix::fs::chown(&path, Some(1000), None).unwrap();
+        for err in [check(&path).unwrap_err(), read(&path).unwrap_err()] {
+            assert!(
+                err.contains("owned by uid 1000") && err.contains("(uid 0)"),
+                "{err}"
+            );
+        }
+        // A symlink owned by us to another user's file: the target decides.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(check(&link).unwrap_err().contains("owned by uid 1000"));
+        // Root-owned, group-readable (a Secret volume with fsGroup): accepted.
+        std::os::unix::fs::chown(&path, Some(0), Some(1000)).unwrap();
+        assert_eq!(check(&path), Ok(Exposure::GroupReadable));
     }
 }
 

@@ -718,3 +718,247 @@ async fn a_proxy_serves_and_reloads_a_wrapped_keyring() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Review finding: a KEK supplied only through the environment must also stop a plain keyring
+/// put in place of the wrapped one — for `check` (and so startup and reload), and for every CLI
+/// command that uses the keys. `keys rewrap-keyring` (whose job is wrapping plain keyrings) and
+/// `keys init` are the exceptions; without any KEK, plain keyrings work everywhere.
+#[test]
+fn a_kek_in_the_environment_demands_a_wrapped_keyring() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain.json");
+    let plain_s = plain.to_str().unwrap();
+    ok(&["keys", "init", "--out", plain_s], &[]);
+    let before = std::fs::read(&plain).unwrap();
+    let kek = B64.encode([5u8; 32]);
+    let env_kek = [("FIELDSEAL_KEYRING_KEK", kek.as_str())];
+    let env_pass = [(
+        "FIELDSEAL_KEYRING_PASSPHRASE",
+        "correct horse battery staple",
+    )];
+    let refused = |err: &str, var: &str| {
+        assert!(
+            err.contains(&format!(
+                "{plain_s} is not wrapped, but environment variable {var} is set"
+            )) && err.contains("keys rewrap-keyring"),
+            "{err}"
+        );
+        assert!(!err.contains(&kek), "never the value: {err}");
+    };
+
+    // `check` (what startup and every reload run).
+    let config = check_config(dir.path(), &pki, &plain, "");
+    let config_s = config.to_str().unwrap();
+    assert_eq!(cli(&["check", "--config", config_s], &[]).0, 0);
+    for env in [&env_kek[..], &env_pass[..]] {
+        let (code, _, err) = cli(&["check", "--config", config_s], env);
+        assert_eq!(code, 1);
+        refused(&err, env[0].0);
+        assert!(err.contains("keys.keyring"), "{err}");
+    }
+
+    // The CLI commands that use the keys: exit 64 (the keyring cannot be used), file untouched.
+    let token = ok(
+        &["seal", "--keyring", plain_s, "--context", "ssn", "42"],
+        &[],
+    );
+    let token = token.trim();
+    let uses: [&[&str]; 5] = [
+        &["seal", "--keyring", plain_s, "--context", "ssn", "42"],
+        &["open", "--keyring", plain_s, "--context", "ssn", token],
+        &["keys", "list", "--keyring", plain_s],
+        &["keys", "rotate", "--keyring", plain_s],
+        &["keys", "retire", "--keyring", plain_s, "k1", "--force"],
+    ];
+    for args in uses {
+        let (code, _, err) = cli(args, &env_kek);
+        assert_eq!(code, 64, "{args:?}: {err}");
+        refused(&err, "FIELDSEAL_KEYRING_KEK");
+    }
+    assert_eq!(std::fs::read(&plain).unwrap(), before, "nothing written");
+    // An empty variable counts as unset.
+    let out = ok(
+        &["open", "--keyring", plain_s, "--context", "ssn", token],
+        &[("FIELDSEAL_KEYRING_KEK", "")],
+    );
+    assert_eq!(out.trim(), "42");
+
+    // `keys init` without --wrap writes a plain keyring, and says who will refuse it.
+    let fresh = dir.path().join("fresh.json");
+    let (code, _, err) = cli(
+        &["keys", "init", "--out", fresh.to_str().unwrap()],
+        &env_kek,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("environment variable FIELDSEAL_KEYRING_KEK is set but --wrap was not given"),
+        "{err}"
+    );
+    assert!(doc(&fresh).get("wrapped").is_none());
+
+    // `keys rewrap-keyring` wraps a plain keyring whatever the environment holds...
+    let out = ok(
+        &["keys", "rewrap-keyring", "--keyring", plain_s, "--unwrap"],
+        &env_kek,
+    );
+    assert!(out.contains("already plain"), "{out}");
+    let out = ok(
+        &["keys", "rewrap-keyring", "--keyring", plain_s],
+        &[
+            ("FIELDSEAL_KEYRING_KEK", kek.as_str()),
+            ("FIELDSEAL_NEW_KEYRING_KEK", kek.as_str()),
+        ],
+    );
+    assert!(out.contains("(was plain)"), "{out}");
+    // ...and then everything reads it with that KEK.
+    let out = ok(
+        &["open", "--keyring", plain_s, "--context", "ssn", token],
+        &env_kek,
+    );
+    assert_eq!(out.trim(), "42");
+    assert_eq!(cli(&["check", "--config", config_s], &env_kek).0, 0);
+
+    // The flags naming the current KEK still demand a wrapped file, rewrap-keyring included.
+    let kek_file = dir.path().join("kek");
+    write_mode(&kek_file, &format!("{kek}\n"), 0o600);
+    ok(
+        &[
+            "keys",
+            "init",
+            "--out",
+            fresh.with_extension("2").to_str().unwrap(),
+        ],
+        &[],
+    );
+    let (code, _, err) = cli(
+        &[
+            "keys",
+            "rewrap-keyring",
+            "--keyring",
+            fresh.with_extension("2").to_str().unwrap(),
+            "--kek-file",
+            kek_file.to_str().unwrap(),
+            "--unwrap",
+        ],
+        &[],
+    );
+    assert_eq!(code, 64);
+    assert!(
+        err.contains("is not wrapped, but --kek-file is set"),
+        "{err}"
+    );
+}
+
+/// Review finding: secret files writable by the group or others, or owned by another user than
+/// the one fieldseal runs as (root excepted), are refused wherever they are read.
+#[test]
+fn secret_files_writable_by_others_or_owned_by_another_user_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ring = dir.path().join("keyring.json");
+    let ring_s = ring.to_str().unwrap();
+    ok(&["keys", "init", "--out", ring_s], &[]);
+    let config = check_config(dir.path(), &pki, &ring, "");
+    let config_s = config.to_str().unwrap();
+    let chmod = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let list = |path: &str| cli(&["keys", "list", "--keyring", path], &[]);
+
+    for (mode, needle) in [
+        (0o660, "writable by its group (mode 0660)"),
+        (0o620, "writable by its group (mode 0620)"),
+        (0o602, "writable by other users (mode 0602)"),
+    ] {
+        chmod(&ring, mode);
+        let (code, _, err) = cli(&["check", "--config", config_s], &[]);
+        assert_eq!(code, 1, "{mode:o}");
+        assert!(
+            err.contains("keys.keyring")
+                && err.contains(&format!("{ring_s} holds a secret but is {needle}")),
+            "{err}"
+        );
+        let (code, _, err) = list(ring_s);
+        assert_eq!(code, 64, "{mode:o}");
+        assert!(err.contains(needle), "{err}");
+    }
+    // 0440 (a Kubernetes Secret with fsGroup): accepted with a warning, as before.
+    chmod(&ring, 0o440);
+    let (code, out, err) = cli(&["check", "--config", config_s], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("readable by its group"), "{out}");
+    assert_eq!(list(ring_s).0, 0);
+
+    // A KEK file writable by the group: refused with the flag that named it.
+    chmod(&ring, 0o600);
+    let kek_file = dir.path().join("kek");
+    write_mode(&kek_file, &B64.encode([3u8; 32]), 0o660);
+    let (code, _, err) = cli(
+        &[
+            "keys",
+            "list",
+            "--keyring",
+            ring_s,
+            "--kek-file",
+            kek_file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 64);
+    assert!(
+        err.contains("is not wrapped, but --kek-file is set"),
+        "{err}"
+    );
+    let wrapped = dir.path().join("wrapped.json");
+    chmod(&kek_file, 0o600);
+    ok(
+        &[
+            "keys",
+            "init",
+            "--out",
+            wrapped.to_str().unwrap(),
+            "--wrap",
+            "--kek-file",
+            kek_file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    chmod(&kek_file, 0o660);
+    let (code, _, err) = cli(
+        &[
+            "keys",
+            "list",
+            "--keyring",
+            wrapped.to_str().unwrap(),
+            "--kek-file",
+            kek_file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 64);
+    assert!(
+        err.contains("--kek-file") && err.contains("writable by its group"),
+        "{err}"
+    );
+
+    // Owned by another user: refused; owned by root (a Secret volume): accepted.
+    if fieldseal::secret_file::effective_uid() != Some(0) {
+        eprintln!("skipped the owner cases: they need root to chown a file");
+        return;
+    }
+    std::os::unix::fs::chown(&ring, Some(1000), None).unwrap();
+    let (code, _, err) = cli(&["check", "--config", config_s], &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("{ring_s} holds a secret but is owned by uid 1000"))
+            && err.contains("(uid 0)"),
+        "{err}"
+    );
+    assert_eq!(list(ring_s).0, 64);
+    std::os::unix::fs::chown(&ring, Some(0), Some(1000)).unwrap();
+    chmod(&ring, 0o440);
+    assert_eq!(cli(&["check", "--config", config_s], &[]).0, 0);
+    assert_eq!(list(ring_s).0, 0);
+}

@@ -158,7 +158,7 @@ async fn broken_files_on_reload_keep_the_old_state_serving() {
             "k2",
         )
     };
-    let breakages: Vec<Breakage<'_>> = vec![
+    let mut breakages: Vec<Breakage<'_>> = vec![
         (
             "config that does not parse",
             Box::new(|| std::fs::write(&proxy.config, "listen: [unclosed\n").unwrap()),
@@ -190,10 +190,30 @@ async fn broken_files_on_reload_keep_the_old_state_serving() {
             }),
         ),
         (
+            "keyring writable by its group",
+            Box::new(|| {
+                rotated(&keyring);
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&keyring, std::fs::Permissions::from_mode(0o660)).unwrap();
+            }),
+        ),
+        (
             "certificate that is not PEM",
             Box::new(|| std::fs::write(pki.cert(), "garbage").unwrap()),
         ),
     ];
+    // Owned by another user (needs root to chown; the sandbox and CI run as root).
+    if fieldseal::secret_file::effective_uid() == Some(0) {
+        breakages.push((
+            "keyring owned by another user",
+            Box::new(|| {
+                rotated(&keyring);
+                std::os::unix::fs::chown(&keyring, Some(1000), None).unwrap();
+            }),
+        ));
+    } else {
+        eprintln!("skipped the foreign-owner breakage: it needs root to chown a file");
+    }
     for (n, (what, breakage)) in breakages.iter().enumerate() {
         breakage();
         proxy.signal("HUP");
@@ -219,6 +239,45 @@ async fn broken_files_on_reload_keep_the_old_state_serving() {
     proxy.signal("HUP");
     proxy.wait_metric(RELOADED, 1.0).await;
     assert_eq!(kid(&sealed_ssn(&proxy, &cfg).await), "k2");
+}
+
+/// Review finding: with the KEK only in the environment, a plain keyring swapped in for the
+/// wrapped one must not be served: the reload is refused (the old keys keep serving) and the
+/// log names the file and the variable that demanded wrapping.
+#[tokio::test]
+async fn a_plain_keyring_swapped_in_is_refused_when_the_kek_is_in_the_environment() {
+    use base64::Engine;
+    let pki = Pki::new();
+    let up = TestUpstream::start().await;
+    let keyring = pki.path("keyring.json");
+    let ring_s = keyring.to_str().unwrap().to_string();
+    let kek = base64::engine::general_purpose::STANDARD.encode([6u8; 32]);
+    let env = [("FIELDSEAL_KEYRING_KEK", kek.as_str())];
+    let (code, _, err) = run_cli(&["keys", "init", "--out", &ring_s, "--wrap"], &env);
+    assert_eq!(code, 0, "{err}");
+    let proxy =
+        ProxyProcess::start_with_env(&config_yaml(&pki, up.addr, &rules(&keyring, "")), &env);
+    let cfg = client_config(&pki, &ClientOptions::h1());
+    assert_eq!(kid(&sealed_ssn(&proxy, &cfg).await), "k1");
+
+    // Someone who can write the file (not the KEK) puts keys of their own in place.
+    write_keyring(&keyring, &[("evil", 7, "active")], "evil");
+    proxy.signal("HUP");
+    proxy.wait_metric(FAILED, 1.0).await;
+    assert_eq!(
+        kid(&sealed_ssn(&proxy, &cfg).await),
+        "k1",
+        "still the old keys"
+    );
+    let refused = proxy.wait_log(|l| l.contains("reload refused"));
+    assert!(
+        refused.contains(&format!(
+            "{ring_s} is not wrapped, but environment variable FIELDSEAL_KEYRING_KEK is set"
+        )),
+        "{refused}"
+    );
+    assert!(!refused.contains(&kek), "never the KEK: {refused}");
+    assert_eq!(metric_value(&proxy, RELOADED).await, 0.0);
 }
 
 #[tokio::test]

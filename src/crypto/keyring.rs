@@ -62,8 +62,45 @@ pub struct Key {
     pub id: String,
     pub state: KeyState,
     pub created_at: String,
-    pub(crate) cipher: Aes256Gcm,
+    pub(crate) cipher: ZeroizingAesGcm,
 }
+
+/// An AES-256-GCM cipher whose whole key schedule is cleared when it is dropped — when a
+/// reload retires the keyring that held it, or a CLI command ends.
+///
+/// With the `zeroize` features on (see Cargo.toml), the `aes` crate clears the AES round keys
+/// on drop. GHASH's key H = AES-K(0¹²⁸), held by `polyval` 0.6, is not cleared by polyval
+/// itself on x86-64 (and aarch64 with `polyval_armv8`): its CPU-detecting wrapper keeps the
+/// backend in a `ManuallyDrop` and never drops it, so the backend's zeroizing `Drop` never
+/// runs. So this type's `Drop` first overwrites the cipher in place with one built from the
+/// all-zero key: the assignment drops the old value (the round keys are zeroized) and stores
+/// the new one over all of it, H included; `black_box` keeps the compiler from discarding that
+/// store as dead. What it cannot reach, like any zeroization: copies left behind by moves,
+/// registers and the stack.
+pub(crate) struct ZeroizingAesGcm(Aes256Gcm);
+
+impl ZeroizingAesGcm {
+    pub(crate) fn new(key: &[u8; SECRET_LEN]) -> Self {
+        Self(Aes256Gcm::new(key.into()))
+    }
+}
+
+impl std::ops::Deref for ZeroizingAesGcm {
+    type Target = Aes256Gcm;
+
+    fn deref(&self) -> &Aes256Gcm {
+        &self.0
+    }
+}
+
+impl Drop for ZeroizingAesGcm {
+    fn drop(&mut self) {
+        self.0 = Aes256Gcm::new(&Default::default());
+        std::hint::black_box(&self.0);
+    }
+}
+
+impl zeroize::ZeroizeOnDrop for ZeroizingAesGcm {}
 
 impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -103,8 +140,9 @@ pub fn valid_key_id(id: &str) -> bool {
 }
 
 impl Keyring {
-    /// Reads and validates a keyring file, plain or wrapped, refusing one that other users can
-    /// read. A wrapped file is opened with the KEK from `kek` (looked up only then). Returns the
+    /// Reads and validates a keyring file, plain or wrapped, with the refusals of
+    /// [`read_keyring_file`] (file mode and owner; a plain file where `kek` expects a wrapped
+    /// one). A wrapped file is opened with the KEK from `kek` (looked up only then). Returns the
     /// keyring and whether the file is group-readable (worth a warning).
     pub fn load(path: &Path, kek: &KekSource) -> Result<(Self, Exposure), KeyringError> {
         let read = read_keyring_file(path, kek)?;
@@ -148,7 +186,7 @@ impl Keyring {
                 id: entry.id.clone(),
                 state: entry.state,
                 created_at: entry.created_at.clone(),
-                cipher: Aes256Gcm::new_from_slice(&secret[..]).expect("32-byte key"),
+                cipher: ZeroizingAesGcm::new(&secret),
             });
         }
         let primary = keys.iter().position(|k| k.id == file.primary);
@@ -205,7 +243,7 @@ impl Keyring {
     }
 }
 
-fn decode_secret(b64: &str) -> Result<Zeroizing<Vec<u8>>, String> {
+fn decode_secret(b64: &str) -> Result<Zeroizing<[u8; SECRET_LEN]>, String> {
     let bytes = Zeroizing::new(
         base64::engine::general_purpose::STANDARD
             .decode(b64.trim())
@@ -217,7 +255,9 @@ fn decode_secret(b64: &str) -> Result<Zeroizing<Vec<u8>>, String> {
             bytes.len()
         ));
     }
-    Ok(bytes)
+    let mut secret = Zeroizing::new([0u8; SECRET_LEN]);
+    secret.copy_from_slice(&bytes);
+    Ok(secret)
 }
 
 /// A new keyring file with one fresh active key (`keys init`).
@@ -266,23 +306,41 @@ impl fmt::Debug for KeyEntry {
     }
 }
 
-/// Reads a keyring file, plain (contract §2) or wrapped (`{"wrapped": …}`, see [`wrap`]),
-/// refusing one that other users can read. The KEK is looked up only for a wrapped file. The
-/// contents are parsed, not validated ([`Keyring::build`] does that).
+/// Reads a keyring file, plain (contract §2) or wrapped (`{"wrapped": …}`, see [`wrap`]).
+///
+/// This is the one place keyring files are read — the proxy at startup, `check` and every
+/// reload (through [`Keyring::load`]), and every CLI command — so its two refusals hold
+/// everywhere:
+/// - a file that [`secret_file`] refuses (readable by others, writable by the group or others,
+///   owned by another user than the process's or root);
+/// - a plain file while `kek` says a wrapped one is expected ([`KekSource::expects_wrapped`]:
+///   a passphrase/KEK file in the configuration or on the command line, or a KEK variable in
+///   the environment).
+///
+/// The KEK's value is looked up only for a wrapped file. The contents are parsed, not
+/// validated ([`Keyring::build`] does that).
 pub fn read_keyring_file(path: &Path, kek: &KekSource) -> Result<ReadKeyring, KeyringError> {
     let one = |m: String| KeyringError(vec![m]);
-    let exposure = secret_file::check(path).map_err(one)?;
-    let text = Zeroizing::new(
-        std::fs::read_to_string(path)
-            .map_err(|e| one(format!("cannot read {}: {e}", path.display())))?,
-    );
+    let (mut bytes, exposure) = secret_file::read(path).map_err(one)?;
+    let text = match String::from_utf8(std::mem::take(&mut *bytes)) {
+        Ok(text) => Zeroizing::new(text),
+        Err(e) => {
+            // The rejected bytes may be key material: zeroized on drop.
+            drop(Zeroizing::new(e.into_bytes()));
+            return Err(one(format!(
+                "{} is not a keyring (not UTF-8 text)",
+                path.display()
+            )));
+        }
+    };
     let (plain, used) = match wrap::parse(&text)
         .map_err(|m| one(format!("{} {m}", path.display())))?
     {
         None => {
-            if let Some(setting) = kek.expects_wrapped() {
+            if let Some(source) = kek.expects_wrapped() {
                 return Err(one(format!(
-                    "{} is not wrapped, but {setting} is set: refusing a plain keyring where a wrapped one is expected (whoever replaced it could have chosen the keys); wrap it with `fieldseal keys rewrap-keyring`, or drop {setting}",
+                    "{} is not wrapped, but {source} is set: a configured passphrase or KEK means the keyring must be wrapped, and a plain one may have been put in its place by whoever could replace the file (with keys they chose); wrap it with `fieldseal keys rewrap-keyring --keyring {}`, or stop supplying {source} if this keyring is meant to be plain",
+                    path.display(),
                     path.display()
                 )));
             }
@@ -457,6 +515,47 @@ pub(crate) mod tests {
             created_at: "2026-11-01T00:00:00Z".into(),
             state,
         }
+    }
+
+    /// Compile-time checks that every key schedule the proxy keeps is cleared on drop: these
+    /// fail to build when a `zeroize` feature in Cargo.toml is turned off.
+    #[test]
+    fn key_schedules_are_zeroized_on_drop() {
+        fn assert_zeroize_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        // The keyring's ciphers (and the KEK's): AES round keys by `aes`, H by our wrapper.
+        assert_zeroize_on_drop::<ZeroizingAesGcm>();
+        assert_zeroize_on_drop::<aes::Aes256>();
+        assert_zeroize_on_drop::<aes::Aes128>();
+        // RSA keys generated or parsed with the `rsa` crate.
+        assert_zeroize_on_drop::<rsa::RsaPrivateKey>();
+        assert!(std::mem::needs_drop::<ZeroizingAesGcm>());
+        // Why the wrapper exists: polyval 0.6's CPU-detecting GHASH state has no `Drop` at
+        // all on x86-64, so H would stay in memory. When this fails, polyval clears it
+        // itself: the wrapper can go (and docs/keys.md, SECURITY.md can say so).
+        #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
+        assert!(
+            !std::mem::needs_drop::<polyval::Polyval>(),
+            "polyval now zeroizes its state on drop"
+        );
+    }
+
+    #[test]
+    fn a_dropped_cipher_still_worked_until_then() {
+        // The wrapper is transparent: token vectors (contract §1) still come out right.
+        let ring = test_keyring();
+        let key = ring.primary();
+        let nonce: [u8; 12] = core::array::from_fn(|i| i as u8);
+        let token = crate::crypto::token::seal_with_nonce(
+            key,
+            "ssn",
+            &serde_json::json!("123-45-6789"),
+            nonce,
+        );
+        assert_eq!(
+            token,
+            "fs1.k1.AAECAwQFBgcICQoLZTPkKOjR9za7dq-ykx8A-Aa_3auBzhqAiXYp9yI"
+        );
+        drop(ring);
     }
 
     #[test]
@@ -725,8 +824,40 @@ pub(crate) mod tests {
             err.contains("is not wrapped, but keys.keyring_passphrase_file is set"),
             "{err}"
         );
-        // The environment alone does not make that demand (it may be set for other keyrings).
-        assert!(KekSource::from_env().expects_wrapped().is_none());
+        assert!(
+            err.contains(&format!(
+                "fieldseal keys rewrap-keyring --keyring {}",
+                path.display()
+            )),
+            "{err}"
+        );
+        // So does a KEK variable in the environment, for the proxy and the CLI alike
+        // (`keys rewrap-keyring` excepted); an empty one counts as unset.
+        let env = |name: &str| {
+            (name == crate::crypto::wrap::ENV_KEK).then(|| Zeroizing::new("set".to_string()))
+        };
+        for source in [
+            KekSource::for_config(None, None),
+            KekSource::for_cli(None, None),
+        ] {
+            assert_eq!(
+                source.expects_wrapped_with(&env).as_deref(),
+                Some("environment variable FIELDSEAL_KEYRING_KEK")
+            );
+            assert_eq!(source.expects_wrapped_with(&|_| None), None);
+            assert_eq!(
+                source.plain_allowed_from_env().expects_wrapped_with(&env),
+                None
+            );
+        }
+        // A configured file is named first, and is not waived by `plain_allowed_from_env`.
+        assert_eq!(
+            KekSource::for_config(None, Some(pw.clone()))
+                .plain_allowed_from_env()
+                .expects_wrapped_with(&env)
+                .as_deref(),
+            Some("keys.keyring_kek_file")
+        );
 
         // Raw KEK file.
         let kek_path = dir.path().join("kek");

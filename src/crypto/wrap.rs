@@ -15,19 +15,24 @@
 //!
 //! The KEK comes from, in priority order: command-line flags, the configuration
 //! (`keys.keyring_passphrase_file`, `keys.keyring_kek_file`), the environment
-//! (`FIELDSEAL_KEYRING_PASSPHRASE`, `FIELDSEAL_KEYRING_KEK`). It is only looked up when a file
-//! is wrapped (or is being wrapped); plain keyrings never consult it.
+//! (`FIELDSEAL_KEYRING_PASSPHRASE`, `FIELDSEAL_KEYRING_KEK`). Its value is only read when a
+//! file is wrapped (or is being wrapped). Its presence is a promise: wherever any of these
+//! sources is set, a plain keyring is refused ([`KekSource::expects_wrapped`]) — otherwise
+//! whoever can replace the keyring file could swap in a plain one with keys of their choosing.
+//! The one exception is `keys rewrap-keyring`, whose job is to change the wrapping
+//! ([`KekSource::plain_allowed_from_env`]).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use aes_gcm::aead::{Aead, Payload};
-use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
+use aes_gcm::Nonce;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
+use super::keyring::ZeroizingAesGcm;
 use crate::secret_file;
 
 /// Additional authenticated data of the wrapping cipher.
@@ -380,7 +385,8 @@ pub fn open(wrapped: &Wrapped, kek: &Kek, path: &Path) -> Result<Zeroizing<Vec<u
             ))
         }
     };
-    let cipher = Aes256Gcm::new_from_slice(&key[..]).expect("32-byte key");
+    // Zeroized on drop, key schedule and GHASH key alike.
+    let cipher = ZeroizingAesGcm::new(&key);
     cipher
         .decrypt(
             Nonce::from_slice(&nonce),
@@ -434,7 +440,8 @@ pub fn seal(plain: &[u8], kek: &Kek) -> Result<Vec<u8>, String> {
             },
         ),
     };
-    let cipher = Aes256Gcm::new_from_slice(&key[..]).expect("32-byte key");
+    // Zeroized on drop, key schedule and GHASH key alike.
+    let cipher = ZeroizingAesGcm::new(&key);
     let ciphertext = cipher
         .encrypt(
             Nonce::from_slice(&nonce),
@@ -491,6 +498,9 @@ pub struct KekSource {
     levels: Vec<Level>,
     /// How to supply a KEK, for the error when none is available.
     hint: String,
+    /// Whether a KEK variable present in the environment demands a wrapped keyring (files
+    /// named by a flag or the configuration always do).
+    env_demands_wrapping: bool,
 }
 
 /// Reads the process environment; empty values count as unset.
@@ -544,6 +554,7 @@ impl KekSource {
             hint: format!(
                 "set keys.keyring_passphrase_file or keys.keyring_kek_file in the configuration, or the environment variable {ENV_PASSPHRASE} (a passphrase) or {ENV_KEK} (standard base64 of 32 bytes)"
             ),
+            env_demands_wrapping: true,
         }
     }
 
@@ -557,12 +568,22 @@ impl KekSource {
             hint: format!(
                 "pass --passphrase-file FILE or --kek-file FILE, or set the environment variable {ENV_PASSPHRASE} (a passphrase) or {ENV_KEK} (standard base64 of 32 bytes); a proxy reads keys.keyring_passphrase_file or keys.keyring_kek_file from its configuration"
             ),
+            env_demands_wrapping: true,
         }
     }
 
-    /// Only the environment (`seal`, `open`, tests).
+    /// Only the environment (`seal`, `open`, `rewrap`, tests).
     pub fn from_env() -> Self {
         Self::for_cli(None, None)
+    }
+
+    /// A KEK variable in the environment no longer makes a plain keyring an error (flags and
+    /// configuration keys still do). For `keys rewrap-keyring`, which exists to wrap plain
+    /// keyrings (and to say "already plain" to `--unwrap`), and may well run in a shell that
+    /// exports the old KEK.
+    pub fn plain_allowed_from_env(mut self) -> Self {
+        self.env_demands_wrapping = false;
+        self
     }
 
     /// The new KEK of `keys rewrap-keyring`: `--new-passphrase-file` / `--new-kek-file`, then
@@ -580,6 +601,8 @@ impl KekSource {
             hint: format!(
                 "pass --new-passphrase-file FILE or --new-kek-file FILE, or set {ENV_NEW_PASSPHRASE} or {ENV_NEW_KEK}; or --unwrap to store the keyring unwrapped"
             ),
+            // Only ever used to wrap, never to read a keyring.
+            env_demands_wrapping: false,
         }
     }
 
@@ -588,18 +611,32 @@ impl KekSource {
         &self.hint
     }
 
-    /// The explicitly configured file (a flag or config key, not the environment) that says the
-    /// keyring is wrapped, if any. A plain keyring is then refused: otherwise whoever can replace
-    /// the file could swap in keys they know.
+    /// The source that says the keyring is wrapped, if any, highest priority first: a file named
+    /// by a flag or configuration key (`keys.keyring_passphrase_file`), or — unless
+    /// [`KekSource::plain_allowed_from_env`] — a KEK variable present in the environment
+    /// (`environment variable FIELDSEAL_KEYRING_KEK`). A plain keyring is then refused:
+    /// otherwise whoever can replace the file could swap in keys they know. Names the source,
+    /// never its value.
     pub fn expects_wrapped(&self) -> Option<String> {
+        self.expects_wrapped_with(&process_env)
+    }
+
+    /// [`KekSource::expects_wrapped`] with an injected environment (tests).
+    pub fn expects_wrapped_with(
+        &self,
+        env: &dyn Fn(&str) -> Option<Zeroizing<String>>,
+    ) -> Option<String> {
         self.levels
             .iter()
             .flat_map(|l| [&l.passphrase, &l.kek])
             .flatten()
-            .find(|o| matches!(o, Origin::File { .. }))
+            .find(|o| match o {
+                Origin::File { .. } => true,
+                Origin::Env(name) => self.env_demands_wrapping && env(name).is_some(),
+            })
             .map(|o| match o {
                 Origin::File { setting, .. } => (*setting).to_string(),
-                Origin::Env(name) => (*name).to_string(),
+                Origin::Env(_) => o.to_string(),
             })
     }
 
@@ -642,12 +679,12 @@ impl KekSource {
     }
 }
 
-/// Reads a secret file (refusing one others can read), trailing newlines removed from text.
+/// Reads a passphrase or KEK file, refusing one that [`secret_file`] refuses (others can read
+/// it, the group or others can write it, another user owns it).
 fn read_secret_file(path: &Path, setting: &str) -> Result<Zeroizing<Vec<u8>>, String> {
-    secret_file::check(path).map_err(|m| format!("{setting}: {m}"))?;
-    std::fs::read(path)
-        .map(Zeroizing::new)
-        .map_err(|e| format!("{setting}: cannot read {}: {e}", path.display()))
+    secret_file::read(path)
+        .map(|(bytes, _)| bytes)
+        .map_err(|m| format!("{setting}: {m}"))
 }
 
 fn trim_newlines(text: &mut Zeroizing<String>) {
@@ -726,6 +763,7 @@ fn read_kek(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aes_gcm::{Aes256Gcm, KeyInit};
 
     fn pass(p: &str) -> Kek {
         Kek::passphrase(Zeroizing::new(p.into()), "test").with_params(Argon2Params::TEST)

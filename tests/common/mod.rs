@@ -142,6 +142,10 @@ impl ProxyProcess {
             .env("FIELDSEAL_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        // A KEK the developer's shell exports would make every plain test keyring an error.
+        for name in KEK_VARIABLES {
+            cmd.env_remove(name);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -302,17 +306,21 @@ pub fn unused_addr() -> SocketAddr {
         .unwrap()
 }
 
+/// Keyring passphrase/KEK variables: never inherited by the processes tests start (any of
+/// them makes a plain keyring an error).
+const KEK_VARIABLES: [&str; 4] = [
+    "FIELDSEAL_KEYRING_PASSPHRASE",
+    "FIELDSEAL_KEYRING_KEK",
+    "FIELDSEAL_NEW_KEYRING_PASSPHRASE",
+    "FIELDSEAL_NEW_KEYRING_KEK",
+];
+
 /// Runs `fieldseal` with `args`, returning (exit code, stdout, stderr).
 /// Keyring passphrases/KEKs the developer's shell may export are not inherited.
 pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = Command::new(bin());
     cmd.args(args);
-    for name in [
-        "FIELDSEAL_KEYRING_PASSPHRASE",
-        "FIELDSEAL_KEYRING_KEK",
-        "FIELDSEAL_NEW_KEYRING_PASSPHRASE",
-        "FIELDSEAL_NEW_KEYRING_KEK",
-    ] {
+    for name in KEK_VARIABLES {
         cmd.env_remove(name);
     }
     for (k, v) in env {

@@ -23,6 +23,13 @@ from raw_http import tls_connect
 ROOT = Path(__file__).resolve().parents[2]
 APPS = ROOT / "tests" / "apps"
 
+# A keyring passphrase/KEK exported by the developer's shell would make every plain test keyring
+# an error (fieldseal refuses a plain keyring wherever one is set): the fieldseal processes the
+# tests start never inherit them; tests that need one pass it explicitly.
+for _kek_var in ("FIELDSEAL_KEYRING_PASSPHRASE", "FIELDSEAL_KEYRING_KEK",
+                 "FIELDSEAL_NEW_KEYRING_PASSPHRASE", "FIELDSEAL_NEW_KEYRING_KEK"):
+    os.environ.pop(_kek_var, None)
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -110,12 +110,22 @@ def test_keyring_permissions_and_validation(fieldseal_bin, keyring, tmp_path):
     path.chmod(0o644)
     r = cli(fieldseal_bin, "keys", "list", "--keyring", path)
     assert r.returncode == 64 and "chmod 600" in r.stderr
+    for mode, who in ((0o660, "its group"), (0o620, "its group"), (0o602, "other users")):
+        path.chmod(mode)  # writable by someone else: they could replace the keys
+        r = cli(fieldseal_bin, "keys", "list", "--keyring", path)
+        assert r.returncode == 64 and f"writable by {who} (mode {mode:04o})" in r.stderr, r.stderr
     path.chmod(0o440)  # Kubernetes fsGroup mounts: accepted with a warning
     r = cli(fieldseal_bin, "keys", "list", "--keyring", path)
     assert r.returncode == 0 and "readable by its group" in r.stderr
     assert "k1" in r.stdout and "active" in r.stdout
     secret = json.loads(path.read_text())["keys"][0]["secret"]
     assert secret not in r.stdout + r.stderr
+    if os.geteuid() == 0:  # chown needs root
+        os.chown(path, 1000, -1)  # another user's file: refused whatever its mode
+        r2 = cli(fieldseal_bin, "keys", "list", "--keyring", path)
+        assert r2.returncode == 64 and "owned by uid 1000" in r2.stderr, r2.stderr
+        os.chown(path, 0, 1000)  # root-owned, group fsGroup (a Secret volume): accepted
+        assert cli(fieldseal_bin, "keys", "list", "--keyring", path).returncode == 0
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"primary": "k1", "keys": [
         {"id": "k1", "secret": base64.b64encode(b"short").decode(), "created_at": "2026-11-01T00:00:00Z",
