@@ -551,6 +551,7 @@ expect_fail "drain budget: preStop + shutdown_grace >= terminationGracePeriodSec
 expect_fail "drain budget (sidecarOnly, via the named templates)" \
   "must be less than terminationGracePeriodSeconds" --set mode=sidecarOnly --set terminationGracePeriodSeconds=20
 expect_fail "world-readable key files" "lets other users read" --set keys.defaultMode=420
+expect_fail "group-writable key files" "lets the group write" --set keys.defaultMode=432
 expect_fail "keys.generate with several replicas" "development only" --set keys.generate.enabled=true
 expect_fail "certManager without issuer" "certManager.enabled needs certManager.issuerRef.name" --set certManager.enabled=true
 expect_fail "audit without key Secret" "config.audit.enabled needs config.audit.existingSecret" --set config.audit.enabled=true

@@ -18,7 +18,7 @@
 //! hand-rolled apps use) are deliberately not accepted: without a MAC they are a padding oracle.
 
 use aes_gcm::aead::{Aead, Payload};
-use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
+use aes_gcm::Nonce;
 use base64::Engine;
 use serde::Deserialize;
 use zeroize::Zeroizing;
@@ -162,8 +162,9 @@ pub fn open_request(body: &[u8], keys: &ClientKeys) -> Result<OpenedEnvelope, En
         .map_err(|()| EnvelopeError::DecryptionFailed)?;
 
     let (nonce, ciphertext) = data.split_at(NONCE_LEN);
-    let plaintext = Aes256Gcm::new_from_slice(&key[..])
-        .map_err(|_| EnvelopeError::DecryptionFailed)?
+    // Per-request cipher: zeroized on drop, GHASH's key included.
+    let plaintext = super::keyring::ZeroizingAesGcm::from_slice(&key[..])
+        .ok_or(EnvelopeError::DecryptionFailed)?
         .decrypt(
             Nonce::from_slice(nonce),
             Payload {
@@ -193,8 +194,7 @@ impl SessionKey {
     pub fn seal_response(&self, body: &[u8]) -> Option<Vec<u8>> {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).ok()?;
-        let sealed = Aes256Gcm::new_from_slice(&self.key[..])
-            .ok()?
+        let sealed = super::keyring::ZeroizingAesGcm::from_slice(&self.key[..])?
             .encrypt(
                 Nonce::from_slice(&nonce),
                 Payload {
@@ -225,6 +225,7 @@ impl SessionKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aes_gcm::{Aes256Gcm, KeyInit};
     use aes_gcm::aead::Aead;
     use rsa::rand_core::OsRng;
     use rsa::sha2::Sha256;

@@ -25,7 +25,7 @@
 use std::fmt;
 
 use aes_gcm::aead::AeadInPlace;
-use aes_gcm::{Aes256Gcm, KeyInit, Nonce, Tag};
+use aes_gcm::{Nonce, Tag};
 use base64::Engine;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
@@ -392,8 +392,9 @@ pub fn open(compact: &str, keys: &dyn KeyUnwrap) -> Result<Opened, JweError> {
                 return Err(JweError::UnknownKey(checked.kid));
             }
             let cek = unwrap_or_random(keys, &checked.kid, &encrypted_key)?;
-            let cipher =
-                Aes256Gcm::new_from_slice(&cek[..]).map_err(|_| JweError::DecryptionFailed)?;
+            // Per-request cipher: zeroized on drop, GHASH's key included.
+            let cipher = super::keyring::ZeroizingAesGcm::from_slice(&cek[..])
+                .ok_or(JweError::DecryptionFailed)?;
             // RFC 7516 §5.2 step 14: the AAD is the ASCII of the protected header *as received*.
             cipher
                 .decrypt_in_place_detached(
@@ -488,6 +489,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use aes_gcm::{Aes256Gcm, KeyInit};
 
     use crate::crypto::client_keys::ClientKeys;
     use crate::crypto::rsa_keys::TEST_KEY_PEM;

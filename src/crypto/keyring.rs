@@ -83,6 +83,11 @@ impl ZeroizingAesGcm {
     pub(crate) fn new(key: &[u8; SECRET_LEN]) -> Self {
         Self(Aes256Gcm::new(key.into()))
     }
+
+    /// For per-request keys (JWE content keys, envelope session keys); `None` unless 32 bytes.
+    pub(crate) fn from_slice(key: &[u8]) -> Option<Self> {
+        <&[u8; SECRET_LEN]>::try_from(key).ok().map(Self::new)
+    }
 }
 
 impl std::ops::Deref for ZeroizingAesGcm {

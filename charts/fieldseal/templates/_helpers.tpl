@@ -150,10 +150,13 @@ fails with a message naming the values to change. Every public template calls it
 {{- if ge (add $graceMs $preStopMs) $tgpsMs -}}
 {{- fail (printf "fieldseal: lifecycle.preStopSleepSeconds (%ds) + config.timeouts.shutdown_grace (%s) must be less than terminationGracePeriodSeconds (%ds): the kubelet would SIGKILL fieldseal mid-drain. Lower shutdown_grace or raise terminationGracePeriodSeconds." (int $v.lifecycle.preStopSleepSeconds) $grace (int $v.terminationGracePeriodSeconds)) -}}
 {{- end -}}
-{{- /* Secret file modes: fieldseal refuses key files that other users can read. */ -}}
+{{- /* Secret file modes: fieldseal refuses key files that other users can read, or that the group can write. */ -}}
 {{- range $what, $mode := dict "keys.defaultMode" $v.keys.defaultMode "tls.defaultMode" $v.tls.defaultMode -}}
 {{- if ne (mod (int $mode) 8) 0 -}}
 {{- fail (printf "fieldseal: %s %s (octal %o) lets other users read the key files; fieldseal refuses such files. Use 256 (0400) or 288 (0440)." $what (toString $mode) (int $mode)) -}}
+{{- end -}}
+{{- if eq (mod (div (int $mode) 16) 2) 1 -}}
+{{- fail (printf "fieldseal: %s %s (octal %o) lets the group write the key files; fieldseal refuses such files. Use 256 (0400) or 288 (0440)." $what (toString $mode) (int $mode)) -}}
 {{- end -}}
 {{- end -}}
 {{- if and $v.keys.generate.enabled (gt (int $v.replicaCount) 1) (eq $v.mode "deployment") -}}
