@@ -625,6 +625,18 @@ fn fetch_usage(url: &str) -> Result<UsageReport, String> {
                 .await
                 .map_err(|e| format!("GET {path} on {authority}: {e}"))?
                 .to_bytes();
+            if status == http::StatusCode::FORBIDDEN {
+                // The admin listener says why (loopback peers only) and how to get there.
+                let why = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| {
+                        v["message"]
+                            .as_str()
+                            .map(|m| m.chars().filter(|c| !c.is_control()).take(300).collect())
+                    })
+                    .unwrap_or_else(|| "refused".to_string());
+                return Err(format!("GET {path} on {authority} answered {status}: {why}"));
+            }
             if status != http::StatusCode::OK {
                 return Err(format!(
                     "GET {path} on {authority} answered {status}; does this proxy build serve key usage?"

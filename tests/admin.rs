@@ -159,6 +159,7 @@ async fn keys_is_refused_to_a_non_loopback_peer_and_served_on_loopback() {
     );
     assert_ne!(code, 0, "keys list through a non-loopback address: {out}");
     assert!(err.contains("403"), "{err}");
+    assert!(err.contains("loopback"), "the CLI says why: {err}");
     let (code, out, err) = run_cli(
         &[
             "keys",
