@@ -149,11 +149,49 @@ pub fn explain(
             );
         }
     }
-    let Some((index, route)) = route else {
+    // Response rules cover their path for every method (as `run` does: find_with_cover).
+    let (_, cover) = settings
+        .routes
+        .find_with_cover(method, path, |r| r.rules.response_rules().is_some());
+    let cover = cover.filter(|c| route.is_none_or(|(_, r)| !std::ptr::eq(*c, r)));
+    let cover_line = |out: &mut String, c: &crate::config::Route| {
+        let index = settings
+            .routes
+            .iter()
+            .position(|r| std::ptr::eq(r, c))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "no route matches: proxied untouched (route label `unmatched`; bodies stream, no rules)"
+            "  the answer gets the response rules of route {} `{}` ({} {}): they cover their path for every method",
+            index + 1,
+            c.name,
+            c.methods,
+            c.path
         );
+    };
+    let Some((index, route)) = route else {
+        match cover {
+            None => {
+                let _ = writeln!(
+                    out,
+                    "no route matches: proxied untouched (route label `unmatched`; bodies stream, no rules)"
+                );
+            }
+            Some(c) => {
+                let _ = writeln!(
+                    out,
+                    "no route matches {method}: the request is forwarded untouched (route label `unmatched`)"
+                );
+                cover_line(&mut out, c);
+                if let Some(body) = body {
+                    if let Some(rules) = c.rules.response_rules() {
+                        if direction != Direction::Request {
+                            explain_response(&mut out, settings, c, rules, body);
+                        }
+                    }
+                }
+            }
+        }
         return out;
     };
     let _ = writeln!(
@@ -165,11 +203,14 @@ pub fn explain(
         route.path
     );
     let rules = route.rules.describe();
-    if rules.is_empty() {
+    if rules.is_empty() && cover.is_none() {
         let _ = writeln!(out, "  pass-through: no rules, bodies stream untouched");
     }
     for rule in &rules {
         let _ = writeln!(out, "  {rule}");
+    }
+    if let Some(c) = cover {
+        cover_line(&mut out, c);
     }
     let headers: Vec<&str> = route.headers.names().collect();
     let _ = writeln!(out, "  response headers set: {}", headers.join(", "));
@@ -185,7 +226,8 @@ pub fn explain(
         );
         return out;
     }
-    let response = route.rules.response.as_ref().filter(|r| !r.is_empty());
+    let response_route = cover.unwrap_or(route);
+    let response = response_route.rules.response_rules();
     let request = route.rules.request.as_ref().filter(|r| !r.is_empty());
     let (as_response, as_request) = match direction {
         Direction::Response => (response, None),
@@ -203,7 +245,7 @@ pub fn explain(
         );
     }
     if let Some(rules) = as_response {
-        explain_response(&mut out, settings, route, rules, body);
+        explain_response(&mut out, settings, response_route, rules, body);
     }
     if let Some(rules) = as_request {
         explain_request(&mut out, settings, rules, body);

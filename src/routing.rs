@@ -235,6 +235,35 @@ impl<R: Matchable> RouteTable<R> {
             .find(|r| r.methods().contains(method) && r.template().matches(&segments))
     }
 
+    /// The route for `method` + `path` (first match wins), and the route whose response rules
+    /// apply: that same route when `covers` it, else the first route on the same path, for any
+    /// method, that `covers`. Response rules protect data at a path, not a method: an app that
+    /// also answers `POST`, `DELETE` or an overridden method there with the record must not
+    /// send it in the clear because the route that seals it lists only `GET`.
+    pub fn find_with_cover(
+        &self,
+        method: &Method,
+        path: &str,
+        covers: impl Fn(&R) -> bool,
+    ) -> (Option<&R>, Option<&R>) {
+        if self.routes.is_empty() {
+            return (None, None);
+        }
+        let segments = normalize_path(path);
+        let route = self
+            .routes
+            .iter()
+            .find(|r| r.methods().contains(method) && r.template().matches(&segments));
+        let cover = match route {
+            Some(r) if covers(r) => Some(r),
+            _ => self
+                .routes
+                .iter()
+                .find(|r| covers(r) && r.template().matches(&segments)),
+        };
+        (route, cover)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &R> {
         self.routes.iter()
     }
@@ -379,5 +408,41 @@ mod tests {
         assert_eq!(name(Method::GET, "/api/users/1"), Some("user"));
         assert_eq!(name(Method::HEAD, "/api/users/1"), Some("user"));
         assert_eq!(name(Method::POST, "/api/users/1"), Some("all"));
+    }
+
+    #[test]
+    fn response_rules_cover_their_path_for_every_method() {
+        let table = RouteTable::new(vec![
+            R(
+                "write",
+                MethodSet::Only(vec![Method::PUT]),
+                t("/api/users/{id}"),
+            ),
+            R(
+                "sealed",
+                MethodSet::Only(vec![Method::GET]),
+                t("/api/users/{id}"),
+            ),
+            R("other", MethodSet::Only(vec![Method::GET]), t("/api/other")),
+        ]);
+        let covers = |r: &R| r.0 == "sealed";
+        let names = |meth: Method, p: &str| {
+            let (route, cover) = table.find_with_cover(&meth, p, covers);
+            (route.map(|r| r.0), cover.map(|r| r.0))
+        };
+        assert_eq!(
+            names(Method::GET, "/api/users/1"),
+            (Some("sealed"), Some("sealed"))
+        );
+        assert_eq!(
+            names(Method::PUT, "/api/users/1"),
+            (Some("write"), Some("sealed"))
+        );
+        assert_eq!(
+            names(Method::DELETE, "/api//users/1/"),
+            (None, Some("sealed"))
+        );
+        assert_eq!(names(Method::POST, "/api/other"), (None, None));
+        assert_eq!(names(Method::GET, "/api/other"), (Some("other"), None));
     }
 }

@@ -743,7 +743,46 @@ impl<'a> Compiler<'a> {
                 None => ok = false,
             }
         }
+        if ok {
+            self.warn_unsealed_answers(&routes);
+        }
         ok.then_some(routes)
+    }
+
+    /// A route that opens values but whose answers no response rule covers hands the app's
+    /// echo of an opened value (an update returning the stored record, `Prefer:
+    /// return=representation`, a validation error quoting the input) to the client in
+    /// plaintext: the proxy would be a decryption oracle. Worth a warning, not an error: an
+    /// app may never echo.
+    fn warn_unsealed_answers(&mut self, routes: &[Route]) {
+        for (i, route) in routes.iter().enumerate() {
+            let opens = route.rules.request.as_ref().is_some_and(|r| !r.is_empty());
+            if !opens || route.rules.response_rules().is_some() {
+                continue;
+            }
+            // A path this route matches: `{name}` segments as a placeholder, `/**` as nothing.
+            let sample: String = route
+                .path
+                .to_string()
+                .trim_end_matches("/**")
+                .split('/')
+                .map(|seg| if seg.starts_with('{') { "x" } else { seg })
+                .collect::<Vec<_>>()
+                .join("/");
+            let segments = crate::routing::normalize_path(&sample);
+            let covered = routes
+                .iter()
+                .any(|r| r.rules.response_rules().is_some() && r.path.matches(&segments));
+            if !covered {
+                self.warning(
+                    &format!("routes.{i}"),
+                    "this route opens values but no response rule covers its path: if the app echoes \
+                     an opened value (an update returning the record, a validation error quoting \
+                     the input), the client gets it in plaintext; add response rules for the same \
+                     fields on this path",
+                );
+            }
+        }
     }
 
     fn route(

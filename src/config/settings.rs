@@ -191,6 +191,12 @@ pub struct RouteRules {
 }
 
 impl RouteRules {
+    /// The response rules, when there are any (a route with them covers its path for every
+    /// method: see `RouteTable::find_with_cover`).
+    pub fn response_rules(&self) -> Option<&ResponseRules> {
+        self.response.as_ref().filter(|r| !r.is_empty())
+    }
+
     /// True when the route only proxies (its bodies stream untouched).
     pub fn is_passthrough(&self) -> bool {
         !self.envelope

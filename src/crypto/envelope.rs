@@ -225,8 +225,8 @@ impl SessionKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aes_gcm::{Aes256Gcm, KeyInit};
     use aes_gcm::aead::Aead;
+    use aes_gcm::{Aes256Gcm, KeyInit};
     use rsa::rand_core::OsRng;
     use rsa::sha2::Sha256;
     use rsa::traits::PublicKeyParts;

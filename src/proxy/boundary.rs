@@ -26,8 +26,10 @@ use super::error::ProxyError;
 
 /// Request headers that ask the app for part of a representation, or for one only if it
 /// matches a guess.
-const PARTIAL_AND_CONDITIONAL: [HeaderName; 6] = [
+const PARTIAL_AND_CONDITIONAL: [HeaderName; 7] = [
     header::RANGE,
+    // Apache's pre-standard spelling of `Range`, still honoured by some servers.
+    HeaderName::from_static("request-range"),
     header::IF_RANGE,
     header::IF_NONE_MATCH,
     header::IF_MATCH,

@@ -31,7 +31,13 @@ pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-ho
 /// they are lies an app may trust (an allow-list by IP, an absolute redirect to another host, a
 /// link prefix), so they are removed unless the peer is a `trusted_proxies` address
 /// (contract §7). The proxy then sets `X-Forwarded-For`/`-Proto`/`-Host` itself.
-const CLIENT_FORWARDING: [HeaderName; 7] = [
+///
+/// The list is the contract's seven plus the other names frameworks read for the same facts:
+/// the client's address (`True-Client-IP`, `X-Client-IP`, `CF-Connecting-IP`,
+/// `Fastly-Client-IP`, `X-Cluster-Client-IP`; chi, Gin, Echo, request-ip) and the scheme
+/// (`X-Forwarded-Scheme`, `X-Forwarded-Ssl`, `X-Forwarded-Protocol`, `X-Url-Scheme`,
+/// `Front-End-Https`, `X-Scheme`; Rack, Spring, the Flask "ReverseProxied" snippet).
+const CLIENT_FORWARDING: [HeaderName; 18] = [
     header::FORWARDED,
     X_FORWARDED_FOR,
     X_FORWARDED_HOST,
@@ -39,6 +45,17 @@ const CLIENT_FORWARDING: [HeaderName; 7] = [
     HeaderName::from_static("x-forwarded-port"),
     HeaderName::from_static("x-forwarded-prefix"),
     HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("true-client-ip"),
+    HeaderName::from_static("x-client-ip"),
+    HeaderName::from_static("cf-connecting-ip"),
+    HeaderName::from_static("fastly-client-ip"),
+    HeaderName::from_static("x-cluster-client-ip"),
+    HeaderName::from_static("x-forwarded-scheme"),
+    HeaderName::from_static("x-forwarded-ssl"),
+    HeaderName::from_static("x-forwarded-protocol"),
+    HeaderName::from_static("x-url-scheme"),
+    HeaderName::from_static("front-end-https"),
+    HeaderName::from_static("x-scheme"),
 ];
 
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
@@ -102,9 +119,18 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name) || name == KEEP_ALIVE || name == PROXY_CONNECTION
 }
 
-/// Whether the request asks to switch protocols (`Connection: upgrade` + `Upgrade`).
+/// Whether the request asks to switch to WebSocket (`Connection: upgrade` + `Upgrade:
+/// websocket`), the one upgrade relayed. Any other (`h2c`, `TLS/1.2`, lists) is not: `h2c`
+/// would turn the connection into HTTP/2 straight to the app, where no route is matched and no
+/// rule applies (h2c smuggling). Such a request is forwarded as an ordinary one, its `Upgrade`
+/// stripped as hop-by-hop.
 pub fn wants_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
+    let mut upgrades = headers.get_all(header::UPGRADE).iter();
+    let websocket = upgrades
+        .next()
+        .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket"));
+    websocket
+        && upgrades.next().is_none()
         && headers
             .get_all(header::CONNECTION)
             .iter()
@@ -194,6 +220,22 @@ mod tests {
         strip_underscored(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-keep"], "yes");
+    }
+
+    #[test]
+    fn only_websocket_upgrades_are_relayed() {
+        for (upgrade, relayed) in [
+            ("websocket", true),
+            ("WebSocket ", true),
+            ("h2c", false),
+            ("websocket, h2c", false),
+            ("TLS/1.2", false),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert("connection", HeaderValue::from_static("Upgrade"));
+            h.insert("upgrade", HeaderValue::from_static(upgrade));
+            assert_eq!(wants_upgrade(&h), relayed, "{upgrade}");
+        }
     }
 
     #[test]

@@ -30,6 +30,7 @@ use hyper::body::Incoming;
 use crate::access_log::{CountedBody, Exchange, ObservedBody};
 use crate::audit::{FieldFailureInfo, FieldsEvent, Outcome as AuditOutcome};
 use crate::body::{empty, ProxyBody};
+use crate::config::settings::ResponseRules;
 use crate::config::Route;
 use crate::field_rules::{Action, FieldOp, Openers};
 use crate::replay::{Replay, ReplayStore};
@@ -65,9 +66,16 @@ pub async fn handle(
     // The proxy's own public documents (JWKS, seed public key) are answered here, before
     // routing: a route must not be able to forward them to the app.
     let local = well_known::route_for(&req, &runtime.settings);
-    let route = match local {
-        Some(_) => None,
-        None => runtime.settings.routes.find(&method, req.uri().path()),
+    // The route chosen by method and path, and the one whose response rules apply (the same,
+    // or another route on the same path whose rules cover every method).
+    let (route, cover) = match local {
+        Some(_) => (None, None),
+        None => runtime
+            .settings
+            .routes
+            .find_with_cover(&method, req.uri().path(), |r| {
+                r.rules.response_rules().is_some()
+            }),
     };
     let route_name = match local {
         Some(name) => name.clone(),
@@ -91,7 +99,16 @@ pub async fn handle(
                 conn,
                 request_id: &request_id,
             };
-            forward(req, &context, route, bytes_in.clone(), &mut fields).await
+            let response_rules = cover.and_then(|r| r.rules.response_rules());
+            forward(
+                req,
+                &context,
+                route,
+                response_rules,
+                bytes_in.clone(),
+                &mut fields,
+            )
+            .await
         }
     };
     audit(
@@ -277,6 +294,7 @@ async fn forward(
     mut req: Request<Incoming>,
     context: &Context<'_>,
     route: Option<&Route>,
+    response_rules: Option<&ResponseRules>,
     bytes_in: Arc<AtomicU64>,
     ops: &mut Vec<FieldOp>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -288,9 +306,6 @@ async fn forward(
     } = *context;
     let request_rules = route
         .and_then(|r| r.rules.request.as_ref())
-        .filter(|r| !r.is_empty());
-    let response_rules = route
-        .and_then(|r| r.rules.response.as_ref())
         .filter(|r| !r.is_empty());
     let keyring = runtime.settings.keys.ring.as_deref();
     let limit = runtime.settings.limits.max_body_bytes;

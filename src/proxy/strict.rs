@@ -27,12 +27,24 @@ pub const MAX_METHOD_LEN: usize = 32;
 /// request line, so forwarding one would let `DELETE /x` + `X-HTTP-Method-Override: GET` reach
 /// a sealed `GET` handler under no rule. Refused on every route, whatever their value (an empty
 /// value is still a header some middleware reads).
-pub const ROUTING_OVERRIDES: [HeaderName; 5] = [
+///
+/// Beyond the contract's five, the names path-rewriting middlewares read: `X-Script-Name` (the
+/// widely copied Flask "ReverseProxied" snippet, ASGI `root_path` setters) strips a prefix, so
+/// `/api/public/api/records/7` reaches the app as `/api/records/7`; `X-Forwarded-Path`,
+/// `X-Forwarded-Uri`, `X-Original-URI`, `X-Original-Path`, `X-Envoy-Original-Path` carry a path
+/// to route by.
+pub const ROUTING_OVERRIDES: [HeaderName; 11] = [
     HeaderName::from_static("x-http-method-override"),
     HeaderName::from_static("x-http-method"),
     HeaderName::from_static("x-method-override"),
     HeaderName::from_static("x-original-url"),
     HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-script-name"),
+    HeaderName::from_static("x-forwarded-path"),
+    HeaderName::from_static("x-forwarded-uri"),
+    HeaderName::from_static("x-original-uri"),
+    HeaderName::from_static("x-original-path"),
+    HeaderName::from_static("x-envoy-original-path"),
 ];
 
 /// The query parameter with which Rails, Laravel, Symfony and several Flask/Express

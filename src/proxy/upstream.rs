@@ -273,8 +273,14 @@ impl Upstream {
 /// closed.
 fn ambiguous_framing(headers: &http::HeaderMap) -> bool {
     let mut lengths = headers.get_all(http::header::CONTENT_LENGTH).iter();
-    let length = lengths.next().is_some();
-    (length && headers.contains_key(http::header::TRANSFER_ENCODING)) || lengths.next().is_some()
+    let Some(length) = lengths.next() else {
+        return false;
+    };
+    // A list in one field (`48, 48`): hyper accepts identical values (RFC 9112 §6.3), but the
+    // field would be forwarded as written, and HTTP/2 clients refuse it.
+    headers.contains_key(http::header::TRANSFER_ENCODING)
+        || lengths.next().is_some()
+        || length.as_bytes().contains(&b',')
 }
 
 /// A copy of a bodyless `GET`/`HEAD`/`OPTIONS` request, which may be sent twice without
@@ -333,6 +339,7 @@ mod tests {
             vec![(TRANSFER_ENCODING, "chunked"), (CONTENT_LENGTH, "12")],
             vec![(CONTENT_LENGTH, "5"), (CONTENT_LENGTH, "5")],
             vec![(CONTENT_LENGTH, "5"), (CONTENT_LENGTH, "6")],
+            vec![(CONTENT_LENGTH, "48, 48")],
         ] {
             assert!(ambiguous_framing(&head(&fields)), "{fields:?}");
         }

@@ -76,7 +76,7 @@ routes:
   - name: decrypt
     match: {{{{ path: "/api/decrypt", methods: [POST, PUT] }}}}
     request:
-      decrypt: ["$.ssn", "$.password", "$.extra[*]"]
+      decrypt: ["$.ssn", "$.password", {{{{ path: "$.extra[*]", context: extra }}}}]
   - name: strict
     match: {{{{ path: "/api/strict", methods: [POST] }}}}
     request:
