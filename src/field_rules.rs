@@ -1060,6 +1060,15 @@ mod tests {
         client_jwe(keys, plaintext, json!({"cty": "json"}))
     }
 
+    /// `"ok"`, or the reason the request body was refused.
+    fn outcome(body: &[u8], rules: &RequestRules, openers: &Openers<'_>) -> &'static str {
+        match rewrite_request_body(body, rules, openers, &mut Vec::new()) {
+            Ok(_) => "ok",
+            Err(BodyFailure::Field(f)) => f.reason,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+
     fn replay_at(store: &dyn crate::replay::ReplayStore, now: u64) -> Option<Replay<'_>> {
         Some(Replay {
             store,
@@ -1085,12 +1094,7 @@ mod tests {
             Some(std::time::Duration::from_secs(300)),
         );
         let body = |extra: Value| json!({"ssn": client_jwe(&keys, b"x", extra)}).to_string();
-        let reason =
-            |b: &str| match rewrite_request_body(b.as_bytes(), &rules, &openers, &mut Vec::new()) {
-                Ok(_) => "ok",
-                Err(BodyFailure::Field(f)) => f.reason,
-                Err(e) => panic!("{e:?}"),
-            };
+        let reason = |b: &str| outcome(b.as_bytes(), &rules, &openers);
         let fresh = body(json!({"iat": now, "jti": "one"}));
         assert_eq!(reason(&fresh), "ok");
         assert_eq!(reason(&fresh), "replayed");
@@ -1140,16 +1144,7 @@ mod tests {
             Some(std::time::Duration::from_secs(60)),
         );
         let lax = RequestRules::new(vec![sel("$.nickname"), sel("$.ssn")], false, None);
-        let reason = |rules: &RequestRules, body: String| match rewrite_request_body(
-            body.as_bytes(),
-            rules,
-            &openers,
-            &mut Vec::new(),
-        ) {
-            Ok(_) => "ok",
-            Err(BodyFailure::Field(f)) => f.reason,
-            Err(e) => panic!("{e:?}"),
-        };
+        let reason = |rules: &RequestRules, body: String| outcome(body.as_bytes(), rules, &openers);
         let value = client_jwe(&keys, b"x", json!({"iat": now, "jti": "g1"}));
         assert_eq!(reason(&strict, json!({ "ssn": value }).to_string()), "ok");
         assert_eq!(
@@ -1210,16 +1205,7 @@ mod tests {
         let required =
             RequestRules::new(vec![sel("$.password")], false, None).require_context(true);
         for rules in [simple.clone(), simple.clone().without_plan()] {
-            let reason = |body: Value| match rewrite_request_body(
-                body.to_string().as_bytes(),
-                &rules,
-                &openers,
-                &mut Vec::new(),
-            ) {
-                Ok(_) => "ok",
-                Err(BodyFailure::Field(f)) => f.reason,
-                Err(e) => panic!("{e:?}"),
-            };
+            let reason = |body: Value| outcome(body.to_string().as_bytes(), &rules, &openers);
             let for_password = client_jwe(&keys, b"pw", json!({"fsc": "password"}));
             assert_eq!(reason(json!({ "password": for_password })), "ok");
             let for_nickname = client_jwe(&keys, b"pw", json!({"fsc": "nickname"}));
@@ -1288,16 +1274,11 @@ mod tests {
         for (selector, value, expected) in cases {
             let rules = RequestRules::new(vec![selector], true, None);
             for rules in [rules.clone(), rules.without_plan()] {
-                let got = match rewrite_request_body(
+                let got = outcome(
                     json!({ "pin": value }).to_string().as_bytes(),
                     &rules,
                     &openers,
-                    &mut Vec::new(),
-                ) {
-                    Ok(_) => "ok",
-                    Err(BodyFailure::Field(f)) => f.reason,
-                    Err(e) => panic!("{e:?}"),
-                };
+                );
                 assert_eq!(got, expected, "{value:.20}");
             }
         }
