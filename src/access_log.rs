@@ -26,6 +26,9 @@ pub struct Exchange {
     pub method: Method,
     pub version: Version,
     pub status: u16,
+    /// The app's status when the proxy answered with another (a body withheld, a 502 for a
+    /// response it could not seal): the operator sees what the app said as well.
+    pub upstream_status: Option<u16>,
     pub started: Instant,
     pub bytes_in: Arc<AtomicU64>,
     pub metrics: Arc<Metrics>,
@@ -43,6 +46,7 @@ impl Exchange {
             method = %self.method,
             version = ?self.version,
             status = self.status,
+            upstream_status = self.upstream_status,
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             bytes_in = self.bytes_in.load(Ordering::Relaxed),
             bytes_out,

@@ -34,6 +34,13 @@ impl PathTemplate {
         let Some(body) = source.strip_prefix('/') else {
             return Err("a path template must start with `/`".into());
         };
+        // Routes match the path only: a template with a query or fragment would never match.
+        if source.contains(['?', '#']) {
+            return Err(
+                "query strings (`?…`) and fragments (`#…`) are not part of a path: match on the path alone"
+                    .into(),
+            );
+        }
         let mut segments = Vec::new();
         let mut rest = false;
         let mut names: Vec<&str> = Vec::new();
@@ -372,6 +379,8 @@ mod tests {
             ("/api/{id}/{id}", "twice"),
             ("/api//x", "empty"),
             ("/api/x*", "mixes"),
+            ("/api/users?id={id}", "query strings"),
+            ("/api/users#top", "query strings"),
         ] {
             let err = PathTemplate::parse(tpl).unwrap_err();
             assert!(err.contains(needle), "{tpl}: {err}");

@@ -267,4 +267,32 @@ async fn access_log_has_the_fields_and_no_secrets() {
     );
     assert_eq!(count, Some(1.0), "{metrics}");
     assert!(metrics.contains(r#"fieldseal_request_duration_seconds_count{route="echo"} 1"#));
+    // Answered by the app as it was sent: no second status in the line.
+    assert!(v.get("upstream_status").is_none(), "{line}");
+}
+
+/// When the proxy answers with another status than the app's (here a 502 for a plain-text body
+/// a rule must seal), the access log keeps the app's status beside it.
+#[tokio::test]
+async fn access_log_keeps_the_app_status_beside_the_one_sent() {
+    let pki = Pki::new();
+    let up = TestUpstream::start().await;
+    let keyring = pki.path("keyring.json");
+    make_keyring(&keyring);
+    let config = format!(
+        "{HEADER_CONFIG}  - name: text\n    match: {{ path: \"/text\" }}\n    response: {{ encrypt: [\"$.ssn\"] }}\nkeys: {{ keyring: \"{}\" }}\n",
+        keyring.display()
+    );
+    let proxy = ProxyProcess::start(&config_yaml(&pki, up.addr, &config));
+    let cfg = client_config(&pki, &ClientOptions::h1());
+    let req = request("GET", "/text", false)
+        .header("x-request-id", "log-test-2")
+        .body(body(""))
+        .unwrap();
+    let resp = send_once(proxy.listen, cfg, req).await;
+    assert_eq!(resp.status(), 502);
+    let line = proxy.wait_log(|l| l.contains("log-test-2") && l.contains("\"request\""));
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["status"], 502, "{line}");
+    assert_eq!(v["upstream_status"], 200, "{line}");
 }

@@ -63,6 +63,7 @@ pub async fn handle(
     let version = req.version();
     let bytes_in = Arc::new(AtomicU64::new(0));
     let mut fields = Vec::new();
+    let mut upstream_status = None;
     // The proxy's own public documents (JWKS, seed public key) are answered here, before
     // routing: a route must not be able to forward them to the app.
     let local = well_known::route_for(&req, &runtime.settings);
@@ -106,7 +107,7 @@ pub async fn handle(
                 route,
                 response_rules,
                 bytes_in.clone(),
-                &mut fields,
+                (&mut fields, &mut upstream_status),
             )
             .await
         }
@@ -150,12 +151,14 @@ pub async fn handle(
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
 
+    let status = response.status().as_u16();
     let exchange = Exchange {
         request_id: request_id_text,
         route: route_name,
         method,
         version,
-        status: response.status().as_u16(),
+        status,
+        upstream_status: upstream_status.filter(|s| *s != status),
         started,
         bytes_in,
         metrics: shared.metrics.clone(),
@@ -296,7 +299,7 @@ async fn forward(
     route: Option<&Route>,
     response_rules: Option<&ResponseRules>,
     bytes_in: Arc<AtomicU64>,
-    ops: &mut Vec<FieldOp>,
+    (ops, upstream_status): (&mut Vec<FieldOp>, &mut Option<u16>),
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let Context {
         runtime,
@@ -401,6 +404,7 @@ async fn forward(
     let mut resp = upstream
         .send(Request::from_parts(parts, body), upgrade)
         .await?;
+    *upstream_status = Some(resp.status().as_u16());
 
     if let Some(client_upgrade) = client_upgrade {
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
