@@ -40,8 +40,9 @@ pub struct ExplainArgs {
     /// A sample JSON body (`-` reads stdin): a response of the app or a request of the client.
     #[arg(long)]
     pub body: Option<PathBuf>,
-    /// Treat the body as a response, a request, or — `auto` — a response for GET/HEAD/DELETE
-    /// and, for other methods, whichever the route has rules for (both when it has both).
+    /// Treat the body as a response, a request, both, or — `auto` — a response for
+    /// GET/HEAD/DELETE (which carry no body worth a rule) and a request for every other method
+    /// (it is the client's body that method sends).
     #[arg(long, value_enum, default_value_t = Direction::Auto)]
     pub direction: Direction,
 }
@@ -51,6 +52,8 @@ pub enum Direction {
     Auto,
     Response,
     Request,
+    /// The same sample read both ways (an app that echoes what it was sent).
+    Both,
 }
 
 pub fn run(args: ExplainArgs) -> ExitCode {
@@ -232,11 +235,14 @@ pub fn explain(
     let (as_response, as_request) = match direction {
         Direction::Response => (response, None),
         Direction::Request => (None, request),
+        Direction::Both => (response, request),
         // GET, HEAD and DELETE requests carry no body worth a rule: the sample is a response.
         Direction::Auto if matches!(*method, Method::GET | Method::HEAD | Method::DELETE) => {
             (response, None)
         }
-        Direction::Auto => (response, request),
+        // Any other method carries the client's body: the sample is that request. (Reading
+        // it "as a response" too showed the request body sealed again, which confused.)
+        Direction::Auto => (None, request),
     };
     if as_response.is_none() && as_request.is_none() {
         let _ = writeln!(

@@ -156,6 +156,29 @@ fn a_dry_run_opens_real_tokens_and_names_the_failing_field() {
         ),
         "{stdout}"
     );
+    // A PUT body is the client's request: by default it is not also shown "as a response"
+    // (sealed again); `--direction both` asks for both readings.
+    assert!(stdout.contains("as a request of the client:"), "{stdout}");
+    assert!(!stdout.contains("as a response"), "{stdout}");
+    let (code, both, stderr) = run_cli(
+        &[
+            "explain",
+            "--config",
+            "config/field-rules.yaml",
+            "--method",
+            "PUT",
+            "--path",
+            "/api/users/7",
+            "--body",
+            body.to_str().unwrap(),
+            "--direction",
+            "both",
+        ],
+        &env,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(both.contains("as a request of the client:"), "{both}");
+    assert!(both.contains("as a response"), "{both}");
     // The token was sealed for `ssn`: at `password` (another context) it does not open.
     std::fs::write(&body, format!(r#"{{"password": "{}"}}"#, token.trim())).unwrap();
     let (_, stdout, _) = run("POST", "/api/signup");
