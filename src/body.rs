@@ -22,6 +22,29 @@ pub fn empty() -> ProxyBody {
     Empty::new().map_err(|never| match never {}).boxed_unsync()
 }
 
+/// Reads and discards a request body the proxy refuses, so the client finishes sending it
+/// before the answer (see `limits::REFUSED_BODY_DRAIN_BYTES`): at most that many bytes, for
+/// at most `REFUSED_BODY_DRAIN_TIMEOUT`; a larger or slower body is abandoned as before.
+pub async fn drain_refused<B>(body: B)
+where
+    B: http_body::Body + Unpin,
+{
+    use crate::limits::{REFUSED_BODY_DRAIN_BYTES, REFUSED_BODY_DRAIN_TIMEOUT};
+    let mut body = body;
+    let read = async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(data) = frame.data_ref() {
+                seen += bytes::Buf::remaining(data);
+                if seen > REFUSED_BODY_DRAIN_BYTES {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(REFUSED_BODY_DRAIN_TIMEOUT, read).await;
+}
+
 pin_project_lite::pin_project! {
     /// Wraps a body and runs `on_end(bytes, complete)` exactly once: when the body has been
     /// read to its end (`complete = true`), or when it is dropped first (`complete` = whether

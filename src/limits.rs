@@ -100,3 +100,13 @@ pub const MIN_RELOAD_WATCH_INTERVAL: Duration = Duration::from_millis(200);
 
 /// How often the rotation policy is re-evaluated (it also runs after every reload).
 pub const ROTATION_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+
+/// A request the proxy refuses before reading its body (a wrong content type, an ambiguous
+/// request) still has its body read, up to this many bytes, before the answer goes out. Over
+/// HTTP/2 an answer sent while the body is still arriving is followed by a stream reset, and
+/// some clients (curl 7.88) then report a framing error instead of the JSON error; a small
+/// body costs nothing to read. Anything larger is not worth reading for a refusal.
+pub const REFUSED_BODY_DRAIN_BYTES: usize = 64 * 1024;
+
+/// ... and for at most this long: a client that stops sending mid-body does not hold the answer.
+pub const REFUSED_BODY_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);

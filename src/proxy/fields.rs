@@ -95,6 +95,7 @@ pub(super) async fn read_request_json(
         return Ok(None);
     }
     if !is_json(headers) {
+        crate::body::drain_refused(body).await;
         return Err(ProxyError::UnsupportedMediaType);
     }
     if declared.is_some_and(|n| n > limit as u64) {

@@ -89,7 +89,14 @@ pub async fn handle(
     let refusal = strict::refusal(&req);
     let close = refusal.as_ref().is_some_and(|r| r.close);
     let forwarded = match (refusal, local, runtime.settings.keys.client.as_deref()) {
-        (Some(refused), _, _) => Err(refused.error),
+        (Some(refused), _, _) => {
+            // A small body is read first so the client sees the answer, not a reset; never
+            // when the framing itself is in doubt.
+            if !refused.close {
+                crate::body::drain_refused(req.into_body()).await;
+            }
+            Err(refused.error)
+        }
         (None, Some(name), Some(keys)) => {
             Ok(well_known::respond(&req, name, keys, &request_id_text))
         }

@@ -898,3 +898,76 @@ def test_control_request_reaches_the_upstream(env, name):
 def test_the_corpus_is_large_enough():
     assert len(CASES) >= 50
     assert len(CONTROLS) >= 5
+
+
+@pytest.mark.parametrize("refusal", ["unsupported_media_type", "ambiguous_request"])
+def test_a_refused_small_body_is_read_before_the_answer(env, refusal):
+    """Issue 14 (onboarding): over HTTP/2 an answer sent while the client is still sending its
+    body is followed by a stream reset, which curl 7.88 reports as a framing error instead of
+    the JSON error. A refused request's small body is read first: no answer comes before the
+    body ends, the answer is the JSON error, and the stream ends without a reset."""
+    body = b"a=1&b=2" if refusal == "unsupported_media_type" else JSON_BODY
+    ctype = "application/x-www-form-urlencoded" if refusal == "unsupported_media_type" else "application/json"
+    extra = [] if refusal == "unsupported_media_type" else [("x-http-method-override", "GET")]
+    s = tls_socket(env.pki, env.port, "h2")
+    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True, header_encoding=None))
+    conn.initiate_connection()
+    conn.send_headers(1, h2_post(env, D, body, extra=extra, ctype=ctype), end_stream=False)
+    s.sendall(conn.data_to_send())
+    mark = env.upstream.mark()
+    early, status, data, reset, ended = [], None, b"", None, False
+
+    def handle(events):
+        nonlocal status, data, reset, ended
+        for ev in events:
+            if isinstance(ev, h2.events.ResponseReceived):
+                status = int(dict(ev.headers)[b":status"])
+            elif isinstance(ev, h2.events.DataReceived):
+                data += ev.data
+                conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, h2.events.StreamEnded):
+                ended = True
+            elif isinstance(ev, h2.events.StreamReset):
+                reset = ev.error_code.name
+        out = conn.data_to_send()
+        if out:
+            s.sendall(out)
+
+    try:
+        # The body has not been sent: nothing may answer the stream yet.
+        s.settimeout(0.3)
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                events = conn.receive_data(chunk)
+                early += [ev for ev in events if isinstance(ev, (h2.events.ResponseReceived, h2.events.StreamReset))]
+                handle(events)
+        except (socket.timeout, TimeoutError):
+            pass
+        assert not early, f"answered before the body was sent: {early}"
+        conn.send_data(1, body, end_stream=True)
+        s.sendall(conn.data_to_send())
+        s.settimeout(5)
+        deadline = time.time() + 5
+        while not (ended or reset) and time.time() < deadline:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            handle(conn.receive_data(chunk))
+        # A reset right after the end of the response would come in the same flight.
+        s.settimeout(0.2)
+        try:
+            chunk = s.recv(65536)
+            if chunk:
+                handle(conn.receive_data(chunk))
+        except (socket.timeout, TimeoutError, ssl.SSLError):
+            pass
+    finally:
+        s.close()
+    expected = 415 if refusal == "unsupported_media_type" else 400
+    assert status == expected, (status, data)
+    assert json.loads(data)["error"]["code"] == refusal
+    assert ended and reset is None, f"ended={ended} reset={reset}"
+    assert env.upstream.bytes_since(mark) == b""
