@@ -133,6 +133,16 @@ routes:
     match: {{ path: "/d" }}
     request:
       decrypt: ["$.x.*", {{ path: "$.ok[*]", context: ok }}, {{ path: "$.t", type: [str] }}]
+  - name: e
+    match: {{ path: "/e/{{id" }}
+    response:
+      mask: [{{ path: "$.phone" }}]
+  - name: f
+    match: {{ path: "/f" }}
+    response:
+      mask: ["$.phone"]
+  - name: g
+    match: {{ path: "/api/users?id=1" }}
 trusted_proxies: ["10.0.0.0/8", "not-a-network", "::1"]
 "#,
         missing = pki.path("missing-cert.pem").display(),
@@ -154,6 +164,19 @@ trusted_proxies: ["10.0.0.0/8", "not-a-network", "::1"]
         ("trusted_proxies.1", "not an IP network"),
         ("routes.3.request.decrypt.0", "chosen by the client"),
         ("routes.3.request.decrypt.2.type", "unknown type `str`"),
+        // Issue 14: one round reports the broken mask *and* the broken path behind it...
+        (
+            "routes.4.response.mask.0",
+            "missing required key `keep_last`",
+        ),
+        ("routes.4.match.path", "bad path template"),
+        // ...in the configuration's words, never an internal type name...
+        (
+            "routes.5.response.mask.0",
+            "expected a mapping `{ path, keep_last }`",
+        ),
+        // ...and a query string in a path (which could never match) is an error.
+        ("routes.6.match.path", "query strings"),
     ];
     for (key, what) in expect {
         let line = stderr
@@ -174,6 +197,7 @@ trusted_proxies: ["10.0.0.0/8", "not-a-network", "::1"]
         !stderr.contains("hunter2"),
         "a config value was echoed:\n{stderr}"
     );
+    assert!(!stderr.contains("Raw"), "an internal type name:\n{stderr}");
     assert!(stderr.contains("problem(s)"), "{stderr}");
 }
 

@@ -730,6 +730,9 @@ impl<'a> Compiler<'a> {
                 Ok(r) => r,
                 Err(e) => {
                     self.figment_errors(e, &key);
+                    // Report the route's path too, in the same round: one broken rule must
+                    // not hide a broken path behind it.
+                    self.route_path_alone(&key, value);
                     ok = false;
                     continue;
                 }
@@ -782,6 +785,22 @@ impl<'a> Compiler<'a> {
                      fields on this path",
                 );
             }
+        }
+    }
+
+    /// The `match.path` of a route whose other parts did not deserialise, checked on its own.
+    fn route_path_alone(&mut self, key: &str, value: &Value) {
+        let Some(path) = value
+            .find_ref("match.path")
+            .and_then(|v| v.as_str().map(str::to_string))
+        else {
+            return;
+        };
+        if let Err(m) = PathTemplate::parse(&path) {
+            self.problem(
+                &format!("{key}.match.path"),
+                format!("bad path template: {m}"),
+            );
         }
     }
 

@@ -46,12 +46,20 @@ impl std::error::Error for ConfigErrors {}
 /// Describes a figment/serde error without the value that caused it.
 pub fn redacted_message(kind: &Kind) -> String {
     match kind {
-        Kind::Message(m) => m.clone(),
+        Kind::Message(m) => user_facing(m),
         Kind::InvalidType(actual, expected) => {
-            format!("expected {expected}, found {}", kind_of(actual))
+            format!(
+                "expected {}, found {}",
+                user_facing(expected),
+                kind_of(actual)
+            )
         }
         Kind::InvalidValue(actual, expected) => {
-            format!("invalid {} value, expected {expected}", kind_of(actual))
+            format!(
+                "invalid {} value, expected {}",
+                kind_of(actual),
+                user_facing(expected)
+            )
         }
         Kind::InvalidLength(len, expected) => format!("{len} items, expected {expected}"),
         Kind::UnknownVariant(_, expected) => {
@@ -70,6 +78,59 @@ pub fn redacted_message(kind: &Kind) -> String {
     }
 }
 
+/// The shapes serde names by their Rust types (`struct RawMask`, `untagged enum RawSelector`),
+/// in the words of the configuration reference: users never see an internal type name.
+const SHAPES: &[(&str, &str)] = &[
+    ("struct RawMask", "a mapping `{ path, keep_last }`"),
+    ("struct RawMatch", "a mapping `{ path, methods }`"),
+    ("struct RawRoute", "a route `{ name, match, … }`"),
+    ("struct RawTls", "a mapping `{ cert, key, client_ca }`"),
+    ("struct RawKeys", "a mapping of key settings"),
+    (
+        "struct RawRotation",
+        "a mapping `{ max_age, max_encryptions }`",
+    ),
+    ("struct RawAudit", "a mapping `{ sink, key_file }`"),
+    ("struct RawReload", "a mapping `{ watch, interval }`"),
+    ("struct RawTimeouts", "a mapping of timeouts"),
+    ("struct RawLimits", "a mapping of limits"),
+    (
+        "struct RawResponseRules",
+        "a mapping `{ encrypt, redact, mask, on_non_json }`",
+    ),
+    (
+        "struct RawRequestRules",
+        "a mapping `{ decrypt, require_encrypted, require_context, max_age }`",
+    ),
+    (
+        "struct RawSelectorWithContext",
+        "a mapping `{ path, context, type, seal_null }`",
+    ),
+    (
+        "data did not match any variant of untagged enum RawSelector",
+        "expected a JSONPath string or a mapping `{ path, context, type, seal_null }`",
+    ),
+    (
+        "data did not match any variant of untagged enum OneOrMany",
+        "expected one value or a list of them",
+    ),
+];
+
+/// `text` with every internal type name replaced by its user-facing shape.
+fn user_facing(text: &str) -> String {
+    // serde names integer types by their Rust names (`expected usize`).
+    if matches!(text, "usize" | "u64" | "u32" | "u16" | "u8" | "i64" | "i32") {
+        return "a whole number".into();
+    }
+    let mut out = text.to_string();
+    for (internal, shape) in SHAPES {
+        if out.contains(internal) {
+            out = out.replace(internal, shape);
+        }
+    }
+    out
+}
+
 /// The type of a value, never the value itself.
 fn kind_of(actual: &Actual) -> &'static str {
     match actual {
@@ -82,6 +143,21 @@ fn kind_of(actual: &Actual) -> &'static str {
         Actual::Seq => "list",
         Actual::Map => "map",
         _ => "value",
+    }
+}
+
+#[cfg(test)]
+mod shape_tests {
+    use super::*;
+
+    #[test]
+    fn internal_type_names_never_reach_the_user() {
+        for (internal, _) in SHAPES {
+            let said = user_facing(&format!("expected {internal}"));
+            assert!(!said.contains("Raw"), "{said}");
+            assert!(!said.contains("untagged"), "{said}");
+        }
+        assert_eq!(user_facing("usize"), "a whole number");
     }
 }
 
