@@ -1069,6 +1069,20 @@ mod tests {
         }
     }
 
+    /// Openers for client values only (no keyring), with a replay store at `now`.
+    fn jwe_openers<'a>(
+        keys: &'a ClientKeys,
+        store: &'a dyn crate::replay::ReplayStore,
+        now: u64,
+    ) -> Openers<'a> {
+        Openers {
+            keyring: None,
+            client: Some(keys),
+            max_encrypted_values: 16,
+            replay: replay_at(store, now),
+        }
+    }
+
     fn replay_at(store: &dyn crate::replay::ReplayStore, now: u64) -> Option<Replay<'_>> {
         Some(Replay {
             store,
@@ -1082,12 +1096,7 @@ mod tests {
         let keys = client_keys();
         let store = crate::replay::MemoryReplayStore::new(1024);
         let now = 1_800_000_000u64;
-        let openers = Openers {
-            keyring: None,
-            client: Some(&keys),
-            max_encrypted_values: 16,
-            replay: replay_at(&store, now),
-        };
+        let openers = jwe_openers(&keys, &store, now);
         let rules = RequestRules::new(
             vec![sel("$.ssn")],
             false,
@@ -1132,12 +1141,7 @@ mod tests {
         let keys = client_keys();
         let store = crate::replay::MemoryReplayStore::new(1024);
         let now = 1_800_000_000u64;
-        let openers = Openers {
-            keyring: None,
-            client: Some(&keys),
-            max_encrypted_values: 16,
-            replay: replay_at(&store, now),
-        };
+        let openers = jwe_openers(&keys, &store, now);
         let strict = RequestRules::new(
             vec![sel("$.ssn")],
             false,
@@ -1188,12 +1192,7 @@ mod tests {
     fn jwe_context_binding() {
         let keys = client_keys();
         let store = crate::replay::MemoryReplayStore::new(1024);
-        let openers = Openers {
-            keyring: None,
-            client: Some(&keys),
-            max_encrypted_values: 16,
-            replay: replay_at(&store, 1_800_000_000),
-        };
+        let openers = jwe_openers(&keys, &store, 1_800_000_000);
         let simple = RequestRules::new(
             vec![
                 sel("$.password"),
