@@ -55,48 +55,10 @@ import pytest
 from scripted_upstream import CLOSE, Script, chunked, response
 from test_hostile_upstream import (  # noqa: F401  (env is a fixture)
     JSON_CT, PROTOCOL_ERROR, SANITY, Env, Resp, dechunk, doc, env, expect_no_body, expect_sealed,
-    expect_untouched, leaks, marker, not_encryptable, parse_head,
+    expect_untouched, fetch, leaks, marker, not_encryptable, parse_head,
 )
 
 ROUTES = ("sealed", "pass")
-
-
-def fetch(env: Env, path: str, method: str = "GET") -> Resp:
-    """test_hostile_upstream's raw HTTP/1.1 fetch (fresh TLS connection, `Connection: close`,
-    read to EOF), tolerant of a `Content-Length` list the proxy may pass on."""
-    with socket.create_connection(("127.0.0.1", env.proxy.listen), timeout=20) as tcp:
-        with env.ctx.wrap_socket(tcp, server_hostname="localhost") as s:
-            s.sendall(f"{method} {path} HTTP/1.1\r\nHost: localhost\r\n"
-                      "Accept-Encoding: gzip, deflate, br, zstd\r\nConnection: close\r\n\r\n".encode())
-            raw = b""
-            while True:
-                try:
-                    data = s.recv(65536)
-                except (ssl.SSLError, ConnectionResetError):
-                    break
-                if not data:
-                    break
-                raw += data
-    if b"\r\n\r\n" not in raw:
-        return Resp(raw, 0, [], b"", complete=False)
-    rest, interim = raw, []
-    while True:
-        status, headers, rest = parse_head(rest)
-        if status >= 200 or not rest.startswith(b"HTTP/"):
-            break
-        interim.append(status)
-    r = Resp(raw, status, headers, b"", interim=interim)
-    if method == "HEAD" or status in (204, 304):
-        r.extra = rest
-    elif "chunked" in (r.get("transfer-encoding") or ""):
-        r.body, r.extra, r.complete = dechunk(rest)
-    elif r.get("content-length") is not None:
-        values = {v.strip() for v in r.get("content-length").split(",")}
-        n = int(values.pop()) if len(values) == 1 else -1
-        r.body, r.extra, r.complete = (rest[:n], rest[n:], len(rest) >= n) if n >= 0 else (rest, b"", False)
-    else:
-        r.body = rest
-    return r
 
 
 def fetch_h2(env: Env, path: str, method: str = "GET") -> Resp:

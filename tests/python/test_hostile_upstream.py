@@ -138,6 +138,8 @@ def fetch(env: Env, path: str, method: str = "GET") -> Resp:
                 if not data:
                     break
                 raw += data
+    if b"\r\n\r\n" not in raw:
+        return Resp(raw, 0, [], b"", complete=False)
     rest, interim = raw, []
     while True:
         status, headers, rest = parse_head(rest)
@@ -150,8 +152,10 @@ def fetch(env: Env, path: str, method: str = "GET") -> Resp:
     elif "chunked" in (r.get("transfer-encoding") or ""):
         r.body, r.extra, r.complete = dechunk(rest)
     elif r.get("content-length") is not None:
-        n = int(r.get("content-length"))
-        r.body, r.extra, r.complete = rest[:n], rest[n:], len(rest) >= n
+        # Tolerant of a list (`48, 48`) so a proxy that passed one on is judged, not crashed on.
+        values = {v.strip() for v in r.get("content-length").split(",")}
+        n = int(values.pop()) if len(values) == 1 else -1
+        r.body, r.extra, r.complete = (rest[:n], rest[n:], len(rest) >= n) if n >= 0 else (rest, b"", False)
     else:
         r.body = rest
     return r
