@@ -44,8 +44,6 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
-import socket
-import ssl
 from dataclasses import dataclass
 from typing import Callable
 
