@@ -10,35 +10,21 @@ mod common;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 
-use bytes::Bytes;
 use common::*;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use http::StatusCode;
 
-/// A GET over plain HTTP/1.1 to `addr`, returning (status, body) and the source address the
-/// kernel chose for the connection.
+/// A GET over plain HTTP/1.1 to `addr`: (status, body, the source address used). It carries
+/// forwarding headers naming loopback: a header cannot make a remote peer local.
 async fn get_from(addr: SocketAddr, path: &str) -> (StatusCode, String, SocketAddr) {
-    let tcp = TcpStream::connect(addr)
-        .await
-        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    let local = tcp.local_addr().unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let req = Request::get(path)
-        .header("host", "admin")
-        // A header cannot make a remote peer local.
-        .header("x-forwarded-for", "127.0.0.1")
-        .header("forwarded", "for=127.0.0.1")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let resp = send.send_request(req).await.unwrap();
-    let status = resp.status();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned(), local)
+    plain_get(
+        addr,
+        path,
+        &[
+            ("x-forwarded-for", "127.0.0.1"),
+            ("forwarded", "for=127.0.0.1"),
+        ],
+    )
+    .await
 }
 
 /// One of this machine's non-loopback addresses of the family of `probe`, found the way a
@@ -146,31 +132,18 @@ async fn keys_is_refused_to_a_non_loopback_peer_and_served_on_loopback() {
     // The CLI over a non-loopback address fails; over loopback it reads the usage.
     let ring = pki.path("keyring.json");
     let ring = ring.to_str().unwrap();
-    let (code, out, err) = run_cli(
-        &[
-            "keys",
-            "list",
-            "--keyring",
-            ring,
-            "--admin",
-            &format!("http://{remote}"),
-        ],
-        &[],
-    );
+    let keys_list = |admin: SocketAddr| {
+        let url = format!("http://{admin}");
+        run_cli(
+            &["keys", "list", "--keyring", ring, "--admin", url.as_str()],
+            &[],
+        )
+    };
+    let (code, out, err) = keys_list(remote);
     assert_ne!(code, 0, "keys list through a non-loopback address: {out}");
     assert!(err.contains("403"), "{err}");
     assert!(err.contains("loopback"), "the CLI says why: {err}");
-    let (code, out, err) = run_cli(
-        &[
-            "keys",
-            "list",
-            "--keyring",
-            ring,
-            "--admin",
-            &format!("http://{lo}"),
-        ],
-        &[],
-    );
+    let (code, out, err) = keys_list(lo);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("opened_total"), "{out}");
 }

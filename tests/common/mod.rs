@@ -259,19 +259,8 @@ impl ProxyProcess {
 
     /// GET on the admin listener (plain HTTP/1.1).
     pub async fn admin_get(&self, path: &str) -> (StatusCode, String) {
-        let tcp = TcpStream::connect(self.admin).await.unwrap();
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let req = Request::get(path)
-            .header("host", "admin")
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let resp = send.send_request(req).await.unwrap();
-        let status = resp.status();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8_lossy(&body).into_owned())
+        let (status, body, _) = plain_get(self.admin, path, &[]).await;
+        (status, body)
     }
 }
 
@@ -859,4 +848,33 @@ pub fn write_keyring(path: &Path, keys: &[(&str, u8, &str)], primary: &str) {
     let tmp = path.with_extension("tmp");
     write_mode(&tmp, &text, 0o600);
     std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A GET over plain HTTP/1.1 to `addr` with `extra` headers, returning (status, body) and the
+/// source address the kernel chose for the connection.
+#[allow(dead_code)] // not every test binary uses it
+pub async fn plain_get(
+    addr: SocketAddr,
+    path: &str,
+    extra: &[(&str, &str)],
+) -> (StatusCode, String, SocketAddr) {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let local = tcp.local_addr().unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut req = Request::get(path).header("host", "admin");
+    for (name, value) in extra {
+        req = req.header(*name, *value);
+    }
+    let resp = send
+        .send_request(req.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned(), local)
 }
