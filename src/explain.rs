@@ -19,8 +19,8 @@ use clap::{Args, ValueEnum};
 use http::Method;
 use serde_json::Value;
 
-use crate::config::settings::{RequestRules, ResponseRules};
-use crate::config::{Route, Settings};
+use crate::config::settings::{Operation, RequestRules, ResponseRules, RuleSource};
+use crate::config::Settings;
 use crate::field_rules::{self, BodyFailure, FieldOp, Openers};
 use crate::proxy::well_known::JWKS_PATH;
 use crate::routing::{normalize_path, Matchable};
@@ -152,11 +152,9 @@ pub fn explain(
             );
         }
     }
-    // Response rules cover their path for every method (as `run` does: find_with_cover).
-    let (_, cover) = settings
-        .routes
-        .find_with_cover(method, path, |r| r.rules.response_rules().is_some());
-    let cover = cover.filter(|c| route.is_none_or(|(_, r)| !std::ptr::eq(*c, r)));
+    // The same choice `run` makes: the route, the rules of each direction (the field policy
+    // included), and another route whose response rules cover every method of its path.
+    let matched = settings.matched(method, path);
     let cover_line = |out: &mut String, c: &crate::config::Route| {
         let index = settings
             .routes
@@ -172,66 +170,83 @@ pub fn explain(
             c.path
         );
     };
-    let Some((index, route)) = route else {
-        match cover {
-            None => {
-                let _ = writeln!(
-                    out,
-                    "no route matches: proxied untouched (route label `unmatched`; bodies stream, no rules)"
-                );
-            }
-            Some(c) => {
-                let _ = writeln!(
-                    out,
-                    "no route matches {method}: the request is forwarded untouched (route label `unmatched`)"
-                );
-                cover_line(&mut out, c);
-                if let Some(body) = body {
-                    if let Some(rules) = c.rules.response_rules() {
-                        if direction != Direction::Request {
-                            explain_response(&mut out, settings, c, rules, body);
-                        }
-                    }
+    let policy_rules = settings.fields.response.len();
+    match route {
+        None => {
+            let policy_opens = settings.unmatched_rules.request_rules().is_some();
+            match matched.cover {
+                Some(c) => {
+                    let _ = if policy_opens {
+                        writeln!(
+                            out,
+                            "no route matches {method}: route label `unmatched`; the field policy opens tokens in a JSON body"
+                        )
+                    } else {
+                        writeln!(
+                            out,
+                            "no route matches {method}: the request is forwarded untouched (route label `unmatched`)"
+                        )
+                    };
+                    cover_line(&mut out, c);
+                }
+                None if policy_rules > 0 => {
+                    let _ = writeln!(
+                        out,
+                        "no route matches: route label `unmatched`; the field policy's {policy_rules} rule(s) apply to JSON bodies, other bodies stream untouched"
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "no route matches: proxied untouched (route label `unmatched`; bodies stream, no rules)"
+                    );
                 }
             }
         }
-        return out;
-    };
-    let _ = writeln!(
-        out,
-        "route {} `{}` ({} {}) matches (first match wins)",
-        index + 1,
-        route.name,
-        route.methods,
-        route.path
-    );
-    let rules = route.rules.describe();
-    if rules.is_empty() && cover.is_none() {
-        let _ = writeln!(out, "  pass-through: no rules, bodies stream untouched");
+        Some((index, route)) => {
+            let _ = writeln!(
+                out,
+                "route {} `{}` ({} {}) matches (first match wins)",
+                index + 1,
+                route.name,
+                route.methods,
+                route.path
+            );
+            let rules = route.rules.describe();
+            if rules.is_empty() && matched.cover.is_none() {
+                let _ = writeln!(out, "  pass-through: no rules, bodies stream untouched");
+            }
+            for rule in &rules {
+                let _ = writeln!(out, "  {rule}");
+            }
+            if let Some(c) = matched.cover {
+                cover_line(&mut out, c);
+            }
+            let headers: Vec<&str> = route.headers.names().collect();
+            let _ = writeln!(out, "  response headers set: {}", headers.join(", "));
+            if route.rules.envelope && body.is_some() {
+                let _ = writeln!(
+                    out,
+                    "envelope route: the whole request body is an encrypted envelope and the whole \
+                     response is sealed; fields are not inspected"
+                );
+                return out;
+            }
+        }
     }
-    for rule in &rules {
-        let _ = writeln!(out, "  {rule}");
+    if settings.guard.is_some() {
+        let _ = writeln!(
+            out,
+            "  guard: JSON answers are inspected after the rules (run `explain` with a sample to see detections)"
+        );
     }
-    if let Some(c) = cover {
-        cover_line(&mut out, c);
-    }
-    let headers: Vec<&str> = route.headers.names().collect();
-    let _ = writeln!(out, "  response headers set: {}", headers.join(", "));
 
     let Some(body) = body else {
         return out;
     };
-    if route.rules.envelope {
-        let _ = writeln!(
-            out,
-            "envelope route: the whole request body is an encrypted envelope and the whole \
-             response is sealed; fields are not inspected"
-        );
-        return out;
-    }
-    let response_route = cover.unwrap_or(route);
-    let response = response_route.rules.response_rules();
-    let request = route.rules.request.as_ref().filter(|r| !r.is_empty());
+    let route_name = route.map_or("unmatched", |(_, r)| &*r.name);
+    let response_route = matched.cover.map_or(route_name, |c| &*c.name);
+    let (response, request) = (matched.response, matched.request);
     let (as_response, as_request) = match direction {
         Direction::Response => (response, None),
         Direction::Request => (None, request),
@@ -280,7 +295,12 @@ fn selector_hits(
 ) {
     match transform::select_selectors(std::slice::from_ref(selector), doc) {
         Ok(found) if found.is_empty() => {
-            let _ = writeln!(out, "  {action} {}: matches nothing", selector.source);
+            let _ = writeln!(
+                out,
+                "  {action} {}: matches nothing in this sample (a misspelt name fails open: on live \
+                 traffic, fieldseal_selector_matches_total shows whether it ever matches)",
+                selector.source
+            );
         }
         Ok(found) => {
             for (_, location) in &found {
@@ -309,7 +329,7 @@ fn selector_hits(
 fn explain_response(
     out: &mut String,
     settings: &Settings,
-    route: &Route,
+    route: &str,
     rules: &ResponseRules,
     body: &[u8],
 ) {
@@ -321,15 +341,23 @@ fn explain_response(
         );
         return;
     };
-    for s in &rules.encrypt {
-        selector_hits(out, &doc, "encrypt", s, true);
-    }
-    for s in &rules.redact {
-        selector_hits(out, &doc, "redact", s, false);
-    }
-    for m in &rules.mask {
-        let action = format!("mask (keep_last {})", m.keep_last);
-        selector_hits(out, &doc, &action, &m.selector, false);
+    // In precedence order: a node two rules select is handled by the first (route rules
+    // before the policy's).
+    for rule in rules.rules() {
+        let mut action = match rule.op {
+            Operation::Mask { keep_last } => format!("mask (keep_last {keep_last})"),
+            op => op.name().to_string(),
+        };
+        if rule.source == RuleSource::Policy {
+            action.push_str(" [fields]");
+        }
+        selector_hits(
+            out,
+            &doc,
+            &action,
+            &rule.selector,
+            rule.op == Operation::Seal,
+        );
     }
     let mut ops = Vec::new();
     match field_rules::rewrite_response_body(body, rules, settings.keys.ring.as_deref(), &mut ops) {
@@ -350,8 +378,7 @@ fn explain_response(
             };
             let _ = writeln!(
                 out,
-                "the client gets 502 response_not_encryptable on route `{}` ({why})",
-                route.name
+                "the client gets 502 response_not_encryptable on route `{route}` ({why})"
             );
         }
     }

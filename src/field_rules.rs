@@ -17,7 +17,7 @@ use std::borrow::Cow;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use crate::config::settings::{RequestRules, ResponseRules};
+use crate::config::settings::{Operation, RequestRules, ResponseRules};
 use crate::crypto::client_keys::ClientKeys;
 use crate::crypto::jwe::{self, KeyUnwrap};
 use crate::crypto::token::{self, looks_like_token};
@@ -33,6 +33,9 @@ pub struct FieldOp {
     pub action: Action,
     /// The key used (sealing, opening).
     pub kid: Option<String>,
+    /// The selector (as written) that picked the field, for
+    /// `fieldseal_selector_matches_total`; `None` for whole-body operations.
+    pub selector: Option<std::sync::Arc<str>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,46 +101,28 @@ fn select_failure(e: transform::SelectError) -> FieldFailure {
     }
 }
 
-/// Kinds of response rule, in priority order: when two rules select the same node, the first
-/// kind wins (sealing keeps the value recoverable for the client round trip; a mask or
-/// redaction on the same node would lose it).
-enum ResponseAction<'a> {
-    Seal(&'a Selector),
-    Redact,
-    Mask(usize),
-}
-
-/// Seals, redacts and masks the fields `rules` select in a response document. `keyring` may
-/// be `None` only for routes without `encrypt` rules (redact and mask need no key).
+/// Seals, redacts and masks the fields `rules` select in a response document, each node by
+/// the first rule (in the table's precedence order) that selects it. `keyring` may be `None`
+/// only for rules without `encrypt` (redact and mask need no key).
 pub fn apply_response(
     doc: &mut Value,
     rules: &ResponseRules,
     keyring: Option<&Keyring>,
 ) -> Result<Vec<FieldOp>, FieldFailure> {
-    let mut actions: Vec<ResponseAction<'_>> = Vec::new();
-    let mut queries = Vec::new();
-    for s in &rules.encrypt {
-        actions.push(ResponseAction::Seal(s));
-        queries.push(&s.query);
-    }
-    for s in &rules.redact {
-        actions.push(ResponseAction::Redact);
-        queries.push(&s.query);
-    }
-    for m in &rules.mask {
-        actions.push(ResponseAction::Mask(m.keep_last));
-        queries.push(&m.selector.query);
-    }
+    let table = rules.rules();
+    let queries: Vec<&jsonpath_rust::parser::model::JpQuery> =
+        table.iter().map(|r| &r.selector.query).collect();
     let found = transform::select_all(&queries, doc).map_err(select_failure)?;
     let mut ops = Vec::with_capacity(found.len());
     for (index, location) in &found {
         let Some(node) = doc.pointer_mut(&location.pointer) else {
             continue;
         };
-        let (action, kid) = match &actions[*index] {
+        let rule = &table[*index];
+        let (action, kid) = match rule.op {
             // Nothing to protect in a `null` (contract §7), unless the rule says otherwise.
-            ResponseAction::Seal(selector) if node.is_null() && !selector.seal_null => continue,
-            ResponseAction::Seal(selector) => {
+            Operation::Seal if node.is_null() && !rule.selector.seal_null => continue,
+            Operation::Seal => {
                 let key = keyring
                     .ok_or(FieldFailure {
                         path: location.path.clone(),
@@ -145,7 +130,7 @@ pub fn apply_response(
                         kid: None,
                     })?
                     .primary();
-                let context = transform::context(selector, location);
+                let context = transform::context(&rule.selector, location);
                 let sealed = token::seal(key, context, node).map_err(|_| FieldFailure {
                     path: location.path.clone(),
                     reason: "random_source_failed",
@@ -154,12 +139,12 @@ pub fn apply_response(
                 *node = Value::String(sealed);
                 (Action::Sealed, Some(key.id.clone()))
             }
-            ResponseAction::Redact => {
+            Operation::Redact => {
                 *node = transform::redact(node);
                 (Action::Redacted, None)
             }
-            ResponseAction::Mask(keep_last) => {
-                *node = transform::mask(node, *keep_last);
+            Operation::Mask { keep_last } => {
+                *node = transform::mask(node, keep_last);
                 (Action::Masked, None)
             }
         };
@@ -167,6 +152,7 @@ pub fn apply_response(
             path: location.path.clone(),
             action,
             kid,
+            selector: Some(rule.selector.source.clone()),
         });
     }
     Ok(ops)
@@ -319,6 +305,7 @@ fn open_field(
             path: field.path.to_string(),
             action,
             kid,
+            selector: Some(field.selector.source.clone()),
         })
     };
     if node.is_null() && !field.selector.seal_null {
@@ -397,59 +384,66 @@ pub fn rewrite_response_body(
     if spans.is_empty() {
         return Ok(None);
     }
-    let (sealers, redactions) = (rules.encrypt.len(), rules.redact.len());
+    let table = rules.rules();
     let mut edits = Vec::with_capacity(spans.len());
     for span in &mut spans {
         let path = std::mem::take(&mut span.path);
-        if span.selector < sealers && span.raw == "null" && !rules.encrypt[span.selector].seal_null
-        {
+        let rule = &table[span.selector];
+        if rule.op == Operation::Seal && span.raw == "null" && !rule.selector.seal_null {
             continue;
         }
-        let (replacement, action, kid) = if span.selector < sealers {
-            let selector = &rules.encrypt[span.selector];
-            let key = keyring
-                .ok_or_else(|| FieldFailure {
+        let (replacement, action, kid) = match rule.op {
+            Operation::Seal => {
+                let selector = &rule.selector;
+                let key = keyring
+                    .ok_or_else(|| FieldFailure {
+                        path: path.clone(),
+                        reason: "keyring_unavailable",
+                        kid: None,
+                    })?
+                    .primary();
+                let context = selector.context.as_deref().unwrap_or(&span.member);
+                let plaintext = compact(span.raw).ok_or_else(|| FieldFailure {
                     path: path.clone(),
-                    reason: "keyring_unavailable",
+                    reason: "invalid_value",
                     kid: None,
-                })?
-                .primary();
-            let context = selector.context.as_deref().unwrap_or(&span.member);
-            let plaintext = compact(span.raw).ok_or_else(|| FieldFailure {
-                path: path.clone(),
-                reason: "invalid_value",
-                kid: None,
-            })?;
-            let sealed = token::seal_json(key, context, &plaintext).map_err(|_| FieldFailure {
-                path: path.clone(),
-                reason: "random_source_failed",
-                kid: Some(key.id.clone()),
-            })?;
-            let mut quoted = Vec::with_capacity(sealed.len() + 2);
-            quoted.push(b'"');
-            // Token characters (prefix, key id, base64url) never need escaping.
-            quoted.extend_from_slice(sealed.as_bytes());
-            quoted.push(b'"');
-            (quoted, Action::Sealed, Some(key.id.clone()))
-        } else if span.selector < sealers + redactions {
-            (b"null".to_vec(), Action::Redacted, None)
-        } else {
-            let keep_last = rules.mask[span.selector - sealers - redactions].keep_last;
-            let value: Value = serde_json::from_str(span.raw).map_err(|_| FieldFailure {
-                path: path.clone(),
-                reason: "invalid_value",
-                kid: None,
-            })?;
-            let masked = serde_json::to_vec(&transform::mask(&value, keep_last))
-                .expect("a JSON value serialises");
-            (masked, Action::Masked, None)
+                })?;
+                let sealed =
+                    token::seal_json(key, context, &plaintext).map_err(|_| FieldFailure {
+                        path: path.clone(),
+                        reason: "random_source_failed",
+                        kid: Some(key.id.clone()),
+                    })?;
+                let mut quoted = Vec::with_capacity(sealed.len() + 2);
+                quoted.push(b'"');
+                // Token characters (prefix, key id, base64url) never need escaping.
+                quoted.extend_from_slice(sealed.as_bytes());
+                quoted.push(b'"');
+                (quoted, Action::Sealed, Some(key.id.clone()))
+            }
+            Operation::Redact => (b"null".to_vec(), Action::Redacted, None),
+            Operation::Mask { keep_last } => {
+                let value: Value = serde_json::from_str(span.raw).map_err(|_| FieldFailure {
+                    path: path.clone(),
+                    reason: "invalid_value",
+                    kid: None,
+                })?;
+                let masked = serde_json::to_vec(&transform::mask(&value, keep_last))
+                    .expect("a JSON value serialises");
+                (masked, Action::Masked, None)
+            }
         };
         edits.push(splice::Edit {
             start: span.start,
             end: span.end,
             replacement: Zeroizing::new(replacement),
         });
-        ops.push(FieldOp { path, action, kid });
+        ops.push(FieldOp {
+            path,
+            action,
+            kid,
+            selector: Some(rule.selector.source.clone()),
+        });
     }
     if edits.is_empty() {
         return Ok(None);
@@ -536,6 +530,7 @@ pub fn rewrite_request_body(
                 path,
                 action: Action::Decrypted,
                 kid: Some(kid),
+                selector: Some(selector.source.clone()),
             });
             continue;
         }
@@ -547,6 +542,7 @@ pub fn rewrite_request_body(
                 path,
                 action: Action::PassedPlaintext,
                 kid: None,
+                selector: Some(selector.source.clone()),
             });
             continue;
         };
@@ -572,6 +568,7 @@ pub fn rewrite_request_body(
             path,
             action: Action::Opened,
             kid,
+            selector: Some(selector.source.clone()),
         });
     }
     if edits.is_empty() {

@@ -75,6 +75,18 @@ struct ReloadLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GuardLabels {
+    route: Label,
+    detector: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SelectorLabels {
+    route: Label,
+    selector: Label,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FieldFailureLabels {
     route: Label,
     reason: &'static str,
@@ -102,6 +114,9 @@ pub struct Metrics {
     pub key_usage: crate::key_usage::KeyUsage,
     audit_events: Counter,
     audit_dropped: Counter,
+    guard_detections: Family<GuardLabels, Counter>,
+    guard_unscanned: Family<RouteLabels, Counter>,
+    selector_matches: Family<SelectorLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -217,7 +232,28 @@ impl Metrics {
             "Request `fields` events dropped because the audit log queue was full",
             audit_dropped.clone(),
         );
+        let guard_detections = Family::<GuardLabels, Counter>::default();
+        registry.register(
+            "guard_detections",
+            "Sensitive values the guard found in answers, by route and detector (ssn, card, email)",
+            guard_detections.clone(),
+        );
+        let guard_unscanned = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "guard_unscanned",
+            "JSON answers above limits.max_body_bytes that went out uninspected (guard in observe mode, no field rules)",
+            guard_unscanned.clone(),
+        );
+        let selector_matches = Family::<SelectorLabels, Counter>::default();
+        registry.register(
+            "selector_matches",
+            "Fields each selector picked, by route and selector as written: one that stays at 0 under live traffic is probably misspelt",
+            selector_matches.clone(),
+        );
         Self {
+            guard_detections,
+            guard_unscanned,
+            selector_matches,
             audit_events,
             audit_dropped,
             tokens_opened,
@@ -346,6 +382,61 @@ impl Metrics {
                 reason,
             })
             .inc();
+    }
+
+    /// What the guard found in one answer: `n` detections by `detector`.
+    pub fn guard_detections(&self, route: &Arc<str>, detector: &'static str, n: u64) {
+        self.guard_detections
+            .get_or_create(&GuardLabels {
+                route: Label(route.clone()),
+                detector,
+            })
+            .inc_by(n);
+    }
+
+    /// An answer the guard could not inspect (above the body limit, `observe` mode).
+    pub fn guard_unscanned(&self, route: &Arc<str>) {
+        self.guard_unscanned
+            .get_or_create(&RouteLabels {
+                route: Label(route.clone()),
+            })
+            .inc();
+    }
+
+    /// `n` fields picked by `selector` on `route`.
+    pub fn selector_matches(&self, route: &Arc<str>, selector: &Arc<str>, n: u64) {
+        self.selector_matches
+            .get_or_create(&SelectorLabels {
+                route: Label(route.clone()),
+                selector: Label(selector.clone()),
+            })
+            .inc_by(n);
+    }
+
+    /// Every configured (route, selector) pair at 0, so a selector that never matches shows
+    /// up as one rather than as a missing series.
+    pub fn register_selectors(&self, settings: &crate::config::Settings) {
+        let routes = settings
+            .routes
+            .iter()
+            .map(|r| (&r.name, &r.rules))
+            .chain(std::iter::once((
+                &*crate::proxy::UNMATCHED,
+                &settings.unmatched_rules,
+            )));
+        for (route, rules) in routes {
+            let response = rules
+                .response
+                .iter()
+                .flat_map(|r| r.rules().iter().map(|x| &x.selector));
+            let request = rules.request.iter().flat_map(|r| r.decrypt.iter());
+            for selector in response.chain(request) {
+                let _ = self.selector_matches.get_or_create(&SelectorLabels {
+                    route: Label(route.clone()),
+                    selector: Label(selector.source.clone()),
+                });
+            }
+        }
     }
 
     /// A request's `fields` event was queued for the audit log.

@@ -118,6 +118,7 @@ impl Reloader {
         let routes = settings.routes.len();
         let primary = settings.keys.ring.as_ref().map(|r| r.primary().id.clone());
         let new = Arc::new(Runtime::reusing(settings, &old));
+        self.shared.metrics.register_selectors(&new.settings);
         if let (Some(audit), Some(new_ring)) = (&self.shared.audit, &new.settings.keys.ring) {
             audit.keyring_reloaded(old.settings.keys.ring.as_deref(), new_ring);
         }

@@ -186,7 +186,7 @@ impl RouteContexts {
     pub(crate) fn from_route(rules: &crate::config::RouteRules) -> Self {
         let mut groups = Vec::new();
         if let Some(r) = &rules.response {
-            groups.push(r.encrypt.clone());
+            groups.push(r.sealing().cloned().collect());
         }
         if let Some(r) = &rules.request {
             groups.push(r.decrypt.clone());

@@ -10,8 +10,9 @@ use serde_json::Value;
 /// A compiled selector and the AAD context its tokens are bound to (contract §1).
 #[derive(Debug, Clone)]
 pub struct Selector {
-    /// The selector as written, for `check` output and error messages.
-    pub source: String,
+    /// The selector as written, for `check` output, error messages and the
+    /// `fieldseal_selector_matches_total` label (shared: a refcount per use, not a copy).
+    pub source: std::sync::Arc<str>,
     pub query: JpQuery,
     /// Explicit context; `None` means the member-name rule of contract §1.
     pub context: Option<String>,
@@ -98,7 +99,7 @@ impl Selector {
             }
         }
         Ok(Self {
-            source: path.to_string(),
+            source: std::sync::Arc::from(path),
             query,
             context,
             seal_null: false,

@@ -73,6 +73,7 @@ impl Shared {
         let replay = Arc::new(MemoryReplayStore::new(
             runtime.settings.limits.replay_cache_entries,
         ));
+        metrics.register_selectors(&runtime.settings);
         Arc::new(Self {
             runtime: ArcSwap::from_pointee(runtime),
             metrics,

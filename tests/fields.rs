@@ -237,7 +237,7 @@ async fn responses_that_cannot_be_sealed_fail_closed() {
     let s = setup().await;
     // Each with the reason the error message names (where it is the decoder's).
     let failing = [
-        ("/text", ""),
+        ("/prose", ""),
         ("/badjson", ""),
         ("/gzip-corrupt", "(corrupt encoding)"),
         ("/zstd", "(unsupported encoding)"),
@@ -267,6 +267,15 @@ async fn responses_that_cannot_be_sealed_fail_closed() {
     assert_eq!(resp.status(), 200);
     let doc = read_json(resp).await;
     assert!(doc["ssn"].as_str().unwrap().starts_with("fs1.k1."));
+    // JSON labelled `text/plain` is JSON (contract §8): sealed, not refused.
+    let resp = get(s.proxy.listen, s.cfg.clone(), "/text", true).await;
+    assert_eq!(resp.status(), 200);
+    let bytes = read_body(resp).await;
+    let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        token::open(&s.ring, "ssn", doc["ssn"].as_str().unwrap()).unwrap(),
+        serde_json::json!("123-45-6789")
+    );
     s.proxy
         .wait_metric(
             r#"fieldseal_field_failures_total{route="sealed",reason="response_not_encryptable"}"#,

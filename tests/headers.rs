@@ -280,12 +280,12 @@ async fn access_log_keeps_the_app_status_beside_the_one_sent() {
     let keyring = pki.path("keyring.json");
     make_keyring(&keyring);
     let config = format!(
-        "{HEADER_CONFIG}  - name: text\n    match: {{ path: \"/text\" }}\n    response: {{ encrypt: [\"$.ssn\"] }}\nkeys: {{ keyring: \"{}\" }}\n",
+        "{HEADER_CONFIG}  - name: text\n    match: {{ path: \"/prose\" }}\n    response: {{ encrypt: [\"$.ssn\"] }}\nkeys: {{ keyring: \"{}\" }}\n",
         keyring.display()
     );
     let proxy = ProxyProcess::start(&config_yaml(&pki, up.addr, &config));
     let cfg = client_config(&pki, &ClientOptions::h1());
-    let req = request("GET", "/text", false)
+    let req = request("GET", "/prose", false)
         .header("x-request-id", "log-test-2")
         .body(body(""))
         .unwrap();

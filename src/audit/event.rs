@@ -286,6 +286,7 @@ mod tests {
                 path: "$['a']".into(),
                 action: Action::Opened,
                 kid: Some("k1".into()),
+                selector: None,
             }],
             failure: Some(FieldFailureInfo {
                 reason: "authentication_failed",

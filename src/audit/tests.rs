@@ -106,11 +106,13 @@ fn fields_event(i: usize) -> FieldsEvent {
                 path: "$['ssn']".into(),
                 action: Action::Sealed,
                 kid: Some("k1".into()),
+                selector: None,
             },
             FieldOp {
                 path: "$['phone']".into(),
                 action: Action::Masked,
                 kid: None,
+                selector: None,
             },
         ],
         failure: None,

@@ -240,7 +240,9 @@ impl<'a> Compiler<'a> {
         let default_headers = self.header_policy("headers", &global_headers, None);
         let timeouts = self.timeouts();
         let limits = self.limits();
-        let routes = self.routes(&global_headers, &keys);
+        let fields = self.field_policy(&keys);
+        let guard = self.guard();
+        let routes = self.routes(&global_headers, &keys, &fields);
         let trusted_proxies = self.trusted_proxies();
 
         let (tls, mtls) = tls?;
@@ -267,6 +269,9 @@ impl<'a> Compiler<'a> {
             audit,
             reload,
             routes,
+            unmatched_rules: fields.rules_alone(),
+            fields,
+            guard,
             replay_window,
             default_headers: default_headers?,
             timeouts,
@@ -712,10 +717,119 @@ impl<'a> Compiler<'a> {
         }
     }
 
+    /// The top-level `fields` list (contract §8).
+    fn field_policy(&mut self, keys: &KeySources) -> FieldPolicy {
+        let mut policy = FieldPolicy::default();
+        if !self.present("fields") {
+            return policy;
+        }
+        let Some(values) = self.section::<Vec<Value>>("fields") else {
+            return policy;
+        };
+        let mut seen = HashSet::new();
+        for (i, value) in values.iter().enumerate() {
+            let at = format!("fields.{i}");
+            let raw: RawFieldRule = match value.deserialize() {
+                Ok(r) => r,
+                Err(e) => {
+                    self.figment_errors(e, &at);
+                    continue;
+                }
+            };
+            if !seen.insert(raw.select.clone()) {
+                self.problem(&at, "the same selector is listed twice");
+                continue;
+            }
+            let op = match (raw.action, raw.keep_last) {
+                (RawAction::Mask, Some(keep_last)) => Operation::Mask { keep_last },
+                (RawAction::Mask, None) => {
+                    self.problem(
+                        &format!("{at}.keep_last"),
+                        "`mask` needs `keep_last` (how many characters stay visible)",
+                    );
+                    continue;
+                }
+                (_, Some(_)) => {
+                    self.problem(&format!("{at}.keep_last"), "applies to `mask` only");
+                    continue;
+                }
+                (RawAction::Encrypt, None) => Operation::Seal,
+                (RawAction::Redact, None) => Operation::Redact,
+            };
+            if op != Operation::Seal && (raw.context.is_some() || raw.seal_null) {
+                let key = if raw.context.is_some() {
+                    "context"
+                } else {
+                    "seal_null"
+                };
+                self.problem(&format!("{at}.{key}"), "applies to `encrypt` only");
+                continue;
+            }
+            let mut selector = match Selector::compile(&raw.select, raw.context.clone()) {
+                Ok(s) => s,
+                Err(m) => {
+                    self.problem(&format!("{at}.select"), m);
+                    continue;
+                }
+            };
+            selector.seal_null = raw.seal_null;
+            if op == Operation::Seal {
+                if keys.keyring.is_none() {
+                    self.problem(&at, "`encrypt` needs `keys.keyring`");
+                }
+                if selector.context.is_none() && !selector.has_fixed_context() {
+                    self.problem(
+                        &format!("{at}.select"),
+                        "`encrypt` entries also open tokens in requests, and the member names this selector \
+                         matches are chosen by the client, so any token would open under them: give it an \
+                         explicit `context`",
+                    );
+                }
+                policy.decrypt.push(selector.clone());
+            }
+            policy.response.push(ResponseRule {
+                selector,
+                op,
+                source: RuleSource::Policy,
+            });
+        }
+        policy
+    }
+
+    /// The `guard` section (contract §9).
+    fn guard(&mut self) -> Option<crate::guard::Guard> {
+        let raw: RawGuard = self.section("guard")?;
+        let mut detectors = Vec::new();
+        for (i, name) in raw.detect.iter().enumerate() {
+            match crate::guard::Detector::parse(name) {
+                Some(d) if !detectors.contains(&d) => detectors.push(d),
+                Some(_) => self.problem(&format!("guard.detect.{i}"), "listed twice"),
+                None => {
+                    let known: Vec<&str> = crate::guard::Detector::ALL
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect();
+                    self.problem(
+                        &format!("guard.detect.{i}"),
+                        format!("unknown detector `{name}` (known: {})", known.join(", ")),
+                    );
+                }
+            }
+        }
+        if raw.detect.is_empty() {
+            self.problem("guard.detect", "list at least one detector");
+        }
+        Some(crate::guard::Guard {
+            detectors,
+            mode: raw.mode,
+        })
+    }
+
     fn routes(
         &mut self,
         global_headers: &BTreeMap<String, String>,
         keys: &KeySources,
+        policy: &FieldPolicy,
     ) -> Option<Vec<Route>> {
         if !self.present("routes") {
             return Some(Vec::new());
@@ -741,7 +855,7 @@ impl<'a> Compiler<'a> {
                 self.problem(&format!("{key}.name"), "duplicate route name");
                 ok = false;
             }
-            match self.route(&key, raw, global_headers, keys) {
+            match self.route(&key, raw, global_headers, keys, policy) {
                 Some(r) => routes.push(r),
                 None => ok = false,
             }
@@ -759,8 +873,13 @@ impl<'a> Compiler<'a> {
     /// app may never echo.
     fn warn_unsealed_answers(&mut self, routes: &[Route]) {
         for (i, route) in routes.iter().enumerate() {
-            let opens = route.rules.request.as_ref().is_some_and(|r| !r.is_empty());
-            if !opens || route.rules.response_rules().is_some() {
+            // The field policy opens and seals the same selectors: only the route's own
+            // decrypt rules can be left uncovered.
+            let opens = route
+                .rules
+                .request_rules()
+                .is_some_and(RequestRules::has_own);
+            if !opens || route.rules.has_own_response_rules() {
                 continue;
             }
             // A path this route matches: `{name}` segments as a placeholder, `/**` as nothing.
@@ -775,7 +894,7 @@ impl<'a> Compiler<'a> {
             let segments = crate::routing::normalize_path(&sample);
             let covered = routes
                 .iter()
-                .any(|r| r.rules.response_rules().is_some() && r.path.matches(&segments));
+                .any(|r| r.rules.has_own_response_rules() && r.path.matches(&segments));
             if !covered {
                 self.warning(
                     &format!("routes.{i}"),
@@ -810,6 +929,7 @@ impl<'a> Compiler<'a> {
         raw: RawRoute,
         global_headers: &BTreeMap<String, String>,
         keys: &KeySources,
+        policy: &FieldPolicy,
     ) -> Option<Route> {
         let before = self.problems.len();
         let name_ok = !raw.name.is_empty()
@@ -859,7 +979,7 @@ impl<'a> Compiler<'a> {
             global_headers,
             Some(&raw.headers),
         );
-        let rules = self.rules(key, &raw, keys);
+        let rules = self.rules(key, &raw, keys, policy);
         if self.problems.len() != before {
             return None;
         }
@@ -923,7 +1043,13 @@ impl<'a> Compiler<'a> {
         out
     }
 
-    fn rules(&mut self, key: &str, raw: &RawRoute, keys: &KeySources) -> RouteRules {
+    fn rules(
+        &mut self,
+        key: &str,
+        raw: &RawRoute,
+        keys: &KeySources,
+        policy: &FieldPolicy,
+    ) -> RouteRules {
         let response = raw.response.as_ref().map(|r| {
             let encrypt = self.selectors(&format!("{key}.response.encrypt"), &r.encrypt, false);
             let redact = self.selectors(&format!("{key}.response.redact"), &r.redact, false);
@@ -965,15 +1091,13 @@ impl<'a> Compiler<'a> {
             )
             .require_context(r.require_context)
         });
-        let rules = RouteRules {
+        let mut rules = RouteRules {
             response,
             request,
             envelope: raw.envelope,
+            policy_opt_out: !raw.fields,
         };
-        let seals = rules
-            .response
-            .as_ref()
-            .is_some_and(|r| !r.encrypt.is_empty());
+        let seals = rules.response.as_ref().is_some_and(ResponseRules::seals);
         let opens = rules
             .request
             .as_ref()
@@ -989,7 +1113,11 @@ impl<'a> Compiler<'a> {
                 "decrypt rules need `keys.keyring` (fs1 tokens) or `keys.rsa_private_key`/`keys.hpke_private_key` (JWE values)",
             );
         }
+        // The policy's `encrypt` entries open values on this route too, and `max_age` applies
+        // to them.
+        let policy_opens = raw.fields && !policy.decrypt.is_empty();
         if !rules.envelope
+            && !policy_opens
             && rules
                 .request
                 .as_ref()
@@ -1011,6 +1139,20 @@ impl<'a> Compiler<'a> {
                     &format!("{key}.envelope"),
                     "an envelope route seals whole bodies and cannot also have field rules",
                 );
+            }
+        }
+        // The field policy, after the route's own rules (which win on the nodes they select).
+        // An envelope route's bodies are sealed whole: there are no fields to apply it to.
+        if raw.fields && !rules.envelope && !policy.is_empty() {
+            rules.response = Some(ResponseRules::with_policy(
+                rules.response.as_ref(),
+                &policy.response,
+            ));
+            if !policy.decrypt.is_empty() {
+                rules.request = Some(RequestRules::with_policy(
+                    rules.request.as_ref(),
+                    &policy.decrypt,
+                ));
             }
         }
         rules

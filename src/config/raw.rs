@@ -21,6 +21,8 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "keys",
     "headers",
     "routes",
+    "fields",
+    "guard",
     "timeouts",
     "limits",
     "audit",
@@ -160,6 +162,58 @@ pub struct RawRoute {
     pub request: Option<RawRequestRules>,
     #[serde(default)]
     pub envelope: bool,
+    /// `false` opts the route out of the top-level field policy (contract §8); `true` is the
+    /// default.
+    #[serde(default = "yes")]
+    pub fields: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One entry of the top-level field policy (contract §8).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFieldRule {
+    pub select: String,
+    pub action: RawAction,
+    /// `encrypt` only: the AAD context (else the member name).
+    #[serde(default)]
+    pub context: Option<String>,
+    /// `mask` only: characters kept at the end.
+    #[serde(default)]
+    pub keep_last: Option<usize>,
+    /// `encrypt` only: seal a selected `null` too.
+    #[serde(default)]
+    pub seal_null: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawAction {
+    Encrypt,
+    Redact,
+    Mask,
+}
+
+/// The guard (contract §9).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGuard {
+    pub detect: Vec<String>,
+    #[serde(default)]
+    pub mode: GuardMode,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardMode {
+    /// Count and log detections; the response goes out.
+    #[default]
+    Observe,
+    /// Withhold the response: 502 `sensitive_data_detected`.
+    Block,
 }
 
 #[derive(Debug, Deserialize)]

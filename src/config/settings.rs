@@ -36,6 +36,13 @@ pub struct Settings {
     pub audit: Option<AuditSettings>,
     pub reload: ReloadSettings,
     pub routes: RouteTable<Route>,
+    /// The top-level field policy (contract §8), already merged into every route's rules;
+    /// kept for `check` and `explain`.
+    pub fields: FieldPolicy,
+    /// The rules for requests that match no route: the field policy's alone.
+    pub unmatched_rules: RouteRules,
+    /// The guard (contract §9), when configured.
+    pub guard: Option<crate::guard::Guard>,
     /// How long a client value's `jti` is remembered, on every route: the largest
     /// `request.max_age` configured, at least 300 s (contract §3 of 1.1).
     pub replay_window: Duration,
@@ -60,6 +67,42 @@ impl fmt::Debug for Settings {
             .field("mtls", &self.mtls)
             .field("routes", &self.routes.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// What applies to one request: the route it matches and the field rules of each direction.
+#[derive(Debug, Clone, Copy)]
+pub struct Matched<'a> {
+    /// The first route matching method and path (`None`: the request matches no route).
+    pub route: Option<&'a Route>,
+    /// Another route on the same path whose own response rules the answer gets (they cover
+    /// their path for every method, contract §7), when it is not `route` itself.
+    pub cover: Option<&'a Route>,
+    /// The rules applied to the app's answer: the cover's, else the route's (its own merged
+    /// with the field policy), else, for a request matching no route, the policy's alone.
+    pub response: Option<&'a ResponseRules>,
+    /// The rules applied to the client's body: the route's, or the policy's alone.
+    pub request: Option<&'a RequestRules>,
+}
+
+impl Settings {
+    /// The route and rules for `method` and `path` (one function, so `run` and `explain`
+    /// cannot disagree).
+    pub fn matched(&self, method: &http::Method, path: &str) -> Matched<'_> {
+        let (route, cover) = self
+            .routes
+            .find_with_cover(method, path, |r| r.rules.has_own_response_rules());
+        let rules = route.map_or(&self.unmatched_rules, |r| &r.rules);
+        let response = match cover {
+            Some(c) => c.rules.response_rules(),
+            None => rules.response_rules(),
+        };
+        Matched {
+            route,
+            cover: cover.filter(|c| route.is_none_or(|r| !std::ptr::eq(*c, r))),
+            response,
+            request: rules.request_rules(),
+        }
     }
 }
 
@@ -182,62 +225,86 @@ impl Matchable for Route {
     }
 }
 
-/// The transforms a route asks for.
+/// The transforms a route asks for: its own rules merged with the field policy's (contract
+/// §8), compiled once.
 #[derive(Debug, Clone, Default)]
 pub struct RouteRules {
     pub response: Option<ResponseRules>,
     pub request: Option<RequestRules>,
     pub envelope: bool,
+    /// `fields: false`: the field policy does not apply here.
+    pub policy_opt_out: bool,
 }
 
 impl RouteRules {
-    /// The response rules, when there are any (a route with them covers its path for every
-    /// method: see `RouteTable::find_with_cover`).
+    /// The response rules, when there are any.
     pub fn response_rules(&self) -> Option<&ResponseRules> {
         self.response.as_ref().filter(|r| !r.is_empty())
     }
 
-    /// True when the route only proxies (its bodies stream untouched).
-    pub fn is_passthrough(&self) -> bool {
-        !self.envelope
-            && self.response.as_ref().is_none_or(ResponseRules::is_empty)
-            && self.request.as_ref().is_none_or(RequestRules::is_empty)
+    /// The request rules, when there are any.
+    pub fn request_rules(&self) -> Option<&RequestRules> {
+        self.request.as_ref().filter(|r| !r.is_empty())
     }
 
-    /// Human summary for `fieldseal check`.
+    /// Whether the route wrote response rules of its own; such a route covers its path for
+    /// every method (see `RouteTable::find_with_cover`). The field policy alone does not.
+    pub fn has_own_response_rules(&self) -> bool {
+        self.response_rules().is_some_and(ResponseRules::has_own)
+    }
+
+    /// Whether the route wrote any field rule of its own (or is an envelope route).
+    pub fn has_own_rules(&self) -> bool {
+        self.envelope
+            || self.has_own_response_rules()
+            || self.request_rules().is_some_and(RequestRules::has_own)
+    }
+
+    /// True when the route only proxies (its bodies stream untouched).
+    pub fn is_passthrough(&self) -> bool {
+        !self.envelope && self.response_rules().is_none() && self.request_rules().is_none()
+    }
+
+    /// Human summary for `fieldseal check`: the route's own rules, then what the field policy
+    /// adds.
     pub fn describe(&self) -> Vec<String> {
-        let list = |sels: &[Selector]| -> String {
-            sels.iter()
-                .map(|s| match &s.context {
-                    Some(c) => format!("{} (context {c})", s.source),
-                    None => s.source.clone(),
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
+        let list = |sels: &mut dyn Iterator<Item = &Selector>| -> String {
+            sels.map(|s| match &s.context {
+                Some(c) => format!("{} (context {c})", s.source),
+                None => s.source.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
         };
         let mut out = Vec::new();
         if let Some(r) = &self.response {
-            if !r.encrypt.is_empty() {
-                out.push(format!("response.encrypt: {}", list(&r.encrypt)));
-            }
-            if !r.redact.is_empty() {
-                out.push(format!("response.redact: {}", list(&r.redact)));
-            }
-            if !r.mask.is_empty() {
-                let masks: Vec<String> = r
-                    .mask
+            for kind in ["encrypt", "redact", "mask"] {
+                let own: Vec<String> = r
+                    .rules()
                     .iter()
-                    .map(|m| format!("{} (keep_last {})", m.selector.source, m.keep_last))
+                    .filter(|rule| rule.source == RuleSource::Route && rule.op.name() == kind)
+                    .map(|rule| match (rule.op, &rule.selector.context) {
+                        (Operation::Mask { keep_last }, _) => {
+                            format!("{} (keep_last {keep_last})", rule.selector.source)
+                        }
+                        (_, Some(c)) => format!("{} (context {c})", rule.selector.source),
+                        (_, None) => rule.selector.source.to_string(),
+                    })
                     .collect();
-                out.push(format!("response.mask: {}", masks.join(", ")));
+                if !own.is_empty() {
+                    out.push(format!("response.{kind}: {}", own.join(", ")));
+                }
             }
-            if r.on_non_json == OnNonJson::Pass {
+            if r.has_own() && r.on_non_json == OnNonJson::Pass {
                 out.push("response.on_non_json: pass".into());
             }
         }
         if let Some(r) = &self.request {
-            if !r.decrypt.is_empty() {
-                out.push(format!("request.decrypt: {}", list(&r.decrypt)));
+            if r.has_own() {
+                out.push(format!(
+                    "request.decrypt: {}",
+                    list(&mut r.decrypt[..r.own].iter())
+                ));
             }
             if r.require_encrypted {
                 out.push("request.require_encrypted: true".into());
@@ -252,46 +319,187 @@ impl RouteRules {
         if self.envelope {
             out.push("envelope: true".into());
         }
+        let policy = self.response.as_ref().map_or(0, |r| {
+            r.rules()
+                .iter()
+                .filter(|rule| rule.source == RuleSource::Policy)
+                .count()
+        });
+        if self.policy_opt_out {
+            out.push("fields: false (the field policy does not apply)".into());
+        } else if policy > 0 {
+            out.push(format!(
+                "fields: the policy's {policy} rule(s) on every JSON body (this route's own rules win on the nodes they select)"
+            ));
+        }
         out
     }
 }
 
+/// The top-level `fields` list, compiled (contract §8).
+#[derive(Debug, Clone, Default)]
+pub struct FieldPolicy {
+    /// Response rules, in the order written (`source: Policy`).
+    pub response: Vec<ResponseRule>,
+    /// The `encrypt` entries' selectors, which also open tokens in request bodies.
+    pub decrypt: Vec<Selector>,
+}
+
+impl FieldPolicy {
+    pub fn is_empty(&self) -> bool {
+        self.response.is_empty()
+    }
+
+    /// The rules of a route that writes none of its own, or of a request that matches no
+    /// route.
+    pub fn rules_alone(&self) -> RouteRules {
+        RouteRules {
+            response: (!self.response.is_empty())
+                .then(|| ResponseRules::with_policy(None, &self.response)),
+            request: (!self.decrypt.is_empty())
+                .then(|| RequestRules::with_policy(None, &self.decrypt)),
+            envelope: false,
+            policy_opt_out: false,
+        }
+    }
+}
+
+/// What a response rule does to each node it selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// Replace with an `fs1` token (contract §1).
+    Seal,
+    /// Replace with `null`.
+    Redact,
+    /// Keep the last `keep_last` characters, star the rest.
+    Mask { keep_last: usize },
+}
+
+impl Operation {
+    /// The name `check`, `explain` and the field policy use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::Seal => "encrypt",
+            Operation::Redact => "redact",
+            Operation::Mask { .. } => "mask",
+        }
+    }
+}
+
+/// Where a rule was written: on the route, or in the top-level `fields` policy (contract §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleSource {
+    Route,
+    Policy,
+}
+
+/// One response rule: a selector and what to do to the nodes it selects.
+#[derive(Debug, Clone)]
+pub struct ResponseRule {
+    pub selector: Selector,
+    pub op: Operation,
+    pub source: RuleSource,
+}
+
+/// A route's response rules as one table in precedence order: when several rules select the
+/// same node, the first of them handles it (and a node inside another selected node belongs
+/// to the outer one). Both engines (`Value` and byte splice) and `explain` read this one
+/// order, so it is decided here and nowhere else:
+///
+/// 1. the route's own rules before the field policy's (contract §8: "a node a route rule
+///    selects is handled by the route rule alone");
+/// 2. within each, `encrypt` before `redact` before `mask`: sealing keeps the value
+///    recoverable for the client's round trip, which a mask or redaction on the same node
+///    would lose;
+/// 3. then the order written.
 #[derive(Debug, Clone, Default)]
 pub struct ResponseRules {
-    pub encrypt: Vec<Selector>,
-    pub redact: Vec<Selector>,
-    pub mask: Vec<MaskRule>,
+    rules: Vec<ResponseRule>,
     pub on_non_json: OnNonJson,
-    /// The byte-level plan over encrypt, redact and mask selectors (in that order), when
-    /// they are all simple enough for it.
+    /// The byte-level plan over the rules' selectors (same indexes), when they are all
+    /// simple enough for it.
     plan: Option<Plan>,
 }
 
 impl ResponseRules {
+    /// A route's own rules, by kind.
     pub fn new(
         encrypt: Vec<Selector>,
         redact: Vec<Selector>,
         mask: Vec<MaskRule>,
         on_non_json: OnNonJson,
     ) -> Self {
-        let queries: Vec<&JpQuery> = encrypt
-            .iter()
-            .chain(&redact)
-            .chain(mask.iter().map(|m| &m.selector))
-            .map(|s| &s.query)
+        let rules = encrypt
+            .into_iter()
+            .map(|selector| (selector, Operation::Seal))
+            .chain(redact.into_iter().map(|s| (s, Operation::Redact)))
+            .chain(mask.into_iter().map(|m| {
+                (
+                    m.selector,
+                    Operation::Mask {
+                        keep_last: m.keep_last,
+                    },
+                )
+            }))
+            .map(|(selector, op)| ResponseRule {
+                selector,
+                op,
+                source: RuleSource::Route,
+            })
             .collect();
+        Self::ordered(rules, on_non_json)
+    }
+
+    /// Rules already in precedence order (see the type's documentation).
+    pub fn ordered(mut rules: Vec<ResponseRule>, on_non_json: OnNonJson) -> Self {
+        // Stable: the written order survives within each (source, kind).
+        rules.sort_by_key(|r| (r.source as u8, kind_rank(r.op)));
+        let queries: Vec<&JpQuery> = rules.iter().map(|r| &r.selector.query).collect();
         let plan = Plan::compile(&queries);
         Self {
-            encrypt,
-            redact,
-            mask,
+            rules,
             on_non_json,
             plan,
         }
     }
 
+    /// These rules followed by the field policy's (which the route's own win over). A route
+    /// with no rules of its own lets non-JSON bodies pass, as the policy does everywhere.
+    pub fn with_policy(own: Option<&ResponseRules>, policy: &[ResponseRule]) -> Self {
+        let mut rules: Vec<ResponseRule> = own.map(|o| o.rules.clone()).unwrap_or_default();
+        let on_non_json = match own {
+            Some(o) if !o.is_empty() => o.on_non_json,
+            _ => OnNonJson::Pass,
+        };
+        rules.extend(policy.iter().cloned());
+        Self::ordered(rules, on_non_json)
+    }
+
+    /// Every rule, in precedence order.
+    pub fn rules(&self) -> &[ResponseRule] {
+        &self.rules
+    }
+
+    /// The selectors whose nodes are sealed (route rules first), for the rewrap tool.
+    pub fn sealing(&self) -> impl Iterator<Item = &Selector> {
+        self.rules
+            .iter()
+            .filter(|r| r.op == Operation::Seal)
+            .map(|r| &r.selector)
+    }
+
+    /// Whether any rule seals (and so needs the keyring).
+    pub fn seals(&self) -> bool {
+        self.sealing().next().is_some()
+    }
+
+    /// Whether the route wrote rules of its own (not only the field policy's).
+    pub fn has_own(&self) -> bool {
+        self.rules.iter().any(|r| r.source == RuleSource::Route)
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.encrypt.is_empty() && self.redact.is_empty() && self.mask.is_empty()
+        self.rules.is_empty()
     }
 
     pub fn plan(&self) -> Option<&Plan> {
@@ -303,6 +511,14 @@ impl ResponseRules {
     pub fn without_plan(mut self) -> Self {
         self.plan = None;
         self
+    }
+}
+
+fn kind_rank(op: Operation) -> u8 {
+    match op {
+        Operation::Seal => 0,
+        Operation::Redact => 1,
+        Operation::Mask { .. } => 2,
     }
 }
 
@@ -319,6 +535,9 @@ pub struct RequestRules {
     pub max_age: Option<Duration>,
     /// JWE values must say which field they were made for (`fsc`, contract §3 of 1.1).
     pub require_context: bool,
+    /// How many of `decrypt` (the first ones) the route wrote itself; the rest come from the
+    /// field policy's `encrypt` entries (contract §8), which the route's own win over.
+    own: usize,
     /// The byte-level plan over the decrypt selectors, when they are simple enough for it.
     plan: Option<Plan>,
 }
@@ -328,12 +547,38 @@ impl RequestRules {
         let queries: Vec<&JpQuery> = decrypt.iter().map(|s| &s.query).collect();
         let plan = Plan::compile(&queries);
         Self {
+            own: decrypt.len(),
             decrypt,
             require_encrypted,
             max_age,
             require_context: false,
             plan,
         }
+    }
+
+    /// These rules (if any) with the field policy's sealing selectors after them: tokens the
+    /// policy sealed are opened wherever they come back, as if listed in `request.decrypt`;
+    /// the route's `require_encrypted`, `max_age` and `require_context` apply to them too.
+    pub fn with_policy(own: Option<&RequestRules>, policy: &[Selector]) -> Self {
+        let mut decrypt: Vec<Selector> = own.map(|o| o.decrypt.clone()).unwrap_or_default();
+        let written = decrypt.len();
+        decrypt.extend(policy.iter().cloned());
+        let base = Self::new(
+            decrypt,
+            own.is_some_and(|o| o.require_encrypted),
+            own.and_then(|o| o.max_age),
+        )
+        .require_context(own.is_some_and(|o| o.require_context));
+        Self {
+            own: written,
+            ..base
+        }
+    }
+
+    /// Whether the route wrote decrypt rules of its own. Only then is a request body that is
+    /// not JSON refused (415); the policy alone lets other bodies pass untouched.
+    pub fn has_own(&self) -> bool {
+        self.own > 0
     }
 
     /// With `request.require_context`.

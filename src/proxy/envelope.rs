@@ -50,6 +50,7 @@ pub async fn open_request(
         path: "$".into(),
         action: Action::EnvelopeOpened,
         kid: Some(session.kid.clone()),
+        selector: None,
     });
     // The body is forwarded as plain JSON; the client's encoding headers described the
     // envelope, not this.
@@ -84,6 +85,7 @@ pub async fn seal_response(
         path: "$".into(),
         action: Action::EnvelopeSealed,
         kid: Some(session.kid.clone()),
+        selector: None,
     });
     parts.headers.remove(header::CONTENT_ENCODING);
     parts.headers.insert(

@@ -59,6 +59,8 @@ pub enum ProxyError {
     /// Upstream: a response the route must seal cannot be (not JSON, too large, encoded in a
     /// way the proxy cannot decode). Fail closed: the plaintext is never sent.
     ResponseNotEncryptable(&'static str),
+    /// The guard in `block` mode found sensitive data in the answer (contract §9).
+    SensitiveDataDetected,
 }
 
 impl ProxyError {
@@ -66,7 +68,8 @@ impl ProxyError {
         match self {
             ProxyError::UpstreamUnreachable
             | ProxyError::UpstreamProtocol
-            | ProxyError::ResponseNotEncryptable(_) => StatusCode::BAD_GATEWAY,
+            | ProxyError::ResponseNotEncryptable(_)
+            | ProxyError::SensitiveDataDetected => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -98,6 +101,7 @@ impl ProxyError {
             ProxyError::EnvelopeRejected { .. } => "envelope_rejected",
             ProxyError::ReplayCacheFull => "replay_cache_full",
             ProxyError::ResponseNotEncryptable(_) => "response_not_encryptable",
+            ProxyError::SensitiveDataDetected => "sensitive_data_detected",
         }
     }
 
@@ -140,6 +144,9 @@ impl ProxyError {
             ProxyError::ReplayCacheFull => {
                 "Too many recent encrypted values to check for replay; retry later.".into()
             }
+            ProxyError::SensitiveDataDetected => {
+                "The application's answer contained data the guard withholds.".into()
+            }
             ProxyError::ResponseNotEncryptable(why) => {
                 format!("The upstream response could not be encrypted as this route requires ({why}); it was withheld.")
             }
@@ -151,7 +158,8 @@ impl ProxyError {
             ProxyError::UpstreamUnreachable
             | ProxyError::UpstreamTimeout
             | ProxyError::UpstreamProtocol
-            | ProxyError::ResponseNotEncryptable(_) => Fault::Upstream,
+            | ProxyError::ResponseNotEncryptable(_)
+            | ProxyError::SensitiveDataDetected => Fault::Upstream,
             ProxyError::BodyTooLarge
             | ProxyError::UnsupportedMediaType
             | ProxyError::InvalidJson
@@ -172,6 +180,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => "timeout",
             ProxyError::UpstreamProtocol => "protocol",
             ProxyError::ResponseNotEncryptable(_) => "not_encryptable",
+            ProxyError::SensitiveDataDetected => "sensitive_data",
             _ => "downstream",
         }
     }

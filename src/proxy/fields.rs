@@ -17,18 +17,31 @@ use http_body_util::BodyExt;
 use super::decode;
 use super::error::ProxyError;
 use crate::body::{full, ProxyBody};
+use crate::config::raw::GuardMode;
 use crate::config::raw::OnNonJson;
 use crate::config::settings::{RequestRules, ResponseRules};
 use crate::crypto::Keyring;
 use crate::field_rules::{self, BodyFailure, FieldOp, Openers};
+use crate::guard::{Findings, Guard};
 
-/// Whether a `Content-Type` is JSON (`application/json`, `application/*+json`).
-fn is_json(headers: &HeaderMap) -> bool {
-    let Some(ct) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
+/// What a `Content-Type` says about JSON (contract §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Media {
+    /// `application/json` or `application/*+json`.
+    Json,
+    /// No type, or `text/plain`: JSON if the body parses as JSON (apps and frameworks send
+    /// JSON unlabelled or as text often enough that a label cannot decide).
+    Unlabelled,
+    /// Anything else.
+    Other,
+}
+
+fn media(headers: &HeaderMap) -> Media {
+    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
+        return Media::Unlabelled;
+    };
+    let Ok(ct) = ct.to_str() else {
+        return Media::Other;
     };
     let media = ct
         .split(';')
@@ -36,7 +49,29 @@ fn is_json(headers: &HeaderMap) -> bool {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
+    if media == "application/json"
+        || (media.starts_with("application/") && media.ends_with("+json"))
+    {
+        Media::Json
+    } else if media == "text/plain" || media.is_empty() {
+        Media::Unlabelled
+    } else {
+        Media::Other
+    }
+}
+
+/// Whether a `Content-Type` is JSON (`application/json`, `application/*+json`).
+fn is_json(headers: &HeaderMap) -> bool {
+    media(headers) == Media::Json
+}
+
+/// Whether a body's first bytes could begin a JSON document with fields in it (an object or
+/// an array; leading whitespace allowed). `None` when they are all whitespace.
+fn starts_like_json(bytes: &[u8]) -> Option<bool> {
+    bytes
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        .map(|b| matches!(b, b'{' | b'['))
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
@@ -77,6 +112,74 @@ async fn read_bounded(mut body: ProxyBody, limit: usize) -> Result<Bytes, bool> 
     Ok(rest.map_or(first, bytes::BytesMut::freeze))
 }
 
+/// A body read up to a bound.
+enum Buffered {
+    /// All of it.
+    Whole(Bytes),
+    /// More than the bound: what was read, and the same body continuing after it.
+    Over(ProxyBody),
+    /// `sniff` was asked and the first bytes cannot begin a JSON object or array: the whole
+    /// body, unread past its first frame.
+    NotJson(ProxyBody),
+}
+
+/// The body `rest` with `prefix` in front of it again.
+fn rejoin(prefix: Bytes, rest: ProxyBody) -> ProxyBody {
+    use futures_util::StreamExt;
+    let head = futures_util::stream::once(async move { Ok(http_body::Frame::data(prefix)) });
+    let stream = head.chain(http_body_util::BodyStream::new(rest));
+    http_body_util::StreamBody::new(stream).boxed_unsync()
+}
+
+/// Reads at most `limit` bytes of `body`; with `sniff`, gives up after the first data if it
+/// cannot begin a JSON object or array. `Err(())` = read error.
+async fn read_up_to(mut body: ProxyBody, limit: usize, sniff: bool) -> Result<Buffered, ()> {
+    let mut buf = bytes::BytesMut::new();
+    let mut first: Option<Bytes> = None;
+    let mut sniffed = !sniff;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| ())?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        let held = first.as_ref().map_or(buf.len(), Bytes::len);
+        if !sniffed {
+            match starts_like_json(&data) {
+                None => {}
+                Some(json) => {
+                    sniffed = true;
+                    if !json {
+                        let mut prefix = bytes::BytesMut::with_capacity(held + data.len());
+                        prefix.extend_from_slice(first.as_deref().unwrap_or(&buf));
+                        prefix.extend_from_slice(&data);
+                        return Ok(Buffered::NotJson(rejoin(prefix.freeze(), body)));
+                    }
+                }
+            }
+        }
+        if held + data.len() > limit {
+            let mut prefix = bytes::BytesMut::with_capacity(held + data.len());
+            prefix.extend_from_slice(first.as_deref().unwrap_or(&buf));
+            prefix.extend_from_slice(&data);
+            return Ok(Buffered::Over(rejoin(prefix.freeze(), body)));
+        }
+        // A small body usually arrives in one frame: keep it as it is, copy only from a second.
+        match first.take() {
+            None if buf.is_empty() => first = Some(data),
+            None => buf.extend_from_slice(&data),
+            Some(one) => {
+                buf.reserve(one.len() + data.len());
+                buf.extend_from_slice(&one);
+                buf.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(Buffered::Whole(first.unwrap_or_else(|| buf.freeze())))
+}
+
 pub(super) fn set_length(headers: &mut HeaderMap, len: usize) {
     headers.remove(header::TRANSFER_ENCODING);
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
@@ -113,7 +216,65 @@ pub(super) async fn read_request_json(
         })
 }
 
-/// Opens the tokens at the route's decrypt paths. Returns the body to forward.
+/// A request body as the field stage reads it.
+enum RequestJson {
+    /// No body.
+    Empty,
+    /// A JSON document to open tokens in.
+    Json(Bytes),
+    /// Not JSON, and the route lets such bodies pass (the field policy alone).
+    Untouched(ProxyBody),
+}
+
+/// Reads a request body the field stage may rewrite. Labelled JSON is read (413 past
+/// `limit`); an unlabelled or `text/plain` body counts as JSON when it parses (contract §8);
+/// anything else is refused with 415 when the route's own rules ask for JSON (`strict`), and
+/// otherwise passes untouched.
+async fn read_field_request(
+    headers: &HeaderMap,
+    body: ProxyBody,
+    limit: usize,
+    strict: bool,
+) -> Result<RequestJson, ProxyError> {
+    let declared = declared_length(headers);
+    if body.is_end_stream() || declared == Some(0) {
+        return Ok(RequestJson::Empty);
+    }
+    let refuse = |body: ProxyBody| async move {
+        crate::body::drain_refused(body).await;
+        Err(ProxyError::UnsupportedMediaType)
+    };
+    let labelled = match media(headers) {
+        Media::Json => true,
+        Media::Unlabelled => false,
+        Media::Other if strict => return refuse(body).await,
+        Media::Other => return Ok(RequestJson::Untouched(body)),
+    };
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ProxyError::BodyTooLarge);
+    }
+    let bytes = match read_up_to(body, limit, !labelled).await {
+        Err(()) => return Err(ProxyError::ClientBody),
+        Ok(Buffered::Over(_)) => return Err(ProxyError::BodyTooLarge),
+        Ok(Buffered::NotJson(body)) if strict => return refuse(body).await,
+        Ok(Buffered::NotJson(body)) => return Ok(RequestJson::Untouched(body)),
+        Ok(Buffered::Whole(bytes)) => bytes,
+    };
+    if bytes.is_empty() {
+        return Ok(RequestJson::Empty);
+    }
+    if !labelled && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
+        return if strict {
+            Err(ProxyError::UnsupportedMediaType)
+        } else {
+            Ok(RequestJson::Untouched(full(bytes)))
+        };
+    }
+    Ok(RequestJson::Json(bytes))
+}
+
+/// Opens the tokens at the route's decrypt paths (its own and the field policy's). Returns
+/// the body to forward.
 pub async fn rewrite_request(
     headers: &mut HeaderMap,
     body: ProxyBody,
@@ -122,8 +283,10 @@ pub async fn rewrite_request(
     limit: usize,
     ops: &mut Vec<FieldOp>,
 ) -> Result<ProxyBody, ProxyError> {
-    let Some(bytes) = read_request_json(headers, body, limit).await? else {
-        return Ok(crate::body::empty());
+    let bytes = match read_field_request(headers, body, limit, rules.has_own()).await? {
+        RequestJson::Empty => return Ok(crate::body::empty()),
+        RequestJson::Untouched(body) => return Ok(body),
+        RequestJson::Json(bytes) => bytes,
     };
     // Both engines refuse nesting deeper than 127 levels: a hostile body cannot exhaust a
     // stack, here or in the app.
@@ -194,16 +357,41 @@ pub(super) async fn read_response_body(
     })
 }
 
-/// Seals, redacts and masks the route's response fields; fails closed. (Validators and
-/// digests of the app's body were already dropped by [`super::boundary`].)
+/// What the response stage applies to an answer besides the answer itself.
+pub struct ResponseStage<'a> {
+    /// The field rules (the route's own and the field policy's), if any.
+    pub rules: Option<&'a ResponseRules>,
+    /// The guard, if configured (contract §9).
+    pub guard: Option<&'a Guard>,
+    pub keyring: Option<&'a Keyring>,
+    pub limit: usize,
+    pub deadline: Duration,
+    pub request_id: &'a str,
+}
+
+impl ResponseStage<'_> {
+    /// Whether the stage has anything to do with this answer.
+    pub fn applies(&self) -> bool {
+        self.rules.is_some() || self.guard.is_some()
+    }
+
+    /// Whether a body that is not JSON fails (the route's own rules, `on_non_json: fail`);
+    /// under the field policy or the guard alone it passes untouched.
+    fn refuses_non_json(&self) -> bool {
+        self.rules.is_some_and(|r| r.on_non_json == OnNonJson::Fail)
+    }
+}
+
+/// Seals, redacts and masks the answer's fields, then lets the guard inspect what would go
+/// out; fails closed. A body is JSON when labelled so, or when unlabelled or `text/plain` and
+/// it parses as JSON (contract §8); other bodies stream untouched unless the route's own rules
+/// refuse them. (Validators and digests of the app's body were already dropped by
+/// [`super::boundary`] on routes with rules.)
 pub async fn rewrite_response(
     resp: Response<ProxyBody>,
-    rules: &ResponseRules,
-    keyring: Option<&Keyring>,
-    limit: usize,
-    deadline: Duration,
+    stage: &ResponseStage<'_>,
     ops: &mut Vec<FieldOp>,
-    request_id: &str,
+    findings: &mut Findings,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (mut parts, body) = resp.into_parts();
     // The body's own framing says whether it is empty: a `Content-Length: 0` header alone is
@@ -211,28 +399,84 @@ pub async fn rewrite_response(
     if body.is_end_stream() {
         return Ok(Response::from_parts(parts, body));
     }
-    if !is_json(&parts.headers) {
-        return match rules.on_non_json {
-            OnNonJson::Pass => Ok(Response::from_parts(parts, body)),
-            // An error or redirect keeps its status (contract §6): the client learns what
-            // happened, and an HTML error page, which may echo anything, never passes.
-            OnNonJson::Fail if parts.status.as_u16() >= 300 => Ok(withhold_body(parts, request_id)),
-            OnNonJson::Fail => Err(ProxyError::ResponseNotEncryptable("not JSON")),
-        };
+    let labelled = match media(&parts.headers) {
+        Media::Other => return not_json(parts, body, stage),
+        Media::Json => true,
+        Media::Unlabelled => false,
+    };
+    let bytes = if parts.headers.contains_key(header::CONTENT_ENCODING) {
+        // Compressed although we asked for `identity`: decoded whole (bounded) first.
+        read_response_body(&mut parts, body, stage.limit, stage.deadline).await?
+    } else {
+        if labelled && declared_length(&parts.headers).is_some_and(|n| n > stage.limit as u64) {
+            return too_large(parts, body, stage, findings);
+        }
+        let read = tokio::time::timeout(stage.deadline, read_up_to(body, stage.limit, !labelled));
+        match read.await {
+            Err(_) => return Err(ProxyError::UpstreamTimeout),
+            Ok(Err(())) => return Err(ProxyError::UpstreamProtocol),
+            Ok(Ok(Buffered::NotJson(body))) => return not_json(parts, body, stage),
+            Ok(Ok(Buffered::Over(body))) => return too_large(parts, body, stage, findings),
+            Ok(Ok(Buffered::Whole(bytes))) => bytes,
+        }
+    };
+    // Unlabelled bodies count as JSON only when they parse.
+    if !labelled && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
+        return not_json(parts, full(bytes), stage);
     }
-    let bytes = read_response_body(&mut parts, body, limit, deadline).await?;
-    let rewritten =
-        field_rules::rewrite_response_body(&bytes, rules, keyring, ops).map_err(|failure| {
-            match failure {
+    let rewritten = match stage.rules {
+        None => None,
+        Some(rules) => field_rules::rewrite_response_body(&bytes, rules, stage.keyring, ops)
+            .map_err(|failure| match failure {
                 BodyFailure::InvalidJson => ProxyError::ResponseNotEncryptable("invalid JSON"),
                 BodyFailure::Field(_) => ProxyError::ResponseNotEncryptable("sealing failed"),
-            }
-        })?;
-    let Some(out) = rewritten else {
-        return Ok(Response::from_parts(parts, full(bytes)));
+            })?,
     };
+    let out = rewritten.map_or(bytes, Bytes::from);
+    if let Some(guard) = stage.guard {
+        *findings = guard.scan_bytes(&out);
+        if guard.mode == GuardMode::Block && findings.total() > 0 {
+            return Err(ProxyError::SensitiveDataDetected);
+        }
+    }
     set_length(&mut parts.headers, out.len());
     Ok(Response::from_parts(parts, full(out)))
+}
+
+/// An answer whose body is not JSON: refused or withheld where the route's own rules say
+/// so, else forwarded untouched.
+fn not_json(
+    parts: http::response::Parts,
+    body: ProxyBody,
+    stage: &ResponseStage<'_>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    if !stage.refuses_non_json() {
+        return Ok(Response::from_parts(parts, body));
+    }
+    if parts.status.as_u16() >= 300 {
+        // An error or redirect keeps its status (contract §6): the client learns what
+        // happened, and an HTML error page, which may echo anything, never passes.
+        return Ok(withhold_body(parts, stage.request_id));
+    }
+    Err(ProxyError::ResponseNotEncryptable("not JSON"))
+}
+
+/// A JSON answer above `limits.max_body_bytes`. Field rules cannot be applied to what is not
+/// read, so it fails closed; only the guard alone in `observe` mode lets it out, uninspected
+/// (and counted).
+fn too_large(
+    parts: http::response::Parts,
+    body: ProxyBody,
+    stage: &ResponseStage<'_>,
+    findings: &mut Findings,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    match (stage.rules, stage.guard) {
+        (None, Some(guard)) if guard.mode == GuardMode::Observe => {
+            findings.unscanned = true;
+            Ok(Response::from_parts(parts, body))
+        }
+        _ => Err(ProxyError::ResponseNotEncryptable("too large")),
+    }
 }
 
 /// Headers that describe the body being replaced; the rest of the app's head (`Location`,

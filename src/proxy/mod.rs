@@ -30,9 +30,9 @@ use hyper::body::Incoming;
 use crate::access_log::{CountedBody, Exchange, ObservedBody};
 use crate::audit::{FieldFailureInfo, FieldsEvent, Outcome as AuditOutcome};
 use crate::body::{empty, ProxyBody};
-use crate::config::settings::ResponseRules;
-use crate::config::Route;
+use crate::config::settings::Matched;
 use crate::field_rules::{Action, FieldOp, Openers};
+use crate::guard::Findings;
 use crate::replay::{Replay, ReplayStore};
 use crate::state::{Runtime, Shared};
 use error::ProxyError;
@@ -63,21 +63,19 @@ pub async fn handle(
     let version = req.version();
     let bytes_in = Arc::new(AtomicU64::new(0));
     let mut fields = Vec::new();
+    let mut findings = Findings::default();
     let mut upstream_status = None;
     // The proxy's own public documents (JWKS, seed public key) are answered here, before
     // routing: a route must not be able to forward them to the app.
     let local = well_known::route_for(&req, &runtime.settings);
-    // The route chosen by method and path, and the one whose response rules apply (the same,
-    // or another route on the same path whose rules cover every method).
-    let (route, cover) = match local {
-        Some(_) => (None, None),
-        None => runtime
-            .settings
-            .routes
-            .find_with_cover(&method, req.uri().path(), |r| {
-                r.rules.response_rules().is_some()
-            }),
+    // The route chosen by method and path, and the rules of each direction (the field
+    // policy's included; the answer's may come from another route on the same path whose
+    // rules cover every method).
+    let matched = match local {
+        Some(_) => None,
+        None => Some(runtime.settings.matched(&method, req.uri().path())),
     };
+    let route = matched.and_then(|m| m.route);
     let route_name = match local {
         Some(name) => name.clone(),
         None => route.map_or_else(|| UNMATCHED.clone(), |r| r.name.clone()),
@@ -107,18 +105,17 @@ pub async fn handle(
                 conn,
                 request_id: &request_id,
             };
-            let response_rules = cover.and_then(|r| r.rules.response_rules());
             forward(
                 req,
                 &context,
-                route,
-                response_rules,
+                matched.expect("a request not served locally is routed"),
                 bytes_in.clone(),
-                (&mut fields, &mut upstream_status),
+                (&mut fields, &mut findings, &mut upstream_status),
             )
             .await
         }
     };
+    guard_report(&shared, &request_id_text, &route_name, &findings);
     audit(
         &shared,
         &request_id_text,
@@ -198,6 +195,19 @@ fn audit(
     }
     for (action, kid, n) in counts {
         shared.metrics.field_ops(route, action, kid, n);
+    }
+    let mut by_selector: Vec<(&Arc<str>, u64)> = Vec::new();
+    for selector in ops.iter().filter_map(|op| op.selector.as_ref()) {
+        match by_selector
+            .iter_mut()
+            .find(|(s, _)| Arc::ptr_eq(s, selector))
+        {
+            Some((_, n)) => *n += 1,
+            None => by_selector.push((selector, 1)),
+        }
+    }
+    for (selector, n) in by_selector {
+        shared.metrics.selector_matches(route, selector, n);
     }
     let rejected = match failure {
         Some(ProxyError::FieldRejected { path, reason, kid }) => {
@@ -290,6 +300,39 @@ fn audit(
     }
 }
 
+/// Counts and logs what the guard found in an answer: route, JSON path and detector, never
+/// the value (contract §9).
+fn guard_report(shared: &Shared, request_id: &str, route: &Arc<str>, findings: &Findings) {
+    if findings.unscanned {
+        shared.metrics.guard_unscanned(route);
+        tracing::warn!(
+            target: "fieldseal::guard",
+            request_id,
+            route = %route,
+            "answer above limits.max_body_bytes went out uninspected (guard: observe)"
+        );
+    }
+    if findings.counts.is_empty() {
+        return;
+    }
+    for (detector, n) in &findings.counts {
+        shared.metrics.guard_detections(route, detector.name(), *n);
+    }
+    let found: Vec<String> = findings
+        .detections
+        .iter()
+        .map(|d| format!("{}:{}", d.path, d.detector.name()))
+        .collect();
+    tracing::warn!(
+        target: "fieldseal::guard",
+        request_id,
+        route = %route,
+        detections = findings.total(),
+        found = ?found,
+        "sensitive data in an answer"
+    );
+}
+
 /// What [`forward`] needs besides the request: the state it began with and facts about it.
 struct Context<'a> {
     runtime: &'a Runtime,
@@ -303,10 +346,9 @@ struct Context<'a> {
 async fn forward(
     mut req: Request<Incoming>,
     context: &Context<'_>,
-    route: Option<&Route>,
-    response_rules: Option<&ResponseRules>,
+    matched: Matched<'_>,
     bytes_in: Arc<AtomicU64>,
-    (ops, upstream_status): (&mut Vec<FieldOp>, &mut Option<u16>),
+    (ops, findings, upstream_status): (&mut Vec<FieldOp>, &mut Findings, &mut Option<u16>),
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let Context {
         runtime,
@@ -314,17 +356,23 @@ async fn forward(
         conn,
         request_id,
     } = *context;
-    let request_rules = route
-        .and_then(|r| r.rules.request.as_ref())
-        .filter(|r| !r.is_empty());
+    let Matched {
+        route,
+        response: response_rules,
+        request: request_rules,
+        ..
+    } = matched;
     let keyring = runtime.settings.keys.ring.as_deref();
     let limit = runtime.settings.limits.max_body_bytes;
     // Only HTTP/1.1 can upgrade; HTTP/2 forbids the Upgrade header (RFC 9113 §8.2.2). Routes
-    // with field rules never upgrade: a tunnel would carry their fields unexamined.
+    // with field rules of their own never upgrade: a tunnel would carry their fields
+    // unexamined. The field policy alone does not stop a WebSocket (its messages are not
+    // HTTP bodies; SECURITY.md says so); an app that answers the upgrade with a body instead
+    // still has that body transformed.
     let upgrade = req.version() == Version::HTTP_11
         && hop::wants_upgrade(req.headers())
-        && request_rules.is_none()
-        && response_rules.is_none();
+        && request_rules.is_none_or(|r| !r.has_own())
+        && response_rules.is_none_or(|r| !r.has_own());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
     let (mut parts, body) = req.into_parts();
@@ -366,6 +414,8 @@ async fn forward(
     if transforms_response {
         boundary::strip_request(&mut parts.headers);
     }
+    // The guard reads every JSON answer but an envelope's (sealed whole).
+    let guard = runtime.settings.guard.as_ref().filter(|_| !envelope_route);
     let mut session = None;
     let body = if upgrade {
         empty()
@@ -399,7 +449,7 @@ async fn forward(
     } else {
         CountedBody::new(body, bytes_in).boxed_unsync()
     };
-    if transforms_response {
+    if transforms_response || guard.is_some() {
         // Ask for a body the proxy can read without decoding; gzip, deflate and br are still
         // decoded if sent, anything else is refused below (fail closed).
         parts.headers.insert(
@@ -432,12 +482,17 @@ async fn forward(
         let deadline = runtime.settings.timeouts.upstream_response;
         return envelope::seal_response(resp, &method, session, limit, deadline, ops).await;
     }
-    match response_rules {
-        Some(rules) if !fields::response_has_no_body(&method, resp.status()) => {
-            let deadline = runtime.settings.timeouts.upstream_response;
-            let request_id = request_id.to_str().unwrap_or_default();
-            fields::rewrite_response(resp, rules, keyring, limit, deadline, ops, request_id).await
-        }
-        _ => Ok(resp),
+    let stage = fields::ResponseStage {
+        rules: response_rules,
+        guard,
+        keyring,
+        limit,
+        deadline: runtime.settings.timeouts.upstream_response,
+        request_id: request_id.to_str().unwrap_or_default(),
+    };
+    if stage.applies() && !fields::response_has_no_body(&method, resp.status()) {
+        fields::rewrite_response(resp, &stage, ops, findings).await
+    } else {
+        Ok(resp)
     }
 }

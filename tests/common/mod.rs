@@ -682,7 +682,10 @@ async fn upstream_respond(
             "id": 7, "name": "Ada", "ssn": "123-45-6789", "age": 36,
             "cards": [{"number": "4111111111110366"}], "phone": "+44 20 7946 0958"
         })),
+        // JSON labelled as text: it counts as JSON (contract §8) and is sealed.
         "/text" => with_type(r#"{"ssn": "123-45-6789"}"#, "text/plain"),
+        // Text that is not JSON.
+        "/prose" => with_type("ssn: 123-45-6789", "text/plain"),
         "/badjson" => with_type(r#"{"ssn": "123-45-6789""#, "application/json"),
         // An app that compresses although the proxy asked for `identity`.
         "/gzip" => encoded(&gzip(br#"{"ssn": "123-45-6789"}"#), "gzip"),

@@ -1,0 +1,457 @@
+//! The guard (contract §9): the safety net for the field nobody declared. Built-in detectors
+//! look for sensitive data in JSON response bodies after every transform, on every route;
+//! `observe` counts and logs where (route, JSON path, detector — never the value), `block`
+//! withholds the response.
+//!
+//! Adding a detector is one [`Detector`] variant, its name in [`Detector::ALL`], and one arm
+//! in [`Detector::finds_in`] (and [`Detector::finds_in_number`] if numbers can carry it).
+//!
+//! Cost: a body is first checked for anything any enabled detector could match, on its raw
+//! bytes ([`Guard::may_detect`]: an `@`, a digit-dash shape, a run of digits). Most bodies
+//! stop there. Only a body that passes is parsed and walked for the paths of its detections.
+//! JSON escapes could spell a match the raw bytes do not show, so a body with a `\u` escape is
+//! always walked.
+
+use serde_json::Value;
+
+use crate::crypto::token::looks_like_token;
+use crate::transform::path::{self, Step};
+
+/// A built-in detector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Detector {
+    /// US Social Security numbers written `ddd-dd-dddd`.
+    Ssn,
+    /// Payment card numbers: 13–19 digits (single spaces or dashes between groups allowed)
+    /// that pass the Luhn check; in strings and as JSON numbers.
+    Card,
+    /// Email addresses (`local@domain.tld`).
+    Email,
+}
+
+/// Deepest nesting the walk follows (serde_json refuses deeper documents anyway).
+const MAX_DEPTH: usize = 128;
+
+/// Card numbers have 13 to 19 digits (ISO/IEC 7812).
+const CARD_DIGITS: std::ops::RangeInclusive<usize> = 13..=19;
+
+impl Detector {
+    /// Every detector, by its configuration name.
+    pub const ALL: [(&'static str, Detector); 3] = [
+        ("ssn", Detector::Ssn),
+        ("card", Detector::Card),
+        ("email", Detector::Email),
+    ];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, d)| *d)
+    }
+
+    /// The name in configuration, metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Detector::Ssn => "ssn",
+            Detector::Card => "card",
+            Detector::Email => "email",
+        }
+    }
+
+    /// Whether `text` contains a match anywhere (free text included).
+    pub fn finds_in(self, text: &str) -> bool {
+        let bytes = text.as_bytes();
+        match self {
+            Detector::Ssn => has_ssn(bytes),
+            Detector::Card => has_card(bytes),
+            Detector::Email => has_email(bytes),
+        }
+    }
+
+    /// Whether a JSON number is a match (only cards are written as numbers).
+    pub fn finds_in_number(self, n: &serde_json::Number) -> bool {
+        match self {
+            Detector::Card => n
+                .as_u64()
+                .is_some_and(|v| has_card(v.to_string().as_bytes())),
+            Detector::Ssn | Detector::Email => false,
+        }
+    }
+
+    /// A cheap check over a body's raw bytes: `false` means this detector cannot match any
+    /// string or number in it (escapes aside, which the caller handles).
+    fn may_match_raw(self, raw: &[u8]) -> bool {
+        match self {
+            Detector::Ssn => has_ssn(raw),
+            Detector::Card => has_card(raw),
+            Detector::Email => raw.contains(&b'@'),
+        }
+    }
+}
+
+/// What the guard does with a detection.
+pub use crate::config::raw::GuardMode as Mode;
+
+/// The compiled `guard` section.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    pub detectors: Vec<Detector>,
+    pub mode: Mode,
+}
+
+/// One detection: where, and by which detector. Never the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detection {
+    /// RFC 9535 Normalized Path of the string or number.
+    pub path: String,
+    pub detector: Detector,
+}
+
+/// What the guard found in one body.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Findings {
+    /// The first [`MAX_REPORTED`] detections, in document order.
+    pub detections: Vec<Detection>,
+    /// Detections per detector, all of them.
+    pub counts: Vec<(Detector, u64)>,
+    /// Set when a body was too large to inspect and went out uninspected (`observe` only).
+    pub unscanned: bool,
+}
+
+impl Findings {
+    pub fn total(&self) -> u64 {
+        self.counts.iter().map(|(_, n)| n).sum()
+    }
+
+    fn record(&mut self, steps: &[Step], detector: Detector) {
+        match self.counts.iter_mut().find(|(d, _)| *d == detector) {
+            Some((_, n)) => *n += 1,
+            None => self.counts.push((detector, 1)),
+        }
+        if self.detections.len() < MAX_REPORTED {
+            self.detections.push(Detection {
+                path: path::locate(steps).path,
+                detector,
+            });
+        }
+    }
+}
+
+/// The most detections reported for one body: enough to find the fields, bounded so a huge
+/// list of emails does not make a huge log line.
+pub const MAX_REPORTED: usize = 32;
+
+impl Guard {
+    /// Whether the raw body could hold anything a detector matches.
+    pub fn may_detect(&self, raw: &[u8]) -> bool {
+        contains_escape(raw) || self.detectors.iter().any(|d| d.may_match_raw(raw))
+    }
+
+    /// Every detection in `doc`: the first [`MAX_REPORTED`] in document order, and counts.
+    pub fn scan(&self, doc: &Value) -> Findings {
+        let mut findings = Findings::default();
+        let mut steps = Vec::new();
+        self.walk(doc, &mut steps, &mut findings);
+        findings
+    }
+
+    /// Scans a JSON body's bytes. A body labelled JSON that does not parse (a slice, a
+    /// truncated answer) is searched as text, and what is found is reported at `$`: the guard
+    /// cannot be walked around by breaking the JSON.
+    pub fn scan_bytes(&self, raw: &[u8]) -> Findings {
+        if !self.may_detect(raw) {
+            return Findings::default();
+        }
+        match serde_json::from_slice::<Value>(raw) {
+            Ok(doc) => self.scan(&doc),
+            Err(_) => {
+                let text = String::from_utf8_lossy(raw);
+                let mut findings = Findings::default();
+                for d in self.detectors.iter().filter(|d| d.finds_in(&text)) {
+                    findings.record(&[], *d);
+                }
+                findings
+            }
+        }
+    }
+
+    fn walk(&self, value: &Value, steps: &mut Vec<Step>, findings: &mut Findings) {
+        match value {
+            Value::String(s) => {
+                if is_exempt(s) {
+                    return;
+                }
+                for d in &self.detectors {
+                    if d.finds_in(s) {
+                        findings.record(steps, *d);
+                    }
+                }
+            }
+            Value::Number(n) => {
+                for d in &self.detectors {
+                    if d.finds_in_number(n) {
+                        findings.record(steps, *d);
+                    }
+                }
+            }
+            Value::Array(items) if steps.len() < MAX_DEPTH => {
+                for (i, item) in items.iter().enumerate() {
+                    steps.push(Step::Index(i));
+                    self.walk(item, steps, findings);
+                    steps.pop();
+                }
+            }
+            Value::Object(members) if steps.len() < MAX_DEPTH => {
+                for (name, item) in members {
+                    steps.push(Step::Key(name.clone()));
+                    self.walk(item, steps, findings);
+                    steps.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Tokens (`fs1`, JWE compact) and masks (`****6789`) are what protection looks like, not
+/// leaks.
+fn is_exempt(s: &str) -> bool {
+    looks_like_token(s) || s.starts_with('*') || looks_like_jwe(s)
+}
+
+/// Five base64url parts separated by dots (RFC 7516 compact serialization).
+fn looks_like_jwe(s: &str) -> bool {
+    s.split('.').count() == 5
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn contains_escape(raw: &[u8]) -> bool {
+    raw.windows(2).any(|w| w == b"\\u")
+}
+
+/// `ddd-dd-dddd` with no digit right before or after it.
+fn has_ssn(b: &[u8]) -> bool {
+    const SHAPE: &[u8; 11] = b"ddd-dd-dddd";
+    if b.len() < SHAPE.len() {
+        return false;
+    }
+    (0..=b.len() - SHAPE.len()).any(|i| {
+        let window = &b[i..i + SHAPE.len()];
+        window.iter().zip(SHAPE).all(|(c, s)| match s {
+            b'd' => c.is_ascii_digit(),
+            _ => c == s,
+        }) && (i == 0 || !b[i - 1].is_ascii_digit())
+            && b.get(i + SHAPE.len()).is_none_or(|c| !c.is_ascii_digit())
+    })
+}
+
+/// A run of 13–19 digits (single spaces or dashes between digits allowed) that passes the
+/// Luhn check. A longer run is not a card number (an id, a timestamp in ns), but any 13–19
+/// digit stretch of a run split only by separators is tried, so `4111 1111 1111 1111` and
+/// `4111-1111-1111-1111` are found.
+fn has_card(b: &[u8]) -> bool {
+    let mut i = 0;
+    while i < b.len() {
+        if !b[i].is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        // One run: digits, with single separators between digits.
+        let mut digits: Vec<u8> = Vec::new();
+        let mut j = i;
+        while j < b.len() {
+            if b[j].is_ascii_digit() {
+                digits.push(b[j] - b'0');
+                j += 1;
+            } else if matches!(b[j], b' ' | b'-') && b.get(j + 1).is_some_and(u8::is_ascii_digit) {
+                j += 1;
+            } else {
+                break;
+            }
+        }
+        if CARD_DIGITS.contains(&digits.len()) && luhn(&digits) {
+            return true;
+        }
+        i = j.max(i + 1);
+    }
+    false
+}
+
+fn luhn(digits: &[u8]) -> bool {
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| {
+            let d = u32::from(d);
+            if i % 2 == 1 {
+                let x = d * 2;
+                if x > 9 {
+                    x - 9
+                } else {
+                    x
+                }
+            } else {
+                d
+            }
+        })
+        .sum();
+    sum % 10 == 0
+}
+
+/// `local@domain.tld`: a local part of letters, digits and `.!#$%&'*+/=?^_`{|}~-`, an `@`,
+/// then dot-separated labels of letters, digits and `-`, the last one at least two letters.
+fn has_email(b: &[u8]) -> bool {
+    let local = |c: u8| c.is_ascii_alphanumeric() || b".!#$%&'*+/=?^_`{|}~-".contains(&c);
+    let label = |c: u8| c.is_ascii_alphanumeric() || c == b'-';
+    for (at, _) in b.iter().enumerate().filter(|(_, c)| **c == b'@') {
+        if at == 0 || !local(b[at - 1]) {
+            continue;
+        }
+        // The domain: labels separated by single dots.
+        let mut end = at + 1;
+        let mut labels = 0;
+        let mut last_start = end;
+        loop {
+            let start = end;
+            while end < b.len() && label(b[end]) {
+                end += 1;
+            }
+            if end == start {
+                break;
+            }
+            labels += 1;
+            last_start = start;
+            if end + 1 < b.len() && b[end] == b'.' && label(b[end + 1]) {
+                end += 1;
+            } else {
+                break;
+            }
+        }
+        let tld = &b[last_start..end];
+        if labels >= 2 && tld.len() >= 2 && tld.iter().all(u8::is_ascii_alphabetic) {
+            return true;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn guard() -> Guard {
+        Guard {
+            detectors: Detector::ALL.iter().map(|(_, d)| *d).collect(),
+            mode: Mode::Observe,
+        }
+    }
+
+    #[test]
+    fn ssn_shapes() {
+        for (text, hit) in [
+            ("123-45-6789", true),
+            ("SSN on file: 123-45-6789.", true),
+            ("1123-45-6789", false),
+            ("123-45-67890", false),
+            ("123-456-789", false),
+            ("123456789", false),
+            ("12-345-6789", false),
+        ] {
+            assert_eq!(Detector::Ssn.finds_in(text), hit, "{text}");
+        }
+    }
+
+    #[test]
+    fn card_numbers_must_pass_luhn() {
+        for (text, hit) in [
+            ("4111111111111111", true),
+            ("4111 1111 1111 1111", true),
+            ("4111-1111-1111-1111", true),
+            ("card 5500005555555559 on file", true),
+            ("378282246310005", true),       // 15-digit Amex
+            ("4111111111111112", false),     // Luhn fails
+            ("411111111111", false),         // 12 digits
+            ("41111111111111111111", false), // 20 digits
+            ("4111  1111 1111 1111", false), // double space splits the run
+        ] {
+            assert_eq!(Detector::Card.finds_in(text), hit, "{text}");
+        }
+        let n: serde_json::Number = serde_json::from_str("4111111111111111").unwrap();
+        assert!(Detector::Card.finds_in_number(&n));
+        let n: serde_json::Number = serde_json::from_str("4111111111111112").unwrap();
+        assert!(!Detector::Card.finds_in_number(&n));
+    }
+
+    #[test]
+    fn email_shapes() {
+        for (text, hit) in [
+            ("alice@example.com", true),
+            ("write to bob.smith+tag@mail.example.co.uk today", true),
+            ("@example.com", false),
+            ("alice@", false),
+            ("alice@localhost", false),
+            ("alice@example.c", false),
+            ("a@b.c0", false),
+            ("user@[10.0.0.1]", false),
+        ] {
+            assert_eq!(Detector::Email.finds_in(text), hit, "{text}");
+        }
+    }
+
+    #[test]
+    fn scan_reports_paths_not_values_and_skips_tokens_and_masks() {
+        let doc = json!({
+            "users": [
+                {"email": "alice@example.com", "ssn": "fs1.k1.AAAA", "note": "call 123-45-6789"},
+                {"card": 4111111111111111u64, "masked": "************1111", "id": 7}
+            ],
+            "jwe": "eyJhbGciOi.aa.bb.cc.dd"
+        });
+        let findings = guard().scan(&doc);
+        assert_eq!(findings.total(), 3);
+        let got: Vec<(String, &str)> = findings
+            .detections
+            .iter()
+            .map(|d| (d.path.clone(), d.detector.name()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("$['users'][0]['email']".to_string(), "email"),
+                ("$['users'][0]['note']".to_string(), "ssn"),
+                ("$['users'][1]['card']".to_string(), "card"),
+            ]
+        );
+    }
+
+    #[test]
+    fn raw_prefilter_is_conservative() {
+        let g = guard();
+        assert!(!g.may_detect(br#"{"a":"hello","n":12}"#));
+        assert!(g.may_detect(br#"{"a":"x@y.io"}"#));
+        // An escaped `@` or dash is only visible after decoding: always walked.
+        assert!(g.may_detect(br#"{"a":"alice\u0040example.com"}"#));
+        let found = g
+            .scan_bytes(br#"{"a":"alice\u0040example.com"}"#)
+            .detections;
+        assert_eq!(found.len(), 1);
+        // Not JSON (a slice of a body): searched as text, reported at the root.
+        let found = g.scan_bytes(b"\"123-45-6789\", \"na").detections;
+        assert_eq!(
+            found,
+            vec![Detection {
+                path: "$".into(),
+                detector: Detector::Ssn
+            }]
+        );
+    }
+
+    #[test]
+    fn reports_are_bounded() {
+        let doc = Value::Array(vec![json!("x@example.com"); MAX_REPORTED + 10]);
+        let findings = guard().scan(&doc);
+        assert_eq!(findings.detections.len(), MAX_REPORTED);
+        assert_eq!(findings.total(), MAX_REPORTED as u64 + 10);
+    }
+}
