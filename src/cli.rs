@@ -180,9 +180,52 @@ pub fn describe(s: &Settings) -> String {
             let _ = writeln!(out, "  seed-compatible public key at {p}");
         }
     }
+    if !s.fields.is_empty() {
+        let _ = writeln!(
+            out,
+            "fields (every JSON body of every route without `fields: false`; a route's own rules win on the nodes they select):"
+        );
+        for (i, rule) in s.fields.response.iter().enumerate() {
+            let detail = match (rule.op, &rule.selector.context) {
+                (crate::config::settings::Operation::Mask { keep_last }, _) => {
+                    format!(" (keep_last {keep_last})")
+                }
+                (crate::config::settings::Operation::Seal, Some(c)) => {
+                    format!(" (context {c}; also opened in requests)")
+                }
+                (crate::config::settings::Operation::Seal, None) => {
+                    " (also opened in requests)".to_string()
+                }
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "  fields.{i} {} {}{detail}",
+                rule.op.name(),
+                rule.selector.source
+            );
+        }
+    }
+    if let Some(g) = &s.guard {
+        let names: Vec<&str> = g.detectors.iter().map(|d| d.name()).collect();
+        let _ = writeln!(
+            out,
+            "guard: {} on every JSON answer, mode {}",
+            names.join(", "),
+            match g.mode {
+                crate::guard::Mode::Observe => "observe (count and log)",
+                crate::guard::Mode::Block => "block (502 sensitive_data_detected)",
+            }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "selectors that never match live traffic stay at 0 in fieldseal_selector_matches_total{{route,selector}}"
+    );
     let _ = writeln!(out, "routes ({}, first match wins):", s.routes.len());
     for (i, r) in s.routes.iter().enumerate() {
-        let _ = writeln!(out, "  {}. {} {} {}", i + 1, r.name, r.methods, r.path);
+        // Numbered as in error messages and config keys (`routes.0`).
+        let _ = writeln!(out, "  routes.{i} {} {} {}", r.name, r.methods, r.path);
         let rules = r.rules.describe();
         if rules.is_empty() {
             let _ = writeln!(out, "       pass-through (bodies stream untouched)");
@@ -193,7 +236,11 @@ pub fn describe(s: &Settings) -> String {
         let names: Vec<&str> = r.headers.names().collect();
         let _ = writeln!(out, "       headers: {}", names.join(", "));
     }
-    let _ = writeln!(out, "  *. unmatched requests: pass-through");
+    if s.fields.is_empty() {
+        let _ = writeln!(out, "  unmatched requests: pass-through");
+    } else {
+        let _ = writeln!(out, "  unmatched requests: the field policy alone");
+    }
     out
 }
 

@@ -1331,4 +1331,129 @@ mod tests {
             );
         }
     }
+
+    fn policy(entries: &[(&str, Operation)]) -> Vec<crate::config::settings::ResponseRule> {
+        entries
+            .iter()
+            .map(|(path, op)| crate::config::settings::ResponseRule {
+                selector: sel(path),
+                op: *op,
+                source: crate::config::settings::RuleSource::Policy,
+            })
+            .collect()
+    }
+
+    /// Contract §8: the policy applies everywhere, but a node a route rule selects is handled
+    /// by the route rule alone — on both engines.
+    #[test]
+    fn route_rules_win_over_the_field_policy_on_the_nodes_they_select() {
+        let ring = test_keyring();
+        let own = ResponseRules::new(
+            vec![],
+            vec![],
+            vec![MaskRule {
+                selector: sel("$.user.email"),
+                keep_last: 4,
+            }],
+            OnNonJson::Fail,
+        );
+        let table = policy(&[
+            ("$..email", Operation::Seal),
+            ("$..notes", Operation::Redact),
+        ]);
+        let merged = ResponseRules::with_policy(Some(&own), &table);
+        // The route's own on_non_json stays; the policy alone passes non-JSON bodies.
+        assert_eq!(merged.on_non_json, OnNonJson::Fail);
+        assert_eq!(
+            ResponseRules::with_policy(None, &table).on_non_json,
+            OnNonJson::Pass
+        );
+        assert!(
+            merged.plan().is_some(),
+            "descendant names stay on the splice engine"
+        );
+        let doc = json!({
+            "user": {"email": "ada@example.com", "notes": "vip"},
+            "author": {"email": "bob@example.com"},
+            "comments": [{"by": {"email": "cy@example.com"}}]
+        });
+        for rules in [merged.clone(), merged.without_plan()] {
+            let mut ops = Vec::new();
+            let out =
+                rewrite_response_body(doc.to_string().as_bytes(), &rules, Some(&ring), &mut ops)
+                    .unwrap()
+                    .unwrap();
+            let out: Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(
+                out["user"]["email"],
+                json!("***********.com"),
+                "the route's mask, alone"
+            );
+            for (at, plain) in [
+                (&out["author"]["email"], "bob@example.com"),
+                (&out["comments"][0]["by"]["email"], "cy@example.com"),
+            ] {
+                assert_eq!(
+                    token::open(&ring, "email", at.as_str().unwrap()).unwrap(),
+                    json!(plain)
+                );
+            }
+            assert_eq!(out["user"]["notes"], Value::Null);
+            let mut actions: Vec<(&str, &str)> = ops
+                .iter()
+                .map(|o| (o.path.as_str(), o.action.as_str()))
+                .collect();
+            actions.sort();
+            assert_eq!(
+                actions,
+                vec![
+                    ("$['author']['email']", "sealed"),
+                    ("$['comments'][0]['by']['email']", "sealed"),
+                    ("$['user']['email']", "masked"),
+                    ("$['user']['notes']", "redacted"),
+                ]
+            );
+            // Each op names the selector that picked it (for the match counter).
+            let masked = ops.iter().find(|o| o.action == Action::Masked).unwrap();
+            assert_eq!(masked.selector.as_deref(), Some("$.user.email"));
+        }
+    }
+
+    /// The policy's `encrypt` selectors open tokens in requests, after the route's own; the
+    /// route's `require_encrypted` covers them.
+    #[test]
+    fn policy_selectors_open_tokens_in_requests() {
+        let ring = test_keyring();
+        let sealed = token::seal(ring.primary(), "email", &json!("ada@example.com")).unwrap();
+        let body = json!({"profile": {"email": sealed}, "ssn": "plain"}).to_string();
+        let policy = [sel("$..email")];
+        let alone = RequestRules::with_policy(None, &policy);
+        assert!(!alone.has_own());
+        let strict = RequestRules::with_policy(
+            Some(&RequestRules::new(vec![sel("$.ssn")], true, None)),
+            &policy,
+        );
+        assert!(strict.has_own());
+        for rules in [alone.clone(), alone.without_plan()] {
+            let mut ops = Vec::new();
+            let out = rewrite_request_body(body.as_bytes(), &rules, &Openers::fs1(&ring), &mut ops)
+                .unwrap()
+                .unwrap();
+            let out: Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(out["profile"]["email"], json!("ada@example.com"));
+            assert_eq!(ops.len(), 1);
+        }
+        for rules in [strict.clone(), strict.without_plan()] {
+            let err = rewrite_request_body(
+                body.as_bytes(),
+                &rules,
+                &Openers::fs1(&ring),
+                &mut Vec::new(),
+            );
+            assert!(
+                matches!(&err, Err(BodyFailure::Field(f)) if f.reason == "plaintext_not_allowed" && f.path == "$['ssn']"),
+                "{err:?}"
+            );
+        }
+    }
 }

@@ -93,11 +93,12 @@ fn check_prints_the_compiled_routes() {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let (code, stdout, _) = run_cli(&["check", "--config", path.to_str().unwrap()], &env);
     assert_eq!(code, 0);
+    // Numbered as errors and config keys are (`routes.0`): one numbering.
     assert!(
-        stdout.contains("1. users GET,PUT /api/users/{id}"),
+        stdout.contains("routes.0 users GET,PUT /api/users/{id}"),
         "{stdout}"
     );
-    assert!(stdout.contains("2. docs GET /docs/**"), "{stdout}");
+    assert!(stdout.contains("routes.1 docs GET /docs/**"), "{stdout}");
     assert!(stdout.contains("pass-through"), "{stdout}");
     assert!(
         stdout.contains("-> upstream http://127.0.0.1:8000"),
@@ -144,6 +145,16 @@ routes:
   - name: g
     match: {{ path: "/api/users?id=1" }}
 trusted_proxies: ["10.0.0.0/8", "not-a-network", "::1"]
+fields:
+  - {{ select: "$..ssn", action: encrypt }}
+  - {{ select: "$..phone", action: mask }}
+  - {{ select: "$..notes", action: redact, context: x }}
+  - {{ select: "$.items.*", action: encrypt }}
+  - {{ select: "$..email", action: hash }}
+  - {{ select: "$..ok", action: encrypt, context: ok }}
+guard:
+  detect: [ssn, iban]
+  mode: shout
 "#,
         missing = pki.path("missing-cert.pem").display(),
         key = pki.key().display()
@@ -177,6 +188,13 @@ trusted_proxies: ["10.0.0.0/8", "not-a-network", "::1"]
         ),
         // ...and a query string in a path (which could never match) is an error.
         ("routes.6.match.path", "query strings"),
+        // The field policy and the guard, in the same round (contract §8, §9).
+        ("fields.0", "keys.keyring"),
+        ("fields.1.keep_last", "`mask` needs `keep_last`"),
+        ("fields.2.context", "applies to `encrypt` only"),
+        ("fields.3.select", "chosen by the client"),
+        ("fields.4.action", "expected one of: encrypt, redact, mask"),
+        ("guard.mode", "expected one of: observe, block"),
     ];
     for (key, what) in expect {
         let line = stderr
@@ -188,6 +206,7 @@ trusted_proxies: ["10.0.0.0/8", "not-a-network", "::1"]
     // An explicit context makes a wildcard selector acceptable; valid networks pass.
     for fine in [
         "routes.3.request.decrypt.1:",
+        "fields.5.select",
         "trusted_proxies.0",
         "trusted_proxies.2",
     ] {
