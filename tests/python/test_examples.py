@@ -159,8 +159,11 @@ def test_get_seals_exactly_what_the_app_holds(example):
         assert TOKEN.match(sealed["number"]) and plain["number"] not in r.text
         assert py_open(example.secret, "card", sealed["number"]) == plain["number"]
         assert {**sealed, "number": None} == {**plain, "number": None}
-    for field in ("id", "name", "email", "phone"):
+    for field in ("id", "name", "phone"):
         assert doc[field] == direct[field]
+    # The field policy: `email` is sealed on every route without a rule for it.
+    assert TOKEN.match(doc["email"]) and direct["email"] not in r.text
+    assert py_open(example.secret, "email", doc["email"]) == direct["email"]
     # A token is bound to its field: the SSN token does not open as a password.
     with pytest.raises(Exception):
         py_open(example.secret, "password", doc["ssn"])
@@ -180,7 +183,8 @@ def test_list_masks_phone_and_cards_and_drops_passwords(example):
             n = plain_card["number"]
             assert card["number"] == "*" * (len(n) - 4) + n[-4:]
         assert py_open(example.secret, "ssn", got["ssn"]) == plain["ssn"]
-        assert got["email"] == plain["email"] and got["name"] == plain["name"]
+        assert py_open(example.secret, "email", got["email"]) == plain["email"]
+        assert got["name"] == plain["name"]
         for secret in (plain["ssn"], plain["password"], plain["phone"]):
             assert secret not in r.text
 
@@ -280,9 +284,11 @@ def test_check_accepts_the_example_config(example, fieldseal_bin):
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "is valid" in out.stdout
-    for route in ("1. user GET,PUT /api/users/{id}", "2. signup POST /api/users", "3. user-list GET /api/users"):
+    for route in ("routes.0 user GET,PUT /api/users/{id}", "routes.1 signup POST /api/users",
+                  "routes.2 user-list GET /api/users"):
         assert route in out.stdout, out.stdout
     assert "request.require_encrypted: true" in out.stdout
+    assert "fields.0 encrypt $..email" in out.stdout and "guard: ssn, card, email" in out.stdout
     # And as the README says, from the example directory with its relative paths.
     out = subprocess.run([str(fieldseal_bin), "check", "--config", "fieldseal.yaml"], cwd=example.dir,
                          env={k: v for k, v in os.environ.items() if not k.startswith("FIELDSEAL")},
