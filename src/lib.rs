@@ -18,6 +18,7 @@ pub mod crypto;
 pub mod demo;
 pub mod explain;
 pub mod field_rules;
+pub mod init;
 pub mod key_usage;
 pub mod keys_cli;
 pub mod limits;
