@@ -390,6 +390,16 @@ fn summary(plan: &Plan, dir: &Path) -> String {
     out
 }
 
+/// The lines of a folded (`>-`) YAML scalar holding a policy, one directive a line: YAML joins
+/// them with single spaces, which gives back `policy` exactly.
+fn folded(policy: &str) -> String {
+    policy
+        .split("; ")
+        .map(|d| format!("        {d}"))
+        .collect::<Vec<_>>()
+        .join(";\n")
+}
+
 /// A YAML double-quoted scalar (JSON string syntax is a subset of it).
 fn quoted(s: &str) -> String {
     serde_json::to_string(s).expect("a string serialises")
@@ -679,20 +689,23 @@ routes: []
   - name: docs
     match: {{ path: "/docs", methods: [GET, HEAD] }}
     headers:
-      content-security-policy: {swagger}
+      content-security-policy: >-
+{swagger}
   - name: docs-oauth2-redirect
     match: {{ path: "/docs/oauth2-redirect", methods: [GET, HEAD] }}
     headers:
-      content-security-policy: {redirect}
+      content-security-policy: >-
+{redirect}
   - name: redoc
     match: {{ path: "/redoc", methods: [GET, HEAD] }}
     headers:
-      content-security-policy: {redoc}
+      content-security-policy: >-
+{redoc}
 "#,
         openapi_path = quoted(&openapi.path),
-        swagger = quoted(SWAGGER_UI_CSP),
-        redirect = quoted(OAUTH2_REDIRECT_CSP),
-        redoc = quoted(REDOC_CSP),
+        swagger = folded(SWAGGER_UI_CSP),
+        redirect = folded(OAUTH2_REDIRECT_CSP),
+        redoc = folded(REDOC_CSP),
     );
 }
 

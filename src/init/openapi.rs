@@ -338,7 +338,8 @@ impl Walker {
                 self.schema(sub, owner);
             }
         }
-        for key in ["items", "additionalProperties", "not"] {
+        // Not `not`: its properties are what a value must not look like.
+        for key in ["items", "additionalProperties"] {
             match obj.get(key) {
                 // `items` as a list: the tuple form of older drafts.
                 Some(Value::Array(list)) => list.iter().for_each(|s| self.schema(s, owner)),
