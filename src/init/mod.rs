@@ -49,7 +49,7 @@ pub struct InitArgs {
     #[arg(long, value_name = "FILE|URL")]
     pub openapi: Option<String>,
     /// Directory to write into (created if missing). Existing files are never overwritten.
-    #[arg(long, default_value = ".")]
+    #[arg(long, value_name = "DIR", default_value = ".")]
     pub out: PathBuf,
 }
 
