@@ -332,8 +332,13 @@ fn summary(plan: &Plan, dir: &Path) -> String {
     let mut out = String::new();
     let proposed = match &plan.openapi {
         Some(o) => format!(
-            "{} fields proposed from {}",
+            "{} field{} proposed from {}",
             o.analysis.findings.len(),
+            if o.analysis.findings.len() == 1 {
+                ""
+            } else {
+                "s"
+            },
             o.source
         ),
         None => "no fields yet: add them, or run init with --openapi".to_string(),
