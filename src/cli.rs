@@ -87,6 +87,9 @@ pub enum Command {
         context: String,
         token: String,
     },
+    /// Write a starting point for your app: fieldseal.yaml (fields proposed from its OpenAPI
+    /// document), keyring.json and a development certificate. Never overwrites a file.
+    Init(crate::init::InitArgs),
     /// Zero-setup demo: self-signed certificate, a demo JSON app, and the proxy in front of it.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8443")]
@@ -102,6 +105,7 @@ pub fn main() -> ExitCode {
         Command::Keys { command } => crate::keys_cli::keys(command),
         Command::Rewrap(args) => crate::rewrap::run(args),
         Command::Explain(args) => crate::explain::run(args),
+        Command::Init(args) => crate::init::run(args),
         Command::Audit { command } => crate::audit::cli(command),
         Command::Rsa { command } => crate::client_keys_cli::rsa(command),
         Command::Hpke { command } => crate::client_keys_cli::hpke(command),

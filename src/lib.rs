@@ -19,6 +19,7 @@ pub mod demo;
 pub mod explain;
 pub mod field_rules;
 pub mod guard;
+pub mod init;
 pub mod key_usage;
 pub mod keys_cli;
 pub mod limits;
