@@ -57,29 +57,6 @@ fn yaml(dir: &Path) -> Value {
         .unwrap()
 }
 
-/// The configuration without the keys the config loader does not know yet (top-level
-/// `fields` and `guard`, per-route `fields: false`), so the rest can be checked today.
-fn without_new_keys(config: &str) -> String {
-    let mut out = String::new();
-    let mut skipping = false;
-    for line in config.lines() {
-        if line.starts_with("fields:") || line.starts_with("guard:") {
-            skipping = true;
-            continue;
-        }
-        if skipping && (line.starts_with(' ') || line.starts_with('#')) {
-            continue;
-        }
-        skipping = false;
-        if line.trim() == "fields: false" {
-            continue;
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    out
-}
-
 #[test]
 fn init_writes_a_runnable_starting_point() {
     let tmp = tempfile::tempdir().unwrap();
@@ -158,17 +135,11 @@ fn init_writes_a_runnable_starting_point() {
     }
     assert!(stdout.contains("development only"), "{stdout}");
 
-    // Everything the loader knows today compiles, from another working directory: the file
-    // paths are relative to the config file.
-    let stripped = out.join("today.yaml");
-    std::fs::write(
-        &stripped,
-        without_new_keys(&std::fs::read_to_string(out.join("fieldseal.yaml")).unwrap()),
-    )
-    .unwrap();
+    // It compiles from another working directory: the file paths are relative to the config
+    // file.
     let check = std::process::Command::new(bin())
         .args(["check", "--config"])
-        .arg(&stripped)
+        .arg(out.join("fieldseal.yaml"))
         .current_dir(tmp.path())
         .output()
         .unwrap();
@@ -179,10 +150,8 @@ fn init_writes_a_runnable_starting_point() {
     );
 }
 
-/// `fieldseal check` passes on what `init` writes (contract §9). Needs the top-level
-/// `fields` / `guard` keys and per-route `fields: false` in the config loader.
+/// `fieldseal check` passes on what `init` writes (contract §9).
 #[test]
-#[ignore = "needs the fields/guard config keys"]
 fn check_passes_on_what_init_writes() {
     let tmp = tempfile::tempdir().unwrap();
     for (dir, extra) in [
@@ -337,13 +306,8 @@ fn init_proposes_fields_from_a_fastapi_openapi_file() {
     assert_eq!(mode(&out.join("keyring.json")), 0o600);
     assert_eq!(mode(&out.join("tls.key")), 0o600);
 
-    let stripped = out.join("today.yaml");
-    std::fs::write(
-        &stripped,
-        without_new_keys(&std::fs::read_to_string(out.join("fieldseal.yaml")).unwrap()),
-    )
-    .unwrap();
-    let (code, stdout, stderr) = run_cli(&["check", "--config", stripped.to_str().unwrap()], &[]);
+    let config = out.join("fieldseal.yaml");
+    let (code, stdout, stderr) = run_cli(&["check", "--config", config.to_str().unwrap()], &[]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("docs GET,HEAD /docs"), "{stdout}");
 }

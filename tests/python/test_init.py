@@ -24,7 +24,6 @@ FILES = ("fieldseal.yaml", "keyring.json", "tls.crt", "tls.key")
 
 # Running the written configuration needs the top-level `fields` / `guard` keys and per-route
 # `fields: false` in the config loader.
-NEEDS_NEW_KEYS = pytest.mark.xfail(reason="needs the fields/guard config keys", strict=False)
 
 EXPECTED_FIELDS = [
     {"select": "$..password", "action": "redact"},
@@ -127,7 +126,6 @@ def test_init_never_overwrites(starter, init_app, fieldseal_bin, tmp_path):
 # The written configuration, served
 
 
-@NEEDS_NEW_KEYS
 def test_check_passes_on_what_init_wrote(starter, fieldseal_bin, tmp_path):
     # From another working directory: the file paths are relative to the configuration.
     r = subprocess.run([str(fieldseal_bin), "check", "--config", str(starter / "fieldseal.yaml")],
@@ -205,7 +203,6 @@ def py_open(starter: Path, context: str, token: str):
     return json.loads(AESGCM(secret).decrypt(raw[:12], raw[12:], f"fs1.{kid}.{context}".encode()))
 
 
-@NEEDS_NEW_KEYS
 def test_answers_are_sealed_by_the_proposed_fields(client, served, starter):
     r = client.get(served.url("/api/users/1"))
     assert r.status_code == 200, r.text
@@ -225,7 +222,6 @@ def test_answers_are_sealed_by_the_proposed_fields(client, served, starter):
     assert py_open(starter, "card_number", card["card_number"]) == "4111111111111111"
 
 
-@NEEDS_NEW_KEYS
 def test_a_validation_error_does_not_echo_an_opened_value(client, served, starter, fieldseal_bin):
     # A token the proxy opens for the app, whose plaintext the app then rejects (422): FastAPI
     # quotes the input in `detail[].input`, which the written policy redacts.
@@ -240,7 +236,6 @@ def test_a_validation_error_does_not_echo_an_opened_value(client, served, starte
     assert [d["input"] for d in r.json()["detail"]] == [None]
 
 
-@NEEDS_NEW_KEYS
 def test_the_openapi_document_passes_byte_identical(client, served, init_app):
     direct = httpx.get(f"http://127.0.0.1:{init_app}/openapi.json").content
     through = client.get(served.url("/openapi.json"))
@@ -301,7 +296,6 @@ def csp_allows(csp: str, directive: str, url: str | None, page: str) -> bool:
     return False
 
 
-@NEEDS_NEW_KEYS
 @pytest.mark.parametrize("path", ["/docs", "/redoc"])
 def test_the_docs_pages_are_served_with_a_policy_their_assets_pass(client, served, path):
     r = client.get(served.url(path))
