@@ -235,7 +235,7 @@ fn ssn_at_first_dash(b: &[u8], dash: usize) -> bool {
     let Some(start) = dash.checked_sub(3) else {
         return false;
     };
-    b.get(start..start + 11).is_some_and(|w| has_ssn(w))
+    b.get(start..start + 11).is_some_and(has_ssn)
         && (start == 0 || !b[start - 1].is_ascii_digit())
         && b.get(start + 11).is_none_or(|c| !c.is_ascii_digit())
 }
