@@ -144,11 +144,8 @@ pub fn explain(
         if path_matches {
             let _ = writeln!(
                 out,
-                "  route {} `{}` ({} {}) matches the path but not {method}",
-                i + 1,
-                r.name,
-                r.methods,
-                r.path
+                "  routes.{i} `{}` ({} {}) matches the path but not {method}",
+                r.name, r.methods, r.path
             );
         }
     }
@@ -163,8 +160,7 @@ pub fn explain(
             .unwrap_or_default();
         let _ = writeln!(
             out,
-            "  the answer gets the response rules of route {} `{}` ({} {}): they cover their path for every method",
-            index + 1,
+            "  the answer gets the response rules of routes.{index} `{}` ({} {}): they cover their path for every method",
             c.name,
             c.methods,
             c.path
@@ -206,11 +202,8 @@ pub fn explain(
         Some((index, route)) => {
             let _ = writeln!(
                 out,
-                "route {} `{}` ({} {}) matches (first match wins)",
-                index + 1,
-                route.name,
-                route.methods,
-                route.path
+                "routes.{index} `{}` ({} {}) matches (first match wins)",
+                route.name, route.methods, route.path
             );
             let rules = route.rules.describe();
             if rules.is_empty() && matched.cover.is_none() {
@@ -234,10 +227,13 @@ pub fn explain(
             }
         }
     }
-    if settings.guard.is_some() {
+    if let Some(g) = &settings.guard {
+        let names: Vec<&str> = g.detectors.iter().map(|d| d.name()).collect();
         let _ = writeln!(
             out,
-            "  guard: JSON answers are inspected after the rules (run `explain` with a sample to see detections)"
+            "  guard ({}): {} in every JSON answer, after the rules",
+            mode_name(g.mode),
+            names.join(", ")
         );
     }
 
@@ -272,6 +268,44 @@ pub fn explain(
         explain_request(&mut out, settings, rules, body);
     }
     out
+}
+
+fn mode_name(mode: crate::guard::Mode) -> &'static str {
+    match mode {
+        crate::guard::Mode::Observe => "observe",
+        crate::guard::Mode::Block => "block",
+    }
+}
+
+/// What the guard finds in the body the client would get (paths and detectors, never
+/// values); `true` when it would withhold it.
+fn guard_blocks(out: &mut String, settings: &Settings, sent: &[u8]) -> bool {
+    let Some(guard) = &settings.guard else {
+        return false;
+    };
+    let findings = guard.scan_bytes(sent);
+    for d in &findings.detections {
+        let _ = writeln!(out, "  guard: {} at {}", d.detector.name(), d.path);
+    }
+    if findings.total() == 0 {
+        return false;
+    }
+    match guard.mode {
+        crate::guard::Mode::Block => {
+            let _ = writeln!(
+                out,
+                "the client gets 502 sensitive_data_detected (guard: block); declare these fields in `fields` or a route rule"
+            );
+            true
+        }
+        crate::guard::Mode::Observe => {
+            let _ = writeln!(
+                out,
+                "  (guard: observe — counted in fieldseal_guard_detections_total and logged; the answer goes out)"
+            );
+            false
+        }
+    }
 }
 
 /// Which of the proxy's own documents `path` is, if any.
@@ -361,15 +395,23 @@ fn explain_response(
     }
     let mut ops = Vec::new();
     match field_rules::rewrite_response_body(body, rules, settings.keys.ring.as_deref(), &mut ops) {
-        Ok(Some(rewritten)) => {
-            let _ = writeln!(out, "the client receives (tokens differ on every run):");
-            let _ = writeln!(out, "{}", String::from_utf8_lossy(&rewritten).trim_end());
-        }
-        Ok(None) => {
-            let _ = writeln!(
-                out,
-                "no field selected: the client receives the app's bytes unchanged"
-            );
+        Ok(rewritten) => {
+            let sent = rewritten.as_deref().unwrap_or(body);
+            if guard_blocks(out, settings, sent) {
+                return;
+            }
+            match rewritten {
+                Some(rewritten) => {
+                    let _ = writeln!(out, "the client receives (tokens differ on every run):");
+                    let _ = writeln!(out, "{}", String::from_utf8_lossy(&rewritten).trim_end());
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "no field selected: the client receives the app's bytes unchanged"
+                    );
+                }
+            }
         }
         Err(failure) => {
             let why = match failure {

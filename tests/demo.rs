@@ -287,10 +287,11 @@ fn checked_routes(listing: &str) -> Vec<(String, Vec<String>)> {
         let text = line.trim_start();
         let indent = line.len() - text.len();
         if indent == 2 {
-            if text.starts_with("*.") {
+            if text.starts_with("unmatched requests") {
                 break;
             }
-            if let Some((n, rest)) = text.split_once(". ") {
+            // `routes.0 user GET,PUT /api/users/{id}`
+            if let Some((n, rest)) = text.strip_prefix("routes.").and_then(|t| t.split_once(' ')) {
                 if n.parse::<u32>().is_ok() {
                     let name = rest.split_whitespace().next().unwrap_or("").to_string();
                     routes.push((name, Vec::new()));
