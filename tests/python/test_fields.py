@@ -111,8 +111,17 @@ def test_compressed_responses_are_decoded_and_sealed(sealed, app, pki, coding):
     assert py_open(secret, "ssn", r.json()["ssn"]) == SSN
 
 
+def test_json_sent_as_text_is_sealed(sealed, pki):
+    """Contract §8 (1.1): a `text/plain` body that parses as JSON counts as JSON."""
+    proxy, secret = sealed
+    with client(pki) as c:
+        r = c.get(proxy.url("/api/raw/text"))
+    assert r.status_code == 200, r.text
+    assert SSN.encode() not in r.content
+    assert py_open(secret, "ssn", json.loads(r.content)["ssn"]) == SSN
+
+
 @pytest.mark.parametrize("path", [
-    "/api/raw/text",     # JSON sent as text/plain
     "/api/raw/invalid",  # application/json that does not parse
     "/api/raw/zstd",     # a coding the proxy does not decode
     "/api/raw/bomb",     # gzip that decodes past max_body_bytes
