@@ -227,9 +227,9 @@ enum RequestJson {
 }
 
 /// Reads a request body the field stage may rewrite. Labelled JSON is read (413 past
-/// `limit`); an unlabelled or `text/plain` body counts as JSON when it parses (contract §8);
-/// anything else is refused with 415 when the route's own rules ask for JSON (`strict`), and
-/// otherwise passes untouched.
+/// `limit`). On a route with decrypt rules of its own (`strict`) anything else is a 415; under
+/// the field policy alone an unlabelled or `text/plain` body counts as JSON when it parses
+/// (contract §8), and any other body passes untouched.
 async fn read_field_request(
     headers: &HeaderMap,
     body: ProxyBody,
@@ -244,10 +244,13 @@ async fn read_field_request(
         crate::body::drain_refused(body).await;
         Err(ProxyError::UnsupportedMediaType)
     };
+    // A route with decrypt rules of its own asks for labelled JSON, as it always has (a
+    // client that opens values there knows what it sends); the policy alone also reads
+    // unlabelled and `text/plain` bodies, which FastAPI and `get_json(force=True)` parse.
     let labelled = match media(headers) {
         Media::Json => true,
+        _ if strict => return refuse(body).await,
         Media::Unlabelled => false,
-        Media::Other if strict => return refuse(body).await,
         Media::Other => return Ok(RequestJson::Untouched(body)),
     };
     if declared.is_some_and(|n| n > limit as u64) {

@@ -13,6 +13,7 @@ fieldseal.
 from __future__ import annotations
 
 import base64
+import os
 import json
 import re
 import subprocess
@@ -320,3 +321,58 @@ def test_a_validation_error_quoting_an_opened_value_keeps_its_status_and_seals_i
     assert "eve@example.com" not in r.text
     sealed = emails_in(r.json())
     assert sealed and all(py_open(secret, "email", t) == "eve@example.com" for t in sealed)
+
+
+def test_the_onboarding_walkthrough_runs_as_written(conduit, fieldseal_bin, pki, tmp_path):
+    """docs/onboarding.md, "Walk-through": `init` from the app's OpenAPI document → `check` →
+    `explain` → `run`, on the Conduit app. Its OpenAPI document only shows `email` in the
+    update body; the proposed policy seals it on every route that returns it anyway."""
+    kind, port = conduit
+    if kind != "fastapi":
+        pytest.skip("the walk-through uses the FastAPI app's /openapi.json")
+    out = tmp_path / "fieldseal"
+    run = lambda *args, **kw: subprocess.run([str(fieldseal_bin), *args], capture_output=True,
+                                             text=True, timeout=60, **kw)
+    r = run("init", "--upstream", f"http://127.0.0.1:{port}", "--openapi",
+            f"http://127.0.0.1:{port}/openapi.json", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    config = (out / "fieldseal.yaml").read_text()
+    assert '{ select: "$..email", action: encrypt }' in config
+    assert '{ select: "$..phone", action: mask, keep_last: 4 }' in config
+    r = run("check", "--config", str(out / "fieldseal.yaml"))
+    assert r.returncode == 0, r.stderr
+    assert "fields.0 encrypt $..email" in r.stdout
+    sample = tmp_path / "articles.json"
+    sample.write_bytes(direct(conduit, "/api/articles").content)
+    r = run("explain", "--config", str(out / "fieldseal.yaml"), "--method", "GET", "--path",
+            "/api/articles", "--body", str(sample))
+    assert r.returncode == 0, r.stderr
+    assert "no route matches" in r.stdout
+    assert "encrypt [fields] $..email -> $['articles'][0]['author']['email']" in r.stdout
+    assert "bob@example.org" not in r.stdout.split("the client receives")[1]
+    # `run`, with the addresses moved to free ports from the environment (as in the guide).
+    env = dict(os.environ, FIELDSEAL_LISTEN="127.0.0.1:0", FIELDSEAL_ADMIN="127.0.0.1:0",
+               FIELDSEAL_LOG_FORMAT="json")
+    proc = subprocess.Popen([str(fieldseal_bin), "run", "--config", str(out / "fieldseal.yaml")],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        ready = json.loads(next(l for l in proc.stderr if "fieldseal ready" in l))
+        listen = int(ready["listen"].rsplit(":", 1)[1])
+        admin = int(ready["admin"].rsplit(":", 1)[1])
+        ctx = __import__("ssl").create_default_context(cafile=str(out / "tls.crt"))
+        with httpx.Client(verify=ctx, timeout=30) as c:
+            r = c.get(f"https://localhost:{listen}/api/articles")
+            assert r.status_code == 200 and not EMAIL.search(r.text), r.text
+            r = c.get(f"https://localhost:{listen}/api/billing")
+            assert r.status_code == 200  # observe
+            r = c.get(f"https://localhost:{listen}/openapi.json")
+            assert r.content == direct(conduit, "/openapi.json").content
+        deadline = time.time() + 5
+        seen = ""
+        while time.time() < deadline and 'detector="ssn"' not in seen:
+            seen = httpx.get(f"http://127.0.0.1:{admin}/metrics").text
+            time.sleep(0.05)
+        assert 'fieldseal_guard_detections_total{route="unmatched",detector="ssn"} 1' in seen
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -369,7 +369,11 @@ def build_cases() -> list[Case]:
 
     # --- Content-Type -----------------------------------------------------------------------
     refused_json("ct_text_html", "text/html; charset=utf-8", "not JSON")
-    refused_json("ct_missing", None, "not JSON")
+    # No type, or `text/plain`: JSON if it parses (contract §8 of 1.1), refused if not.
+    sealed_json("ct_missing", None)
+    sealed_json("ct_text_plain", "text/plain; charset=utf-8")
+    add(Case("ct_missing_not_json", ok_json(b"ssn " + S("ct_missing_not_json"), None),
+             not_encryptable("not JSON")))
     refused_json("ct_text_json", "text/json", "not JSON")
     refused_json("ct_text_plain_json_suffix", "text/plain+json", "not JSON")
     sealed_json("ct_charset_latin1_ascii_body", "application/json; charset=latin1")
@@ -679,8 +683,10 @@ def build_cases() -> list[Case]:
     add(Case(name, ok_json(html, "text/html"), expect_untouched(200, html, kept=(("content-type", "text/html"),)),
              route="lenient", leak_expected=True))
     sealed_json("on_non_json_pass_json_still_sealed", JSON_CT, route="lenient")
-    name = "on_non_json_pass_missing_content_type_untouched"
-    body = b'{"ssn":' + S(name) + b'}'
+    # Unlabelled JSON is JSON (contract §8 of 1.1): sealed even where non-JSON passes.
+    sealed_json("on_non_json_pass_missing_content_type_json_sealed", None, route="lenient")
+    name = "on_non_json_pass_missing_content_type_text_untouched"
+    body = b"ssn " + S(name)
     add(Case(name, ok_json(body, None), expect_untouched(200, body), route="lenient", leak_expected=True))
     add(Case("on_non_json_pass_invalid_json_refused",
              ok_json(b'{"ssn":' + S("on_non_json_pass_invalid_json_refused") + b','), not_encryptable("invalid JSON"),
