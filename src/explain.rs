@@ -326,6 +326,7 @@ fn selector_hits(
     action: &str,
     selector: &Selector,
     with_context: bool,
+    handled_elsewhere: &dyn Fn(&str) -> bool,
 ) {
     match transform::select_selectors(std::slice::from_ref(selector), doc) {
         Ok(found) if found.is_empty() => {
@@ -338,7 +339,13 @@ fn selector_hits(
         }
         Ok(found) => {
             for (_, location) in &found {
-                if with_context {
+                if handled_elsewhere(&location.pointer) {
+                    let _ = writeln!(
+                        out,
+                        "  {action} {} -> {} (handled by another rule: route rules first, then encrypt, redact, mask; outermost wins)",
+                        selector.source, location.path
+                    );
+                } else if with_context {
                     let context = transform::context(selector, location);
                     let _ = writeln!(
                         out,
@@ -376,8 +383,12 @@ fn explain_response(
         return;
     };
     // In precedence order: a node two rules select is handled by the first (route rules
-    // before the policy's).
-    for rule in rules.rules() {
+    // before the policy's), a node inside another selected node by the outer one.
+    let queries: Vec<_> = rules.rules().iter().map(|r| &r.selector.query).collect();
+    let winners: std::collections::HashMap<String, usize> = transform::select_all(&queries, &doc)
+        .map(|found| found.into_iter().map(|(i, l)| (l.pointer, i)).collect())
+        .unwrap_or_default();
+    for (index, rule) in rules.rules().iter().enumerate() {
         let mut action = match rule.op {
             Operation::Mask { keep_last } => format!("mask (keep_last {keep_last})"),
             op => op.name().to_string(),
@@ -391,6 +402,7 @@ fn explain_response(
             &action,
             &rule.selector,
             rule.op == Operation::Seal,
+            &|pointer| winners.get(pointer) != Some(&index),
         );
     }
     let mut ops = Vec::new();
@@ -436,7 +448,7 @@ fn explain_request(out: &mut String, settings: &Settings, rules: &RequestRules, 
         return;
     };
     for s in &rules.decrypt {
-        selector_hits(out, &doc, "decrypt", s, true);
+        selector_hits(out, &doc, "decrypt", s, true, &|_| false);
     }
     if rules.max_age.is_some() {
         let _ = writeln!(

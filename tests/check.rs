@@ -493,7 +493,10 @@ fn onboarding_yaml_snippets_pass_check() {
         let path = pki.path("fieldseal.yaml");
         std::fs::write(&path, &config).unwrap();
         let (code, stdout, stderr) = run_cli(&["check", "--config", path.to_str().unwrap()], &[]);
-        assert_eq!(code, 0, "block {i} of docs/onboarding.md:\n{block}\n{stderr}");
+        assert_eq!(
+            code, 0,
+            "block {i} of docs/onboarding.md:\n{block}\n{stderr}"
+        );
         assert!(stdout.contains("is valid"), "{stdout}");
         checked += 1;
     }

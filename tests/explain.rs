@@ -194,3 +194,79 @@ fn a_dry_run_opens_real_tokens_and_names_the_failing_field() {
     assert_eq!(code, 1);
     assert!(stderr.contains("/nonexistent.yaml"), "{stderr}");
 }
+
+/// Issue 14: a misspelt selector fails open, so `explain` says when one matches nothing in the
+/// sample, shows the policy's rules beside the route's (route first), and runs the guard on
+/// the answer the client would get.
+#[test]
+fn explain_names_selectors_that_match_nothing_and_what_the_guard_finds() {
+    let pki = Pki::new();
+    make_keyring(&pki.path("keyring.json"));
+    let config = pki.path("fieldseal.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"listen: "127.0.0.1:0"
+upstream: "http://127.0.0.1:8000"
+tls: {{ cert: "{}", key: "{}" }}
+keys: {{ keyring: keyring.json }}
+fields:
+  - {{ select: "$..emial", action: encrypt }}
+  - {{ select: "$..phone", action: mask, keep_last: 4 }}
+guard: {{ detect: [ssn, email], mode: block }}
+routes:
+  - name: user
+    match: {{ path: "/api/users/{{id}}" }}
+    response: {{ redact: ["$.user.phone"] }}
+"#,
+            pki.cert().display(),
+            pki.key().display()
+        ),
+    )
+    .unwrap();
+    let body = pki.path("answer.json");
+    std::fs::write(
+        &body,
+        r#"{"user": {"email": "ada@example.com", "phone": "+44 20 7946 0958"}, "friends": [{"phone": "555-0100-77"}]}"#,
+    )
+    .unwrap();
+    let (code, out, err) = run_cli(
+        &[
+            "explain",
+            "--config",
+            config.to_str().unwrap(),
+            "--method",
+            "GET",
+            "--path",
+            "/api/users/7",
+            "--body",
+            body.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("encrypt [fields] $..emial: matches nothing in this sample"),
+        "{out}"
+    );
+    let route_rule = out
+        .find("redact $.user.phone -> $['user']['phone']")
+        .unwrap();
+    let policy_rule = out
+        .find("mask (keep_last 4) [fields] $..phone -> $['friends'][0]['phone']")
+        .unwrap();
+    assert!(route_rule < policy_rule, "route rules first:\n{out}");
+    // The policy's mask also selects the node the route redacts: it says it does not handle it.
+    assert!(
+        out.contains(
+            "mask (keep_last 4) [fields] $..phone -> $['user']['phone'] (handled by another rule"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("guard: email at $['user']['email']"), "{out}");
+    assert!(
+        out.contains("the client gets 502 sensitive_data_detected"),
+        "{out}"
+    );
+    assert!(!out.contains("ada@example.com\""), "{out}");
+}

@@ -178,8 +178,8 @@ fails with a message naming the values to change. Every public template calls it
 {{- if and (eq $v.mode "deployment") $v.metrics.serviceMonitor.enabled $v.networkPolicy.enabled (not $v.networkPolicy.adminFrom) -}}
 {{- fail "fieldseal: metrics.serviceMonitor.enabled with networkPolicy.enabled needs networkPolicy.adminFrom: the NetworkPolicy admits no pod to the admin port, so Prometheus could not scrape /metrics. Add your Prometheus pods, e.g. adminFrom: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}, podSelector: {matchLabels: {app.kubernetes.io/name: prometheus}}}]." -}}
 {{- end -}}
-{{- if and $v.config.existingConfigMap (or $v.config.routes $v.config.headers) -}}
-{{- fail "fieldseal: config.existingConfigMap is set, so config.routes and config.headers would be ignored; move them into that ConfigMap or unset existingConfigMap." -}}
+{{- if and $v.config.existingConfigMap (or $v.config.routes $v.config.headers $v.config.fields $v.config.guard) -}}
+{{- fail "fieldseal: config.existingConfigMap is set, so config.routes, config.headers, config.fields and config.guard would be ignored; move them into that ConfigMap or unset existingConfigMap." -}}
 {{- end -}}
 {{- end -}}
 
@@ -252,8 +252,10 @@ The fieldseal configuration file (contract §4), rendered from values.
 {{- $_ := set $cfg "audit" (dict "sink" $sink "key_file" (printf "%s/audit.key" (include "fieldseal.paths.audit" .))) -}}
 {{- end -}}
 {{- $_ := set $cfg "routes" ($c.routes | default list) -}}
+{{- with $c.fields }}{{ $_ := set $cfg "fields" . }}{{ end -}}
+{{- with $c.guard }}{{ $_ := set $cfg "guard" . }}{{ end -}}
 # Rendered by the fieldseal Helm chart from its `config` values. Edit the values, not this file.
-{{- range $k := list "listen" "upstream" "admin" "workers" "tls" "keys" "headers" "timeouts" "limits" "reload" "audit" "routes" }}
+{{- range $k := list "listen" "upstream" "admin" "workers" "tls" "keys" "headers" "timeouts" "limits" "reload" "audit" "routes" "fields" "guard" }}
 {{- if hasKey $cfg $k }}
 {{ toYaml (dict $k (get $cfg $k)) }}
 {{- end }}
