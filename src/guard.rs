@@ -139,7 +139,44 @@ impl Findings {
 
 /// The most detections reported for one body: enough to find the fields, bounded so a huge
 /// list of emails does not make a huge log line.
-pub const MAX_REPORTED: usize = 32;
+pub const MAX_REPORTED: usize = crate::limits::GUARD_MAX_REPORTED;
+
+/// Lets at most [`crate::limits::GUARD_LOG_LINES_PER_SECOND`] log lines through each second,
+/// counting the ones it holds back (lock-free: two atomics, racy only in which request of a
+/// second gets a line).
+#[derive(Debug, Default)]
+pub struct LogLimiter {
+    /// The current second (Unix time) and the lines let through in it, packed: second << 16 | n.
+    window: std::sync::atomic::AtomicU64,
+    suppressed: std::sync::atomic::AtomicU64,
+}
+
+impl LogLimiter {
+    /// `Some(held back since the last line)` when a line may be written now.
+    pub fn admit(&self, now_secs: u64) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let current = self.window.load(Relaxed);
+        let (second, lines) = (current >> 16, current & 0xffff);
+        let next = if second == now_secs {
+            if lines >= crate::limits::GUARD_LOG_LINES_PER_SECOND {
+                self.suppressed.fetch_add(1, Relaxed);
+                return None;
+            }
+            current + 1
+        } else {
+            (now_secs << 16) | 1
+        };
+        if self
+            .window
+            .compare_exchange(current, next, Relaxed, Relaxed)
+            .is_err()
+        {
+            self.suppressed.fetch_add(1, Relaxed);
+            return None;
+        }
+        Some(self.suppressed.swap(0, Relaxed))
+    }
+}
 
 impl Guard {
     /// Whether the raw body could hold anything a detector matches.
@@ -566,6 +603,19 @@ mod tests {
                 detector: Detector::Ssn
             }]
         );
+    }
+
+    #[test]
+    fn log_lines_are_limited_per_second_and_count_what_they_hold_back() {
+        let limiter = LogLimiter::default();
+        let per_second = crate::limits::GUARD_LOG_LINES_PER_SECOND;
+        let admitted = (0..per_second + 5)
+            .filter(|_| limiter.admit(100).is_some())
+            .count();
+        assert_eq!(admitted as u64, per_second);
+        // The next second's first line says how many were held back.
+        assert_eq!(limiter.admit(101), Some(5));
+        assert_eq!(limiter.admit(101), Some(0));
     }
 
     #[test]

@@ -66,6 +66,8 @@ pub struct Shared {
     /// another, nor after a reload.
     pub replay: Arc<dyn ReplayStore>,
     draining: AtomicBool,
+    /// Rate limit of the guard's log lines (its counters count everything).
+    pub guard_log: crate::guard::LogLimiter,
 }
 
 impl Shared {
@@ -81,6 +83,7 @@ impl Shared {
             rotation: RotationMonitor::default(),
             replay,
             draining: AtomicBool::new(false),
+            guard_log: crate::guard::LogLimiter::default(),
         })
     }
 

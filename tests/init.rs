@@ -20,10 +20,14 @@ fn fixture() -> PathBuf {
 }
 
 fn init(out: &Path, extra: &[&str]) -> (i32, String, String) {
+    init_from("http://127.0.0.1:8000", out, extra)
+}
+
+fn init_from(upstream: &str, out: &Path, extra: &[&str]) -> (i32, String, String) {
     let mut args = vec![
         "init",
         "--upstream",
-        "http://127.0.0.1:8000",
+        upstream,
         "--out",
         out.to_str().unwrap(),
     ];
@@ -342,18 +346,7 @@ fn init_fetches_the_document_from_the_app() {
     let out = tmp.path().join("app");
     let upstream = format!("http://127.0.0.1:{port}");
     let url = format!("{upstream}/api/v1/openapi.json");
-    let (code, stdout, stderr) = run_cli(
-        &[
-            "init",
-            "--upstream",
-            &upstream,
-            "--openapi",
-            &url,
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let (code, stdout, stderr) = init_from(&upstream, &out, &["--openapi", &url]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stdout.contains(&format!("6 fields proposed from {url}")),
@@ -366,18 +359,7 @@ fn init_fetches_the_document_from_the_app() {
     let missing = serve("404 Not Found", b"{\"detail\":\"Not Found\"}".to_vec());
     let out = tmp.path().join("missing");
     let url = format!("http://127.0.0.1:{missing}/openapi.json");
-    let (code, _, stderr) = run_cli(
-        &[
-            "init",
-            "--upstream",
-            &upstream,
-            "--openapi",
-            &url,
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let (code, _, stderr) = init_from(&upstream, &out, &["--openapi", &url]);
     assert_eq!(code, 1);
     assert!(stderr.contains("answered 404"), "{stderr}");
     assert!(!out.exists());

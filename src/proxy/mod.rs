@@ -305,18 +305,26 @@ fn audit(
 fn guard_report(shared: &Shared, request_id: &str, route: &Arc<str>, findings: &Findings) {
     if findings.unscanned {
         shared.metrics.guard_unscanned(route);
+    }
+    for (detector, n) in &findings.counts {
+        shared.metrics.guard_detections(route, detector.name(), *n);
+    }
+    if findings.counts.is_empty() && !findings.unscanned {
+        return;
+    }
+    // Every detection is counted above; lines are limited (`limits::GUARD_LOG_LINES_PER_SECOND`).
+    let Some(held_back) = shared.guard_log.admit(crate::replay::unix_now()) else {
+        return;
+    };
+    if findings.unscanned {
         tracing::warn!(
             target: "fieldseal::guard",
             request_id,
             route = %route,
+            held_back,
             "answer above limits.max_body_bytes went out uninspected (guard: observe)"
         );
-    }
-    if findings.counts.is_empty() {
         return;
-    }
-    for (detector, n) in &findings.counts {
-        shared.metrics.guard_detections(route, detector.name(), *n);
     }
     let found: Vec<String> = findings
         .detections
@@ -329,6 +337,7 @@ fn guard_report(shared: &Shared, request_id: &str, route: &Arc<str>, findings: &
         route = %route,
         detections = findings.total(),
         found = ?found,
+        held_back,
         "sensitive data in an answer"
     );
 }

@@ -22,9 +22,6 @@ from conftest import APPS, free_port, wait_port
 
 FILES = ("fieldseal.yaml", "keyring.json", "tls.crt", "tls.key")
 
-# Running the written configuration needs the top-level `fields` / `guard` keys and per-route
-# `fields: false` in the config loader.
-
 EXPECTED_FIELDS = [
     {"select": "$..password", "action": "redact"},
     {"select": "$..ssn", "action": "encrypt"},
