@@ -65,10 +65,9 @@ def py_seal(secret: bytes, kid: str, context: str, value) -> str:
     return f"fs1.{kid}." + base64.urlsafe_b64encode(nonce + ct).rstrip(b"=").decode()
 
 
-@pytest.fixture(scope="module", params=["flask", "fastapi"])
-def conduit(request):
+def start_conduit(kind: str):
     port = free_port()
-    if request.param == "fastapi":
+    if kind == "fastapi":
         cmd = [sys.executable, "-m", "uvicorn", "conduit_fastapi:app", "--host", "127.0.0.1",
                "--port", str(port), "--log-level", "warning"]
     else:
@@ -76,8 +75,23 @@ def conduit(request):
                "127.0.0.1", "--port", str(port)]
     proc = subprocess.Popen(cmd, cwd=APPS, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    wait_port(port, proc, request.param)
-    yield request.param, port
+    wait_port(port, proc, kind)
+    return proc, (kind, port)
+
+
+@pytest.fixture(scope="module", params=["flask", "fastapi"])
+def conduit(request):
+    proc, app = start_conduit(request.param)
+    yield app
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def conduit_fastapi():
+    """The FastAPI app alone: the walk-through reads its /openapi.json."""
+    proc, app = start_conduit("fastapi")
+    yield app
     proc.terminate()
     proc.wait(timeout=10)
 
@@ -323,13 +337,12 @@ def test_a_validation_error_quoting_an_opened_value_keeps_its_status_and_seals_i
     assert sealed and all(py_open(secret, "email", t) == "eve@example.com" for t in sealed)
 
 
-def test_the_onboarding_walkthrough_runs_as_written(conduit, fieldseal_bin, pki, tmp_path):
+def test_the_onboarding_walkthrough_runs_as_written(conduit_fastapi, fieldseal_bin, tmp_path):
     """docs/onboarding.md, "Walk-through": `init` from the app's OpenAPI document → `check` →
     `explain` → `run`, on the Conduit app. Its OpenAPI document only shows `email` in the
     update body; the proposed policy seals it on every route that returns it anyway."""
-    kind, port = conduit
-    if kind != "fastapi":
-        pytest.skip("the walk-through uses the FastAPI app's /openapi.json")
+    conduit = conduit_fastapi
+    _, port = conduit
     out = tmp_path / "fieldseal"
     run = lambda *args, **kw: subprocess.run([str(fieldseal_bin), *args], capture_output=True,
                                              text=True, timeout=60, **kw)
