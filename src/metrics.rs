@@ -421,7 +421,7 @@ impl Metrics {
             .iter()
             .map(|r| (&r.name, &r.rules))
             .chain(std::iter::once((
-                &*crate::proxy::UNMATCHED,
+                &*crate::routing::UNMATCHED,
                 &settings.unmatched_rules,
             )));
         for (route, rules) in routes {

@@ -8,8 +8,13 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::{Arc, LazyLock};
 
 use http::Method;
+
+/// Route label for requests that match no configured route (proxied untouched, or with the
+/// field policy alone). Here, below both the proxy and the metrics that name it.
+pub static UNMATCHED: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("unmatched"));
 
 /// One segment of a compiled template.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,7 +19,7 @@ pub mod well_known;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{HeaderValue, HOST};
@@ -38,8 +38,7 @@ use crate::state::{Runtime, Shared};
 use error::ProxyError;
 use request_id::X_REQUEST_ID;
 
-/// Route label for requests that match no configured route (they are proxied untouched).
-pub static UNMATCHED: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("unmatched"));
+pub use crate::routing::UNMATCHED;
 
 /// Facts about the client connection a request arrived on.
 #[derive(Debug, Clone, Copy)]
