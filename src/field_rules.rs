@@ -22,6 +22,7 @@ use crate::crypto::client_keys::ClientKeys;
 use crate::crypto::jwe::{self, KeyUnwrap};
 use crate::crypto::token::{self, looks_like_token};
 use crate::crypto::Keyring;
+use crate::reason::Reason;
 use crate::replay::{self, Replay};
 use crate::selector::{JsonTypes, Selector};
 use crate::transform::{self, splice};
@@ -75,9 +76,27 @@ impl Action {
 pub struct FieldFailure {
     /// Normalized JSONPath of the field (`$` when selection itself failed).
     pub path: String,
-    /// Stable snake_case reason (`authentication_failed`, `unknown_key`, `plaintext_not_allowed`…).
-    pub reason: &'static str,
+    pub reason: Reason,
     pub kid: Option<String>,
+}
+
+impl FieldFailure {
+    pub fn new(path: impl Into<String>, reason: Reason, kid: Option<String>) -> Self {
+        Self {
+            path: path.into(),
+            reason,
+            kid,
+        }
+    }
+}
+
+/// The keyring a rule needs, or the failure that says it is missing (config validation
+/// prevents that; this fails closed regardless).
+fn require_keyring<'k>(
+    keyring: Option<&'k Keyring>,
+    path: &str,
+) -> Result<&'k Keyring, FieldFailure> {
+    keyring.ok_or_else(|| FieldFailure::new(path, Reason::KeyringUnavailable, None))
 }
 
 impl std::fmt::Display for FieldFailure {
@@ -94,11 +113,7 @@ impl std::error::Error for FieldFailure {}
 
 fn select_failure(e: transform::SelectError) -> FieldFailure {
     tracing::warn!(error = %e, "JSONPath evaluation failed; refusing the body");
-    FieldFailure {
-        path: "$".into(),
-        reason: "selection_failed",
-        kid: None,
-    }
+    FieldFailure::new("$", Reason::SelectionFailed, None)
 }
 
 /// Seals, redacts and masks the fields `rules` select in a response document, each node by
@@ -123,18 +138,14 @@ pub fn apply_response(
             // Nothing to protect in a `null` (contract §7), unless the rule says otherwise.
             Operation::Seal if node.is_null() && !rule.selector.seal_null => continue,
             Operation::Seal => {
-                let key = keyring
-                    .ok_or(FieldFailure {
-                        path: location.path.clone(),
-                        reason: "keyring_unavailable",
-                        kid: None,
-                    })?
-                    .primary();
+                let key = require_keyring(keyring, &location.path)?.primary();
                 let context = transform::context(&rule.selector, location);
-                let sealed = token::seal(key, context, node).map_err(|_| FieldFailure {
-                    path: location.path.clone(),
-                    reason: "random_source_failed",
-                    kid: Some(key.id.clone()),
+                let sealed = token::seal(key, context, node).map_err(|_| {
+                    FieldFailure::new(
+                        &location.path,
+                        Reason::RandomSourceFailed,
+                        Some(key.id.clone()),
+                    )
                 })?;
                 *node = Value::String(sealed);
                 (Action::Sealed, Some(key.id.clone()))
@@ -210,12 +221,8 @@ struct Field<'r> {
 }
 
 impl Field<'_> {
-    fn failure(&self, reason: &'static str, kid: Option<String>) -> FieldFailure {
-        FieldFailure {
-            path: self.path.to_string(),
-            reason,
-            kid,
-        }
+    fn failure(&self, reason: Reason, kid: Option<String>) -> FieldFailure {
+        FieldFailure::new(self.path, reason, kid)
     }
 }
 
@@ -229,7 +236,7 @@ fn open_client_value(
     budget: &mut usize,
 ) -> Result<(Value, String), FieldFailure> {
     if *budget == 0 {
-        return Err(field.failure("too_many_encrypted_values", None));
+        return Err(field.failure(Reason::TooManyEncryptedValues, None));
     }
     *budget -= 1;
     let keys: &dyn KeyUnwrap = match openers.client {
@@ -242,12 +249,16 @@ fn open_client_value(
     // Binding (contract §3 of 1.1): a value made for another field is refused here, so a
     // captured `password` JWE cannot be replayed as a `nickname` the app echoes back.
     match opened.fsc.as_deref() {
-        Some(fsc) if fsc != field.context => return Err(field.failure("context_mismatch", kid())),
-        None if field.rules.require_context => return Err(field.failure("missing_context", kid())),
+        Some(fsc) if fsc != field.context => {
+            return Err(field.failure(Reason::ContextMismatch, kid()))
+        }
+        None if field.rules.require_context => {
+            return Err(field.failure(Reason::MissingContext, kid()))
+        }
         _ => {}
     }
     if !JsonTypes::accepts_opened(field.selector.accepts, &opened.value) {
-        return Err(field.failure("unexpected_type", kid()));
+        return Err(field.failure(Reason::UnexpectedType, kid()));
     }
     match &openers.replay {
         Some(replay) => replay::admit(
@@ -258,7 +269,7 @@ fn open_client_value(
         )
         .map_err(|e| field.failure(e.reason(), kid()))?,
         None if field.rules.max_age.is_some() => {
-            return Err(field.failure("replay_check_unavailable", kid()))
+            return Err(field.failure(Reason::ReplayCheckUnavailable, kid()))
         }
         None => {}
     }
@@ -321,17 +332,17 @@ fn open_field(
     let token_text = match node {
         Value::String(s) if looks_like_token(s) => s.as_str(),
         _ if field.rules.require_encrypted => {
-            return Err(field.failure("plaintext_not_allowed", None))
+            return Err(field.failure(Reason::PlaintextNotAllowed, None))
         }
         _ => return Ok(op(Action::PassedPlaintext, None)),
     };
     let kid = token_kid(token_text);
     let keyring = openers
         .keyring
-        .ok_or_else(|| field.failure("keyring_unavailable", kid.clone()))?;
+        .ok_or_else(|| field.failure(Reason::KeyringUnavailable, kid.clone()))?;
     match token::open(keyring, field.context, token_text) {
         Ok(value) if !JsonTypes::accepts_opened(field.selector.accepts, &value) => {
-            Err(field.failure("unexpected_type", kid))
+            Err(field.failure(Reason::UnexpectedType, kid))
         }
         Ok(value) => {
             *node = value;
@@ -395,25 +406,13 @@ pub fn rewrite_response_body(
         let (replacement, action, kid) = match rule.op {
             Operation::Seal => {
                 let selector = &rule.selector;
-                let key = keyring
-                    .ok_or_else(|| FieldFailure {
-                        path: path.clone(),
-                        reason: "keyring_unavailable",
-                        kid: None,
-                    })?
-                    .primary();
+                let key = require_keyring(keyring, &path)?.primary();
                 let context = selector.context.as_deref().unwrap_or(&span.member);
-                let plaintext = compact(span.raw).ok_or_else(|| FieldFailure {
-                    path: path.clone(),
-                    reason: "invalid_value",
-                    kid: None,
+                let plaintext = compact(span.raw)
+                    .ok_or_else(|| FieldFailure::new(&path, Reason::InvalidValue, None))?;
+                let sealed = token::seal_json(key, context, &plaintext).map_err(|_| {
+                    FieldFailure::new(&path, Reason::RandomSourceFailed, Some(key.id.clone()))
                 })?;
-                let sealed =
-                    token::seal_json(key, context, &plaintext).map_err(|_| FieldFailure {
-                        path: path.clone(),
-                        reason: "random_source_failed",
-                        kid: Some(key.id.clone()),
-                    })?;
                 let mut quoted = Vec::with_capacity(sealed.len() + 2);
                 quoted.push(b'"');
                 // Token characters (prefix, key id, base64url) never need escaping.
@@ -423,11 +422,8 @@ pub fn rewrite_response_body(
             }
             Operation::Redact => (b"null".to_vec(), Action::Redacted, None),
             Operation::Mask { keep_last } => {
-                let value: Value = serde_json::from_str(span.raw).map_err(|_| FieldFailure {
-                    path: path.clone(),
-                    reason: "invalid_value",
-                    kid: None,
-                })?;
+                let value: Value = serde_json::from_str(span.raw)
+                    .map_err(|_| FieldFailure::new(&path, Reason::InvalidValue, None))?;
                 let masked = serde_json::to_vec(&transform::mask(&value, keep_last))
                     .expect("a JSON value serialises");
                 (masked, Action::Masked, None)
@@ -536,7 +532,7 @@ pub fn rewrite_request_body(
         }
         let Some(token_text) = token_text.filter(|t| looks_like_token(t)) else {
             if rules.require_encrypted {
-                return Err(field.failure("plaintext_not_allowed", None).into());
+                return Err(field.failure(Reason::PlaintextNotAllowed, None).into());
             }
             ops.push(FieldOp {
                 path,
@@ -548,15 +544,15 @@ pub fn rewrite_request_body(
         };
         let kid = token_kid(&token_text);
         let Some(keyring) = openers.keyring else {
-            return Err(field.failure("keyring_unavailable", kid).into());
+            return Err(field.failure(Reason::KeyringUnavailable, kid).into());
         };
         let plaintext = token::open_json(keyring, field.context, &token_text)
             .map_err(|e| field.failure(e.reason(), e.kid().map(str::to_string).or(kid.clone())))?;
         if let Some(types) = selector.accepts {
             let value: Value = serde_json::from_slice(&plaintext)
-                .map_err(|_| field.failure("invalid_value", kid.clone()))?;
+                .map_err(|_| field.failure(Reason::InvalidValue, kid.clone()))?;
             if !types.contains(&value) {
-                return Err(field.failure("unexpected_type", kid).into());
+                return Err(field.failure(Reason::UnexpectedType, kid).into());
             }
         }
         edits.push(splice::Edit {
@@ -720,7 +716,7 @@ mod tests {
         for (mut doc, reason, kid) in cases {
             let err = apply_request(&mut doc, &rules(false), &Openers::fs1(&ring)).unwrap_err();
             assert_eq!(
-                (err.path.as_str(), err.reason, err.kid.as_deref()),
+                (err.path.as_str(), err.reason.as_str(), err.kid.as_deref()),
                 ("$['ssn']", reason, kid)
             );
         }
@@ -1061,7 +1057,7 @@ mod tests {
     fn outcome(body: &[u8], rules: &RequestRules, openers: &Openers<'_>) -> &'static str {
         match rewrite_request_body(body, rules, openers, &mut Vec::new()) {
             Ok(_) => "ok",
-            Err(BodyFailure::Field(f)) => f.reason,
+            Err(BodyFailure::Field(f)) => f.reason.as_str(),
             Err(e) => panic!("{e:?}"),
         }
     }

@@ -25,6 +25,7 @@ pub mod keys_cli;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;
+pub mod reason;
 pub mod reload;
 pub mod replay;
 pub mod rewrap;

@@ -57,15 +57,16 @@ pub enum FreshnessError {
 }
 
 impl FreshnessError {
-    /// Stable machine-readable reason, for error bodies, logs and metric labels.
-    pub fn reason(&self) -> &'static str {
+    /// The reason, in the crate's one vocabulary.
+    pub fn reason(&self) -> crate::reason::Reason {
+        use crate::reason::Reason;
         match self {
-            Self::MissingIat => "missing_iat",
-            Self::Stale => "stale",
-            Self::FromTheFuture => "iat_in_future",
-            Self::MissingJti => "missing_jti",
-            Self::Replayed => "replayed",
-            Self::StoreFull => "replay_cache_full",
+            Self::MissingIat => Reason::MissingIat,
+            Self::Stale => Reason::Stale,
+            Self::FromTheFuture => Reason::IatInFuture,
+            Self::MissingJti => Reason::MissingJti,
+            Self::Replayed => Reason::Replayed,
+            Self::StoreFull => Reason::ReplayCacheFull,
         }
     }
 }

@@ -19,6 +19,7 @@
 //! Nothing prints a value or a token: errors name the document number, the field's normalized
 //! path, the reason and the key id.
 
+use crate::reason::Reason;
 use crate::transform::path::{push_normal_name, push_pointer_token};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -287,17 +288,19 @@ pub(crate) enum StreamError {
 impl StreamError {
     fn hint(&self) -> Option<&'static str> {
         match self {
-            StreamError::Token { failure, .. } if failure.reason == "authentication_failed" => {
+            StreamError::Token { failure, .. }
+                if failure.reason == Reason::AuthenticationFailed =>
+            {
                 Some(
                     "the token was tampered with, sealed under another secret, or sealed for \
                      another context (if the route sets an explicit `context`, pass \
                      `--config F --route NAME`)",
                 )
             }
-            StreamError::Token { failure, .. } if failure.reason == "unknown_key" => {
+            StreamError::Token { failure, .. } if failure.reason == Reason::UnknownKey => {
                 Some("that key is not in this keyring (retired too early?)")
             }
-            StreamError::Token { failure, .. } if failure.reason == "key_disabled" => {
+            StreamError::Token { failure, .. } if failure.reason == Reason::KeyDisabled => {
                 Some("that key is disabled; set it to decrypt_only to rewrap its tokens")
             }
             _ => None,
@@ -383,8 +386,8 @@ pub(crate) fn rewrap_stream<R: Read, W: Write>(
 pub(crate) struct Failure {
     /// RFC 9535 Normalized Path of the field.
     pub path: String,
-    /// [`token::OpenError::reason`], or `random_source_failed`.
-    pub reason: &'static str,
+    /// [`token::OpenError::reason`], or [`Reason::RandomSourceFailed`].
+    pub reason: Reason,
     /// The key id the token names.
     pub kid: String,
 }
@@ -440,7 +443,7 @@ pub(crate) fn rewrap_document(
             return Ok(None);
         }
         let sealed = token::seal_json(primary, &context, &plaintext)
-            .map_err(|_| failure("random_source_failed"))?;
+            .map_err(|_| failure(Reason::RandomSourceFailed))?;
         *stats.rewrapped.entry(kid.to_string()).or_default() += 1;
         Ok(Some(sealed))
     })
@@ -821,7 +824,7 @@ mod tests {
             err,
             Failure {
                 path: "$['cards'][0]['number']".into(),
-                reason: "authentication_failed",
+                reason: Reason::AuthenticationFailed,
                 kid: "k1".into()
             }
         );
@@ -854,12 +857,8 @@ mod tests {
             let text = format!(r#"{{"a": [{{"b": "{good}"}}, {{"b": "{bad}"}}], "z": 1}}"#);
             let err = rewrap(&text, &Overrides::new(), false).unwrap_err();
             assert_eq!(
-                err,
-                Failure {
-                    path: "$['a'][1]['b']".into(),
-                    reason,
-                    kid: kid.into()
-                },
+                (err.path.as_str(), err.reason.as_str(), err.kid.as_str()),
+                ("$['a'][1]['b']", reason, kid),
                 "{reason}"
             );
             let shown = err.to_string();

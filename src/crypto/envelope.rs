@@ -17,6 +17,7 @@
 //! key and a bad tag end in the same error after the same work. AES-CBC envelopes (as some
 //! hand-rolled apps use) are deliberately not accepted: without a MAC they are a padding oracle.
 
+use crate::reason::Reason;
 use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::Nonce;
 use base64::Engine;
@@ -51,13 +52,13 @@ pub enum EnvelopeError {
 }
 
 impl EnvelopeError {
-    /// Stable snake_case reason for the error JSON, metrics and the audit log.
-    pub fn reason(&self) -> &'static str {
+    /// The reason, in the crate's one vocabulary.
+    pub fn reason(&self) -> Reason {
         match self {
-            EnvelopeError::Malformed => "malformed",
-            EnvelopeError::UnknownKey(_) => "unknown_key",
-            EnvelopeError::DecryptionFailed => "decryption_failed",
-            EnvelopeError::NotJson => "not_json",
+            EnvelopeError::Malformed => Reason::Malformed,
+            EnvelopeError::UnknownKey(_) => Reason::UnknownKey,
+            EnvelopeError::DecryptionFailed => Reason::DecryptionFailed,
+            EnvelopeError::NotJson => Reason::NotJson,
         }
     }
 

@@ -22,6 +22,7 @@
 //! The protected header's `iat` and `jti` are returned in [`Opened`] so routes with `max_age`
 //! can check freshness and replay; this module checks only their types.
 
+use crate::reason::Reason;
 use std::fmt;
 
 use aes_gcm::aead::AeadInPlace;
@@ -149,18 +150,18 @@ pub enum JweError {
 }
 
 impl JweError {
-    /// Stable snake_case reason for error JSON and metrics.
-    pub fn reason(&self) -> &'static str {
+    /// The reason, in the crate's one vocabulary.
+    pub fn reason(&self) -> Reason {
         match self {
-            JweError::Malformed => "malformed",
-            JweError::UnsupportedAlgorithm => "unsupported_algorithm",
-            JweError::UnsupportedHeader => "unsupported_header",
-            JweError::UnknownKey(_) => "unknown_key",
-            JweError::TooLarge => "too_large",
-            JweError::DecryptionFailed => "decryption_failed",
-            JweError::NotJson => "not_json",
-            JweError::NotUtf8 => "not_utf8",
-            JweError::BadHeader => "bad_header",
+            JweError::Malformed => Reason::Malformed,
+            JweError::UnsupportedAlgorithm => Reason::UnsupportedAlgorithm,
+            JweError::UnsupportedHeader => Reason::UnsupportedHeader,
+            JweError::UnknownKey(_) => Reason::UnknownKey,
+            JweError::TooLarge => Reason::TooLarge,
+            JweError::DecryptionFailed => Reason::DecryptionFailed,
+            JweError::NotJson => Reason::NotJson,
+            JweError::NotUtf8 => Reason::NotUtf8,
+            JweError::BadHeader => Reason::BadHeader,
         }
     }
 
@@ -716,7 +717,10 @@ mod tests {
         }
         let err = open_err(&encrypt(&with("kid", json!("rsa9")), b"x"));
         assert_eq!(err, JweError::UnknownKey("rsa9".into()));
-        assert_eq!((err.reason(), err.kid()), ("unknown_key", Some("rsa9")));
+        assert_eq!(
+            (err.reason().as_str(), err.kid()),
+            ("unknown_key", Some("rsa9"))
+        );
     }
 
     #[test]
@@ -915,7 +919,7 @@ mod tests {
             JweError::NotUtf8,
             JweError::BadHeader,
         ] {
-            let reason = e.reason();
+            let reason = e.reason().as_str();
             assert!(reason
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));

@@ -5,6 +5,7 @@
 //! opened as a `nickname` (which would turn an app that echoes nicknames into a decryption
 //! oracle).
 
+use crate::reason::Reason;
 use std::fmt;
 
 use aes_gcm::aead::{Aead, Payload};
@@ -41,15 +42,15 @@ pub enum OpenError {
 }
 
 impl OpenError {
-    /// Stable snake_case reason for error JSON and metrics.
-    pub fn reason(&self) -> &'static str {
+    /// The reason, in the crate's one vocabulary.
+    pub fn reason(&self) -> Reason {
         match self {
-            OpenError::Malformed => "malformed_token",
-            OpenError::BadEncoding => "bad_encoding",
-            OpenError::UnknownKey(_) => "unknown_key",
-            OpenError::KeyDisabled(_) => "key_disabled",
-            OpenError::Rejected => "authentication_failed",
-            OpenError::NotJson => "not_json",
+            OpenError::Malformed => Reason::MalformedToken,
+            OpenError::BadEncoding => Reason::BadEncoding,
+            OpenError::UnknownKey(_) => Reason::UnknownKey,
+            OpenError::KeyDisabled(_) => Reason::KeyDisabled,
+            OpenError::Rejected => Reason::AuthenticationFailed,
+            OpenError::NotJson => Reason::NotJson,
         }
     }
 
@@ -356,7 +357,7 @@ mod tests {
             Err(OpenError::Malformed)
         );
         let e = OpenError::UnknownKey("k9".into());
-        assert_eq!((e.reason(), e.kid()), ("unknown_key", Some("k9")));
+        assert_eq!((e.reason().as_str(), e.kid()), ("unknown_key", Some("k9")));
         assert!(!OpenError::Rejected.to_string().contains("hunter2"));
     }
 

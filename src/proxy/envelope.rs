@@ -8,6 +8,7 @@
 //! mid-body) becomes a 502 and its plaintext is dropped. The crypto is in
 //! [`crate::crypto::envelope`].
 
+use crate::reason::Reason;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -34,9 +35,9 @@ pub async fn open_request(
 ) -> Result<(ProxyBody, SessionKey), ProxyError> {
     let bytes = read_request_json(headers, body, limit)
         .await?
-        .ok_or_else(|| rejected("missing", None))?;
+        .ok_or_else(|| rejected(Reason::Missing, None))?;
     // Config validation guarantees RSA keys on envelope routes; fail closed regardless.
-    let keys = keys.ok_or_else(|| rejected("unknown_key", None))?;
+    let keys = keys.ok_or_else(|| rejected(Reason::UnknownKey, None))?;
     let opened = envelope::open_request(&bytes, keys)
         .map_err(|e| rejected(e.reason(), e.kid().map(str::to_string)))?;
     let (plain, session) = (opened.plaintext, opened.session);
@@ -96,6 +97,6 @@ pub async fn seal_response(
     Ok(Response::from_parts(parts, full(sealed)))
 }
 
-fn rejected(reason: &'static str, kid: Option<String>) -> ProxyError {
+fn rejected(reason: Reason, kid: Option<String>) -> ProxyError {
     ProxyError::EnvelopeRejected { reason, kid }
 }

@@ -44,13 +44,13 @@ pub enum ProxyError {
     /// required). Names the field, the reason and the key id — never the value.
     FieldRejected {
         path: String,
-        reason: &'static str,
+        reason: crate::reason::Reason,
         kid: Option<String>,
     },
     /// Client: the request envelope of an `envelope: true` route did not open (or was
     /// missing). Names the reason and, for an unknown key, the kid.
     EnvelopeRejected {
-        reason: &'static str,
+        reason: crate::reason::Reason,
         kid: Option<String>,
     },
     /// The `jti` store of `request.max_age` routes is full of live entries: refusing is the
@@ -63,7 +63,65 @@ pub enum ProxyError {
     SensitiveDataDetected,
 }
 
+/// A failure as the field metrics and the audit log record it: which field, why, with which
+/// key, and whether it was the client's value (`Rejected`) or the app's answer (`Failed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldRejection<'a> {
+    /// Normalized JSONPath of the field (`$` for whole-body failures).
+    pub field: &'a str,
+    /// The audit record's reason: the field reason, or what kept an answer from being sealed.
+    pub reason: &'static str,
+    /// The `reason` label of `fieldseal_field_failures_total`.
+    pub metric: &'static str,
+    pub kid: Option<&'a str>,
+    pub outcome: crate::audit::Outcome,
+}
+
 impl ProxyError {
+    /// The one classification of failures for the field metrics and the audit log (beside
+    /// `status`/`code` for the client); `None` for failures that are not about fields.
+    pub fn field_rejection(&self) -> Option<FieldRejection<'_>> {
+        use crate::audit::Outcome;
+        let (field, reason, metric, kid, outcome) = match self {
+            ProxyError::FieldRejected { path, reason, kid } => (
+                path.as_str(),
+                reason.as_str(),
+                reason.as_str(),
+                kid.as_deref(),
+                Outcome::Rejected,
+            ),
+            ProxyError::EnvelopeRejected { reason, kid } => (
+                "$",
+                reason.as_str(),
+                reason.as_str(),
+                kid.as_deref(),
+                Outcome::Rejected,
+            ),
+            ProxyError::ReplayCacheFull => {
+                let reason = crate::reason::Reason::ReplayCacheFull.as_str();
+                ("$", reason, reason, None, Outcome::Rejected)
+            }
+            ProxyError::ResponseNotEncryptable(why) => {
+                ("$", *why, "response_not_encryptable", None, Outcome::Failed)
+            }
+            ProxyError::SensitiveDataDetected => (
+                "$",
+                "sensitive_data_detected",
+                "sensitive_data_detected",
+                None,
+                Outcome::Failed,
+            ),
+            _ => return None,
+        };
+        Some(FieldRejection {
+            field,
+            reason,
+            metric,
+            kid,
+            outcome,
+        })
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::UpstreamUnreachable

@@ -297,9 +297,7 @@ pub async fn rewrite_request(
         field_rules::rewrite_request_body(&bytes, rules, openers, ops).map_err(|failure| {
             match failure {
                 BodyFailure::InvalidJson => ProxyError::InvalidJson,
-                BodyFailure::Field(f)
-                    if f.reason == crate::replay::FreshnessError::StoreFull.reason() =>
-                {
+                BodyFailure::Field(f) if f.reason == crate::reason::Reason::ReplayCacheFull => {
                     ProxyError::ReplayCacheFull
                 }
                 BodyFailure::Field(f) => ProxyError::FieldRejected {

@@ -208,27 +208,10 @@ fn audit(
     for (selector, n) in by_selector {
         shared.metrics.selector_matches(route, selector, n);
     }
-    let rejected = match failure {
-        Some(ProxyError::FieldRejected { path, reason, kid }) => {
-            shared.metrics.field_failure(route, reason);
-            Some((path.as_str(), *reason, kid.as_deref()))
-        }
-        Some(ProxyError::EnvelopeRejected { reason, kid }) => {
-            shared.metrics.field_failure(route, reason);
-            Some(("$", *reason, kid.as_deref()))
-        }
-        Some(ProxyError::ReplayCacheFull) => {
-            shared.metrics.field_failure(route, "replay_cache_full");
-            Some(("$", "replay_cache_full", None))
-        }
-        Some(ProxyError::ResponseNotEncryptable(why)) => {
-            shared
-                .metrics
-                .field_failure(route, "response_not_encryptable");
-            Some(("$", *why, None))
-        }
-        _ => None,
-    };
+    let rejected = failure.and_then(ProxyError::field_rejection);
+    if let Some(r) = &rejected {
+        shared.metrics.field_failure(route, r.metric);
+    }
     if ops.is_empty() && rejected.is_none() {
         return;
     }
@@ -254,34 +237,26 @@ fn audit(
             None => {
                 tracing::info!(target: "fieldseal::audit", request_id, route = %route, fields = ?fields, outcome = "ok", "fields")
             }
-            Some((path, reason, kid)) => tracing::warn!(
+            Some(r) => tracing::warn!(
                 target: "fieldseal::audit",
                 request_id,
                 route = %route,
                 fields = ?fields,
-                outcome = "rejected",
-                field = path,
-                reason,
-                kid = kid.unwrap_or("-"),
+                outcome = r.outcome.as_str(),
+                field = r.field,
+                reason = r.reason,
+                kid = r.kid.unwrap_or("-"),
                 "fields"
             ),
         }
     }
     if let Some(log) = &shared.audit {
         // The ops move into the event; the writer thread formats them.
-        let outcome = match failure {
-            Some(
-                ProxyError::FieldRejected { .. }
-                | ProxyError::EnvelopeRejected { .. }
-                | ProxyError::ReplayCacheFull,
-            ) => AuditOutcome::Rejected,
-            Some(ProxyError::ResponseNotEncryptable(_)) => AuditOutcome::Failed,
-            _ => AuditOutcome::Ok,
-        };
-        let failure = rejected.map(|(field, reason, kid)| FieldFailureInfo {
-            reason,
-            field: field.to_string(),
-            kid: kid.map(str::to_string),
+        let outcome = rejected.map_or(AuditOutcome::Ok, |r| r.outcome);
+        let failure = rejected.map(|r| FieldFailureInfo {
+            reason: r.reason,
+            field: r.field.to_string(),
+            kid: r.kid.map(str::to_string),
         });
         let queued = log.fields(FieldsEvent {
             request_id: request_id.to_string(),
