@@ -2,9 +2,12 @@
 //! and seals sensitive JSON fields in flight.
 //!
 //! The request path, one module per stage: [`server`] (listener, TLS, connections) →
-//! [`routing`] → [`proxy`] (request id, forwarding headers, upstream, errors) →
-//! [`security_headers`] → [`access_log`]. [`config`] compiles the YAML once; [`admin`] serves
-//! health and [`metrics`].
+//! [`routing`] → [`proxy`] (strict checks, forwarding headers, the field and envelope stages,
+//! upstream, errors) → [`security_headers`] → [`access_log`]. The field engine is
+//! [`field_rules`] over [`transform`] (selection, the byte-level engine) with [`selector`];
+//! [`guard`] inspects answers after it; [`reason`] is the one vocabulary of refusals.
+//! [`config`] compiles the YAML once (routes merged with the field policy); [`admin`] serves
+//! health and [`metrics`]; [`cli`] parses the command line and [`lifecycle`] runs the process.
 #![forbid(unsafe_code)]
 
 pub mod access_log;
@@ -12,26 +15,21 @@ pub mod admin;
 pub mod audit;
 pub mod body;
 pub mod cli;
-pub mod client_keys_cli;
 pub mod config;
 pub mod crypto;
 pub mod demo;
-pub mod explain;
 pub mod field_rules;
 pub mod guard;
-pub mod init;
 pub mod key_usage;
-pub mod keys_cli;
+pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;
 pub mod reason;
 pub mod reload;
 pub mod replay;
-pub mod rewrap;
 pub mod rotation;
 pub mod routing;
-
 pub mod secret_file;
 pub mod security_headers;
 pub mod selector;

@@ -5,10 +5,9 @@
 //! a dedicated writer thread formats, MACs and writes the lines. Nothing here ever holds a
 //! field value, a token or a secret: events carry paths, actions, key ids and outcomes.
 
-mod chain;
-mod cli;
+pub(crate) mod chain;
 mod event;
-mod key;
+pub(crate) mod key;
 mod writer;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,7 +23,6 @@ use crate::secret_file::Exposure;
 pub use chain::{
     hex, parse_line, verify, Broken, Mac, Previous, Verified, VerifyError, MAC_SUFFIX_LEN,
 };
-pub use cli::{cli, AuditCommand};
 pub use event::{Event, FieldFailureInfo, FieldsEvent, KeyInfo, Outcome};
 pub use key::{AuditKey, AUDIT_KEY_LEN};
 pub use writer::{BATCH_BYTES, FSYNC_INTERVAL};

@@ -18,6 +18,7 @@
 //! - Everything else reads plain keyrings when no KEK is supplied (unset the variable, or set
 //!   it empty, to work on a plain keyring from a shell that exports one).
 
+use crate::cli::exit;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -26,15 +27,10 @@ use std::time::{Duration, SystemTime};
 use clap::Subcommand;
 use serde::Deserialize;
 
-use crate::cli::EXIT_STARTUP;
 use crate::crypto::keyring::{self, KeyringFile, ReadKeyring, Rotation};
 use crate::crypto::wrap::{self, Kek, KekSource};
 use crate::crypto::{token, Keyring};
 use crate::secret_file::{self, Exposure};
-
-/// A command-line operation failed or was refused (bad input, a token that does not open, a
-/// key still in use).
-const EXIT_FAILED: u8 = 1;
 
 /// Where the KEK of a wrapped keyring comes from on the command line (else the environment).
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -199,7 +195,7 @@ pub fn keys(command: KeysCommand) -> ExitCode {
 struct Failure(u8, String);
 
 fn failed(message: impl Into<String>) -> Failure {
-    Failure(EXIT_FAILED, message.into())
+    Failure(exit::FAILED, message.into())
 }
 
 fn warn_if_group_readable(path: Option<&Path>) {
@@ -259,14 +255,14 @@ fn init(out: &Path, id: &str, wrap: Option<KekArgs>) -> Result<(), Failure> {
 
 /// Reads and validates a keyring file (exit 64 when it cannot be used, like the proxy).
 fn read(path: &Path, kek: &KekSource) -> Result<(ReadKeyring, Keyring), Failure> {
-    let startup = |e: crate::crypto::KeyringError| Failure(EXIT_STARTUP, e.to_string());
+    let startup = |e: crate::crypto::KeyringError| Failure(exit::STARTUP, e.to_string());
     let read = keyring::read_keyring_file(path, kek).map_err(startup)?;
     if read.exposure == Exposure::GroupReadable {
         eprintln!("warning: {} is readable by its group", path.display());
     }
     let ring = Keyring::build(&read.file).map_err(|e| {
         Failure(
-            EXIT_STARTUP,
+            exit::STARTUP,
             format!("{} is not a usable keyring: {e}", path.display()),
         )
     })?;
@@ -673,7 +669,7 @@ fn argument(value: &str) -> Result<String, ExitCode> {
     let mut text = String::new();
     if let Err(e) = std::io::stdin().read_to_string(&mut text) {
         eprintln!("error: cannot read stdin: {e}");
-        return Err(ExitCode::from(EXIT_FAILED));
+        return Err(ExitCode::from(exit::FAILED));
     }
     Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
@@ -687,7 +683,7 @@ pub fn seal(path: &Path, context: &str, value: &str) -> ExitCode {
         Ok(v) => v,
         Err(e) => {
             eprintln!("error: the value is not JSON ({e}); quote strings: '\"123-45-6789\"'");
-            return ExitCode::from(EXIT_FAILED);
+            return ExitCode::from(exit::FAILED);
         }
     };
     match token::seal(ring.primary(), context, &value) {
@@ -697,7 +693,7 @@ pub fn seal(path: &Path, context: &str, value: &str) -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: the OS random source failed: {e}");
-            ExitCode::from(EXIT_FAILED)
+            ExitCode::from(exit::FAILED)
         }
     }
 }
@@ -714,7 +710,7 @@ pub fn open(path: &Path, context: &str, token_text: &str) -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e} ({})", e.reason());
-            ExitCode::from(EXIT_FAILED)
+            ExitCode::from(exit::FAILED)
         }
     }
 }

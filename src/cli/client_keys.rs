@@ -3,6 +3,7 @@
 //! HPKE — as PKCS#8 PEM, written with mode 0600 and never over an existing file (clients may
 //! hold the old key's public half).
 
+use crate::cli::exit;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -10,9 +11,6 @@ use clap::Subcommand;
 
 use crate::crypto::{hpke, rsa_keys};
 use crate::secret_file;
-
-/// The command failed or was refused.
-const EXIT_FAILED: u8 = 1;
 
 #[derive(Debug, Subcommand)]
 pub enum RsaCommand {
@@ -54,7 +52,7 @@ fn exit(result: Result<(), String>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("error: {message}");
-            ExitCode::from(EXIT_FAILED)
+            ExitCode::from(exit::FAILED)
         }
     }
 }

@@ -19,6 +19,7 @@
 //! Nothing prints a value or a token: errors name the document number, the field's normalized
 //! path, the reason and the key id.
 
+use crate::cli::exit;
 use crate::reason::Reason;
 use crate::transform::path::{push_normal_name, push_pointer_token};
 use std::borrow::Cow;
@@ -32,15 +33,11 @@ use std::process::ExitCode;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::cli::EXIT_STARTUP;
 use crate::crypto::token::{self, looks_like_token, TOKEN_PREFIX};
 use crate::crypto::Keyring;
 use crate::secret_file::Exposure;
 use crate::selector::Selector;
 use crate::transform;
-
-/// A token did not open, or the input is not JSON, or stdin/stdout failed.
-const EXIT_FAILED: u8 = 1;
 
 #[derive(Debug, clap::Args)]
 pub struct RewrapArgs {
@@ -93,7 +90,7 @@ pub fn run(args: RewrapArgs) -> ExitCode {
         }
         (Ok(()), Err(e)) => {
             eprintln!("error: {}", StreamError::Write(e));
-            ExitCode::from(EXIT_FAILED)
+            ExitCode::from(exit::FAILED)
         }
         (Err(e), flushed) => {
             eprintln!("error: {e}");
@@ -107,7 +104,7 @@ pub fn run(args: RewrapArgs) -> ExitCode {
                     summary.describe(primary)
                 );
             }
-            ExitCode::from(EXIT_FAILED)
+            ExitCode::from(exit::FAILED)
         }
     }
 }
@@ -123,7 +120,7 @@ fn load_keyring(path: &Path) -> Result<Keyring, ExitCode> {
         }
         Err(e) => {
             eprintln!("error: {}: {e}", path.display());
-            Err(ExitCode::from(EXIT_STARTUP))
+            Err(ExitCode::from(exit::STARTUP))
         }
     }
 }
@@ -159,7 +156,7 @@ impl RouteContexts {
                     eprintln!("error: {p}");
                 }
                 eprintln!("{} problem(s) in {}", errors.0.len(), config.display());
-                return Err(ExitCode::from(EXIT_STARTUP));
+                return Err(ExitCode::from(exit::STARTUP));
             }
         };
         let Some(route) = settings.routes.iter().find(|r| &*r.name == name) else {
@@ -173,7 +170,7 @@ impl RouteContexts {
                     names.join(", ")
                 }
             );
-            return Err(ExitCode::from(EXIT_STARTUP));
+            return Err(ExitCode::from(exit::STARTUP));
         };
         let contexts = Self::from_route(&route.rules);
         if !contexts.has_explicit() {

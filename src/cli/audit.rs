@@ -6,14 +6,10 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use super::chain::{self, hex, VerifyError};
-use super::key::{self, AuditKey};
+use super::exit;
+use crate::audit::chain::{self, hex, VerifyError};
+use crate::audit::key::{self, AuditKey};
 use crate::secret_file::{self, Exposure};
-
-/// The chain is broken (or `keygen` failed).
-const EXIT_BROKEN: u8 = 1;
-/// The log or the key could not be read: nothing was checked.
-const EXIT_CANNOT_CHECK: u8 = 2;
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
@@ -51,14 +47,14 @@ fn verify(file: &Path, key_path: &Path) -> ExitCode {
         }
         Err(m) => {
             eprintln!("error: {m}");
-            return ExitCode::from(EXIT_CANNOT_CHECK);
+            return ExitCode::from(exit::AUDIT_CANNOT_CHECK);
         }
     };
     let log = match std::fs::File::open(file) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("error: cannot read {}: {e}", file.display());
-            return ExitCode::from(EXIT_CANNOT_CHECK);
+            return ExitCode::from(exit::AUDIT_CANNOT_CHECK);
         }
     };
     match chain::verify(&key, BufReader::with_capacity(64 << 10, log)) {
@@ -75,11 +71,11 @@ fn verify(file: &Path, key_path: &Path) -> ExitCode {
         }
         Err(VerifyError::Broken(b)) => {
             eprintln!("error: line {}: {}", b.line, b.why);
-            ExitCode::from(EXIT_BROKEN)
+            ExitCode::from(exit::AUDIT_BROKEN)
         }
         Err(VerifyError::Io(e)) => {
             eprintln!("error: cannot read {}: {e}", file.display());
-            ExitCode::from(EXIT_CANNOT_CHECK)
+            ExitCode::from(exit::AUDIT_CANNOT_CHECK)
         }
     }
 }
@@ -90,7 +86,7 @@ fn keygen(out: &Path) -> ExitCode {
             "error: {} exists; refusing to overwrite an audit key (it verifies existing logs)",
             out.display()
         );
-        ExitCode::from(EXIT_BROKEN)
+        ExitCode::from(exit::AUDIT_BROKEN)
     };
     if out.exists() {
         return exists();
@@ -99,7 +95,7 @@ fn keygen(out: &Path) -> ExitCode {
         Ok(t) => t,
         Err(m) => {
             eprintln!("error: {m}");
-            return ExitCode::from(EXIT_BROKEN);
+            return ExitCode::from(exit::AUDIT_BROKEN);
         }
     };
     match secret_file::create_private(out, text.as_bytes()) {
@@ -113,7 +109,7 @@ fn keygen(out: &Path) -> ExitCode {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => exists(),
         Err(e) => {
             eprintln!("error: cannot write {}: {e}", out.display());
-            ExitCode::from(EXIT_BROKEN)
+            ExitCode::from(exit::AUDIT_BROKEN)
         }
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod openapi;
 
+use crate::cli::exit;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -31,9 +32,6 @@ const LISTEN: &str = "127.0.0.1:8443";
 const ADMIN: &str = "127.0.0.1:9901";
 /// Where FastAPI serves its OpenAPI document unless told otherwise.
 const DEFAULT_OPENAPI_PATH: &str = "/openapi.json";
-
-/// `init` failed; nothing was left behind.
-const EXIT_FAILED: u8 = 1;
 
 /// Largest OpenAPI document read (file or URL).
 const MAX_OPENAPI_BYTES: usize = 32 << 20;
@@ -78,7 +76,7 @@ pub fn run(args: InitArgs) -> ExitCode {
         }
         Err(message) => {
             eprintln!("error: {message}");
-            ExitCode::from(EXIT_FAILED)
+            ExitCode::from(exit::FAILED)
         }
     }
 }
