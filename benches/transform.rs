@@ -6,9 +6,9 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use fieldseal::config::raw::OnNonJson;
 use fieldseal::config::settings::ResponseRules;
 use fieldseal::crypto::Keyring;
-use fieldseal::field_rules::{apply_response, rewrite_response_body};
 use fieldseal::guard::{Detector, Guard};
-use fieldseal::selector::Selector;
+use fieldseal::transform::rules::{apply_response, rewrite_response_body};
+use fieldseal::transform::selector::Selector;
 use serde_json::{json, Value};
 use std::hint::black_box;
 

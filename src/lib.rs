@@ -4,7 +4,8 @@
 //! The request path, one module per stage: [`server`] (listener, TLS, connections) →
 //! [`routing`] → [`proxy`] (strict checks, forwarding headers, the field and envelope stages,
 //! upstream, errors) → [`security_headers`] → [`access_log`]. The field engine is
-//! [`field_rules`] over [`transform`] (selection, the byte-level engine) with [`selector`];
+//! [`transform`]: compiled selectors, selection, the byte-level engine, the rules over a body
+//! and their outcome vocabulary;
 //! [`guard`] inspects answers after it; [`reason`] is the one vocabulary of refusals.
 //! [`config`] compiles the YAML once (routes merged with the field policy); [`admin`] serves
 //! health and [`metrics`]; [`cli`] parses the command line and [`lifecycle`] runs the process.
@@ -18,7 +19,6 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod demo;
-pub mod field_rules;
 pub mod guard;
 pub mod key_usage;
 pub mod lifecycle;
@@ -32,7 +32,6 @@ pub mod rotation;
 pub mod routing;
 pub mod secret_file;
 pub mod security_headers;
-pub mod selector;
 pub mod server;
 pub mod state;
 pub mod telemetry;

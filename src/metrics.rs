@@ -310,7 +310,7 @@ impl Metrics {
     pub fn field_ops(
         &self,
         route: &Arc<str>,
-        action: crate::field_rules::Action,
+        action: crate::transform::outcome::Action,
         kid: Option<&str>,
         n: u64,
     ) {
@@ -324,13 +324,13 @@ impl Metrics {
             .inc_by(n);
         let Some(kid) = kid else { return };
         match action {
-            crate::field_rules::Action::Opened => {
+            crate::transform::outcome::Action::Opened => {
                 self.tokens_opened
                     .get_or_create(&KidLabels { kid: kid_label })
                     .inc_by(n);
                 self.key_usage.opened(kid, n);
             }
-            crate::field_rules::Action::Sealed => {
+            crate::transform::outcome::Action::Sealed => {
                 self.tokens_sealed
                     .get_or_create(&KidLabels { kid: kid_label })
                     .inc_by(n);

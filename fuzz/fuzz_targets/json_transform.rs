@@ -18,10 +18,10 @@
 
 use fieldseal::config::raw::OnNonJson;
 use fieldseal::config::settings::{MaskRule, RequestRules, ResponseRules};
-use fieldseal::field_rules::{
+use fieldseal::transform::rules::{
     apply_request, apply_response, rewrite_request_body, rewrite_response_body, Action, Openers,
 };
-use fieldseal::selector::Selector;
+use fieldseal::transform::selector::Selector;
 use fieldseal_fuzz::keyring;
 use jsonpath_rust::parser::model::{Segment, Selector as JpSelector};
 use libfuzzer_sys::fuzz_target;
@@ -81,7 +81,7 @@ fn parse_rules(text: &str) -> Option<Rules> {
 }
 
 /// (path, action) of each operation, sorted.
-fn summary(ops: &[fieldseal::field_rules::FieldOp]) -> Vec<(String, Action)> {
+fn summary(ops: &[fieldseal::transform::rules::FieldOp]) -> Vec<(String, Action)> {
     let mut out: Vec<(String, Action)> = ops.iter().map(|o| (o.path.clone(), o.action)).collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out

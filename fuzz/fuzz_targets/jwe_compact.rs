@@ -17,10 +17,10 @@ use base64::Engine;
 use fieldseal::config::settings::RequestRules;
 use fieldseal::crypto::hpke::Suite;
 use fieldseal::crypto::jwe::{self, looks_like_jwe, JweError, MAX_JWE_LEN};
-use fieldseal::field_rules::{rewrite_request_body, Openers};
+use fieldseal::transform::rules::{rewrite_request_body, Openers};
 use fieldseal::replay::Replay;
 use fieldseal::replay::MemoryReplayStore;
-use fieldseal::selector::Selector;
+use fieldseal::transform::selector::Selector;
 use fieldseal_fuzz::{
     client_keys, fixed_wrapped_key, hpke_kid, jwe_hpke, jwe_rsa_with, keyring, rsa_kid, B64URL,
 };

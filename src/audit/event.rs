@@ -11,7 +11,7 @@ use serde::{Serialize, Serializer};
 use super::chain::Previous;
 use crate::crypto::keyring::KeyState;
 use crate::crypto::Keyring;
-use crate::field_rules::FieldOp;
+use crate::transform::outcome::FieldOp;
 
 /// How the field stage ended for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,7 +229,7 @@ impl Event {
 mod tests {
     use super::*;
     use crate::crypto::keyring::{KeyEntry, KeyringFile};
-    use crate::field_rules::Action;
+    use crate::transform::outcome::Action;
     use base64::Engine;
 
     pub(crate) fn ring(primary: &str, keys: &[(&str, KeyState)]) -> Keyring {

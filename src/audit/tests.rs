@@ -8,7 +8,7 @@ use base64::Engine;
 
 use super::*;
 use crate::crypto::keyring::KeyState;
-use crate::field_rules::{Action, FieldOp};
+use crate::transform::outcome::{Action, FieldOp};
 
 const KEY: [u8; 32] = [0x42; 32];
 

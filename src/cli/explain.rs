@@ -6,7 +6,7 @@
 //! routes that match the path but not the method (the usual confusion), the route's rules, and
 //! with a sample body: which selectors hit which fields, and the body the client (response) or
 //! the app (request) would get. The rewriting is the proxy's own code
-//! ([`crate::field_rules::rewrite_response_body`] / `rewrite_request_body`), with the
+//! ([`crate::transform::rules::rewrite_response_body`] / `rewrite_request_body`), with the
 //! configured keys, so the dry run cannot drift from what `run` does. Nothing is sent anywhere;
 //! freshness (`max_age`) is checked against the clock with a replay store of its own, which
 //! ends with the dry run: no running proxy's `jti`s are consumed.
@@ -21,11 +21,11 @@ use serde_json::Value;
 
 use crate::config::settings::{Operation, RequestRules, ResponseRules, RuleSource};
 use crate::config::Settings;
-use crate::field_rules::{self, BodyFailure, FieldOp, Openers};
 use crate::proxy::well_known::JWKS_PATH;
 use crate::routing::{normalize_path, Matchable};
-use crate::selector::Selector;
 use crate::transform;
+use crate::transform::rules::{self as field_rules, BodyFailure, FieldOp, Openers};
+use crate::transform::selector::Selector;
 
 #[derive(Debug, Args)]
 pub struct ExplainArgs {

@@ -36,8 +36,8 @@ use serde_json::Value;
 use crate::crypto::token::{self, looks_like_token, TOKEN_PREFIX};
 use crate::crypto::Keyring;
 use crate::secret_file::Exposure;
-use crate::selector::Selector;
 use crate::transform;
+use crate::transform::selector::Selector;
 
 #[derive(Debug, clap::Args)]
 pub struct RewrapArgs {

@@ -24,8 +24,8 @@ use crate::limits;
 use crate::routing::{MethodSet, PathTemplate, RouteTable};
 use crate::secret_file::{self, Exposure};
 use crate::security_headers::HeaderPolicy;
-use crate::selector::{JsonTypes, Selector};
 use crate::tls;
+use crate::transform::selector::{JsonTypes, Selector};
 
 /// Prefix of environment overrides; `__` separates nested keys (`FIELDSEAL_TLS__CERT`).
 pub const ENV_PREFIX: &str = "FIELDSEAL_";

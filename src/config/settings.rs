@@ -14,7 +14,7 @@ use super::error::ConfigProblem;
 use super::raw::OnNonJson;
 use crate::routing::{Matchable, MethodSet, PathTemplate, RouteTable};
 use crate::security_headers::HeaderPolicy;
-use crate::selector::Selector;
+use crate::transform::selector::Selector;
 use crate::transform::splice::Plan;
 
 /// A whole compiled configuration.

@@ -20,8 +20,8 @@ use super::fields::{read_request_json, read_response_body, response_has_no_body,
 use crate::body::{full, ProxyBody};
 use crate::crypto::client_keys::ClientKeys;
 use crate::crypto::envelope::{self, SessionKey};
-use crate::field_rules::{Action, FieldOp};
 use crate::replay::Replay;
+use crate::transform::outcome::{Action, FieldOp};
 
 /// Opens the request envelope and admits it (fresh on a `max_age` route; its `jti`, if any,
 /// never seen before on any route). Returns the plain body to forward and the session key.

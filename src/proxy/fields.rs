@@ -1,5 +1,5 @@
 //! The field stage: on routes with rules, buffer the JSON body (bounded by
-//! `limits.max_body_bytes`), apply the rules with [`crate::field_rules`], and send on the
+//! `limits.max_body_bytes`), apply the rules with [`crate::transform::rules`], and send on the
 //! re-serialised document with a correct `Content-Length`.
 //!
 //! Requests fail as the client's fault (400/413/415) before anything reaches the app.
@@ -21,8 +21,8 @@ use crate::config::raw::GuardMode;
 use crate::config::raw::OnNonJson;
 use crate::config::settings::{RequestRules, ResponseRules};
 use crate::crypto::Keyring;
-use crate::field_rules::{self, BodyFailure, FieldOp, Openers};
 use crate::guard::{Findings, Guard};
+use crate::transform::rules::{self as field_rules, BodyFailure, FieldOp, Openers};
 
 /// What a `Content-Type` says about JSON (contract §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -31,10 +31,10 @@ use crate::access_log::{CountedBody, Exchange, ObservedBody};
 use crate::audit::{FieldFailureInfo, FieldsEvent, Outcome as AuditOutcome};
 use crate::body::{empty, ProxyBody};
 use crate::config::settings::Matched;
-use crate::field_rules::{Action, FieldOp, Openers};
 use crate::guard::Findings;
 use crate::replay::{Replay, ReplayStore};
 use crate::state::{Runtime, Shared};
+use crate::transform::rules::{Action, FieldOp, Openers};
 use error::ProxyError;
 use request_id::X_REQUEST_ID;
 

@@ -1,6 +1,10 @@
-//! JSON field transforms: find the nodes a route's selectors pick, then rewrite them in place.
+//! The field engine. [`selector`] compiles JSONPath once; [`rules`] applies a route's rules (its
+//! own and the field policy's, one ordered table) to a body — sealing, redacting and masking
+//! answers, opening tokens and JWEs in requests — on the byte-level engine ([`splice`]) or on a
+//! `serde_json::Value`; [`outcome`] is what it reports (operations done, failures with a
+//! [`crate::reason::Reason`]).
 //!
-//! Two pure steps, kept apart so the crypto that comes later stays out of the JSONPath logic:
+//! Selection itself is two pure steps, kept apart so the crypto stays out of the JSONPath logic:
 //!
 //! 1. [`select`] / [`select_all`] turn compiled JSONPath queries into [`Location`]s: an RFC 6901
 //!    JSON Pointer to mutate through, the RFC 9535 Normalized Path for messages, and the member
@@ -25,7 +29,10 @@
 
 mod fast;
 mod mask;
+pub mod outcome;
 pub(crate) mod path;
+pub mod rules;
+pub mod selector;
 pub mod splice;
 
 use std::fmt;
@@ -34,8 +41,8 @@ use jsonpath_rust::parser::model::JpQuery;
 use jsonpath_rust::query::js_path_process;
 use serde_json::Value;
 
-use crate::selector::Selector;
 use path::Step;
+use selector::Selector;
 
 pub use mask::{mask, redact};
 

@@ -821,7 +821,7 @@ mod tests {
         // Every proposed selector compiles.
         for entry in v["fields"].as_array().unwrap() {
             let sel = entry["select"].as_str().unwrap();
-            crate::selector::Selector::compile(sel, None).unwrap();
+            crate::transform::selector::Selector::compile(sel, None).unwrap();
         }
     }
 

@@ -820,7 +820,7 @@ mod tests {
         ] {
             let sel = selector_for(name);
             assert_eq!(sel, want, "{name}");
-            let compiled = crate::selector::Selector::compile(&sel, None)
+            let compiled = crate::transform::selector::Selector::compile(&sel, None)
                 .unwrap_or_else(|e| panic!("{sel}: {e}"));
             // It selects that member, and only it.
             let mut sample = serde_json::Map::new();

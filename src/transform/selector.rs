@@ -1,7 +1,6 @@
-//! JSONPath selectors of route rules, compiled once at config time.
-//!
-//! The transforms that use them arrive with field encryption; compiling now means `check`
-//! reports a bad selector before anything runs.
+//! JSONPath selectors of route rules and of the field policy, compiled once at config time, so
+//! `check` reports a bad selector before anything runs, with what each selector carries: the
+//! AAD context of its tokens, whether a `null` is sealed, the JSON types a decrypt rule accepts.
 
 use jsonpath_rust::parser::model::{JpQuery, Segment, Selector as Step};
 use jsonpath_rust::parser::parse_json_path;

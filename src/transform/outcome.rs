@@ -1,0 +1,68 @@
+//! The field engine's outcome vocabulary: what was done to a field ([`FieldOp`], [`Action`])
+//! and why a field was refused ([`FieldFailure`], with a [`Reason`]). Small and at the bottom of
+//! the engine so the audit log and the metrics can name outcomes without importing the engine.
+
+use crate::reason::Reason;
+
+/// What was done to one field, for metrics and the audit event (no values).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldOp {
+    pub path: String,
+    pub action: Action,
+    /// The key used (sealing, opening).
+    pub kid: Option<String>,
+    /// The selector (as written) that picked the field, for
+    /// `fieldseal_selector_matches_total`; `None` for whole-body operations.
+    pub selector: Option<std::sync::Arc<str>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Sealed,
+    Redacted,
+    Masked,
+    Opened,
+    /// A client-encrypted JWE value opened with an RSA or HPKE key.
+    Decrypted,
+    /// A whole-body request envelope opened (kid: the RSA key).
+    EnvelopeOpened,
+    /// A whole response body sealed under the envelope's session key.
+    EnvelopeSealed,
+    /// Plaintext at a decrypt path, allowed because the route does not require tokens.
+    PassedPlaintext,
+}
+
+impl Action {
+    /// Label for metrics and audit events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Sealed => "sealed",
+            Action::Redacted => "redacted",
+            Action::Masked => "masked",
+            Action::Opened => "opened",
+            Action::Decrypted => "decrypted",
+            Action::EnvelopeOpened => "envelope_opened",
+            Action::EnvelopeSealed => "envelope_sealed",
+            Action::PassedPlaintext => "plaintext_passed",
+        }
+    }
+}
+
+/// A field the rules could not be applied to; the whole body is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldFailure {
+    /// Normalized JSONPath of the field (`$` when selection itself failed).
+    pub path: String,
+    pub reason: Reason,
+    pub kid: Option<String>,
+}
+
+impl FieldFailure {
+    pub fn new(path: impl Into<String>, reason: Reason, kid: Option<String>) -> Self {
+        Self {
+            path: path.into(),
+            reason,
+            kid,
+        }
+    }
+}
