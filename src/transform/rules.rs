@@ -17,7 +17,7 @@ use std::borrow::Cow;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use crate::config::settings::{Operation, RequestRules, ResponseRules};
+use crate::config::settings::{Operation, RequestRules, ResponseRule, ResponseRules};
 use crate::crypto::client_keys::ClientKeys;
 use crate::crypto::jwe::{self, KeyUnwrap};
 use crate::crypto::token::{self, looks_like_token};
@@ -55,6 +55,118 @@ fn select_failure(e: transform::SelectError) -> FieldFailure {
     FieldFailure::new("$", Reason::SelectionFailed, None)
 }
 
+/// A selected node as each engine holds it: the byte-level engine has its JSON text, the
+/// document engine the parsed value.
+#[derive(Clone, Copy)]
+enum Node<'a> {
+    Raw(&'a str),
+    Value(&'a Value),
+}
+
+impl<'a> Node<'a> {
+    fn is_null(self) -> bool {
+        match self {
+            Node::Raw(raw) => raw == "null",
+            Node::Value(v) => v.is_null(),
+        }
+    }
+
+    /// The node as a value (borrowed from the document engine, parsed from the text).
+    fn value(self, path: &str) -> Result<Cow<'a, Value>, FieldFailure> {
+        match self {
+            Node::Value(v) => Ok(Cow::Borrowed(v)),
+            Node::Raw(raw) => serde_json::from_str(raw)
+                .map(Cow::Owned)
+                .map_err(|_| FieldFailure::new(path, Reason::InvalidValue, None)),
+        }
+    }
+
+    /// The node's compact JSON text (what a token seals).
+    fn compact(self, path: &str) -> Result<Cow<'a, [u8]>, FieldFailure> {
+        match self {
+            Node::Raw(raw) => compact(raw),
+            Node::Value(v) => serde_json::to_vec(v).ok().map(Cow::Owned),
+        }
+        .ok_or_else(|| FieldFailure::new(path, Reason::InvalidValue, None))
+    }
+}
+
+/// What replaces a node, in a form each engine turns into its own cheaply.
+enum Replacement {
+    /// A token (`fs1`): its characters never need escaping.
+    Token(String),
+    Value(Value),
+}
+
+impl Replacement {
+    fn into_value(self) -> Value {
+        match self {
+            Replacement::Token(t) => Value::String(t),
+            Replacement::Value(v) => v,
+        }
+    }
+
+    fn into_json(self) -> Zeroizing<Vec<u8>> {
+        match self {
+            Replacement::Token(t) => {
+                let mut quoted = Vec::with_capacity(t.len() + 2);
+                quoted.push(b'"');
+                quoted.extend_from_slice(t.as_bytes());
+                quoted.push(b'"');
+                Zeroizing::new(quoted)
+            }
+            Replacement::Value(v) => {
+                Zeroizing::new(serde_json::to_vec(&v).expect("a JSON value serialises"))
+            }
+        }
+    }
+}
+
+/// One operation done to one node.
+struct Done {
+    replacement: Replacement,
+    action: Action,
+    kid: Option<String>,
+}
+
+/// Applies `rule`'s operation to one selected node: the one place an operation is defined,
+/// used by both engines (a new operation is a variant of [`Operation`] and an arm here).
+/// `None` leaves the node as it is.
+fn operate(
+    rule: &ResponseRule,
+    node: Node<'_>,
+    context: &str,
+    keyring: Option<&Keyring>,
+    path: &str,
+) -> Result<Option<Done>, FieldFailure> {
+    let done = |replacement, action| Done {
+        replacement,
+        action,
+        kid: None,
+    };
+    Ok(Some(match rule.op {
+        // Nothing to protect in a `null` (contract §7), unless the rule says otherwise.
+        Operation::Seal if node.is_null() && !rule.selector.seal_null => return Ok(None),
+        Operation::Seal => {
+            let key = require_keyring(keyring, path)?.primary();
+            let plaintext = node.compact(path)?;
+            let sealed = token::seal_json(key, context, &plaintext).map_err(|_| {
+                FieldFailure::new(path, Reason::RandomSourceFailed, Some(key.id.clone()))
+            })?;
+            Done {
+                replacement: Replacement::Token(sealed),
+                action: Action::Sealed,
+                kid: Some(key.id.clone()),
+            }
+        }
+        Operation::Redact => done(Replacement::Value(Value::Null), Action::Redacted),
+        Operation::Mask { keep_last } => done(
+            Replacement::Value(transform::mask(node.value(path)?.as_ref(), keep_last)),
+            Action::Masked,
+        ),
+    }))
+}
+
 /// Seals, redacts and masks the fields `rules` select in a response document, each node by
 /// the first rule (in the table's precedence order) that selects it. `keyring` may be `None`
 /// only for rules without `encrypt` (redact and mask need no key).
@@ -73,31 +185,12 @@ pub fn apply_response(
             continue;
         };
         let rule = &table[*index];
-        let (action, kid) = match rule.op {
-            // Nothing to protect in a `null` (contract §7), unless the rule says otherwise.
-            Operation::Seal if node.is_null() && !rule.selector.seal_null => continue,
-            Operation::Seal => {
-                let key = require_keyring(keyring, &location.path)?.primary();
-                let context = transform::context(&rule.selector, location);
-                let sealed = token::seal(key, context, node).map_err(|_| {
-                    FieldFailure::new(
-                        &location.path,
-                        Reason::RandomSourceFailed,
-                        Some(key.id.clone()),
-                    )
-                })?;
-                *node = Value::String(sealed);
-                (Action::Sealed, Some(key.id.clone()))
-            }
-            Operation::Redact => {
-                *node = transform::redact(node);
-                (Action::Redacted, None)
-            }
-            Operation::Mask { keep_last } => {
-                *node = transform::mask(node, keep_last);
-                (Action::Masked, None)
-            }
+        let context = transform::context(&rule.selector, location);
+        let Some(done) = operate(rule, Node::Value(node), context, keyring, &location.path)? else {
+            continue;
         };
+        *node = done.replacement.into_value();
+        let (action, kid) = (done.action, done.kid);
         ops.push(FieldOp {
             path: location.path.clone(),
             action,
@@ -339,39 +432,15 @@ pub fn rewrite_response_body(
     for span in &mut spans {
         let path = std::mem::take(&mut span.path);
         let rule = &table[span.selector];
-        if rule.op == Operation::Seal && span.raw == "null" && !rule.selector.seal_null {
+        let context = rule.selector.context.as_deref().unwrap_or(&span.member);
+        let Some(done) = operate(rule, Node::Raw(span.raw), context, keyring, &path)? else {
             continue;
-        }
-        let (replacement, action, kid) = match rule.op {
-            Operation::Seal => {
-                let selector = &rule.selector;
-                let key = require_keyring(keyring, &path)?.primary();
-                let context = selector.context.as_deref().unwrap_or(&span.member);
-                let plaintext = compact(span.raw)
-                    .ok_or_else(|| FieldFailure::new(&path, Reason::InvalidValue, None))?;
-                let sealed = token::seal_json(key, context, &plaintext).map_err(|_| {
-                    FieldFailure::new(&path, Reason::RandomSourceFailed, Some(key.id.clone()))
-                })?;
-                let mut quoted = Vec::with_capacity(sealed.len() + 2);
-                quoted.push(b'"');
-                // Token characters (prefix, key id, base64url) never need escaping.
-                quoted.extend_from_slice(sealed.as_bytes());
-                quoted.push(b'"');
-                (quoted, Action::Sealed, Some(key.id.clone()))
-            }
-            Operation::Redact => (b"null".to_vec(), Action::Redacted, None),
-            Operation::Mask { keep_last } => {
-                let value: Value = serde_json::from_str(span.raw)
-                    .map_err(|_| FieldFailure::new(&path, Reason::InvalidValue, None))?;
-                let masked = serde_json::to_vec(&transform::mask(&value, keep_last))
-                    .expect("a JSON value serialises");
-                (masked, Action::Masked, None)
-            }
         };
+        let (replacement, action, kid) = (done.replacement.into_json(), done.action, done.kid);
         edits.push(splice::Edit {
             start: span.start,
             end: span.end,
-            replacement: Zeroizing::new(replacement),
+            replacement,
         });
         ops.push(FieldOp {
             path,
