@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Counters of one key id.
 #[derive(Debug, Default)]
@@ -37,8 +37,19 @@ impl Default for KeyUsage {
     }
 }
 
+/// The `GET /keys` document: written by the admin listener, read by `keys retire` and
+/// `keys usage` — one definition for both sides, so they cannot drift apart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageDocument {
+    /// When counting began (process start), RFC 3339.
+    pub since: String,
+    /// The proxy's clock when it answered, RFC 3339: readers compare against it, not their own.
+    pub now: String,
+    pub keys: Vec<KidReport>,
+}
+
 /// One key's figures, as `GET /keys` reports them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KidReport {
     pub id: String,
     /// The key's state in the loaded keyring (`active`, `decrypt_only`, `disabled`), or
@@ -137,13 +148,7 @@ impl KeyUsage {
 
     /// The `GET /keys` document.
     pub fn report_json(&self, keyring: &[(String, String)]) -> String {
-        #[derive(Serialize)]
-        struct Doc {
-            since: String,
-            now: String,
-            keys: Vec<KidReport>,
-        }
-        serde_json::to_string(&Doc {
+        serde_json::to_string(&UsageDocument {
             since: humantime::format_rfc3339_seconds(self.since).to_string(),
             now: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             keys: self.report(keyring),

@@ -25,7 +25,6 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use clap::Subcommand;
-use serde::Deserialize;
 
 use crate::crypto::keyring::{self, KeyringFile, ReadKeyring, Rotation};
 use crate::crypto::wrap::{self, Kek, KekSource};
@@ -450,24 +449,10 @@ pub struct UsageRow {
     pub last_sealed: Option<SystemTime>,
 }
 
-/// Parses the `GET /keys` document.
+/// Parses the `GET /keys` document ([`crate::key_usage::UsageDocument`]), timestamps into
+/// times.
 pub fn parse_usage(json: &str) -> Result<UsageReport, String> {
-    #[derive(Deserialize)]
-    struct Doc {
-        since: String,
-        now: String,
-        keys: Vec<Row>,
-    }
-    #[derive(Deserialize)]
-    struct Row {
-        id: String,
-        state: String,
-        opened_total: u64,
-        sealed_total: u64,
-        last_opened: Option<String>,
-        last_sealed: Option<String>,
-    }
-    let doc: Doc =
+    let doc: crate::key_usage::UsageDocument =
         serde_json::from_str(json).map_err(|e| format!("not a /keys usage report: {e}"))?;
     let time = |field: &str, t: &str| {
         humantime::parse_rfc3339_weak(t)
