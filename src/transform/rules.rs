@@ -329,59 +329,116 @@ pub fn apply_request(
             selector,
             rules,
         };
-        if let Some(op) = open_field(node, &field, openers, &mut budget)? {
-            ops.push(op);
+        let Some(opened) = open_node(Node::Value(node), &field, openers, &mut budget)? else {
+            continue;
+        };
+        if let Some(plain) = opened.plaintext {
+            *node = plain.into_value(&field, &opened.kid)?;
         }
+        ops.push(FieldOp {
+            path: location.path.clone(),
+            action: opened.action,
+            kid: opened.kid,
+            selector: Some(selector.source.clone()),
+        });
     }
     Ok(ops)
 }
 
-/// Opens the value at one decrypt path; `None` for a `null` left alone (contract §7).
-fn open_field(
-    node: &mut Value,
+/// What opening one request value produced.
+struct OpenedField {
+    /// The plaintext to put in its place; `None` when the value passes as it is (plaintext).
+    plaintext: Option<Plain>,
+    action: Action,
+    kid: Option<String>,
+}
+
+/// An opened value, in the form its opener produced it.
+enum Plain {
+    /// JSON text (an `fs1` token opens to the bytes it sealed).
+    Json(Zeroizing<Vec<u8>>),
+    /// A value (a JWE opens to one).
+    Value(Value),
+}
+
+impl Plain {
+    fn into_value(self, field: &Field<'_>, kid: &Option<String>) -> Result<Value, FieldFailure> {
+        match self {
+            Plain::Value(v) => Ok(v),
+            Plain::Json(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|_| field.failure(Reason::InvalidValue, kid.clone())),
+        }
+    }
+
+    fn into_json(self) -> Zeroizing<Vec<u8>> {
+        match self {
+            Plain::Json(bytes) => bytes,
+            Plain::Value(v) => {
+                Zeroizing::new(serde_json::to_vec(&v).expect("a JSON value serialises"))
+            }
+        }
+    }
+}
+
+/// Opens the value at one decrypt path — a JWE, an `fs1` token, or plaintext the route may
+/// refuse — for both engines (the one place this is decided). `None` for a `null` left alone
+/// (contract §7).
+fn open_node(
+    node: Node<'_>,
     field: &Field<'_>,
     openers: &Openers<'_>,
     budget: &mut usize,
-) -> Result<Option<FieldOp>, FieldFailure> {
-    let op = |action, kid| {
-        Some(FieldOp {
-            path: field.path.to_string(),
-            action,
-            kid,
-            selector: Some(field.selector.source.clone()),
-        })
-    };
+) -> Result<Option<OpenedField>, FieldFailure> {
     if node.is_null() && !field.selector.seal_null {
         return Ok(None);
     }
-    if let Value::String(s) = node {
-        if jwe::looks_like_jwe(s) {
-            let (value, kid) = open_client_value(s, field, openers, budget)?;
-            *node = value;
-            return Ok(op(Action::Decrypted, Some(kid)));
-        }
-    }
-    let token_text = match node {
-        Value::String(s) if looks_like_token(s) => s.as_str(),
-        _ if field.rules.require_encrypted => {
-            return Err(field.failure(Reason::PlaintextNotAllowed, None))
-        }
-        _ => return Ok(op(Action::PassedPlaintext, None)),
+    let text: Option<Cow<'_, str>> = match node {
+        Node::Value(Value::String(s)) => Some(Cow::Borrowed(s)),
+        Node::Value(_) => None,
+        Node::Raw(raw) => match raw.as_bytes() {
+            [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') => {
+                Some(Cow::Borrowed(&raw[1..raw.len() - 1]))
+            }
+            [b'"', ..] => serde_json::from_str::<String>(raw).ok().map(Cow::Owned),
+            _ => None,
+        },
     };
-    let kid = token_kid(token_text);
-    let keyring = openers
-        .keyring
-        .ok_or_else(|| field.failure(Reason::KeyringUnavailable, kid.clone()))?;
-    match token::open(keyring, field.context, token_text) {
-        Ok(value) if !JsonTypes::accepts_opened(field.selector.accepts, &value) => {
-            Err(field.failure(Reason::UnexpectedType, kid))
-        }
-        Ok(value) => {
-            *node = value;
-            Ok(op(Action::Opened, kid))
-        }
-        Err(e) => Err(field.failure(e.reason(), e.kid().map(str::to_string).or(kid))),
+    if let Some(text) = text.as_deref().filter(|t| jwe::looks_like_jwe(t)) {
+        let (value, kid) = open_client_value(text, field, openers, budget)?;
+        return Ok(Some(OpenedField {
+            plaintext: Some(Plain::Value(value)),
+            action: Action::Decrypted,
+            kid: Some(kid),
+        }));
     }
+    let Some(token_text) = text.filter(|t| looks_like_token(t)) else {
+        if field.rules.require_encrypted {
+            return Err(field.failure(Reason::PlaintextNotAllowed, None));
+        }
+        return Ok(Some(OpenedField {
+            plaintext: None,
+            action: Action::PassedPlaintext,
+            kid: None,
+        }));
+    };
+    let kid = token_kid(&token_text);
+    let Some(keyring) = openers.keyring else {
+        return Err(field.failure(Reason::KeyringUnavailable, kid));
+    };
+    let plaintext = token::open_json(keyring, field.context, &token_text)
+        .map_err(|e| field.failure(e.reason(), e.kid().map(str::to_string).or(kid.clone())))?;
+    if let Some(types) = field.selector.accepts {
+        let value: Value = serde_json::from_slice(&plaintext)
+            .map_err(|_| field.failure(Reason::InvalidValue, kid.clone()))?;
+        if !types.contains(&value) {
+            return Err(field.failure(Reason::UnexpectedType, kid));
+        }
+    }
+    Ok(Some(OpenedField {
+        plaintext: Some(Plain::Json(plaintext)),
+        action: Action::Opened,
+        kid,
+    }))
 }
 
 /// Why a body could not be rewritten.
@@ -504,74 +561,26 @@ pub fn rewrite_request_body(
     for span in &mut spans {
         let path = std::mem::take(&mut span.path);
         let selector = &rules.decrypt[span.selector];
-        if span.raw == "null" && !selector.seal_null {
-            continue;
-        }
         let field = Field {
             path: &path,
             context: selector.context.as_deref().unwrap_or(&span.member),
             selector,
             rules,
         };
-        let token_text: Option<Cow<'_, str>> = match span.raw.as_bytes() {
-            [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') => {
-                Some(Cow::Borrowed(&span.raw[1..span.raw.len() - 1]))
-            }
-            [b'"', ..] => serde_json::from_str::<String>(span.raw)
-                .ok()
-                .map(Cow::Owned),
-            _ => None,
+        let Some(opened) = open_node(Node::Raw(span.raw), &field, openers, &mut budget)? else {
+            continue;
         };
-        if let Some(text) = token_text.as_deref().filter(|t| jwe::looks_like_jwe(t)) {
-            let (value, kid) = open_client_value(text, &field, openers, &mut budget)?;
-            let plaintext = serde_json::to_vec(&value).expect("a JSON value serialises");
+        if let Some(plain) = opened.plaintext {
             edits.push(splice::Edit {
                 start: span.start,
                 end: span.end,
-                replacement: Zeroizing::new(plaintext),
+                replacement: plain.into_json(),
             });
-            ops.push(FieldOp {
-                path,
-                action: Action::Decrypted,
-                kid: Some(kid),
-                selector: Some(selector.source.clone()),
-            });
-            continue;
         }
-        let Some(token_text) = token_text.filter(|t| looks_like_token(t)) else {
-            if rules.require_encrypted {
-                return Err(field.failure(Reason::PlaintextNotAllowed, None).into());
-            }
-            ops.push(FieldOp {
-                path,
-                action: Action::PassedPlaintext,
-                kid: None,
-                selector: Some(selector.source.clone()),
-            });
-            continue;
-        };
-        let kid = token_kid(&token_text);
-        let Some(keyring) = openers.keyring else {
-            return Err(field.failure(Reason::KeyringUnavailable, kid).into());
-        };
-        let plaintext = token::open_json(keyring, field.context, &token_text)
-            .map_err(|e| field.failure(e.reason(), e.kid().map(str::to_string).or(kid.clone())))?;
-        if let Some(types) = selector.accepts {
-            let value: Value = serde_json::from_slice(&plaintext)
-                .map_err(|_| field.failure(Reason::InvalidValue, kid.clone()))?;
-            if !types.contains(&value) {
-                return Err(field.failure(Reason::UnexpectedType, kid).into());
-            }
-        }
-        edits.push(splice::Edit {
-            start: span.start,
-            end: span.end,
-            replacement: plaintext,
-        });
         ops.push(FieldOp {
             path,
-            action: Action::Opened,
-            kid,
+            action: opened.action,
+            kid: opened.kid,
             selector: Some(selector.source.clone()),
         });
     }
