@@ -152,6 +152,8 @@ fields:
   - {{ select: "$.items.*", action: encrypt }}
   - {{ select: "$..email", action: hash }}
   - {{ select: "$..ok", action: encrypt, context: ok }}
+  - {{ select: "$..mail", action: mask_email }}
+  - {{ select: "$..dob", action: year }}
 guard:
   detect: [ssn, iban]
   mode: shout
@@ -193,7 +195,10 @@ guard:
         ("fields.1.keep_last", "`mask` needs `keep_last`"),
         ("fields.2.context", "applies to `encrypt` only"),
         ("fields.3.select", "chosen by the client"),
-        ("fields.4.action", "expected one of: encrypt, redact, mask"),
+        (
+            "fields.4.action",
+            "expected one of: encrypt, redact, mask, mask_email, year",
+        ),
         ("guard.mode", "expected one of: observe, block"),
     ];
     for (key, what) in expect {
@@ -207,6 +212,8 @@ guard:
     for fine in [
         "routes.3.request.decrypt.1:",
         "fields.5.select",
+        "fields.6",
+        "fields.7",
         "trusted_proxies.0",
         "trusted_proxies.2",
     ] {

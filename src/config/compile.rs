@@ -755,6 +755,8 @@ impl<'a> Compiler<'a> {
                 }
                 (RawAction::Encrypt, None) => Operation::Seal,
                 (RawAction::Redact, None) => Operation::Redact,
+                (RawAction::MaskEmail, None) => Operation::MaskEmail,
+                (RawAction::Year, None) => Operation::Year,
             };
             if op != Operation::Seal && (raw.context.is_some() || raw.seal_null) {
                 let key = if raw.context.is_some() {
@@ -1063,7 +1065,22 @@ impl<'a> Compiler<'a> {
                     Err(msg) => self.problem(&format!("{key}.response.mask.{i}.path"), msg),
                 }
             }
-            ResponseRules::new(encrypt, redact, mask, r.on_non_json)
+            let mut rules = ResponseRules::new(encrypt, redact, mask, r.on_non_json)
+                .rules()
+                .to_vec();
+            for (list, name, op) in [
+                (&r.mask_email, "mask_email", Operation::MaskEmail),
+                (&r.year, "year", Operation::Year),
+            ] {
+                for selector in self.selectors(&format!("{key}.response.{name}"), list, false) {
+                    rules.push(ResponseRule {
+                        selector,
+                        op,
+                        source: RuleSource::Route,
+                    });
+                }
+            }
+            ResponseRules::ordered(rules, r.on_non_json)
         });
         let request = raw.request.as_ref().map(|r| {
             if r.max_age == Some(0) {

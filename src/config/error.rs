@@ -96,7 +96,10 @@ const SHAPES: &[(&str, &str)] = &[
         "a mapping `{ select, action, context, keep_last, seal_null }`",
     ),
     ("struct RawGuard", "a mapping `{ detect, mode }`"),
-    ("enum RawAction", "one of `encrypt`, `redact`, `mask`"),
+    (
+        "enum RawAction",
+        "one of `encrypt`, `redact`, `mask`, `mask_email`, `year`",
+    ),
     ("enum GuardMode", "one of `observe`, `block`"),
     ("enum OnNonJson", "one of `fail`, `pass`"),
     ("struct RawReload", "a mapping `{ watch, interval }`"),
@@ -104,7 +107,7 @@ const SHAPES: &[(&str, &str)] = &[
     ("struct RawLimits", "a mapping of limits"),
     (
         "struct RawResponseRules",
-        "a mapping `{ encrypt, redact, mask, on_non_json }`",
+        "a mapping `{ encrypt, redact, mask, mask_email, year, on_non_json }`",
     ),
     (
         "struct RawRequestRules",

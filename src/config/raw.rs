@@ -195,6 +195,8 @@ pub enum RawAction {
     Encrypt,
     Redact,
     Mask,
+    MaskEmail,
+    Year,
 }
 
 /// The guard (contract §9).
@@ -272,6 +274,12 @@ pub struct RawResponseRules {
     pub redact: Vec<RawSelector>,
     #[serde(default)]
     pub mask: Vec<RawMask>,
+    /// Email addresses with their first character and domain kept.
+    #[serde(default)]
+    pub mask_email: Vec<RawSelector>,
+    /// Dates generalised to their year.
+    #[serde(default)]
+    pub year: Vec<RawSelector>,
     #[serde(default)]
     pub on_non_json: OnNonJson,
 }

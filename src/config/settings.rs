@@ -278,7 +278,7 @@ impl RouteRules {
         };
         let mut out = Vec::new();
         if let Some(r) = &self.response {
-            for kind in ["encrypt", "redact", "mask"] {
+            for kind in Operation::KINDS {
                 let own: Vec<String> = r
                     .rules()
                     .iter()
@@ -373,6 +373,10 @@ pub enum Operation {
     Redact,
     /// Keep the last `keep_last` characters, star the rest.
     Mask { keep_last: usize },
+    /// Keep an email address's first character and domain, star the rest.
+    MaskEmail,
+    /// Generalise a date to its year; anything else becomes `null`.
+    Year,
 }
 
 impl Operation {
@@ -382,8 +386,15 @@ impl Operation {
             Operation::Seal => "encrypt",
             Operation::Redact => "redact",
             Operation::Mask { .. } => "mask",
+            Operation::MaskEmail => "mask_email",
+            Operation::Year => "year",
         }
     }
+
+    /// Every operation a rule can name, by its configuration name (`keep_last` is filled in
+    /// for `mask`): the one table the route lists, the field policy's `action` and `explain`
+    /// read.
+    pub const KINDS: [&'static str; 5] = ["encrypt", "redact", "mask", "mask_email", "year"];
 }
 
 /// Where a rule was written: on the route, or in the top-level `fields` policy (contract §8).
@@ -514,12 +525,13 @@ impl ResponseRules {
     }
 }
 
-fn kind_rank(op: Operation) -> u8 {
-    match op {
-        Operation::Seal => 0,
-        Operation::Redact => 1,
-        Operation::Mask { .. } => 2,
-    }
+/// Precedence among kinds when two rules select one node: the order of [`Operation::KINDS`]
+/// (sealing keeps a value recoverable; then the more destructive transforms first).
+fn kind_rank(op: Operation) -> usize {
+    Operation::KINDS
+        .iter()
+        .position(|k| *k == op.name())
+        .expect("every operation is listed in KINDS")
 }
 
 #[derive(Debug, Clone)]

@@ -33,6 +33,47 @@ pub fn redact(_value: &Value) -> Value {
     Value::Null
 }
 
+/// Masks an email address for people who need to recognise it, not use it: the first
+/// character of the local part and the whole domain stay, the rest of the local part becomes
+/// `*` with its length kept (`ada.lovelace@example.com` → `a***********@example.com`). A string
+/// that is not an address (no `@`, or nothing before or after the last one) is masked whole, a
+/// number too; other types become null, as with [`mask`].
+pub fn mask_email(value: &Value) -> Value {
+    let Value::String(s) = value else {
+        return mask(value, 0);
+    };
+    match s.rsplit_once('@') {
+        Some((local, domain)) if !local.is_empty() && !domain.is_empty() => {
+            let mut chars = local.chars();
+            let first = chars.next().expect("the local part is not empty");
+            let mut out = String::with_capacity(s.len());
+            out.push(first);
+            out.extend(chars.map(|_| '*'));
+            out.push('@');
+            out.push_str(domain);
+            Value::String(out)
+        }
+        _ => mask(value, 0),
+    }
+}
+
+/// Generalises a date to its year, for data minimisation (a date of birth kept for an age
+/// bracket): a string starting with a four-digit year followed by `-` (`1985-04-12`,
+/// `1985-04-12T08:00:00Z`) becomes that year as a string (`"1985"`). Anything else becomes
+/// null: generalising what is not a date would pass it on.
+pub fn year(value: &Value) -> Value {
+    match value {
+        Value::String(s)
+            if s.len() > 4
+                && s.as_bytes()[..4].iter().all(u8::is_ascii_digit)
+                && s.as_bytes()[4] == b'-' =>
+        {
+            Value::String(s[..4].to_string())
+        }
+        _ => Value::Null,
+    }
+}
+
 fn mask_str(s: &str, keep_last: usize) -> String {
     let len = s.chars().count();
     let hidden = if len <= keep_last {
@@ -97,6 +138,42 @@ mod tests {
         assert_eq!(mask(&json!(false), 0), json!(null));
         assert_eq!(mask(&json!({"a": "1234"}), 2), json!(null));
         assert_eq!(mask(&json!(["1234"]), 2), json!(null));
+    }
+
+    #[test]
+    fn masks_emails_keeping_the_first_character_and_the_domain() {
+        assert_eq!(
+            mask_email(&json!("ada.lovelace@example.com")),
+            json!("a***********@example.com")
+        );
+        assert_eq!(mask_email(&json!("a@b.io")), json!("a@b.io"));
+        // The domain is what follows the last `@` (a quoted local part may hold one).
+        assert_eq!(
+            mask_email(&json!("\"q@x\"@ex.org")),
+            json!("\"****@ex.org")
+        );
+        // Not an address: masked whole; numbers too; other types null.
+        assert_eq!(mask_email(&json!("no-at-sign")), json!("**********"));
+        assert_eq!(mask_email(&json!("@example.com")), json!("************"));
+        assert_eq!(mask_email(&json!(12345)), json!("*****"));
+        assert_eq!(mask_email(&json!({"a": 1})), json!(null));
+        assert_eq!(mask_email(&json!(null)), json!(null));
+    }
+
+    #[test]
+    fn years_of_dates_and_null_for_anything_else() {
+        assert_eq!(year(&json!("1985-04-12")), json!("1985"));
+        assert_eq!(year(&json!("1985-04-12T08:00:00Z")), json!("1985"));
+        for other in [
+            json!("1985"),
+            json!("12/04/1985"),
+            json!(1985),
+            json!("abcd-01-01"),
+            json!(null),
+            json!(true),
+        ] {
+            assert_eq!(year(&other), json!(null), "{other}");
+        }
     }
 
     #[test]

@@ -44,7 +44,7 @@ use serde_json::Value;
 use path::Step;
 use selector::Selector;
 
-pub use mask::{mask, redact};
+pub use mask::{mask, mask_email, redact, year};
 
 /// Where a selected node is, spelled three ways.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

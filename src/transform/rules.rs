@@ -164,6 +164,14 @@ fn operate(
             Replacement::Value(transform::mask(node.value(path)?.as_ref(), keep_last)),
             Action::Masked,
         ),
+        Operation::MaskEmail => done(
+            Replacement::Value(transform::mask_email(node.value(path)?.as_ref())),
+            Action::Masked,
+        ),
+        Operation::Year => done(
+            Replacement::Value(transform::year(node.value(path)?.as_ref())),
+            Action::Masked,
+        ),
     }))
 }
 
@@ -1467,6 +1475,42 @@ mod tests {
                 matches!(&err, Err(BodyFailure::Field(f)) if f.reason == "plaintext_not_allowed" && f.path == "$['ssn']"),
                 "{err:?}"
             );
+        }
+    }
+
+    /// The two operations added after the engine was made one (issue 15): each is a variant
+    /// of `Operation`, an arm of `operate`, and its spelling; both engines run them alike.
+    #[test]
+    fn mask_email_and_year_run_on_both_engines() {
+        let own = ResponseRules::ordered(
+            vec![
+                crate::config::settings::ResponseRule {
+                    selector: sel("$..email"),
+                    op: Operation::MaskEmail,
+                    source: crate::config::settings::RuleSource::Route,
+                },
+                crate::config::settings::ResponseRule {
+                    selector: sel("$..dob"),
+                    op: Operation::Year,
+                    source: crate::config::settings::RuleSource::Route,
+                },
+            ],
+            OnNonJson::Fail,
+        );
+        assert!(own.plan().is_some());
+        let body = br#"{"users":[{"email":"ada@example.com","dob":"1815-12-10"},{"email":"x","dob":"unknown"}]}"#;
+        for rules in [own.clone(), own.without_plan()] {
+            let mut ops = Vec::new();
+            let out = rewrite_response_body(body, &rules, None, &mut ops)
+                .unwrap()
+                .unwrap();
+            let out: Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(
+                out,
+                json!({"users":[{"email":"a**@example.com","dob":"1815"},{"email":"*","dob":null}]})
+            );
+            assert_eq!(ops.len(), 4);
+            assert!(ops.iter().all(|o| o.action == Action::Masked));
         }
     }
 }
