@@ -148,10 +148,7 @@ mod tests {
         );
         assert_eq!(mask_email(&json!("a@b.io")), json!("a@b.io"));
         // The domain is what follows the last `@` (a quoted local part may hold one).
-        assert_eq!(
-            mask_email(&json!("\"q@x\"@ex.org")),
-            json!("\"****@ex.org")
-        );
+        assert_eq!(mask_email(&json!("\"q@x\"@ex.org")), json!("\"****@ex.org"));
         // Not an address: masked whole; numbers too; other types null.
         assert_eq!(mask_email(&json!("no-at-sign")), json!("**********"));
         assert_eq!(mask_email(&json!("@example.com")), json!("************"));
