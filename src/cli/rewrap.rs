@@ -21,11 +21,11 @@
 
 use crate::cli::exit;
 use crate::reason::Reason;
-use crate::transform::path::{push_normal_name, push_pointer_token};
+use crate::transform::path::{self, Step};
+use crate::transform::Location;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::fmt::Write as _;
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -419,27 +419,22 @@ pub(crate) fn rewrap_document(
         let kid = value[TOKEN_PREFIX.len()..]
             .split_once('.')
             .map_or("", |(kid, _)| kid);
-        let explicit = if overrides.is_empty() {
-            None
-        } else {
-            overrides.get(&site.pointer())
-        };
-        let context = match explicit {
-            Some(context) => Cow::Borrowed(context.as_str()),
-            None => site.member(),
-        };
+        let location = site.location();
+        let context = overrides
+            .get(&location.pointer)
+            .map_or(location.member.as_str(), String::as_str);
         let failure = |reason| Failure {
-            path: site.path(),
+            path: location.path.clone(),
             reason,
             kid: kid.to_string(),
         };
         let plaintext =
-            token::open_json(keyring, &context, value).map_err(|e| failure(e.reason()))?;
+            token::open_json(keyring, context, value).map_err(|e| failure(e.reason()))?;
         if kid == primary.id && !all {
             stats.current += 1;
             return Ok(None);
         }
-        let sealed = token::seal_json(primary, &context, &plaintext)
+        let sealed = token::seal_json(primary, context, &plaintext)
             .map_err(|_| failure(Reason::RandomSourceFailed))?;
         *stats.rewrapped.entry(kid.to_string()).or_default() += 1;
         Ok(Some(sealed))
@@ -470,52 +465,19 @@ impl Site<'_> {
         decode(&self.text[start..end])
     }
 
-    /// The member rule (contract §1), as `transform::Location::member`: the innermost object
-    /// member on the route — for array elements, the member holding the array — or `""`.
-    pub(crate) fn member(&self) -> Cow<'_, str> {
-        self.stack
+    /// Where the value is, spelled by the field engine's own [`path::locate`]: the member
+    /// rule (contract §1), the Normalized Path and the JSON Pointer have one definition, in
+    /// `transform`, for the proxy and this tool alike.
+    pub(crate) fn location(&self) -> Location {
+        let steps: Vec<Step> = self
+            .stack
             .iter()
-            .rev()
-            .find_map(|frame| match frame {
-                Frame::Object { key, .. } => Some(self.key(*key)),
-                Frame::Array { .. } => None,
+            .map(|frame| match frame {
+                Frame::Object { key, .. } => Step::Key(self.key(*key).into_owned()),
+                Frame::Array { index } => Step::Index(*index),
             })
-            .unwrap_or(Cow::Borrowed(""))
-    }
-
-    /// RFC 9535 Normalized Path (`$['cards'][0]['number']`), as `transform::Location::path`.
-    pub(crate) fn path(&self) -> String {
-        let mut path = String::from("$");
-        for frame in self.stack {
-            match frame {
-                Frame::Object { key, .. } => {
-                    path.push('[');
-                    push_normal_name(&mut path, &self.key(*key));
-                    path.push(']');
-                }
-                Frame::Array { index } => {
-                    let _ = write!(path, "[{index}]");
-                }
-            }
-        }
-        path
-    }
-
-    /// RFC 6901 JSON Pointer (`/cards/0/number`), as `transform::Location::pointer`.
-    pub(crate) fn pointer(&self) -> String {
-        let mut pointer = String::new();
-        for frame in self.stack {
-            match frame {
-                Frame::Object { key, .. } => {
-                    pointer.push('/');
-                    push_pointer_token(&mut pointer, &self.key(*key));
-                }
-                Frame::Array { index } => {
-                    let _ = write!(pointer, "/{index}");
-                }
-            }
-        }
-        pointer
+            .collect();
+        path::locate(&steps)
     }
 }
 
@@ -927,7 +889,8 @@ mod tests {
         let tree: Value = serde_json::from_str(&text).unwrap();
         let mut sites = Vec::new();
         walk(&doc, &mut Vec::new(), |site, _| {
-            sites.push((site.path(), site.pointer(), site.member().into_owned()));
+            let l = site.location();
+            sites.push((l.path, l.pointer, l.member));
             Ok::<_, ()>(None)
         })
         .unwrap();
@@ -945,7 +908,8 @@ mod tests {
         // And the root.
         let mut root = None;
         walk(&raw(&format!("\"{t}\"")), &mut Vec::new(), |site, _| {
-            root = Some((site.path(), site.pointer(), site.member().into_owned()));
+            let l = site.location();
+            root = Some((l.path, l.pointer, l.member));
             Ok::<_, ()>(None)
         })
         .unwrap();
