@@ -81,8 +81,7 @@ impl Detector {
     /// where the exact check would not (that only costs a parse).
     fn may_match_raw(self, raw: &[u8]) -> bool {
         match self {
-            // Only where a dash is can an SSN be: SIMD search for dashes, then the shape.
-            Detector::Ssn => memchr::memchr_iter(b'-', raw).any(|at| ssn_at_first_dash(raw, at)),
+            Detector::Ssn => has_ssn(raw),
             Detector::Card => may_have_card(raw),
             Detector::Email => memchr::memchr(b'@', raw).is_some(),
         }
@@ -267,16 +266,6 @@ fn contains_escape(raw: &[u8]) -> bool {
     memchr::memmem::find(raw, b"\\u").is_some()
 }
 
-/// Whether `ddd-dd-dddd` starts three bytes before `dash` (its first dash), digit-bounded.
-fn ssn_at_first_dash(b: &[u8], dash: usize) -> bool {
-    let Some(start) = dash.checked_sub(3) else {
-        return false;
-    };
-    b.get(start..start + 11).is_some_and(has_ssn)
-        && (start == 0 || !b[start - 1].is_ascii_digit())
-        && b.get(start + 11).is_none_or(|c| !c.is_ascii_digit())
-}
-
 /// A run of at least 13 digits, single spaces or dashes between them allowed: where a card
 /// number could be (the exact check, length and Luhn, runs on the strings themselves).
 ///
@@ -332,19 +321,23 @@ fn digit_run_at_least(b: &[u8], n: usize) -> bool {
     false
 }
 
-/// `ddd-dd-dddd` with no digit right before or after it.
+/// `ddd-dd-dddd` with no digit right before or after it. Only where a dash is can one start
+/// three bytes earlier, so dashes are found with `memchr` (SIMD) and the shape checked there:
+/// the same function serves the raw-body prefilter and the exact check on strings.
 fn has_ssn(b: &[u8]) -> bool {
     const SHAPE: &[u8; 11] = b"ddd-dd-dddd";
-    if b.len() < SHAPE.len() {
-        return false;
-    }
-    (0..=b.len() - SHAPE.len()).any(|i| {
-        let window = &b[i..i + SHAPE.len()];
-        window.iter().zip(SHAPE).all(|(c, s)| match s {
-            b'd' => c.is_ascii_digit(),
-            _ => c == s,
-        }) && (i == 0 || !b[i - 1].is_ascii_digit())
-            && b.get(i + SHAPE.len()).is_none_or(|c| !c.is_ascii_digit())
+    memchr::memchr_iter(b'-', b).any(|dash| {
+        let Some(start) = dash.checked_sub(3) else {
+            return false;
+        };
+        b.get(start..start + SHAPE.len()).is_some_and(|window| {
+            window.iter().zip(SHAPE).all(|(c, s)| match s {
+                b'd' => c.is_ascii_digit(),
+                _ => c == s,
+            })
+        }) && (start == 0 || !b[start - 1].is_ascii_digit())
+            && b.get(start + SHAPE.len())
+                .is_none_or(|c| !c.is_ascii_digit())
     })
 }
 

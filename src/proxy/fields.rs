@@ -82,34 +82,12 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// Reads a body of at most `limit` bytes. `Err(true)` = too large, `Err(false)` = read error.
-/// (A hand-written loop rather than `http_body_util::Limited`, whose `Into<BoxError>` bound
-/// trips rustc's higher-ranked lifetime inference in this async context and makes the request
-/// future non-`Send`.)
-async fn read_bounded(mut body: ProxyBody, limit: usize) -> Result<Bytes, bool> {
-    // A small body usually arrives in one frame: keep it as it is, copy only from a second.
-    let mut first = Bytes::new();
-    let mut rest: Option<bytes::BytesMut> = None;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| false)?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        let held = rest.as_ref().map_or(first.len(), |b| b.len());
-        if held + data.len() > limit {
-            return Err(true);
-        }
-        match &mut rest {
-            Some(buf) => buf.extend_from_slice(&data),
-            None if first.is_empty() => first = data,
-            None => {
-                let mut buf = bytes::BytesMut::with_capacity(first.len() + data.len());
-                buf.extend_from_slice(&first);
-                buf.extend_from_slice(&data);
-                rest = Some(buf);
-            }
-        }
+async fn read_bounded(body: ProxyBody, limit: usize) -> Result<Bytes, bool> {
+    match read_up_to(body, limit, false).await {
+        Ok(Buffered::Whole(bytes)) => Ok(bytes),
+        Ok(Buffered::Over(_) | Buffered::NotJson(_)) => Err(true),
+        Err(()) => Err(false),
     }
-    Ok(rest.map_or(first, bytes::BytesMut::freeze))
 }
 
 /// A body read up to a bound.
@@ -132,7 +110,9 @@ fn rejoin(prefix: Bytes, rest: ProxyBody) -> ProxyBody {
 }
 
 /// Reads at most `limit` bytes of `body`; with `sniff`, gives up after the first data if it
-/// cannot begin a JSON object or array. `Err(())` = read error.
+/// cannot begin a JSON object or array. `Err(())` = read error. (A hand-written loop rather
+/// than `http_body_util::Limited`, whose `Into<BoxError>` bound trips rustc's higher-ranked
+/// lifetime inference in this async context and makes the request future non-`Send`.)
 async fn read_up_to(mut body: ProxyBody, limit: usize, sniff: bool) -> Result<Buffered, ()> {
     let mut buf = bytes::BytesMut::new();
     let mut first: Option<Bytes> = None;
@@ -421,17 +401,27 @@ pub async fn rewrite_response(
             Ok(Ok(Buffered::Whole(bytes))) => bytes,
         }
     };
-    // Unlabelled bodies count as JSON only when they parse.
-    if !labelled && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
-        return not_json(parts, full(bytes), stage);
-    }
+    // Unlabelled bodies count as JSON only when they parse: the rules' own parse decides
+    // (no second pass); the guard alone checks first.
     let rewritten = match stage.rules {
+        None if !labelled && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() => {
+            return not_json(parts, full(bytes), stage);
+        }
         None => None,
-        Some(rules) => field_rules::rewrite_response_body(&bytes, rules, stage.keyring, ops)
-            .map_err(|failure| match failure {
-                BodyFailure::InvalidJson => ProxyError::ResponseNotEncryptable("invalid JSON"),
-                BodyFailure::Field(_) => ProxyError::ResponseNotEncryptable("sealing failed"),
-            })?,
+        Some(rules) => {
+            match field_rules::rewrite_response_body(&bytes, rules, stage.keyring, ops) {
+                Ok(rewritten) => rewritten,
+                Err(BodyFailure::InvalidJson) if !labelled => {
+                    return not_json(parts, full(bytes), stage)
+                }
+                Err(BodyFailure::InvalidJson) => {
+                    return Err(ProxyError::ResponseNotEncryptable("invalid JSON"))
+                }
+                Err(BodyFailure::Field(_)) => {
+                    return Err(ProxyError::ResponseNotEncryptable("sealing failed"))
+                }
+            }
+        }
     };
     let out = rewritten.map_or(bytes, Bytes::from);
     if let Some(guard) = stage.guard {

@@ -82,6 +82,18 @@ def update_user(body: dict) -> dict:
     return user_doc()
 
 
+def wants_csv(accept: str | None) -> bool:
+    """Content negotiation, as apps with an export format do: `Accept: text/csv`."""
+    return bool(accept) and "text/csv" in accept
+
+
+def csv_of(doc: dict) -> str:
+    """One flat object (the user or the profile inside `doc`) as a CSV header and row."""
+    (inner,) = doc.values()
+    keys = [k for k, v in inner.items() if not isinstance(v, (dict, list))]
+    return ",".join(keys) + "\n" + ",".join("" if inner[k] is None else str(inner[k]) for k in keys) + "\n"
+
+
 def byte_range(header: str | None, data: bytes):
     """`bytes=a-b` → (start, end) inclusive, or None (no or unsupported range)."""
     if not header or not header.startswith("bytes="):

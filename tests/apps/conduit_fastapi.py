@@ -27,7 +27,9 @@ class UserBody(BaseModel):
 
 
 @app.get("/api/user")
-def get_user():
+def get_user(request: Request):
+    if cc.wants_csv(request.headers.get("accept")):
+        return PlainTextResponse(cc.csv_of(cc.user_doc()), media_type="text/csv")
     return cc.user_doc()
 
 
@@ -38,9 +40,11 @@ async def put_user(body: UserBody, request: Request):
 
 
 @app.get("/api/profiles/{name}")
-def profile(name: str):
+def profile(name: str, request: Request):
     if name not in cc.USERS:
         return JSONResponse({"errors": {"profile": ["not found"]}}, status_code=404)
+    if cc.wants_csv(request.headers.get("accept")):
+        return PlainTextResponse(cc.csv_of(cc.profile_doc(name)), media_type="text/csv")
     return cc.profile_doc(name)
 
 

@@ -13,6 +13,8 @@ app = Flask(__name__)
 
 @app.get("/api/user")
 def get_user():
+    if cc.wants_csv(request.headers.get("Accept")):
+        return Response(cc.csv_of(cc.user_doc()), mimetype="text/csv")
     return jsonify(cc.user_doc())
 
 
@@ -29,6 +31,8 @@ def put_user():
 def profile(name):
     if name not in cc.USERS:
         return jsonify({"errors": {"profile": ["not found"]}}), 404
+    if cc.wants_csv(request.headers.get("Accept")):
+        return Response(cc.csv_of(cc.profile_doc(name)), mimetype="text/csv")
     return jsonify(cc.profile_doc(name))
 
 

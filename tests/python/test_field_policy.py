@@ -389,3 +389,29 @@ def test_the_onboarding_walkthrough_runs_as_written(conduit_fastapi, fieldseal_b
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_another_representation_on_a_route_with_its_own_rules_fails_closed(proxies, conduit, pki):
+    """Content negotiation (`Accept: text/csv`), the family of headers that change what the app
+    returns: on a path whose route has rules of its own, a non-JSON answer is refused."""
+    started, _, _ = proxies
+    assert "ada@example.com" in direct_csv(conduit, "/api/user")
+    with client(pki) as c:
+        r = c.get(started["observe"].url("/api/user"), headers={"accept": "text/csv"})
+    assert r.status_code == 502 and r.json()["error"]["code"] == "response_not_encryptable"
+    assert not EMAIL.search(r.text)
+
+
+@pytest.mark.xfail(strict=True, reason="contract §8: under the field policy alone non-JSON bodies "
+                   "stream untouched, and the guard reads JSON only: an app that honours "
+                   "`Accept: text/csv` returns the email in CSV (SECURITY.md, open finding)")
+def test_another_representation_under_the_policy_alone_does_not_leak(proxies, conduit, pki):
+    started, _, _ = proxies
+    assert "bob@example.org" in direct_csv(conduit, "/api/profiles/bob")
+    with client(pki) as c:
+        r = c.get(started["observe"].url("/api/profiles/bob"), headers={"accept": "text/csv"})
+    assert not EMAIL.search(r.text), r.text
+
+
+def direct_csv(conduit, path):
+    return httpx.get(f"http://127.0.0.1:{conduit[1]}{path}", headers={"accept": "text/csv"}).text
