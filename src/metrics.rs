@@ -425,15 +425,18 @@ impl Metrics {
                 &settings.unmatched_rules,
             )));
         for (route, rules) in routes {
-            let response = rules
-                .response
-                .iter()
-                .flat_map(|r| r.rules().iter().map(|x| &x.selector));
-            let request = rules.request.iter().flat_map(|r| r.decrypt.iter());
-            for selector in response.chain(request) {
+            let response = rules.response.iter().flat_map(|r| {
+                let body = r.rules().iter().map(|x| &x.selector.source);
+                body.chain(r.headers().iter().map(|h| &h.field.source))
+            });
+            let request = rules.request.iter().flat_map(|r| {
+                let body = r.decrypt.iter().map(|s| &s.source);
+                body.chain(r.named.iter().map(|n| &n.source))
+            });
+            for source in response.chain(request) {
                 let _ = self.selector_matches.get_or_create(&SelectorLabels {
                     route: Label(route.clone()),
-                    selector: Label(selector.source.clone()),
+                    selector: Label(source.clone()),
                 });
             }
         }

@@ -25,6 +25,7 @@ use crate::routing::{MethodSet, PathTemplate, RouteTable};
 use crate::secret_file::{self, Exposure};
 use crate::security_headers::HeaderPolicy;
 use crate::tls;
+use crate::transform::carrier::{Carrier, NamedField};
 use crate::transform::selector::{JsonTypes, Selector};
 
 /// Prefix of environment overrides; `__` separates nested keys (`FIELDSEAL_TLS__CERT`).
@@ -767,6 +768,39 @@ impl<'a> Compiler<'a> {
                 self.problem(&format!("{at}.{key}"), "applies to `encrypt` only");
                 continue;
             }
+            if let Some(named) = NamedField::parse(&raw.select, raw.context.clone()) {
+                let named = match named {
+                    Ok(n) => n,
+                    Err(m) => {
+                        self.problem(&format!("{at}.select"), m);
+                        continue;
+                    }
+                };
+                if raw.seal_null {
+                    self.problem(&format!("{at}.seal_null"), "applies to JSON members only");
+                    continue;
+                }
+                if op == Operation::Seal {
+                    if keys.keyring.is_none() {
+                        self.problem(&at, "`encrypt` needs `keys.keyring`");
+                    }
+                    policy.named.push(named.clone());
+                } else if !named.carrier.in_responses() {
+                    self.problem(
+                        &format!("{at}.action"),
+                        "a response has no form fields or query string: only `encrypt` (which opens them in requests) applies",
+                    );
+                    continue;
+                }
+                if named.carrier.in_responses() {
+                    policy.headers.push(HeaderRule {
+                        field: named,
+                        op,
+                        source: RuleSource::Policy,
+                    });
+                }
+                continue;
+            }
             let mut selector = match Selector::compile(&raw.select, raw.context.clone()) {
                 Ok(s) => s,
                 Err(m) => {
@@ -994,9 +1028,17 @@ impl<'a> Compiler<'a> {
         })
     }
 
-    fn selectors(&mut self, key: &str, raw: &[RawSelector], decrypt: bool) -> Vec<Selector> {
+    /// A rule list's JSONPath selectors, and its carrier rules (`form:`, `query:`,
+    /// `header:`): requests (`decrypt`) take every carrier, responses headers only.
+    fn selectors(
+        &mut self,
+        key: &str,
+        raw: &[RawSelector],
+        decrypt: bool,
+    ) -> (Vec<Selector>, Vec<NamedField>) {
         let mut seen = HashSet::new();
         let mut out = Vec::new();
+        let mut named_out = Vec::new();
         for (i, sel) in raw.iter().enumerate() {
             let at = format!("{key}.{i}");
             let (path, context, seal_null, value_type) = match sel {
@@ -1010,6 +1052,43 @@ impl<'a> Compiler<'a> {
             };
             if !seen.insert(path.to_string()) {
                 self.problem(&at, "the same selector is listed twice");
+                continue;
+            }
+            if let Some(named) = NamedField::parse(path, context.clone()) {
+                let mut named = match named {
+                    Ok(n) => n,
+                    Err(m) => {
+                        self.problem(&at, m);
+                        continue;
+                    }
+                };
+                if !decrypt && !named.carrier.in_responses() {
+                    self.problem(
+                        &at,
+                        format!(
+                            "a response has no {} to transform (`{}:` opens values in requests: list it in `request.decrypt`)",
+                            if named.carrier == Carrier::Form { "form fields" } else { "query string" },
+                            named.carrier.prefix()
+                        ),
+                    );
+                    continue;
+                }
+                if seal_null {
+                    self.problem(&format!("{at}.seal_null"), "applies to JSON members only");
+                }
+                if let Some(types) = value_type {
+                    if !decrypt {
+                        self.problem(
+                            &format!("{at}.type"),
+                            "applies to `request.decrypt` rules only",
+                        );
+                    }
+                    match JsonTypes::parse(types.into_vec().iter().map(String::as_str)) {
+                        Ok(t) => named.accepts = Some(t),
+                        Err(m) => self.problem(&format!("{at}.type"), m),
+                    }
+                }
+                named_out.push(named);
                 continue;
             }
             let mut selector = match Selector::compile(path, context) {
@@ -1042,7 +1121,7 @@ impl<'a> Compiler<'a> {
             }
             out.push(selector);
         }
-        out
+        (out, named_out)
     }
 
     fn rules(
@@ -1053,16 +1132,41 @@ impl<'a> Compiler<'a> {
         policy: &FieldPolicy,
     ) -> RouteRules {
         let response = raw.response.as_ref().map(|r| {
-            let encrypt = self.selectors(&format!("{key}.response.encrypt"), &r.encrypt, false);
-            let redact = self.selectors(&format!("{key}.response.redact"), &r.redact, false);
+            let mut headers = Vec::new();
+            let mut header_rules = |named: Vec<NamedField>, op: Operation| {
+                headers.extend(named.into_iter().map(|field| HeaderRule {
+                    field,
+                    op,
+                    source: RuleSource::Route,
+                }));
+            };
+            let (encrypt, named) =
+                self.selectors(&format!("{key}.response.encrypt"), &r.encrypt, false);
+            header_rules(named, Operation::Seal);
+            let (redact, named) =
+                self.selectors(&format!("{key}.response.redact"), &r.redact, false);
+            header_rules(named, Operation::Redact);
             let mut mask = Vec::new();
             for (i, m) in r.mask.iter().enumerate() {
-                match Selector::compile(&m.path, None) {
-                    Ok(selector) => mask.push(MaskRule {
-                        selector,
-                        keep_last: m.keep_last,
-                    }),
-                    Err(msg) => self.problem(&format!("{key}.response.mask.{i}.path"), msg),
+                let op = Operation::Mask {
+                    keep_last: m.keep_last,
+                };
+                match NamedField::parse(&m.path, None) {
+                    Some(Ok(field)) if field.carrier.in_responses() => {
+                        header_rules(vec![field], op)
+                    }
+                    Some(Ok(_)) => self.problem(
+                        &format!("{key}.response.mask.{i}.path"),
+                        "a response has no form fields or query string",
+                    ),
+                    Some(Err(msg)) => self.problem(&format!("{key}.response.mask.{i}.path"), msg),
+                    None => match Selector::compile(&m.path, None) {
+                        Ok(selector) => mask.push(MaskRule {
+                            selector,
+                            keep_last: m.keep_last,
+                        }),
+                        Err(msg) => self.problem(&format!("{key}.response.mask.{i}.path"), msg),
+                    },
                 }
             }
             let mut rules = ResponseRules::new(encrypt, redact, mask, r.on_non_json)
@@ -1072,7 +1176,10 @@ impl<'a> Compiler<'a> {
                 (&r.mask_email, "mask_email", Operation::MaskEmail),
                 (&r.year, "year", Operation::Year),
             ] {
-                for selector in self.selectors(&format!("{key}.response.{name}"), list, false) {
+                let (selectors, named) =
+                    self.selectors(&format!("{key}.response.{name}"), list, false);
+                header_rules(named, op);
+                for selector in selectors {
                     rules.push(ResponseRule {
                         selector,
                         op,
@@ -1080,7 +1187,7 @@ impl<'a> Compiler<'a> {
                     });
                 }
             }
-            ResponseRules::ordered(rules, r.on_non_json)
+            ResponseRules::ordered(rules, r.on_non_json).with_headers(headers)
         });
         let request = raw.request.as_ref().map(|r| {
             if r.max_age == Some(0) {
@@ -1089,7 +1196,8 @@ impl<'a> Compiler<'a> {
                     "must be greater than zero",
                 );
             }
-            let decrypt = self.selectors(&format!("{key}.request.decrypt"), &r.decrypt, true);
+            let (decrypt, named) =
+                self.selectors(&format!("{key}.request.decrypt"), &r.decrypt, true);
             if r.require_encrypted && keys.client.is_some() {
                 for (i, s) in decrypt.iter().enumerate() {
                     if s.accepts.is_none() {
@@ -1106,6 +1214,7 @@ impl<'a> Compiler<'a> {
                 r.require_encrypted,
                 r.max_age.map(std::time::Duration::from_secs),
             )
+            .with_named(named)
             .require_context(r.require_context)
         });
         let mut rules = RouteRules {
@@ -1115,10 +1224,7 @@ impl<'a> Compiler<'a> {
             policy_opt_out: !raw.fields,
         };
         let seals = rules.response.as_ref().is_some_and(ResponseRules::seals);
-        let opens = rules
-            .request
-            .as_ref()
-            .is_some_and(|r| !r.decrypt.is_empty());
+        let opens = rules.request.as_ref().is_some_and(|r| !r.is_empty());
         if seals && keys.keyring.is_none() {
             self.problem(key, "encrypt rules need `keys.keyring`");
         }
@@ -1132,13 +1238,13 @@ impl<'a> Compiler<'a> {
         }
         // The policy's `encrypt` entries open values on this route too, and `max_age` applies
         // to them.
-        let policy_opens = raw.fields && !policy.decrypt.is_empty();
+        let policy_opens = raw.fields && (!policy.decrypt.is_empty() || !policy.named.is_empty());
         if !rules.envelope
             && !policy_opens
             && rules
                 .request
                 .as_ref()
-                .is_some_and(|r| r.max_age.is_some() && r.decrypt.is_empty())
+                .is_some_and(|r| r.max_age.is_some() && r.is_empty())
         {
             self.problem(
                 &format!("{key}.request.max_age"),
@@ -1161,15 +1267,11 @@ impl<'a> Compiler<'a> {
         // The field policy, after the route's own rules (which win on the nodes they select).
         // An envelope route's bodies are sealed whole: there are no fields to apply it to.
         if raw.fields && !rules.envelope && !policy.is_empty() {
-            rules.response = Some(ResponseRules::with_policy(
-                rules.response.as_ref(),
-                &policy.response,
-            ));
-            if !policy.decrypt.is_empty() {
-                rules.request = Some(RequestRules::with_policy(
-                    rules.request.as_ref(),
-                    &policy.decrypt,
-                ));
+            if !policy.response.is_empty() || !policy.headers.is_empty() {
+                rules.response = Some(ResponseRules::with_policy(rules.response.as_ref(), policy));
+            }
+            if !policy.decrypt.is_empty() || !policy.named.is_empty() {
+                rules.request = Some(RequestRules::with_policy(rules.request.as_ref(), policy));
             }
         }
         rules

@@ -14,6 +14,7 @@ use super::error::ConfigProblem;
 use super::raw::OnNonJson;
 use crate::routing::{Matchable, MethodSet, PathTemplate, RouteTable};
 use crate::security_headers::HeaderPolicy;
+use crate::transform::carrier::NamedField;
 use crate::transform::selector::Selector;
 use crate::transform::splice::Plan;
 
@@ -291,6 +292,17 @@ impl RouteRules {
                         (_, None) => rule.selector.source.to_string(),
                     })
                     .collect();
+                let own_headers = r
+                    .headers()
+                    .iter()
+                    .filter(|h| h.source == RuleSource::Route && h.op.name() == kind)
+                    .map(|h| match h.op {
+                        Operation::Mask { keep_last } => {
+                            format!("{} (keep_last {keep_last})", h.field.source)
+                        }
+                        _ => describe_named(&h.field),
+                    });
+                let own: Vec<String> = own.into_iter().chain(own_headers).collect();
                 if !own.is_empty() {
                     out.push(format!("response.{kind}: {}", own.join(", ")));
                 }
@@ -301,10 +313,10 @@ impl RouteRules {
         }
         if let Some(r) = &self.request {
             if r.has_own() {
-                out.push(format!(
-                    "request.decrypt: {}",
-                    list(&mut r.decrypt[..r.own].iter())
-                ));
+                let json = (r.own > 0).then(|| list(&mut r.decrypt[..r.own].iter()));
+                let named = r.named[..r.own_named].iter().map(describe_named);
+                let all: Vec<String> = json.into_iter().chain(named).collect();
+                out.push(format!("request.decrypt: {}", all.join(", ")));
             }
             if r.require_encrypted {
                 out.push("request.require_encrypted: true".into());
@@ -336,6 +348,16 @@ impl RouteRules {
     }
 }
 
+/// A carrier rule as `check` lists it.
+fn describe_named(n: &NamedField) -> String {
+    let name = n.source.split_once(':').map_or("", |(_, name)| name);
+    if n.context == name {
+        n.source.to_string()
+    } else {
+        format!("{} (context {})", n.source, n.context)
+    }
+}
+
 /// The top-level `fields` list, compiled (contract §8).
 #[derive(Debug, Clone, Default)]
 pub struct FieldPolicy {
@@ -343,21 +365,25 @@ pub struct FieldPolicy {
     pub response: Vec<ResponseRule>,
     /// The `encrypt` entries' selectors, which also open tokens in request bodies.
     pub decrypt: Vec<Selector>,
+    /// Entries naming a response header (`header:…`), any action.
+    pub headers: Vec<HeaderRule>,
+    /// `encrypt` entries naming a form field, query parameter or header: opened in requests.
+    pub named: Vec<NamedField>,
 }
 
 impl FieldPolicy {
     pub fn is_empty(&self) -> bool {
-        self.response.is_empty()
+        self.response.is_empty() && self.headers.is_empty() && self.named.is_empty()
     }
 
     /// The rules of a route that writes none of its own, or of a request that matches no
     /// route.
     pub fn rules_alone(&self) -> RouteRules {
         RouteRules {
-            response: (!self.response.is_empty())
-                .then(|| ResponseRules::with_policy(None, &self.response)),
-            request: (!self.decrypt.is_empty())
-                .then(|| RequestRules::with_policy(None, &self.decrypt)),
+            response: (!self.response.is_empty() || !self.headers.is_empty())
+                .then(|| ResponseRules::with_policy(None, self)),
+            request: (!self.decrypt.is_empty() || !self.named.is_empty())
+                .then(|| RequestRules::with_policy(None, self)),
             envelope: false,
             policy_opt_out: false,
         }
@@ -404,6 +430,14 @@ pub enum RuleSource {
     Policy,
 }
 
+/// A response rule on a header (`header:x-account`): what to do to its values.
+#[derive(Debug, Clone)]
+pub struct HeaderRule {
+    pub field: NamedField,
+    pub op: Operation,
+    pub source: RuleSource,
+}
+
 /// One response rule: a selector and what to do to the nodes it selects.
 #[derive(Debug, Clone)]
 pub struct ResponseRule {
@@ -426,6 +460,9 @@ pub struct ResponseRule {
 #[derive(Debug, Clone, Default)]
 pub struct ResponseRules {
     rules: Vec<ResponseRule>,
+    /// Rules on response headers, in the same precedence order (the first naming a header
+    /// handles it).
+    headers: Vec<HeaderRule>,
     pub on_non_json: OnNonJson,
     /// The byte-level plan over the rules' selectors (same indexes), when they are all
     /// simple enough for it.
@@ -469,21 +506,36 @@ impl ResponseRules {
         let plan = Plan::compile(&queries);
         Self {
             rules,
+            headers: Vec::new(),
             on_non_json,
             plan,
         }
     }
 
+    /// With rules on response headers (sorted into the same precedence order).
+    pub fn with_headers(mut self, mut headers: Vec<HeaderRule>) -> Self {
+        headers.sort_by_key(|h| (h.source as u8, kind_rank(h.op)));
+        self.headers = headers;
+        self
+    }
+
+    /// The rules on response headers, in precedence order.
+    pub fn headers(&self) -> &[HeaderRule] {
+        &self.headers
+    }
+
     /// These rules followed by the field policy's (which the route's own win over). A route
     /// with no rules of its own lets non-JSON bodies pass, as the policy does everywhere.
-    pub fn with_policy(own: Option<&ResponseRules>, policy: &[ResponseRule]) -> Self {
+    pub fn with_policy(own: Option<&ResponseRules>, policy: &FieldPolicy) -> Self {
         let mut rules: Vec<ResponseRule> = own.map(|o| o.rules.clone()).unwrap_or_default();
         let on_non_json = match own {
-            Some(o) if !o.is_empty() => o.on_non_json,
+            Some(o) if !o.rules.is_empty() => o.on_non_json,
             _ => OnNonJson::Pass,
         };
-        rules.extend(policy.iter().cloned());
-        Self::ordered(rules, on_non_json)
+        rules.extend(policy.response.iter().cloned());
+        let mut headers: Vec<HeaderRule> = own.map(|o| o.headers.clone()).unwrap_or_default();
+        headers.extend(policy.headers.iter().cloned());
+        Self::ordered(rules, on_non_json).with_headers(headers)
     }
 
     /// Every rule, in precedence order.
@@ -492,7 +544,7 @@ impl ResponseRules {
     }
 
     /// The selectors whose nodes are sealed (route rules first), for the rewrap tool.
-    pub fn sealing(&self) -> impl Iterator<Item = &Selector> {
+    pub fn sealing(&self) -> impl Iterator<Item = &Selector> + '_ {
         self.rules
             .iter()
             .filter(|r| r.op == Operation::Seal)
@@ -501,16 +553,28 @@ impl ResponseRules {
 
     /// Whether any rule seals (and so needs the keyring).
     pub fn seals(&self) -> bool {
-        self.sealing().next().is_some()
+        self.sealing().next().is_some() || self.headers.iter().any(|h| h.op == Operation::Seal)
     }
 
     /// Whether the route wrote rules of its own (not only the field policy's).
     pub fn has_own(&self) -> bool {
         self.rules.iter().any(|r| r.source == RuleSource::Route)
+            || self.headers.iter().any(|h| h.source == RuleSource::Route)
+    }
+
+    /// Whether the route wrote rules of its own on the body (a route with header rules
+    /// alone leaves bodies to the field policy).
+    pub fn has_own_body_rules(&self) -> bool {
+        self.rules.iter().any(|r| r.source == RuleSource::Route)
+    }
+
+    /// Whether any rule applies to the body (the rest apply to headers alone).
+    pub fn has_body_rules(&self) -> bool {
+        !self.rules.is_empty()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
+        self.rules.is_empty() && self.headers.is_empty()
     }
 
     pub fn plan(&self) -> Option<&Plan> {
@@ -550,6 +614,11 @@ pub struct RequestRules {
     /// How many of `decrypt` (the first ones) the route wrote itself; the rest come from the
     /// field policy's `encrypt` entries (contract §8), which the route's own win over.
     own: usize,
+    /// Values named in forms, query strings and headers (the route's own, then the field
+    /// policy's `encrypt` entries naming one).
+    pub named: Vec<NamedField>,
+    /// How many of `named` (the first ones) the route wrote itself.
+    own_named: usize,
     /// The byte-level plan over the decrypt selectors, when they are simple enough for it.
     plan: Option<Plan>,
 }
@@ -564,17 +633,60 @@ impl RequestRules {
             require_encrypted,
             max_age,
             require_context: false,
+            named: Vec::new(),
+            own_named: 0,
             plan,
         }
+    }
+
+    /// With values to open in forms, query strings and headers.
+    pub fn with_named(mut self, named: Vec<NamedField>) -> Self {
+        self.own_named = named.len();
+        self.named = named;
+        self
+    }
+
+    /// The values this request opens in `carrier`.
+    pub fn named_in(
+        &self,
+        carrier: crate::transform::carrier::Carrier,
+    ) -> impl Iterator<Item = &NamedField> {
+        self.named.iter().filter(move |n| n.carrier == carrier)
+    }
+
+    /// Whether a form body has fields to open (so form bodies are read, and JSON bodies
+    /// refused unless there are JSON rules too).
+    pub fn opens_forms(&self) -> bool {
+        self.named_in(crate::transform::carrier::Carrier::Form)
+            .next()
+            .is_some()
+    }
+
+    /// Whether the route wrote body rules of its own (JSON paths or form fields): then it
+    /// takes only the bodies they read (415 for others).
+    pub fn strict_body(&self) -> bool {
+        self.own > 0
+            || self.named[..self.own_named]
+                .iter()
+                .any(|n| n.carrier == crate::transform::carrier::Carrier::Form)
+    }
+
+    /// Whether the route wrote JSON decrypt rules of its own: then a body that is not JSON
+    /// (nor a form the route opens) is refused (415).
+    pub fn has_own_json(&self) -> bool {
+        self.own > 0
     }
 
     /// These rules (if any) with the field policy's sealing selectors after them: tokens the
     /// policy sealed are opened wherever they come back, as if listed in `request.decrypt`;
     /// the route's `require_encrypted`, `max_age` and `require_context` apply to them too.
-    pub fn with_policy(own: Option<&RequestRules>, policy: &[Selector]) -> Self {
+    pub fn with_policy(own: Option<&RequestRules>, policy: &FieldPolicy) -> Self {
         let mut decrypt: Vec<Selector> = own.map(|o| o.decrypt.clone()).unwrap_or_default();
         let written = decrypt.len();
-        decrypt.extend(policy.iter().cloned());
+        decrypt.extend(policy.decrypt.iter().cloned());
+        let mut named: Vec<NamedField> = own.map(|o| o.named.clone()).unwrap_or_default();
+        let named_written = named.len();
+        named.extend(policy.named.iter().cloned());
         let base = Self::new(
             decrypt,
             own.is_some_and(|o| o.require_encrypted),
@@ -583,6 +695,8 @@ impl RequestRules {
         .require_context(own.is_some_and(|o| o.require_context));
         Self {
             own: written,
+            named,
+            own_named: named_written,
             ..base
         }
     }
@@ -590,7 +704,7 @@ impl RequestRules {
     /// Whether the route wrote decrypt rules of its own. Only then is a request body that is
     /// not JSON refused (415); the policy alone lets other bodies pass untouched.
     pub fn has_own(&self) -> bool {
-        self.own > 0
+        self.own > 0 || self.own_named > 0
     }
 
     /// With `request.require_context`.
@@ -600,7 +714,7 @@ impl RequestRules {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.decrypt.is_empty()
+        self.decrypt.is_empty() && self.named.is_empty()
     }
 
     pub fn plan(&self) -> Option<&Plan> {

@@ -14,6 +14,7 @@ use http::{Method, Response, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
 
+use super::carriers;
 use super::decode;
 use super::error::ProxyError;
 use crate::body::{full, ProxyBody};
@@ -256,6 +257,31 @@ async fn read_field_request(
     Ok(RequestJson::Json(bytes))
 }
 
+/// Reads a form body the route opens fields in: `None` when there is none, 413 past `limit`.
+async fn read_form(
+    headers: &HeaderMap,
+    body: ProxyBody,
+    limit: usize,
+) -> Result<Option<Bytes>, ProxyError> {
+    let declared = declared_length(headers);
+    if body.is_end_stream() || declared == Some(0) {
+        return Ok(None);
+    }
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ProxyError::BodyTooLarge);
+    }
+    read_bounded(body, limit)
+        .await
+        .map(Some)
+        .map_err(|too_large| {
+            if too_large {
+                ProxyError::BodyTooLarge
+            } else {
+                ProxyError::ClientBody
+            }
+        })
+}
+
 /// Opens the tokens at the route's decrypt paths (its own and the field policy's). Returns
 /// the body to forward.
 pub async fn rewrite_request(
@@ -266,7 +292,26 @@ pub async fn rewrite_request(
     limit: usize,
     ops: &mut Vec<FieldOp>,
 ) -> Result<ProxyBody, ProxyError> {
-    let bytes = match read_field_request(headers, body, limit, rules.has_own()).await? {
+    // A route with body rules of its own (JSON paths or form fields) takes only the bodies
+    // they read; under the field policy alone, other bodies pass untouched.
+    let strict = rules.strict_body();
+    if let Some(kind) = carriers::form_kind(headers) {
+        if rules.opens_forms() {
+            let Some(bytes) = read_form(headers, body, limit).await? else {
+                return Ok(crate::body::empty());
+            };
+            return carriers::rewrite_form(headers, bytes, kind, rules, openers, ops);
+        }
+    } else if rules.decrypt.is_empty() || (strict && !rules.has_own_json()) {
+        // No JSON rule reads this body (or the route's own rules name only form fields).
+        let empty = body.is_end_stream() || declared_length(headers) == Some(0);
+        if strict && !empty {
+            crate::body::drain_refused(body).await;
+            return Err(ProxyError::UnsupportedMediaType);
+        }
+        return Ok(body);
+    }
+    let bytes = match read_field_request(headers, body, limit, strict).await? {
         RequestJson::Empty => return Ok(crate::body::empty()),
         RequestJson::Untouched(body) => return Ok(body),
         RequestJson::Json(bytes) => bytes,

@@ -5,6 +5,7 @@
 //! Routes without transforms stream both bodies untouched: nothing here buffers.
 
 pub mod boundary;
+pub mod carriers;
 mod decode;
 pub mod envelope;
 pub mod error;
@@ -381,9 +382,6 @@ async fn forward(
         parts.headers.insert(HOST, h);
     }
     parts.headers.insert(X_REQUEST_ID, request_id.clone());
-    let upstream = runtime.upstream(conn.worker);
-    parts.uri = upstream.uri_for(parts.uri.path_and_query());
-    parts.version = Version::HTTP_11;
 
     let envelope_route = route.is_some_and(|r| r.rules.envelope);
     let replay_check = Replay {
@@ -391,9 +389,27 @@ async fn forward(
         window: runtime.settings.replay_window,
         now: crate::replay::unix_now(),
     };
+    let openers = Openers {
+        keyring,
+        client: runtime.settings.keys.client.as_deref(),
+        max_encrypted_values: runtime.settings.limits.max_encrypted_values,
+        replay: Some(replay_check),
+    };
+    // Values carried in the query string and in headers are opened before the body (one
+    // budget of client-encrypted values for the whole request).
+    let mut path_and_query = parts.uri.path_and_query().cloned();
+    if let Some(rules) = request_rules.filter(|_| !envelope_route) {
+        if let Some(opened) = carriers::open_query(path_and_query.as_ref(), rules, &openers, ops)? {
+            path_and_query = Some(opened);
+        }
+        carriers::open_headers(&mut parts.headers, rules, &openers, ops)?;
+    }
+    let upstream = runtime.upstream(conn.worker);
+    parts.uri = upstream.uri_for(path_and_query.as_ref());
+    parts.version = Version::HTTP_11;
     // Routes whose responses are transformed get one whole representation from the app,
     // never a slice of it or a verdict on a guess (contract §7).
-    let transforms_response = response_rules.is_some() || envelope_route;
+    let transforms_response = response_rules.is_some_and(|r| r.has_body_rules()) || envelope_route;
     if transforms_response {
         boundary::strip_request(&mut parts.headers);
     }
@@ -423,10 +439,8 @@ async fn forward(
     } else if let Some(rules) = request_rules {
         let counted = CountedBody::new(body, bytes_in).boxed_unsync();
         let openers = Openers {
-            keyring,
-            client: runtime.settings.keys.client.as_deref(),
-            max_encrypted_values: runtime.settings.limits.max_encrypted_values,
-            replay: Some(replay_check),
+            max_encrypted_values: carriers::remaining_budget(&openers, ops),
+            ..openers
         };
         fields::rewrite_request(&mut parts.headers, counted, rules, &openers, limit, ops).await?
     } else {
@@ -445,6 +459,10 @@ async fn forward(
         .send(Request::from_parts(parts, body), upgrade)
         .await?;
     *upstream_status = Some(resp.status().as_u16());
+    // Named response headers are sealed on every answer of the route, an upgrade's included.
+    if let Some(rules) = response_rules {
+        carriers::transform_response_headers(resp.headers_mut(), rules, keyring, ops)?;
+    }
 
     if let Some(client_upgrade) = client_upgrade {
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -466,7 +484,7 @@ async fn forward(
         return envelope::seal_response(resp, &method, session, limit, deadline, ops).await;
     }
     let stage = fields::ResponseStage {
-        rules: response_rules,
+        rules: response_rules.filter(|r| r.has_body_rules()),
         guard,
         keyring,
         limit,

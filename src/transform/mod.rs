@@ -27,6 +27,7 @@
 //!
 //! Value helpers for irreversible transforms live in `mask`: [`mask`] and [`redact`].
 
+pub mod carrier;
 mod fast;
 mod mask;
 pub mod outcome;

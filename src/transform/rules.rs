@@ -17,14 +17,15 @@ use std::borrow::Cow;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use crate::config::settings::{Operation, RequestRules, ResponseRule, ResponseRules};
+use crate::config::settings::{Operation, RequestRules, ResponseRules};
 use crate::crypto::client_keys::ClientKeys;
 use crate::crypto::jwe::{self, KeyUnwrap};
 use crate::crypto::token::{self, looks_like_token};
 use crate::crypto::Keyring;
 use crate::reason::Reason;
 use crate::replay::{self, Replay};
-use crate::transform::selector::{JsonTypes, Selector};
+use crate::transform::carrier::{self, NamedField};
+use crate::transform::selector::JsonTypes;
 use crate::transform::{self, splice};
 
 pub use super::outcome::{Action, FieldFailure, FieldOp};
@@ -133,7 +134,8 @@ struct Done {
 /// used by both engines (a new operation is a variant of [`Operation`] and an arm here).
 /// `None` leaves the node as it is.
 fn operate(
-    rule: &ResponseRule,
+    op: Operation,
+    seal_null: bool,
     node: Node<'_>,
     context: &str,
     keyring: Option<&Keyring>,
@@ -144,9 +146,9 @@ fn operate(
         action,
         kid: None,
     };
-    Ok(Some(match rule.op {
+    Ok(Some(match op {
         // Nothing to protect in a `null` (contract §7), unless the rule says otherwise.
-        Operation::Seal if node.is_null() && !rule.selector.seal_null => return Ok(None),
+        Operation::Seal if node.is_null() && !seal_null => return Ok(None),
         Operation::Seal => {
             let key = require_keyring(keyring, path)?.primary();
             let plaintext = node.compact(path)?;
@@ -194,7 +196,15 @@ pub fn apply_response(
         };
         let rule = &table[*index];
         let context = transform::context(&rule.selector, location);
-        let Some(done) = operate(rule, Node::Value(node), context, keyring, &location.path)? else {
+        let Some(done) = operate(
+            rule.op,
+            rule.selector.seal_null,
+            Node::Value(node),
+            context,
+            keyring,
+            &location.path,
+        )?
+        else {
             continue;
         };
         *node = done.replacement.into_value();
@@ -256,7 +266,10 @@ struct Field<'r> {
     path: &'r str,
     /// The AAD context of the field (contract §1): the rule's, else the member name.
     context: &'r str,
-    selector: &'r Selector,
+    /// The rule's `seal_null`: a `null` here is plaintext, not left alone.
+    seal_null: bool,
+    /// The rule's `type`.
+    accepts: Option<JsonTypes>,
     rules: &'r RequestRules,
 }
 
@@ -297,7 +310,7 @@ fn open_client_value(
         }
         _ => {}
     }
-    if !JsonTypes::accepts_opened(field.selector.accepts, &opened.value) {
+    if !JsonTypes::accepts_opened(field.accepts, &opened.value) {
         return Err(field.failure(Reason::UnexpectedType, kid()));
     }
     match &openers.replay {
@@ -334,7 +347,8 @@ pub fn apply_request(
         let field = Field {
             path: &location.path,
             context: transform::context(selector, location),
-            selector,
+            seal_null: selector.seal_null,
+            accepts: selector.accepts,
             rules,
         };
         let Some(opened) = open_node(Node::Value(node), &field, openers, &mut budget)? else {
@@ -397,7 +411,7 @@ fn open_node(
     openers: &Openers<'_>,
     budget: &mut usize,
 ) -> Result<Option<OpenedField>, FieldFailure> {
-    if node.is_null() && !field.selector.seal_null {
+    if node.is_null() && !field.seal_null {
         return Ok(None);
     }
     let text: Option<Cow<'_, str>> = match node {
@@ -435,7 +449,7 @@ fn open_node(
     };
     let plaintext = token::open_json(keyring, field.context, &token_text)
         .map_err(|e| field.failure(e.reason(), e.kid().map(str::to_string).or(kid.clone())))?;
-    if let Some(types) = field.selector.accepts {
+    if let Some(types) = field.accepts {
         let value: Value = serde_json::from_slice(&plaintext)
             .map_err(|_| field.failure(Reason::InvalidValue, kid.clone()))?;
         if !types.contains(&value) {
@@ -447,6 +461,85 @@ fn open_node(
         action: Action::Opened,
         kid,
     }))
+}
+
+/// Opens one value a form field, query parameter or header carries, by the same rules as a
+/// JSON node ([`open_node`]): `Some(text)` to put in its place, `None` when it passes as
+/// plaintext. The opened value must be one a text carrier holds (a string, number or
+/// boolean; see [`carrier::as_text`]).
+pub fn open_named(
+    text: &str,
+    named: &NamedField,
+    rules: &RequestRules,
+    openers: &Openers<'_>,
+    budget: &mut usize,
+    ops: &mut Vec<FieldOp>,
+) -> Result<Option<String>, FieldFailure> {
+    let path = named.path();
+    let field = Field {
+        path: &path,
+        context: &named.context,
+        seal_null: false,
+        accepts: named.accepts,
+        rules,
+    };
+    let value = Value::String(text.to_string());
+    let Some(opened) = open_node(Node::Value(&value), &field, openers, budget)? else {
+        return Ok(None);
+    };
+    let text = match opened.plaintext {
+        None => None,
+        Some(plain) => {
+            let value = plain.into_value(&field, &opened.kid)?;
+            let text = carrier::as_text(&value)
+                .ok_or_else(|| field.failure(Reason::UnexpectedType, opened.kid.clone()))?;
+            Some(text)
+        }
+    };
+    ops.push(FieldOp {
+        path,
+        action: opened.action,
+        kid: opened.kid,
+        selector: Some(named.source.clone()),
+    });
+    Ok(text)
+}
+
+/// Applies a response rule's operation to one header value (the same [`operate`] as a JSON
+/// node's): `Some(text)` to send instead, `None` to drop the header (redaction).
+pub fn operate_named(
+    op: Operation,
+    named: &NamedField,
+    text: &str,
+    keyring: Option<&Keyring>,
+    ops: &mut Vec<FieldOp>,
+) -> Result<Option<String>, FieldFailure> {
+    let path = named.path();
+    let value = Value::String(text.to_string());
+    let Some(done) = operate(
+        op,
+        false,
+        Node::Value(&value),
+        &named.context,
+        keyring,
+        &path,
+    )?
+    else {
+        return Ok(Some(text.to_string()));
+    };
+    let out = match done.replacement {
+        Replacement::Token(t) => Some(t),
+        Replacement::Value(Value::Null) => None,
+        Replacement::Value(Value::String(s)) => Some(s),
+        Replacement::Value(other) => Some(other.to_string()),
+    };
+    ops.push(FieldOp {
+        path,
+        action: done.action,
+        kid: done.kid,
+        selector: Some(named.source.clone()),
+    });
+    Ok(out)
 }
 
 /// Why a body could not be rewritten.
@@ -498,7 +591,15 @@ pub fn rewrite_response_body(
         let path = std::mem::take(&mut span.path);
         let rule = &table[span.selector];
         let context = rule.selector.context.as_deref().unwrap_or(&span.member);
-        let Some(done) = operate(rule, Node::Raw(span.raw), context, keyring, &path)? else {
+        let Some(done) = operate(
+            rule.op,
+            rule.selector.seal_null,
+            Node::Raw(span.raw),
+            context,
+            keyring,
+            &path,
+        )?
+        else {
             continue;
         };
         let (replacement, action, kid) = (done.replacement.into_json(), done.action, done.kid);
@@ -572,7 +673,8 @@ pub fn rewrite_request_body(
         let field = Field {
             path: &path,
             context: selector.context.as_deref().unwrap_or(&span.member),
-            selector,
+            seal_null: selector.seal_null,
+            accepts: selector.accepts,
             rules,
         };
         let Some(opened) = open_node(Node::Raw(span.raw), &field, openers, &mut budget)? else {
@@ -612,6 +714,7 @@ mod tests {
     use crate::config::raw::OnNonJson;
     use crate::config::settings::MaskRule;
     use crate::crypto::keyring::tests::test_keyring;
+    use crate::transform::selector::Selector;
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -1382,6 +1485,10 @@ mod tests {
             ("$..email", Operation::Seal),
             ("$..notes", Operation::Redact),
         ]);
+        let table = crate::config::settings::FieldPolicy {
+            response: table,
+            ..Default::default()
+        };
         let merged = ResponseRules::with_policy(Some(&own), &table);
         // The route's own on_non_json stays; the policy alone passes non-JSON bodies.
         assert_eq!(merged.on_non_json, OnNonJson::Fail);
@@ -1447,7 +1554,10 @@ mod tests {
         let ring = test_keyring();
         let sealed = token::seal(ring.primary(), "email", &json!("ada@example.com")).unwrap();
         let body = json!({"profile": {"email": sealed}, "ssn": "plain"}).to_string();
-        let policy = [sel("$..email")];
+        let policy = crate::config::settings::FieldPolicy {
+            decrypt: vec![sel("$..email")],
+            ..Default::default()
+        };
         let alone = RequestRules::with_policy(None, &policy);
         assert!(!alone.has_own());
         let strict = RequestRules::with_policy(

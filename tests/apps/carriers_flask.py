@@ -1,0 +1,44 @@
+"""Flask (werkzeug) app for the carrier tests: form fields (`request.form`, `request.files`),
+query parameters (`request.args`) and headers (`request.headers`), each echoed as parsed."""
+from __future__ import annotations
+
+from flask import Flask, jsonify, request
+
+import carriers_common as cc
+
+app = Flask(__name__)
+
+
+@app.post("/api/profile")
+def profile():
+    fields = {k: request.form.getlist(k) for k in request.form.keys()}
+    for name, f in request.files.items(multi=True):
+        fields.setdefault("file:" + name, []).append(f.read().decode("utf-8", "replace"))
+    # What a typical handler reads: the first value (werkzeug's MultiDict).
+    return jsonify(cc.seen(fields) | {"ssn": request.form.get("ssn")})
+
+
+@app.get("/api/search")
+def search():
+    fields = {k: request.args.getlist(k) for k in request.args.keys()}
+    return jsonify(cc.seen(fields) | {"ssn": request.args.get("ssn")})
+
+
+@app.route("/api/account", methods=["GET", "HEAD"])
+def account():
+    values = request.headers.getlist("X-Account")
+    resp = jsonify(cc.seen({"x-account": values}))
+    resp.headers.update(cc.ACCOUNT_HEADERS)
+    return resp
+
+
+@app.get("/api/account/missing")
+def account_missing():
+    resp = jsonify({"error": "no such account"})
+    resp.headers.update(cc.ACCOUNT_HEADERS)
+    return resp, 404
+
+
+@app.get("/__hits")
+def hits():
+    return jsonify(cc.HITS)
