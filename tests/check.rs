@@ -471,16 +471,24 @@ fn client_key_problems_are_reported_and_good_keys_are_listed() {
 /// shape only and is skipped.
 #[test]
 fn onboarding_yaml_snippets_pass_check() {
-    let guide = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/onboarding.md"),
-    )
-    .unwrap();
+    yaml_snippets_pass_check("docs/onboarding.md", 3);
+}
+
+#[test]
+fn carrier_yaml_snippets_pass_check() {
+    yaml_snippets_pass_check("docs/carriers.md", 1);
+}
+
+/// Every YAML block of a guide (but those naming files under /etc/) passes `check` as written.
+fn yaml_snippets_pass_check(doc: &str, at_least: usize) {
+    let guide = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(doc))
+        .unwrap();
     let blocks: Vec<&str> = guide
         .split("```yaml\n")
         .skip(1)
         .map(|rest| &rest[..rest.find("```").unwrap()])
         .collect();
-    assert!(blocks.len() >= 3, "{} yaml blocks", blocks.len());
+    assert!(blocks.len() >= at_least, "{} yaml blocks", blocks.len());
     let mut checked = 0;
     for (i, block) in blocks.iter().enumerate() {
         if block.contains("/etc/") {
@@ -500,12 +508,53 @@ fn onboarding_yaml_snippets_pass_check() {
         let path = pki.path("fieldseal.yaml");
         std::fs::write(&path, &config).unwrap();
         let (code, stdout, stderr) = run_cli(&["check", "--config", path.to_str().unwrap()], &[]);
-        assert_eq!(
-            code, 0,
-            "block {i} of docs/onboarding.md:\n{block}\n{stderr}"
-        );
+        assert_eq!(code, 0, "block {i} of {doc}:\n{block}\n{stderr}");
         assert!(stdout.contains("is valid"), "{stdout}");
         checked += 1;
     }
-    assert!(checked >= 3, "only {checked} blocks checked");
+    assert!(checked >= at_least, "only {checked} blocks checked");
+}
+
+#[test]
+fn carrier_rules_are_checked_where_they_are_written() {
+    let pki = Pki::new();
+    make_keyring(&pki.path("keyring.json"));
+    let config = pki.path("carriers.yaml");
+    let yaml = format!(
+        r#"listen: "127.0.0.1:0"
+upstream: "http://127.0.0.1:8000"
+tls: {{ cert: "{cert}", key: "{key}" }}
+keys: {{ keyring: keyring.json }}
+fields:
+  - {{ select: "query:member", action: redact }}
+  - {{ select: "form:x", action: encrypt, seal_null: true }}
+  - {{ select: "header:x-ok", action: mask_email }}
+routes:
+  - name: profile
+    match: {{ path: "/api/profile", methods: [POST] }}
+    request:
+      decrypt: ["form:", "header:cookie", "header:x_a", "cookie:a", "query:ok"]
+    response:
+      encrypt: ["query:ssn", "header:x-fine"]
+      mask: [{{ path: "form:x", keep_last: 2 }}]
+"#,
+        cert = pki.cert().display(),
+        key = pki.key().display()
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let (code, _, stderr) = run_cli(&["check", "--config", config.to_str().unwrap()], &[]);
+    assert_ne!(code, 0);
+    for expected in [
+        "fields.0.action: a response has no form fields or query string",
+        "fields.1.seal_null: applies to JSON members only",
+        "routes.0.response.encrypt.0: a response has no query string",
+        "routes.0.response.mask.0.path: a response has no form fields",
+        "routes.0.request.decrypt.0: `form:` needs a name",
+        "routes.0.request.decrypt.1: `cookie` frames, routes or bundles",
+        "routes.0.request.decrypt.2: header names with `_`",
+        "routes.0.request.decrypt.3: a selector is a JSONPath starting with `$`, or names a carrier",
+    ] {
+        assert!(stderr.contains(expected), "missing `{expected}` in:\n{stderr}");
+    }
+    assert!(stderr.contains("8 problem(s)"), "{stderr}");
 }

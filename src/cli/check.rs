@@ -65,25 +65,8 @@ pub fn describe(s: &Settings) -> String {
             out,
             "fields (every JSON body of every route without `fields: false`; a route's own rules win on the nodes they select):"
         );
-        for (i, rule) in s.fields.response.iter().enumerate() {
-            let detail = match (rule.op, &rule.selector.context) {
-                (crate::config::settings::Operation::Mask { keep_last }, _) => {
-                    format!(" (keep_last {keep_last})")
-                }
-                (crate::config::settings::Operation::Seal, Some(c)) => {
-                    format!(" (context {c}; also opened in requests)")
-                }
-                (crate::config::settings::Operation::Seal, None) => {
-                    " (also opened in requests)".to_string()
-                }
-                _ => String::new(),
-            };
-            let _ = writeln!(
-                out,
-                "  fields.{i} {} {}{detail}",
-                rule.op.name(),
-                rule.selector.source
-            );
+        for (i, entry) in s.fields.entries.iter().enumerate() {
+            let _ = writeln!(out, "  fields.{i} {entry}");
         }
     }
     if let Some(g) = &s.guard {

@@ -768,6 +768,7 @@ impl<'a> Compiler<'a> {
                 self.problem(&format!("{at}.{key}"), "applies to `encrypt` only");
                 continue;
             }
+            policy.entries.push(describe_entry(&raw, op));
             if let Some(named) = NamedField::parse(&raw.select, raw.context.clone()) {
                 let named = match named {
                     Ok(n) => n,
@@ -1275,5 +1276,29 @@ impl<'a> Compiler<'a> {
             }
         }
         rules
+    }
+}
+
+/// A field policy entry as `check` lists it.
+fn describe_entry(raw: &RawFieldRule, op: Operation) -> String {
+    let mut notes = Vec::new();
+    if let Operation::Mask { keep_last } = op {
+        notes.push(format!("keep_last {keep_last}"));
+    }
+    if let Some(c) = &raw.context {
+        notes.push(format!("context {c}"));
+    }
+    let carrier = NamedField::parse(&raw.select, None)
+        .and_then(Result::ok)
+        .map(|n| n.carrier);
+    match (op, carrier) {
+        (Operation::Seal, Some(c)) if !c.in_responses() => notes.push("opened in requests".into()),
+        (Operation::Seal, _) => notes.push("also opened in requests".into()),
+        _ => {}
+    }
+    if notes.is_empty() {
+        format!("{} {}", op.name(), raw.select)
+    } else {
+        format!("{} {} ({})", op.name(), raw.select, notes.join("; "))
     }
 }

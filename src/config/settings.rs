@@ -369,6 +369,8 @@ pub struct FieldPolicy {
     pub headers: Vec<HeaderRule>,
     /// `encrypt` entries naming a form field, query parameter or header: opened in requests.
     pub named: Vec<NamedField>,
+    /// Every entry as `check` lists it, in the order written (`fields.N` is the N-th).
+    pub entries: Vec<String>,
 }
 
 impl FieldPolicy {

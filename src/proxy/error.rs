@@ -178,7 +178,7 @@ impl ProxyError {
                 "The request body is larger than this route accepts.".into()
             }
             ProxyError::UnsupportedMediaType => {
-                "This route needs a JSON request body (Content-Type: application/json).".into()
+                "This route needs a request body its rules read: JSON (Content-Type: application/json), or a form where the route opens form fields.".into()
             }
             ProxyError::InvalidJson => {
                 "The request body is not valid JSON (or nests too deeply).".into()

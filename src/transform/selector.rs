@@ -89,7 +89,10 @@ impl Selector {
     /// Compiles `path`; the error is the parser's readable explanation.
     pub fn compile(path: &str, context: Option<String>) -> Result<Self, String> {
         if !path.starts_with('$') {
-            return Err("a JSONPath selector must start with `$`".into());
+            return Err(
+                "a selector is a JSONPath starting with `$`, or names a carrier: `form:NAME`, `query:NAME`, `header:NAME`"
+                    .into(),
+            );
         }
         let query = parse_json_path(path).map_err(|e| format!("invalid JSONPath: {e}"))?;
         if let Some(c) = &context {
