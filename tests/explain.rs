@@ -270,3 +270,80 @@ routes:
     );
     assert!(!out.contains("ada@example.com\""), "{out}");
 }
+
+/// A query string in `--path` is opened as `run` would, by the route's `query:` rules and the
+/// field policy's; a plaintext where a token is required is refused with the client's error.
+#[test]
+fn explain_opens_query_parameters() {
+    let pki = Pki::new();
+    let keyring = pki.path("keyring.json");
+    make_keyring(&keyring);
+    let config = pki.path("fieldseal.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"listen: "127.0.0.1:0"
+upstream: "http://127.0.0.1:8000"
+tls: {{ cert: "{}", key: "{}" }}
+keys: {{ keyring: keyring.json }}
+fields:
+  - {{ select: "query:member", action: encrypt }}
+routes:
+  - name: search
+    match: {{ path: "/api/search" }}
+    request: {{ decrypt: ["query:ssn"], require_encrypted: true }}
+"#,
+            pki.cert().display(),
+            pki.key().display()
+        ),
+    )
+    .unwrap();
+    let seal = |context: &str, value: &str| {
+        let (code, out, err) = run_cli(
+            &[
+                "seal",
+                "--keyring",
+                keyring.to_str().unwrap(),
+                "--context",
+                context,
+                value,
+            ],
+            &[],
+        );
+        assert_eq!(code, 0, "{err}");
+        out.trim().to_string()
+    };
+    let (ssn, member) = (seal("ssn", "\"078-05-1120\""), seal("member", "\"m-42\""));
+    let explain = |path: &str| {
+        let (code, out, err) = run_cli(
+            &[
+                "explain",
+                "--config",
+                config.to_str().unwrap(),
+                "--path",
+                path,
+            ],
+            &[],
+        );
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let out = explain(&format!("/api/search?ssn={ssn}&member={member}&q=a+b"));
+    assert!(out.contains("query:ssn: opened"), "{out}");
+    assert!(out.contains("query:member: opened"), "{out}");
+    assert!(
+        out.contains("the app receives /api/search?ssn=078-05-1120&member=m-42&q=a+b"),
+        "{out}"
+    );
+    let out = explain("/api/search?ssn=078-05-1120");
+    assert!(
+        out.contains("the client gets 400 field_rejected") && out.contains("plaintext_not_allowed"),
+        "{out}"
+    );
+    // Unlisted paths get the policy's rule.
+    let out = explain(&format!("/elsewhere?member={member}"));
+    assert!(
+        out.contains("the app receives /elsewhere?member=m-42"),
+        "{out}"
+    );
+}

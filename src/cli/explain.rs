@@ -34,7 +34,8 @@ pub struct ExplainArgs {
     /// The request method.
     #[arg(long, default_value = "GET")]
     pub method: String,
-    /// The request path as the client sends it (a query string is ignored).
+    /// The request path as the client sends it; a query string is opened as `run` would
+    /// (carrier rules `query:NAME`).
     #[arg(long)]
     pub path: String,
     /// A sample JSON body (`-` reads stdin): a response of the app or a request of the client.
@@ -166,7 +167,7 @@ pub fn explain(
             c.path
         );
     };
-    let policy_rules = settings.fields.response.len();
+    let policy_rules = settings.fields.entries.len();
     match route {
         None => {
             let policy_opens = settings.unmatched_rules.request_rules().is_some();
@@ -188,7 +189,7 @@ pub fn explain(
                 None if policy_rules > 0 => {
                     let _ = writeln!(
                         out,
-                        "no route matches: route label `unmatched`; the field policy's {policy_rules} rule(s) apply to JSON bodies, other bodies stream untouched"
+                        "no route matches: route label `unmatched`; the field policy's {policy_rules} rule(s) apply to JSON bodies (and the forms, query parameters and headers they name), other bodies stream untouched"
                     );
                 }
                 None => {
@@ -237,6 +238,9 @@ pub fn explain(
         );
     }
 
+    if let (Some((_, query)), Some(rules)) = (raw_path.split_once('?'), matched.request) {
+        explain_query(&mut out, settings, rules, path, query);
+    }
     let Some(body) = body else {
         return out;
     };
@@ -438,6 +442,73 @@ fn explain_response(
     }
 }
 
+/// Opens the query parameters the rules name, as `run` would (the sample's query string).
+fn explain_query(
+    out: &mut String,
+    settings: &Settings,
+    rules: &RequestRules,
+    path: &str,
+    query: &str,
+) {
+    use crate::transform::carrier::Carrier;
+    if rules.named_in(Carrier::Query).next().is_none() {
+        return;
+    }
+    let Ok(pq) = format!("{path}?{query}").parse::<http::uri::PathAndQuery>() else {
+        let _ = writeln!(out, "the query string is not valid in a request target");
+        return;
+    };
+    let store = crate::replay::MemoryReplayStore::new(
+        settings.limits.max_encrypted_values.saturating_mul(16),
+    );
+    let openers = dry_run_openers(settings, &store);
+    let mut ops = Vec::new();
+    let _ = writeln!(out, "query string:");
+    match crate::proxy::carriers::open_query(Some(&pq), rules, &openers, &mut ops) {
+        Ok(opened) => {
+            for op in &ops {
+                let _ = writeln!(out, "  {}: {}", op.path, op.action.as_str());
+            }
+            match opened {
+                Some(pq) => {
+                    let _ = writeln!(out, "the app receives {pq}");
+                }
+                None => {
+                    let _ = writeln!(out, "the app receives the query string unchanged");
+                }
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(
+                out,
+                "the client gets {} {} ({}); the app is not called",
+                e.status().as_u16(),
+                e.code(),
+                e.message()
+            );
+        }
+    }
+}
+
+/// What a dry run opens values with: the configured keys, and a replay store of its own so
+/// the dry run sees the same checks as `run` without touching one. Sized so every value one
+/// request may carry fits even if all land in one of the 16 shards.
+fn dry_run_openers<'a>(
+    settings: &'a Settings,
+    store: &'a crate::replay::MemoryReplayStore,
+) -> Openers<'a> {
+    Openers {
+        keyring: settings.keys.ring.as_deref(),
+        client: settings.keys.client.as_deref(),
+        max_encrypted_values: settings.limits.max_encrypted_values,
+        replay: Some(crate::replay::Replay {
+            store,
+            window: settings.replay_window,
+            now: crate::replay::unix_now(),
+        }),
+    }
+}
+
 fn explain_request(out: &mut String, settings: &Settings, rules: &RequestRules, body: &[u8]) {
     let _ = writeln!(out, "as a request of the client:");
     let Ok(doc) = serde_json::from_slice::<Value>(body) else {
@@ -456,21 +527,10 @@ fn explain_request(out: &mut String, settings: &Settings, rules: &RequestRules, 
             "  (max_age: iat is checked against this machine's clock; jti replay only within this dry run)"
         );
     }
-    // A store of its own: the dry run sees the same checks as `run` without touching one.
-    // Sized so every value one request may carry fits even if all land in one of the 16 shards.
     let store = crate::replay::MemoryReplayStore::new(
         settings.limits.max_encrypted_values.saturating_mul(16),
     );
-    let openers = Openers {
-        keyring: settings.keys.ring.as_deref(),
-        client: settings.keys.client.as_deref(),
-        max_encrypted_values: settings.limits.max_encrypted_values,
-        replay: Some(crate::replay::Replay {
-            store: &store,
-            window: settings.replay_window,
-            now: crate::replay::unix_now(),
-        }),
-    };
+    let openers = dry_run_openers(settings, &store);
     let mut ops: Vec<FieldOp> = Vec::new();
     match field_rules::rewrite_request_body(body, rules, &openers, &mut ops) {
         Ok(rewritten) => {
