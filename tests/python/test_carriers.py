@@ -18,6 +18,11 @@ import sys
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwcrypto import jwk
+
+from jose_helpers import rsa_jwe
 
 from conftest import APPS, Proxy, free_port, wait_port
 from test_field_policy import py_open, py_seal
@@ -26,6 +31,9 @@ SSN = "078-05-1120"
 
 CONFIG = """keys:
   keyring: "{keyring}"
+  rsa_private_key: "{rsa}"
+limits:
+  max_encrypted_values: 2
 fields:
   - {{ select: "query:member", action: encrypt }}
 routes:
@@ -84,7 +92,13 @@ def proxy(app, pki, fieldseal_bin, tmp_path_factory):
     subprocess.run([str(fieldseal_bin), "keys", "init", "--out", str(keyring)], check=True,
                    capture_output=True)
     key = json.loads(keyring.read_text())["keys"][0]
-    p = Proxy(fieldseal_bin, pki, app[1], d, CONFIG.format(keyring=keyring))
+    rsa_key = rsa.generate_private_key(65537, 2048)
+    rsa_path = d / "rsa.pem"
+    rsa_path.write_bytes(rsa_key.private_bytes(serialization.Encoding.PEM,
+                                               serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+    rsa_path.chmod(0o600)
+    p = Proxy(fieldseal_bin, pki, app[1], d, CONFIG.format(keyring=keyring, rsa=rsa_path))
     p.secret, p.kid = base64.b64decode(key["secret"]), key["id"]
     yield p
     p.stop()
@@ -394,3 +408,32 @@ def test_the_shapes_matter_to_the_real_apps(app):
             delivered.append(shape)
     assert len(delivered) >= 10, delivered
     assert "bare LF delimiters" in delivered or "two dispositions" in delivered, delivered
+
+
+# --- client-encrypted values (JWE, made with jwcrypto) ------------------------------------
+
+def proxy_key(proxy, client) -> jwk.JWK:
+    keys = client.get(proxy.url("/.well-known/fieldseal/jwks.json")).json()["keys"]
+    return jwk.JWK(**[k for k in keys if k["kty"] == "RSA"][0])
+
+
+def test_client_encrypted_values_open_in_every_carrier(proxy, app, client):
+    key = proxy_key(proxy, client)
+    r = client.post(proxy.url("/api/profile"), data={"ssn": rsa_jwe(key, SSN, fsc="ssn")})
+    assert r.status_code == 200, r.text
+    assert r.json()["fields"]["ssn"] == [SSN]
+    r = client.get(proxy.url("/api/search"), params={"ssn": rsa_jwe(key, SSN)})
+    assert r.json()["fields"]["ssn"] == [SSN]
+    r = client.get(proxy.url("/api/account"), headers={"X-Account": rsa_jwe(key, "acct-9", fsc="account")})
+    assert r.json()["fields"]["x-account"] == ["acct-9"]
+    # Bound to another field (`fsc`): refused, as in a JSON body.
+    refused(client, app, "field_rejected", "context_mismatch", method="POST",
+            url=proxy.url("/api/profile"), data={"ssn": rsa_jwe(key, SSN, fsc="card")})
+
+
+def test_one_budget_of_client_encrypted_values_covers_every_carrier(proxy, app, client):
+    key = proxy_key(proxy, client)
+    # limits.max_encrypted_values is 2: two in the query string and one in a header is three.
+    url = proxy.url("/api/account") + "?member=" + rsa_jwe(key, "m") + "&member=" + rsa_jwe(key, "n")
+    refused(client, app, "field_rejected", "too_many_encrypted_values", method="GET", url=url,
+            headers={"X-Account": rsa_jwe(key, "acct-9", fsc="account")})
