@@ -287,6 +287,7 @@ mod tests {
                 action: Action::Opened,
                 kid: Some("k1".into()),
                 selector: None,
+                view: None,
             }],
             failure: Some(FieldFailureInfo {
                 reason: "authentication_failed",

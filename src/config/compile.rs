@@ -75,6 +75,8 @@ struct Compiler<'a> {
     warnings: Vec<ConfigProblem>,
     /// Every file the configuration names, for the reload watcher.
     files: std::cell::RefCell<Vec<PathBuf>>,
+    /// Some rule has views (which need `identity`).
+    views_written: bool,
 }
 
 impl<'a> Compiler<'a> {
@@ -86,6 +88,7 @@ impl<'a> Compiler<'a> {
             problems: Vec::new(),
             warnings: Vec::new(),
             files: std::cell::RefCell::new(vec![path.to_path_buf()]),
+            views_written: false,
         }
     }
 
@@ -810,6 +813,10 @@ impl<'a> Compiler<'a> {
                 }
             };
             selector.seal_null = raw.seal_null;
+            selector.views = self.views(&format!("{at}.views"), &raw.views);
+            if keys.keyring.is_none() && selector.views.iter().any(|v| v.show == Some(Operation::Seal)) {
+                self.problem(&format!("{at}.views"), "`show: encrypt` needs `keys.keyring`");
+            }
             if op == Operation::Seal {
                 if keys.keyring.is_none() {
                     self.problem(&at, "`encrypt` needs `keys.keyring`");
@@ -824,11 +831,9 @@ impl<'a> Compiler<'a> {
                 }
                 policy.decrypt.push(selector.clone());
             }
-            policy.response.push(ResponseRule {
-                selector,
-                op,
-                source: RuleSource::Policy,
-            });
+            policy
+                .response
+                .push(ResponseRule::new(selector, op, RuleSource::Policy));
         }
         policy
     }
@@ -1029,6 +1034,74 @@ impl<'a> Compiler<'a> {
         })
     }
 
+    /// A rule's views by caller identity, compiled; each names what is wrong with it.
+    fn views(&mut self, at: &str, raw: &[RawView]) -> Arc<[crate::transform::view::View]> {
+        use crate::transform::view::{Condition, View};
+        let mut out = Vec::new();
+        for (i, v) in raw.iter().enumerate() {
+            let key = format!("{at}.{i}");
+            let show = match (v.show, v.keep_last) {
+                (RawShow::Mask, Some(keep_last)) => Some(Operation::Mask { keep_last }),
+                (RawShow::Mask, None) => {
+                    self.problem(&format!("{key}.keep_last"), "`show: mask` needs `keep_last`");
+                    continue;
+                }
+                (_, Some(_)) => {
+                    self.problem(&format!("{key}.keep_last"), "applies to `show: mask` only");
+                    continue;
+                }
+                (RawShow::Plain, None) => None,
+                (RawShow::Encrypt, None) => Some(Operation::Seal),
+                (RawShow::Redact, None) => Some(Operation::Redact),
+                (RawShow::MaskEmail, None) => Some(Operation::MaskEmail),
+                (RawShow::Year, None) => Some(Operation::Year),
+            };
+            let w = &v.when;
+            let subject_param = match &w.subject {
+                None => None,
+                Some(s) => match s.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                    Some(name) if !name.is_empty() => Some(name.to_string()),
+                    _ => {
+                        self.problem(
+                            &format!("{key}.when.subject"),
+                            "name a path parameter of the route, as `{id}`",
+                        );
+                        continue;
+                    }
+                },
+            };
+            let mut claims = Vec::new();
+            for (name, value) in &w.claims {
+                if value.is_object() || value.is_array() || value.is_null() {
+                    self.problem(
+                        &format!("{key}.when.claims.{name}"),
+                        "compare a claim with a string, number or boolean",
+                    );
+                }
+                claims.push((name.clone(), value.clone()));
+            }
+            let scopes = w.scope.clone().map(OneOrMany::into_vec).unwrap_or_default();
+            let when = Condition {
+                authenticated: w.authenticated,
+                subject_param,
+                claims,
+                scopes,
+            };
+            if when == Condition::default() {
+                self.problem(
+                    &format!("{key}.when"),
+                    "say who sees this view: `authenticated`, `subject`, `claims` or `scope`",
+                );
+                continue;
+            }
+            out.push(View { when, show });
+        }
+        if !out.is_empty() {
+            self.views_written = true;
+        }
+        Arc::from(out)
+    }
+
     /// A rule list's JSONPath selectors, and its carrier rules (`form:`, `query:`,
     /// `header:`): requests (`decrypt`) take every carrier, responses headers only.
     fn selectors(
@@ -1042,15 +1115,22 @@ impl<'a> Compiler<'a> {
         let mut named_out = Vec::new();
         for (i, sel) in raw.iter().enumerate() {
             let at = format!("{key}.{i}");
-            let (path, context, seal_null, value_type) = match sel {
-                RawSelector::Path(p) => (p.as_str(), None, false, None),
+            let (path, context, seal_null, value_type, views) = match sel {
+                RawSelector::Path(p) => (p.as_str(), None, false, None, &[][..]),
                 RawSelector::WithContext(w) => (
                     w.path.as_str(),
                     w.context.clone(),
                     w.seal_null,
                     w.value_type.clone(),
+                    &w.views[..],
                 ),
             };
+            if decrypt && !views.is_empty() {
+                self.problem(
+                    &format!("{at}.views"),
+                    "views choose what a caller sees in answers: they apply to response rules only",
+                );
+            }
             if !seen.insert(path.to_string()) {
                 self.problem(&at, "the same selector is listed twice");
                 continue;
@@ -1077,6 +1157,9 @@ impl<'a> Compiler<'a> {
                 if seal_null {
                     self.problem(&format!("{at}.seal_null"), "applies to JSON members only");
                 }
+                if !views.is_empty() {
+                    self.problem(&format!("{at}.views"), "apply to JSON members only");
+                }
                 if let Some(types) = value_type {
                     if !decrypt {
                         self.problem(
@@ -1100,6 +1183,9 @@ impl<'a> Compiler<'a> {
                 }
             };
             selector.seal_null = seal_null;
+            if !decrypt {
+                selector.views = self.views(&format!("{at}.views"), views);
+            }
             if let Some(types) = value_type {
                 if !decrypt {
                     self.problem(
@@ -1181,11 +1267,7 @@ impl<'a> Compiler<'a> {
                     self.selectors(&format!("{key}.response.{name}"), list, false);
                 header_rules(named, op);
                 for selector in selectors {
-                    rules.push(ResponseRule {
-                        selector,
-                        op,
-                        source: RuleSource::Route,
-                    });
+                    rules.push(ResponseRule::new(selector, op, RuleSource::Route));
                 }
             }
             ResponseRules::ordered(rules, r.on_non_json).with_headers(headers)

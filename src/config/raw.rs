@@ -187,6 +187,50 @@ pub struct RawFieldRule {
     /// `encrypt` only: seal a selected `null` too.
     #[serde(default)]
     pub seal_null: bool,
+    /// Views by caller identity: the first that holds replaces `action` for that caller.
+    #[serde(default)]
+    pub views: Vec<RawView>,
+}
+
+/// One view of a response rule: when it holds, the caller sees `show` instead of the action.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawView {
+    pub when: RawWhen,
+    pub show: RawShow,
+    /// `show: mask` only.
+    #[serde(default)]
+    pub keep_last: Option<usize>,
+}
+
+/// What must hold of the verified caller (every key written).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWhen {
+    /// `true`: any caller with a valid token.
+    #[serde(default)]
+    pub authenticated: bool,
+    /// `"{id}"`: the token's `sub` equals this path parameter of the route.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Claim (dotted path for nested objects) → value it equals or, for an array, holds.
+    #[serde(default)]
+    pub claims: BTreeMap<String, serde_json::Value>,
+    /// Scopes every one of which the token grants (`scope` or `scp`).
+    #[serde(default)]
+    pub scope: Option<OneOrMany<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawShow {
+    /// The value as the app sent it.
+    Plain,
+    Encrypt,
+    Redact,
+    Mask,
+    MaskEmail,
+    Year,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -246,6 +290,9 @@ pub struct RawSelectorWithContext {
     /// Decrypt rules: the JSON types accepted once a value is opened.
     #[serde(default, rename = "type")]
     pub value_type: Option<OneOrMany<String>>,
+    /// Response rules: views by caller identity.
+    #[serde(default)]
+    pub views: Vec<RawView>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -444,8 +444,19 @@ pub struct HeaderRule {
 #[derive(Debug, Clone)]
 pub struct ResponseRule {
     pub selector: Selector,
+    /// What every caller gets unless one of `views` holds (contract §8's action).
     pub op: Operation,
     pub source: RuleSource,
+}
+
+impl ResponseRule {
+    pub fn new(selector: Selector, op: Operation, source: RuleSource) -> Self {
+        Self {
+            selector,
+            op,
+            source,
+        }
+    }
 }
 
 /// A route's response rules as one table in precedence order: when several rules select the
@@ -491,11 +502,7 @@ impl ResponseRules {
                     },
                 )
             }))
-            .map(|(selector, op)| ResponseRule {
-                selector,
-                op,
-                source: RuleSource::Route,
-            })
+            .map(|(selector, op)| ResponseRule::new(selector, op, RuleSource::Route))
             .collect();
         Self::ordered(rules, on_non_json)
     }
@@ -555,7 +562,15 @@ impl ResponseRules {
 
     /// Whether any rule seals (and so needs the keyring).
     pub fn seals(&self) -> bool {
-        self.sealing().next().is_some() || self.headers.iter().any(|h| h.op == Operation::Seal)
+        let view_seals = self.rules.iter().any(|r| {
+            r.selector
+                .views
+                .iter()
+                .any(|v| v.show == Some(Operation::Seal))
+        });
+        self.sealing().next().is_some()
+            || view_seals
+            || self.headers.iter().any(|h| h.op == Operation::Seal)
     }
 
     /// Whether the route wrote rules of its own (not only the field policy's).
@@ -568,6 +583,11 @@ impl ResponseRules {
     /// alone leaves bodies to the field policy).
     pub fn has_own_body_rules(&self) -> bool {
         self.rules.iter().any(|r| r.source == RuleSource::Route)
+    }
+
+    /// Whether any rule's action depends on who calls (views).
+    pub fn has_views(&self) -> bool {
+        self.rules.iter().any(|r| !r.selector.views.is_empty())
     }
 
     /// Whether any rule applies to the body (the rest apply to headers alone).

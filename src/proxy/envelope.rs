@@ -52,6 +52,7 @@ pub async fn open_request(
         action: Action::EnvelopeOpened,
         kid: Some(session.kid.clone()),
         selector: None,
+        view: None,
     });
     // The body is forwarded as plain JSON; the client's encoding headers described the
     // envelope, not this.
@@ -87,6 +88,7 @@ pub async fn seal_response(
         action: Action::EnvelopeSealed,
         kid: Some(session.kid.clone()),
         selector: None,
+        view: None,
     });
     parts.headers.remove(header::CONTENT_ENCODING);
     parts.headers.insert(

@@ -35,6 +35,7 @@ pub(crate) mod path;
 pub mod rules;
 pub mod selector;
 pub mod splice;
+pub mod view;
 
 use std::fmt;
 

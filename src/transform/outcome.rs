@@ -14,6 +14,8 @@ pub struct FieldOp {
     /// The selector (as written) that picked the field, for
     /// `fieldseal_selector_matches_total`; `None` for whole-body operations.
     pub selector: Option<std::sync::Arc<str>>,
+    /// For a rule with views: which one chose what the field got (`None`: the rule has none).
+    pub view: Option<crate::transform::view::ViewMark>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +32,8 @@ pub enum Action {
     EnvelopeSealed,
     /// Plaintext at a decrypt path, allowed because the route does not require tokens.
     PassedPlaintext,
+    /// Left as the app sent it, because a view (by caller identity) shows it.
+    Shown,
 }
 
 impl Action {
@@ -44,6 +48,7 @@ impl Action {
             Action::EnvelopeOpened => "envelope_opened",
             Action::EnvelopeSealed => "envelope_sealed",
             Action::PassedPlaintext => "plaintext_passed",
+            Action::Shown => "shown",
         }
     }
 }

@@ -17,7 +17,7 @@ use std::borrow::Cow;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use crate::config::settings::{Operation, RequestRules, ResponseRules};
+use crate::config::settings::{Operation, RequestRules, ResponseRule, ResponseRules};
 use crate::crypto::client_keys::ClientKeys;
 use crate::crypto::jwe::{self, KeyUnwrap};
 use crate::crypto::token::{self, looks_like_token};
@@ -26,6 +26,7 @@ use crate::reason::Reason;
 use crate::replay::{self, Replay};
 use crate::transform::carrier::{self, NamedField};
 use crate::transform::selector::JsonTypes;
+use crate::transform::view::{Choice, Sight};
 use crate::transform::{self, splice};
 
 pub use super::outcome::{Action, FieldFailure, FieldOp};
@@ -185,6 +186,16 @@ pub fn apply_response(
     rules: &ResponseRules,
     keyring: Option<&Keyring>,
 ) -> Result<Vec<FieldOp>, FieldFailure> {
+    apply_response_as(doc, rules, keyring, &Sight::default())
+}
+
+/// [`apply_response`] for one caller: `sight` says what each rule with views does for them.
+pub fn apply_response_as(
+    doc: &mut Value,
+    rules: &ResponseRules,
+    keyring: Option<&Keyring>,
+    sight: &Sight,
+) -> Result<Vec<FieldOp>, FieldFailure> {
     let table = rules.rules();
     let queries: Vec<&jsonpath_rust::parser::model::JpQuery> =
         table.iter().map(|r| &r.selector.query).collect();
@@ -195,9 +206,14 @@ pub fn apply_response(
             continue;
         };
         let rule = &table[*index];
+        let choice = sight.choice(*index, rule.op);
+        let Some(op) = choice.show else {
+            ops.push(shown(location.path.clone(), rule, choice));
+            continue;
+        };
         let context = transform::context(&rule.selector, location);
         let Some(done) = operate(
-            rule.op,
+            op,
             rule.selector.seal_null,
             Node::Value(node),
             context,
@@ -214,6 +230,7 @@ pub fn apply_response(
             action,
             kid,
             selector: Some(rule.selector.source.clone()),
+            view: choice.mark,
         });
     }
     Ok(ops)
@@ -329,6 +346,17 @@ fn open_client_value(
     Ok((opened.value, opened.kid))
 }
 
+/// The record of a field a view shows as the app sent it.
+fn shown(path: String, rule: &ResponseRule, choice: Choice) -> FieldOp {
+    FieldOp {
+        path,
+        action: Action::Shown,
+        kid: None,
+        selector: Some(rule.selector.source.clone()),
+        view: choice.mark,
+    }
+}
+
 /// Opens the tokens at the fields `rules` select in a request document. Any token that does
 /// not open — or, with `require_encrypted`, any plaintext — fails the whole request.
 pub fn apply_request(
@@ -362,6 +390,7 @@ pub fn apply_request(
             action: opened.action,
             kid: opened.kid,
             selector: Some(selector.source.clone()),
+            view: None,
         });
     }
     Ok(ops)
@@ -501,6 +530,7 @@ pub fn open_named(
         action: opened.action,
         kid: opened.kid,
         selector: Some(named.source.clone()),
+        view: None,
     });
     Ok(text)
 }
@@ -538,6 +568,7 @@ pub fn operate_named(
         action: done.action,
         kid: done.kid,
         selector: Some(named.source.clone()),
+        view: None,
     });
     Ok(out)
 }
@@ -569,13 +600,26 @@ pub fn rewrite_response_body(
     keyring: Option<&Keyring>,
     ops: &mut Vec<FieldOp>,
 ) -> Result<Option<Vec<u8>>, BodyFailure> {
+    rewrite_response_body_as(body, rules, keyring, &Sight::default(), ops)
+}
+
+/// [`rewrite_response_body`] for one caller: `sight` says what each rule with views does for
+/// them (a field shown plain is left as the app sent it, and reported `shown`).
+pub fn rewrite_response_body_as(
+    body: &[u8],
+    rules: &ResponseRules,
+    keyring: Option<&Keyring>,
+    sight: &Sight,
+    ops: &mut Vec<FieldOp>,
+) -> Result<Option<Vec<u8>>, BodyFailure> {
     let Some(plan) = rules.plan() else {
         let mut doc: Value = serde_json::from_slice(body).map_err(|_| BodyFailure::InvalidJson)?;
-        let applied = apply_response(&mut doc, rules, keyring)?;
-        if applied.is_empty() {
+        let applied = apply_response_as(&mut doc, rules, keyring, sight)?;
+        let changed = applied.iter().any(|op| op.action != Action::Shown);
+        ops.extend(applied);
+        if !changed {
             return Ok(None);
         }
-        ops.extend(applied);
         return serde_json::to_vec(&doc)
             .map(Some)
             .map_err(|_| BodyFailure::InvalidJson);
@@ -590,9 +634,14 @@ pub fn rewrite_response_body(
     for span in &mut spans {
         let path = std::mem::take(&mut span.path);
         let rule = &table[span.selector];
+        let choice = sight.choice(span.selector, rule.op);
+        let Some(op) = choice.show else {
+            ops.push(shown(path, rule, choice));
+            continue;
+        };
         let context = rule.selector.context.as_deref().unwrap_or(&span.member);
         let Some(done) = operate(
-            rule.op,
+            op,
             rule.selector.seal_null,
             Node::Raw(span.raw),
             context,
@@ -613,6 +662,7 @@ pub fn rewrite_response_body(
             action,
             kid,
             selector: Some(rule.selector.source.clone()),
+            view: choice.mark,
         });
     }
     if edits.is_empty() {
@@ -692,6 +742,7 @@ pub fn rewrite_request_body(
             action: opened.action,
             kid: opened.kid,
             selector: Some(selector.source.clone()),
+            view: None,
         });
     }
     if edits.is_empty() {
@@ -1621,6 +1672,107 @@ mod tests {
             );
             assert_eq!(ops.len(), 4);
             assert!(ops.iter().all(|o| o.action == Action::Masked));
+        }
+    }
+}
+
+#[cfg(test)]
+mod view_tests {
+    use super::*;
+    use crate::config::raw::OnNonJson;
+    use crate::config::settings::{ResponseRule, RuleSource};
+    use crate::crypto::keyring::tests::test_keyring;
+    use crate::transform::selector::Selector;
+    use crate::transform::view::{Condition, Seen, View, ViewMark};
+    use serde_json::json;
+
+    /// `$.bio` redacted unless the caller owns the record (plain) or is support (masked);
+    /// `$.ssn` sealed for everyone.
+    fn rules(plan: bool) -> ResponseRules {
+        let mut bio = Selector::compile("$.bio", None).unwrap();
+        bio.views = vec![
+            View {
+                when: Condition {
+                    subject_param: Some("id".into()),
+                    ..Default::default()
+                },
+                show: None,
+            },
+            View {
+                when: Condition {
+                    claims: vec![("role".into(), json!("support"))],
+                    ..Default::default()
+                },
+                show: Some(Operation::Mask { keep_last: 3 }),
+            },
+        ]
+        .into();
+        let table = vec![
+            ResponseRule::new(bio, Operation::Redact, RuleSource::Route),
+            ResponseRule::new(
+                Selector::compile("$.ssn", None).unwrap(),
+                Operation::Seal,
+                RuleSource::Route,
+            ),
+        ];
+        let r = ResponseRules::ordered(table, OnNonJson::Fail);
+        assert!(r.has_views());
+        if plan {
+            r
+        } else {
+            r.without_plan()
+        }
+    }
+
+    #[test]
+    fn views_choose_per_caller_on_both_engines() {
+        let ring = test_keyring();
+        let body = br#"{"id":"42","bio":"likes tea","ssn":"078-05-1120"}"#;
+        let owner_claims = json!({"role": "user"}).as_object().unwrap().clone();
+        let support_claims = json!({"role": "support"}).as_object().unwrap().clone();
+        let id42 = |n: &str| (n == "id").then(|| "42".to_string());
+        let cases: [(Option<Seen<'_>>, serde_json::Value, ViewMark); 3] = [
+            (
+                Some(Seen {
+                    subject: "42",
+                    claims: &owner_claims,
+                }),
+                json!("likes tea"),
+                ViewMark::View(0),
+            ),
+            (
+                Some(Seen {
+                    subject: "7",
+                    claims: &support_claims,
+                }),
+                json!("******tea"),
+                ViewMark::View(1),
+            ),
+            (None, json!(null), ViewMark::Default),
+        ];
+        for plan in [true, false] {
+            let rules = rules(plan);
+            for (caller, bio, mark) in &cases {
+                let sight = Sight::resolve(&rules, *caller, &id42);
+                let mut ops = Vec::new();
+                let out = rewrite_response_body_as(body, &rules, Some(&ring), &sight, &mut ops)
+                    .unwrap()
+                    .expect("the ssn is always sealed");
+                let doc: Value = serde_json::from_slice(&out).unwrap();
+                assert_eq!(&doc["bio"], bio, "plan {plan}, {mark:?}");
+                assert!(doc["ssn"].as_str().unwrap().starts_with("fs1."));
+                let bio_op = ops.iter().find(|o| o.path == "$['bio']").unwrap();
+                assert_eq!(bio_op.view, Some(*mark));
+                let ssn_op = ops.iter().find(|o| o.path == "$['ssn']").unwrap();
+                assert_eq!((ssn_op.action, ssn_op.view), (Action::Sealed, None));
+                if *mark == ViewMark::View(0) {
+                    assert_eq!(bio_op.action, Action::Shown);
+                    // Shown fields keep the app's bytes on the byte engine.
+                    if plan {
+                        assert!(out.starts_with(br#"{"id":"42","bio":"likes tea","ssn":"fs1."#));
+                    }
+                }
+            }
         }
     }
 }

@@ -21,6 +21,9 @@ pub struct Selector {
     /// The JSON types a decrypt path accepts once a value is opened; `None` = the default
     /// (see [`JsonTypes::accepts_opened`]).
     pub accepts: Option<JsonTypes>,
+    /// Response rules: views by caller identity, tried in order (empty: the rule's action
+    /// for everyone; see [`super::view`]).
+    pub views: std::sync::Arc<[super::view::View]>,
 }
 
 /// A set of JSON value types, for the `type` of a decrypt rule.
@@ -106,6 +109,7 @@ impl Selector {
             context,
             seal_null: false,
             accepts: None,
+            views: std::sync::Arc::from(Vec::new()),
         })
     }
 
