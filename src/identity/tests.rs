@@ -272,9 +272,11 @@ struct Doc {
     identity: RawIdentity,
 }
 
-fn parse_yaml(yaml: &str) -> Result<Doc, figment::Error> {
+fn parse_yaml(yaml: &str) -> Result<Doc, String> {
     use figment::providers::Format as _;
-    figment::Figment::from(figment::providers::Yaml::string(yaml)).extract::<Doc>()
+    figment::Figment::from(figment::providers::Yaml::string(yaml))
+        .extract::<Doc>()
+        .map_err(|e| e.to_string())
 }
 
 #[test]
@@ -1442,4 +1444,12 @@ fn parse_key_set_keeps_only_the_allowed_algorithms_of_each_key() {
             (Some("ed"), &[Algorithm::EdDSA][..]),
         ]
     );
+}
+
+#[test]
+fn a_verifier_can_be_shared_across_tasks() {
+    fn shareable<T: Send + Sync + Clone + 'static>() {}
+    shareable::<Verifier>();
+    fn sendable<T: Send + 'static>() {}
+    sendable::<Identity>();
 }
