@@ -344,7 +344,7 @@ pub fn compile(raw: &RawIdentity, base_dir: &Path) -> Result<Verifier, Vec<Strin
                         Err(e) => problems.push(format!("{KEY}.jwks_file: {e}")),
                     },
                     None => {
-                        if let Err(e) = jwks::parse_key_set(&bytes, RSA_AND_FRIENDS) {
+                        if let Err(e) = jwks::parse_key_set(&bytes, EVERY_ASYMMETRIC_ALGORITHM) {
                             if matches!(e, jwks::JwksError::NotAJwkSet { .. }) {
                                 problems.push(format!("{KEY}.jwks_file: {e}"));
                             }
@@ -394,7 +394,7 @@ pub fn compile(raw: &RawIdentity, base_dir: &Path) -> Result<Verifier, Vec<Strin
 
 /// Every asymmetric algorithm: used to check a JWKS file's syntax when the configured
 /// algorithms are themselves broken.
-const RSA_AND_FRIENDS: &[Algorithm] = &[
+const EVERY_ASYMMETRIC_ALGORITHM: &[Algorithm] = &[
     Algorithm::RS256,
     Algorithm::RS384,
     Algorithm::RS512,
