@@ -20,6 +20,7 @@ pub mod config;
 pub mod crypto;
 pub mod demo;
 pub mod guard;
+pub mod identity;
 pub mod key_usage;
 pub mod lifecycle;
 pub mod limits;
