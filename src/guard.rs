@@ -185,9 +185,15 @@ impl Guard {
 
     /// Every detection in `doc`: the first [`MAX_REPORTED`] in document order, and counts.
     pub fn scan(&self, doc: &Value) -> Findings {
+        self.scan_showing(doc, &[])
+    }
+
+    /// [`Self::scan`], leaving out the nodes at `shown` (Normalized Paths of fields a view
+    /// showed their caller as the app sent them: declared, so not a leak).
+    pub fn scan_showing(&self, doc: &Value, shown: &[&str]) -> Findings {
         let mut findings = Findings::default();
         let mut steps = Vec::new();
-        self.walk(doc, &mut steps, &mut findings);
+        self.walk(doc, &mut steps, shown, &mut findings);
         findings
     }
 
@@ -195,11 +201,16 @@ impl Guard {
     /// truncated answer) is searched as text, and what is found is reported at `$`: the guard
     /// cannot be walked around by breaking the JSON.
     pub fn scan_bytes(&self, raw: &[u8]) -> Findings {
+        self.scan_bytes_showing(raw, &[])
+    }
+
+    /// [`Self::scan_bytes`] leaving out the fields a view showed (see [`Self::scan_showing`]).
+    pub fn scan_bytes_showing(&self, raw: &[u8], shown: &[&str]) -> Findings {
         if !self.may_detect(raw) {
             return Findings::default();
         }
         match serde_json::from_slice::<Value>(raw) {
-            Ok(doc) => self.scan(&doc),
+            Ok(doc) => self.scan_showing(&doc, shown),
             Err(_) => {
                 let text = String::from_utf8_lossy(raw);
                 let mut findings = Findings::default();
@@ -211,7 +222,11 @@ impl Guard {
         }
     }
 
-    fn walk(&self, value: &Value, steps: &mut Vec<Step>, findings: &mut Findings) {
+    fn walk(&self, value: &Value, steps: &mut Vec<Step>, shown: &[&str], findings: &mut Findings) {
+        // Only answers with fields shown by a view pay for spelling each path.
+        if !shown.is_empty() && shown.contains(&path::locate(steps).path.as_str()) {
+            return;
+        }
         match value {
             Value::String(s) => {
                 if is_exempt(s) {
@@ -233,14 +248,14 @@ impl Guard {
             Value::Array(items) if steps.len() < MAX_DEPTH => {
                 for (i, item) in items.iter().enumerate() {
                     steps.push(Step::Index(i));
-                    self.walk(item, steps, findings);
+                    self.walk(item, steps, shown, findings);
                     steps.pop();
                 }
             }
             Value::Object(members) if steps.len() < MAX_DEPTH => {
                 for (name, item) in members {
                     steps.push(Step::Key(name.clone()));
-                    self.walk(item, steps, findings);
+                    self.walk(item, steps, shown, findings);
                     steps.pop();
                 }
             }
@@ -249,10 +264,20 @@ impl Guard {
     }
 }
 
-/// Tokens (`fs1`, JWE compact) and masks (`****6789`) are what protection looks like, not
-/// leaks.
+/// Tokens (`fs1`, JWE compact) and masks (`****6789`, and `a***@example.com` from
+/// `mask_email`) are what protection looks like, not leaks.
 fn is_exempt(s: &str) -> bool {
-    looks_like_token(s) || s.starts_with('*') || looks_like_jwe(s)
+    looks_like_token(s) || s.starts_with('*') || looks_like_jwe(s) || is_masked_email(s)
+}
+
+/// `mask_email`'s shape: one character, then only stars, up to the `@` (`*` is a valid
+/// local-part character, so the email detector alone would count it). A one-character local
+/// part is not masked at all and stays a detection.
+fn is_masked_email(s: &str) -> bool {
+    s.rsplit_once('@').is_some_and(|(local, _)| {
+        let mut rest = local.chars().skip(1).peekable();
+        rest.peek().is_some() && rest.all(|c| c == '*')
+    })
 }
 
 /// Five base64url parts separated by dots (RFC 7516 compact serialization).
@@ -516,6 +541,23 @@ mod tests {
         ] {
             assert_eq!(Detector::Email.finds_in(text), hit, "{text}");
         }
+    }
+
+    /// What `mask_email` makes is a mask, not a leak: the email detector alone would count
+    /// it (`*` is a local-part character), and the guard in block mode would withhold every
+    /// masked answer.
+    #[test]
+    fn masked_emails_are_exempt() {
+        let guard = Guard {
+            detectors: vec![Detector::Email],
+            mode: Mode::Block,
+        };
+        let masked = crate::transform::mask_email(&json!("ada@example.com"));
+        assert_eq!(masked, json!("a**@example.com"));
+        let doc = json!({"masked": masked, "one": "a@example.com", "stars": "a*b@example.com"});
+        let found = guard.scan(&doc);
+        let paths: Vec<&str> = found.detections.iter().map(|d| d.path.as_str()).collect();
+        assert_eq!(paths, vec!["$['one']", "$['stars']"]);
     }
 
     #[test]

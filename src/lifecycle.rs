@@ -84,6 +84,15 @@ async fn serve(settings: Settings, config: &Path, demo: bool) -> ExitCode {
     // Handlers go in before the listener opens and before "ready" is logged: a SIGHUP that
     // arrives earlier would otherwise hit the default action and kill the process.
     let signals = StopSignals::install();
+    // A JWKS URL is fetched before serving (and refreshed in the background): a proxy that
+    // could verify no token would serve every caller the most restrictive view.
+    if let Some(identity) = &settings.identity {
+        if let Err(e) = identity.start().await {
+            eprintln!("error: {e}");
+            tracing::error!(error = %e, "cannot start");
+            return ExitCode::from(exit::STARTUP);
+        }
+    }
     let running = match server::start(settings).await {
         Ok(r) => r,
         Err(e) => {

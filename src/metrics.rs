@@ -87,6 +87,21 @@ struct SelectorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ViewLabels {
+    route: Label,
+    selector: Label,
+    /// `default` or `views.N`.
+    view: Label,
+    /// What the field got: `shown`, `sealed`, `redacted`, `masked`.
+    action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IdentityLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FieldFailureLabels {
     route: Label,
     reason: &'static str,
@@ -117,6 +132,8 @@ pub struct Metrics {
     guard_detections: Family<GuardLabels, Counter>,
     guard_unscanned: Family<RouteLabels, Counter>,
     selector_matches: Family<SelectorLabels, Counter>,
+    view_decisions: Family<ViewLabels, Counter>,
+    identity: Family<IdentityLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -250,7 +267,28 @@ impl Metrics {
             "Fields each selector picked, by route and selector as written: one that stays at 0 under live traffic is probably misspelt",
             selector_matches.clone(),
         );
+        let view_decisions = Family::<ViewLabels, Counter>::default();
+        registry.register(
+            "view_decisions",
+            "Fields of rules with views, by route, selector, the view that chose (default or views.N) and what the field got",
+            view_decisions.clone(),
+        );
+        let identity = Family::<IdentityLabels, Counter>::default();
+        registry.register(
+            "identity",
+            "Requests whose caller a view asked about: verified, anonymous, or why the token was refused",
+            identity.clone(),
+        );
+        for result in ["verified", "anonymous"].into_iter().chain(
+            crate::identity::InvalidReason::ALL
+                .iter()
+                .map(|r| r.as_str()),
+        ) {
+            let _ = identity.get_or_create(&IdentityLabels { result });
+        }
         Self {
+            view_decisions,
+            identity,
             guard_detections,
             guard_unscanned,
             selector_matches,
@@ -400,6 +438,31 @@ impl Metrics {
             .get_or_create(&RouteLabels {
                 route: Label(route.clone()),
             })
+            .inc();
+    }
+
+    /// One field of a rule with views: which view chose, and what the field got.
+    pub fn view_decision(
+        &self,
+        route: &Arc<str>,
+        selector: &Arc<str>,
+        view: crate::transform::view::ViewMark,
+        action: &'static str,
+    ) {
+        self.view_decisions
+            .get_or_create(&ViewLabels {
+                route: Label(route.clone()),
+                selector: Label(selector.clone()),
+                view: Label(Arc::from(view.label())),
+                action,
+            })
+            .inc();
+    }
+
+    /// A request whose caller a view asked about.
+    pub fn identity(&self, result: &'static str) {
+        self.identity
+            .get_or_create(&IdentityLabels { result })
             .inc();
     }
 

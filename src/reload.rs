@@ -104,6 +104,11 @@ impl Reloader {
                 return Err(self.refused(trigger, problems));
             }
         };
+        if let Some(identity) = &settings.identity {
+            if let Err(e) = identity.start().await {
+                return Err(self.refused(trigger, vec![e]));
+            }
+        }
         let old = self.shared.runtime.load_full();
         for change in restart_only_changes(&old.settings, &settings) {
             tracing::warn!(

@@ -119,6 +119,18 @@ impl PathTemplate {
     pub fn as_str(&self) -> &str {
         &self.source
     }
+
+    /// The value of parameter `{name}` in the normalised request segments this template
+    /// matches (`None`: no such parameter).
+    pub fn param<'s, S: AsRef<str>>(&self, name: &str, request: &'s [S]) -> Option<&'s str> {
+        self.segments
+            .iter()
+            .zip(request)
+            .find_map(|(seg, actual)| match seg {
+                Segment::Param(p) if p == name => Some(actual.as_ref()),
+                _ => None,
+            })
+    }
 }
 
 impl fmt::Display for PathTemplate {

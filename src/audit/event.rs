@@ -58,17 +58,34 @@ pub struct FieldsEvent {
     pub fields: Vec<FieldOp>,
     /// Set when `outcome` is not `ok`.
     pub failure: Option<FieldFailureInfo>,
+    /// Who called, when a rule's views asked (written only then, so lines without views
+    /// are as before).
+    pub caller: Option<CallerInfo>,
+}
+
+/// The caller of a request whose answer had views: never the subject or a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerInfo {
+    /// `verified`, `anonymous`, or why the token was refused.
+    pub identity: &'static str,
+    /// The verified subject's pseudonym ([`crate::identity::Verifier::subject_hash`]).
+    pub subject: Option<String>,
 }
 
 impl Serialize for FieldsEvent {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let n = if self.failure.is_some() { 8 } else { 5 };
+        let n =
+            if self.failure.is_some() { 8 } else { 5 } + if self.caller.is_some() { 2 } else { 0 };
         let mut st = s.serialize_struct("FieldsEvent", n)?;
         st.serialize_field("request_id", &self.request_id)?;
         st.serialize_field("route", &*self.route)?;
         st.serialize_field("client", &self.client)?;
         st.serialize_field("outcome", self.outcome.as_str())?;
         st.serialize_field("fields", &Ops(&self.fields))?;
+        if let Some(c) = &self.caller {
+            st.serialize_field("identity", c.identity)?;
+            st.serialize_field("subject", &c.subject)?;
+        }
         if let Some(f) = &self.failure {
             st.serialize_field("reason", f.reason)?;
             st.serialize_field("field", &f.field)?;
@@ -89,6 +106,7 @@ impl Serialize for Ops<'_> {
                 path: &op.path,
                 action: op.action.as_str(),
                 kid: op.kid.as_deref(),
+                view: op.view.map(|v| v.label()),
             })?;
         }
         seq.end()
@@ -100,6 +118,9 @@ struct OpEntry<'a> {
     path: &'a str,
     action: &'static str,
     kid: Option<&'a str>,
+    /// `default` or `views.N` for a rule with views; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    view: Option<String>,
 }
 
 /// A key as the audit log shows it: no secret.
@@ -294,10 +315,40 @@ mod tests {
                 field: "$['ssn']".into(),
                 kid: Some("k1".into()),
             }),
+            caller: None,
         };
         assert_eq!(
             serde_json::to_string(&Event::Fields(e)).unwrap(),
             r#"{"request_id":"r1","route":"user","client":"127.0.0.1:5000","outcome":"rejected","fields":[{"path":"$['a']","action":"opened","kid":"k1"}],"reason":"authentication_failed","field":"$['ssn']","kid":"k1"}"#
+        );
+    }
+
+    /// A request whose answer had views names the caller by result and pseudonym, and each
+    /// field of a rule with views by the view that chose.
+    #[test]
+    fn fields_events_name_the_caller_and_view_only_with_views() {
+        use crate::transform::view::ViewMark;
+        let e = FieldsEvent {
+            request_id: "r2".into(),
+            route: Arc::from("profile"),
+            client: None,
+            outcome: Outcome::Ok,
+            fields: vec![FieldOp {
+                path: "$['bio']".into(),
+                action: Action::Shown,
+                kid: None,
+                selector: None,
+                view: Some(ViewMark::View(0)),
+            }],
+            failure: None,
+            caller: Some(CallerInfo {
+                identity: "verified",
+                subject: Some("00ff".into()),
+            }),
+        };
+        assert_eq!(
+            serde_json::to_string(&Event::Fields(e)).unwrap(),
+            r#"{"request_id":"r2","route":"profile","client":null,"outcome":"ok","fields":[{"path":"$['bio']","action":"shown","kid":null,"view":"views.0"}],"identity":"verified","subject":"00ff"}"#
         );
     }
 }

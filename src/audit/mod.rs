@@ -23,7 +23,7 @@ use crate::secret_file::Exposure;
 pub use chain::{
     hex, parse_line, verify, Broken, Mac, Previous, Verified, VerifyError, MAC_SUFFIX_LEN,
 };
-pub use event::{Event, FieldFailureInfo, FieldsEvent, KeyInfo, Outcome};
+pub use event::{CallerInfo, Event, FieldFailureInfo, FieldsEvent, KeyInfo, Outcome};
 pub use key::{AuditKey, AUDIT_KEY_LEN};
 pub use writer::{BATCH_BYTES, FSYNC_INTERVAL};
 

@@ -118,6 +118,7 @@ fn fields_event(i: usize) -> FieldsEvent {
             },
         ],
         failure: None,
+        caller: None,
     }
 }
 

@@ -247,6 +247,13 @@ impl<'a> Compiler<'a> {
         let fields = self.field_policy(&keys);
         let guard = self.guard();
         let routes = self.routes(&global_headers, &keys, &fields);
+        let identity = self.identity();
+        if self.views_written && identity.is_none() && !self.present("identity") {
+            self.problem(
+                "identity",
+                "rules with `views` choose by the caller's verified token: configure `identity.jwt`",
+            );
+        }
         let trusted_proxies = self.trusted_proxies();
 
         let (tls, mtls) = tls?;
@@ -273,6 +280,7 @@ impl<'a> Compiler<'a> {
             audit,
             reload,
             routes,
+            identity,
             unmatched_rules: fields.rules_alone(),
             fields,
             guard,
@@ -283,6 +291,33 @@ impl<'a> Compiler<'a> {
             trusted_proxies,
             warnings: std::mem::take(&mut self.warnings),
         })
+    }
+
+    /// `identity`: the verifier of callers' JWTs (views by caller identity). Compiled without
+    /// the network: a `jwks_url` is fetched when serving starts ([`crate::identity::Verifier::start`]).
+    fn identity(&mut self) -> Option<crate::identity::Verifier> {
+        if !self.present("identity") {
+            return None;
+        }
+        let raw = self.section::<crate::identity::RawIdentity>("identity")?;
+        if let Some(file) = &raw.jwt.jwks_file {
+            // Watched: a new key set is picked up by a reload.
+            self.file_path(file);
+        }
+        match crate::identity::compile(&raw, &self.base_dir) {
+            Ok(v) => Some(v),
+            Err(problems) => {
+                for p in problems {
+                    match p.split_once(": ") {
+                        Some((key, message)) if key.starts_with("identity") => {
+                            self.problem(key, message)
+                        }
+                        _ => self.problem("identity", p),
+                    }
+                }
+                None
+            }
+        }
     }
 
     /// `trusted_proxies`: the CIDRs of peers whose forwarding headers are kept (contract §7).
@@ -814,8 +849,16 @@ impl<'a> Compiler<'a> {
             };
             selector.seal_null = raw.seal_null;
             selector.views = self.views(&format!("{at}.views"), &raw.views);
-            if keys.keyring.is_none() && selector.views.iter().any(|v| v.show == Some(Operation::Seal)) {
-                self.problem(&format!("{at}.views"), "`show: encrypt` needs `keys.keyring`");
+            if keys.keyring.is_none()
+                && selector
+                    .views
+                    .iter()
+                    .any(|v| v.show == Some(Operation::Seal))
+            {
+                self.problem(
+                    &format!("{at}.views"),
+                    "`show: encrypt` needs `keys.keyring`",
+                );
             }
             if op == Operation::Seal {
                 if keys.keyring.is_none() {
@@ -1043,7 +1086,10 @@ impl<'a> Compiler<'a> {
             let show = match (v.show, v.keep_last) {
                 (RawShow::Mask, Some(keep_last)) => Some(Operation::Mask { keep_last }),
                 (RawShow::Mask, None) => {
-                    self.problem(&format!("{key}.keep_last"), "`show: mask` needs `keep_last`");
+                    self.problem(
+                        &format!("{key}.keep_last"),
+                        "`show: mask` needs `keep_last`",
+                    );
                     continue;
                 }
                 (_, Some(_)) => {

@@ -23,6 +23,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "routes",
     "fields",
     "guard",
+    "identity",
     "timeouts",
     "limits",
     "audit",

@@ -37,6 +37,8 @@ pub struct Settings {
     pub audit: Option<AuditSettings>,
     pub reload: ReloadSettings,
     pub routes: RouteTable<Route>,
+    /// Who calls (the JWT verifier), for views by caller identity; `None` without `identity`.
+    pub identity: Option<crate::identity::Verifier>,
     /// The top-level field policy (contract §8), already merged into every route's rules;
     /// kept for `check` and `explain`.
     pub fields: FieldPolicy,

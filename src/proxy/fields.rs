@@ -393,6 +393,8 @@ pub struct ResponseStage<'a> {
     pub limit: usize,
     pub deadline: Duration,
     pub request_id: &'a str,
+    /// What each rule with views does for this caller.
+    pub sight: &'a crate::transform::view::Sight,
 }
 
 impl ResponseStage<'_> {
@@ -454,7 +456,13 @@ pub async fn rewrite_response(
         }
         None => None,
         Some(rules) => {
-            match field_rules::rewrite_response_body(&bytes, rules, stage.keyring, ops) {
+            match field_rules::rewrite_response_body_as(
+                &bytes,
+                rules,
+                stage.keyring,
+                stage.sight,
+                ops,
+            ) {
                 Ok(rewritten) => rewritten,
                 Err(BodyFailure::InvalidJson) if !labelled => {
                     return not_json(parts, full(bytes), stage)
@@ -470,7 +478,13 @@ pub async fn rewrite_response(
     };
     let out = rewritten.map_or(bytes, Bytes::from);
     if let Some(guard) = stage.guard {
-        *findings = guard.scan_bytes(&out);
+        // Fields a view showed their caller are declared, not leaks.
+        let shown: Vec<&str> = ops
+            .iter()
+            .filter(|op| op.action == crate::transform::rules::Action::Shown)
+            .map(|op| op.path.as_str())
+            .collect();
+        *findings = guard.scan_bytes_showing(&out, &shown);
         if guard.mode == GuardMode::Block && findings.total() > 0 {
             return Err(ProxyError::SensitiveDataDetected);
         }

@@ -33,9 +33,12 @@ use crate::audit::{FieldFailureInfo, FieldsEvent, Outcome as AuditOutcome};
 use crate::body::{empty, ProxyBody};
 use crate::config::settings::Matched;
 use crate::guard::Findings;
+use crate::identity::Identity;
 use crate::replay::{Replay, ReplayStore};
+use crate::routing::Matchable;
 use crate::state::{Runtime, Shared};
 use crate::transform::rules::{Action, FieldOp, Openers};
+use crate::transform::view::{Seen, Sight};
 use error::ProxyError;
 use request_id::X_REQUEST_ID;
 
@@ -62,9 +65,7 @@ pub async fn handle(
     let method = req.method().clone();
     let version = req.version();
     let bytes_in = Arc::new(AtomicU64::new(0));
-    let mut fields = Vec::new();
-    let mut findings = Findings::default();
-    let mut upstream_status = None;
+    let mut report = Report::default();
     // The proxy's own public documents (JWKS, seed public key) are answered here, before
     // routing: a route must not be able to forward them to the app.
     let local = well_known::route_for(&req, &runtime.settings);
@@ -110,18 +111,21 @@ pub async fn handle(
                 &context,
                 matched.expect("a request not served locally is routed"),
                 bytes_in.clone(),
-                (&mut fields, &mut findings, &mut upstream_status),
+                &mut report,
             )
             .await
         }
     };
-    guard_report(&shared, &request_id_text, &route_name, &findings);
+    guard_report(&shared, &request_id_text, &route_name, &report.findings);
+    if let Some(caller) = &report.caller {
+        shared.metrics.identity(caller.result);
+    }
     audit(
         &shared,
         &request_id_text,
         &route_name,
         conn.peer,
-        fields,
+        (report.fields, report.caller),
         forwarded.as_ref().err(),
     );
     let mut response = match forwarded {
@@ -162,7 +166,7 @@ pub async fn handle(
         method,
         version,
         status,
-        upstream_status: upstream_status.filter(|s| *s != status),
+        upstream_status: report.upstream_status.filter(|s| *s != status),
         started,
         bytes_in,
         metrics: shared.metrics.clone(),
@@ -178,7 +182,7 @@ fn audit(
     request_id: &str,
     route: &Arc<str>,
     client: SocketAddr,
-    ops: Vec<FieldOp>,
+    (ops, caller): (Vec<FieldOp>, Option<CallerRecord>),
     failure: Option<&ProxyError>,
 ) {
     // One metric update per distinct (action, key) — usually a single one per request.
@@ -209,6 +213,14 @@ fn audit(
     for (selector, n) in by_selector {
         shared.metrics.selector_matches(route, selector, n);
     }
+    // Every view decision (rule, view, what was shown), one count per field.
+    for op in &ops {
+        if let (Some(mark), Some(selector)) = (op.view, &op.selector) {
+            shared
+                .metrics
+                .view_decision(route, selector, mark, op.action.as_str());
+        }
+    }
     let rejected = failure.and_then(ProxyError::field_rejection);
     if let Some(r) = &rejected {
         shared.metrics.field_failure(route, r.metric);
@@ -225,18 +237,30 @@ fn audit(
     if enabled {
         let fields: Vec<String> = ops
             .iter()
-            .map(|op| {
-                format!(
+            .map(|op| match op.view {
+                None => format!(
                     "{}:{}:{}",
                     op.path,
                     op.action.as_str(),
                     op.kid.as_deref().unwrap_or("-")
-                )
+                ),
+                Some(view) => format!(
+                    "{}:{}:{}:{}",
+                    op.path,
+                    op.action.as_str(),
+                    op.kid.as_deref().unwrap_or("-"),
+                    view.label()
+                ),
             })
             .collect();
+        let subject = caller
+            .as_ref()
+            .and_then(|c| c.subject.as_deref())
+            .unwrap_or("-");
+        let identity = caller.as_ref().map_or("-", |c| c.result);
         match rejected {
             None => {
-                tracing::info!(target: "fieldseal::audit", request_id, route = %route, fields = ?fields, outcome = "ok", "fields")
+                tracing::info!(target: "fieldseal::audit", request_id, route = %route, fields = ?fields, identity, subject, outcome = "ok", "fields")
             }
             Some(r) => tracing::warn!(
                 target: "fieldseal::audit",
@@ -244,6 +268,8 @@ fn audit(
                 route = %route,
                 fields = ?fields,
                 outcome = r.outcome.as_str(),
+                identity,
+                subject,
                 field = r.field,
                 reason = r.reason,
                 kid = r.kid.unwrap_or("-"),
@@ -266,6 +292,10 @@ fn audit(
             outcome,
             fields: ops,
             failure,
+            caller: caller.map(|c| crate::audit::CallerInfo {
+                identity: c.result,
+                subject: c.subject,
+            }),
         });
         if queued {
             shared.metrics.audit_event();
@@ -317,6 +347,29 @@ fn guard_report(shared: &Shared, request_id: &str, route: &Arc<str>, findings: &
     );
 }
 
+/// What happened to one request besides its answer, for metrics, logs and the audit event.
+#[derive(Default)]
+struct Report {
+    /// Every field operation (paths, actions, key ids, views — never values).
+    fields: Vec<FieldOp>,
+    /// What the guard found in the answer.
+    findings: Findings,
+    /// The app's own status, when it answered.
+    upstream_status: Option<u16>,
+    /// Who called, when a rule's views needed to know.
+    caller: Option<CallerRecord>,
+}
+
+/// The caller as views saw them: the verification result and, for a verified token, the
+/// subject's pseudonym (never the subject or a claim).
+#[derive(Debug, Clone)]
+pub struct CallerRecord {
+    /// `verified`, `anonymous`, or why the token was refused (`expired`, `bad_signature`, …).
+    pub result: &'static str,
+    /// [`crate::identity::Verifier::subject_hash`] of a verified caller.
+    pub subject: Option<String>,
+}
+
 /// What [`forward`] needs besides the request: the state it began with and facts about it.
 struct Context<'a> {
     runtime: &'a Runtime,
@@ -332,8 +385,14 @@ async fn forward(
     context: &Context<'_>,
     matched: Matched<'_>,
     bytes_in: Arc<AtomicU64>,
-    (ops, findings, upstream_status): (&mut Vec<FieldOp>, &mut Findings, &mut Option<u16>),
+    report: &mut Report,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    let Report {
+        fields: ops,
+        findings,
+        upstream_status,
+        caller,
+    } = report;
     let Context {
         runtime,
         replay,
@@ -342,9 +401,9 @@ async fn forward(
     } = *context;
     let Matched {
         route,
+        cover,
         response: response_rules,
         request: request_rules,
-        ..
     } = matched;
     let keyring = runtime.settings.keys.ring.as_deref();
     let limit = runtime.settings.limits.max_body_bytes;
@@ -360,6 +419,52 @@ async fn forward(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
     let (mut parts, body) = req.into_parts();
+    // Views by caller identity: the caller's token is verified once, and only where a rule
+    // asks who calls. No token or an invalid one: every rule's own action (fail closed).
+    let sight = match (
+        response_rules.filter(|r| r.has_views()),
+        &runtime.settings.identity,
+    ) {
+        (Some(rules), Some(verifier)) => {
+            let identity = verifier.verify_async(&parts.headers).await;
+            let segments = crate::routing::normalize_path(parts.uri.path());
+            let template = cover.or(route).map(|r| r.template());
+            let param = |name: &str| {
+                template
+                    .and_then(|t| t.param(name, &segments))
+                    .map(str::to_string)
+            };
+            let (seen, record) = match &identity {
+                Identity::Verified(c) => (
+                    Some(Seen {
+                        subject: &c.subject,
+                        claims: &c.claims,
+                    }),
+                    CallerRecord {
+                        result: "verified",
+                        subject: Some(verifier.subject_hash(c)),
+                    },
+                ),
+                Identity::Anonymous => (
+                    None,
+                    CallerRecord {
+                        result: "anonymous",
+                        subject: None,
+                    },
+                ),
+                Identity::Invalid(why) => (
+                    None,
+                    CallerRecord {
+                        result: why.as_str(),
+                        subject: None,
+                    },
+                ),
+            };
+            *caller = Some(record);
+            Sight::resolve(rules, seen, &param)
+        }
+        _ => Sight::default(),
+    };
     // HTTP/2 carries the host in `:authority`; HTTP/1.1 in `Host`.
     let host = parts.headers.get(HOST).cloned().or_else(|| {
         parts
@@ -490,6 +595,7 @@ async fn forward(
         limit,
         deadline: runtime.settings.timeouts.upstream_response,
         request_id: request_id.to_str().unwrap_or_default(),
+        sight: &sight,
     };
     if stage.applies() && !fields::response_has_no_body(&method, resp.status()) {
         fields::rewrite_response(resp, &stage, ops, findings).await

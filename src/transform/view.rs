@@ -221,7 +221,10 @@ mod tests {
         assert!(owner.holds(Some(me), &id42));
         assert!(!owner.holds(Some(other), &id42));
         assert!(!owner.holds(None, &id42), "no token: nothing holds");
-        assert!(!owner.holds(Some(me), &no_params), "no such parameter: no owner");
+        assert!(
+            !owner.holds(Some(me), &no_params),
+            "no such parameter: no owner"
+        );
         let any = Condition {
             authenticated: true,
             ..Default::default()
@@ -244,7 +247,10 @@ mod tests {
         };
         assert!(scoped(&["profiles:read"]).holds(Some(me), &no_params));
         assert!(scoped(&["profiles:read", "profiles:write"]).holds(Some(me), &no_params));
-        assert!(!scoped(&["profiles"]).holds(Some(me), &no_params), "whole scopes only");
+        assert!(
+            !scoped(&["profiles"]).holds(Some(me), &no_params),
+            "whole scopes only"
+        );
         assert!(!scoped(&["admin"]).holds(Some(me), &no_params));
         let both = Condition {
             subject_param: Some("id".into()),
@@ -287,7 +293,10 @@ mod tests {
         assert_eq!(got.show, Some(Operation::Mask { keep_last: 4 }));
         assert_eq!(got.mark, Some(ViewMark::View(1)));
         let got = choose(Operation::Redact, &views, None, &id);
-        assert_eq!((got.show, got.mark), (Some(Operation::Redact), Some(ViewMark::Default)));
+        assert_eq!(
+            (got.show, got.mark),
+            (Some(Operation::Redact), Some(ViewMark::Default))
+        );
         let none: Arc<[View]> = Vec::new().into();
         let got = choose(Operation::Seal, &none, Some(support), &id);
         assert_eq!((got.show, got.mark), (Some(Operation::Seal), None));
