@@ -120,6 +120,13 @@ impl PathTemplate {
         &self.source
     }
 
+    /// Whether the template has parameter `{name}`.
+    pub fn has_param(&self, name: &str) -> bool {
+        self.segments
+            .iter()
+            .any(|s| matches!(s, Segment::Param(p) if p == name))
+    }
+
     /// The value of parameter `{name}` in the normalised request segments this template
     /// matches (`None`: no such parameter).
     pub fn param<'s, S: AsRef<str>>(&self, name: &str, request: &'s [S]) -> Option<&'s str> {

@@ -558,3 +558,88 @@ routes:
     }
     assert!(stderr.contains("8 problem(s)"), "{stderr}");
 }
+
+#[test]
+fn views_and_identity_are_checked_where_they_are_written() {
+    let pki = Pki::new();
+    make_keyring(&pki.path("keyring.json"));
+    let config = pki.path("views.yaml");
+    let yaml = format!(
+        r#"listen: "127.0.0.1:0"
+upstream: "http://127.0.0.1:8000"
+tls: {{ cert: "{cert}", key: "{key}" }}
+keys: {{ keyring: keyring.json }}
+fields:
+  - select: "$..bio"
+    action: redact
+    views:
+      - {{ when: {{}}, show: plain }}
+      - {{ when: {{ authenticated: true }}, show: mask }}
+      - {{ when: {{ claims: {{ role: [a, b] }} }}, show: plain }}
+      - {{ when: {{ subject: id }}, show: plain }}
+  - select: "header:x-a"
+    action: redact
+    views: [{{ when: {{ authenticated: true }}, show: plain }}]
+routes:
+  - name: profile
+    match: {{ path: "/api/profiles/{{id}}" }}
+    response:
+      encrypt: [{{ path: "$.ssn", views: [{{ when: {{ subject: "{{user}}" }}, show: plain }}] }}]
+    request:
+      decrypt: [{{ path: "$.ssn", views: [{{ when: {{ authenticated: true }}, show: plain }}] }}]
+"#,
+        cert = pki.cert().display(),
+        key = pki.key().display()
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let (code, _, stderr) = run_cli(&["check", "--config", config.to_str().unwrap()], &[]);
+    assert_ne!(code, 0);
+    for expected in [
+        "fields.0.views.0.when: say who sees this view",
+        "fields.0.views.1.keep_last: `show: mask` needs `keep_last`",
+        "fields.0.views.2.when.claims.role: compare a claim with a string",
+        "fields.0.views.3.when.subject: name a path parameter of the route",
+        "identity: rules with `views` choose by the caller's verified token",
+        "routes.0.response: a view of `$.ssn` compares the subject with `{user}`",
+        "routes.0.request.decrypt.0.views: views choose what a caller sees in answers",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing `{expected}` in:\n{stderr}"
+        );
+    }
+    // Carrier rules take no views.
+    assert!(
+        stderr.contains("fields.1.views: apply to JSON members only"),
+        "{stderr}"
+    );
+
+    // identity problems are reported under their key, every one at once.
+    let config = pki.path("identity.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"listen: "127.0.0.1:0"
+upstream: "http://127.0.0.1:8000"
+tls: {{ cert: "{cert}", key: "{key}" }}
+identity:
+  jwt: {{ jwks_url: "http://example.com/jwks.json", audience: api, algorithms: [none, HS256] }}
+"#,
+            cert = pki.cert().display(),
+            key = pki.key().display()
+        ),
+    )
+    .unwrap();
+    let (code, _, stderr) = run_cli(&["check", "--config", config.to_str().unwrap()], &[]);
+    assert_ne!(code, 0);
+    for expected in [
+        "identity.jwt.issuer",
+        "identity.jwt.algorithms",
+        "identity.jwt.jwks_url",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing `{expected}` in:\n{stderr}"
+        );
+    }
+}

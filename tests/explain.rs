@@ -347,3 +347,100 @@ routes:
         "{out}"
     );
 }
+
+/// `--caller` shows the views a verified caller would get; without it, what a request
+/// without a valid token gets (each rule's own action).
+#[test]
+fn explain_shows_views_for_a_caller() {
+    let pki = Pki::new();
+    make_keyring(&pki.path("keyring.json"));
+    std::fs::write(
+        pki.path("jwks.json"),
+        r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"k","alg":"EdDSA","use":"sig"}]}"#,
+    )
+    .unwrap();
+    let config = pki.path("fieldseal.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"listen: "127.0.0.1:0"
+upstream: "http://127.0.0.1:8000"
+tls: {{ cert: "{}", key: "{}" }}
+keys: {{ keyring: keyring.json }}
+identity:
+  jwt: {{ jwks_file: jwks.json, issuer: "https://issuer.test", audience: api, algorithms: [EdDSA] }}
+guard: {{ detect: [ssn], mode: block }}
+routes:
+  - name: profile
+    match: {{ path: "/api/profiles/{{id}}" }}
+    response:
+      encrypt:
+        - path: "$.ssn"
+          views:
+            - {{ when: {{ subject: "{{id}}" }}, show: plain }}
+            - {{ when: {{ claims: {{ role: support }} }}, show: mask, keep_last: 4 }}
+"#,
+            pki.cert().display(),
+            pki.key().display()
+        ),
+    )
+    .unwrap();
+    let body = pki.path("answer.json");
+    std::fs::write(&body, r#"{"id": "42", "ssn": "078-05-1120"}"#).unwrap();
+    let explain = |caller: Option<&str>| {
+        let mut args = vec![
+            "explain",
+            "--config",
+            config.to_str().unwrap(),
+            "--path",
+            "/api/profiles/42",
+            "--body",
+            body.to_str().unwrap(),
+        ];
+        if let Some(c) = caller {
+            args.extend(["--caller", c]);
+        }
+        let (code, out, err) = run_cli(&args, &[]);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let check = run_cli(&["check", "--config", config.to_str().unwrap()], &[]).1;
+    assert!(
+        check.contains(
+            "$.ssn (views: subject = {id} -> plain; role = \"support\" -> mask (keep_last 4))"
+        ),
+        "{check}"
+    );
+    let owner = explain(Some(r#"{"sub": "42"}"#));
+    assert!(owner.contains("views for the caller `42`"), "{owner}");
+    assert!(
+        owner.contains("plain (views.0) $.ssn -> $['ssn']"),
+        "{owner}"
+    );
+    // The owner's own SSN is declared: the guard does not withhold it.
+    assert!(
+        owner.contains("every selected field is shown to this caller"),
+        "{owner}"
+    );
+    assert!(!owner.contains("sensitive_data_detected"), "{owner}");
+    let support = explain(Some(r#"{"sub": "7", "role": "support"}"#));
+    assert!(support.contains("*******1120"), "{support}");
+    let nobody = explain(None);
+    assert!(nobody.contains("without a valid token"), "{nobody}");
+    assert!(nobody.contains("encrypt (default) $.ssn"), "{nobody}");
+    assert!(!nobody.contains("078-05-1120\""), "{nobody}");
+    let (code, _, err) = run_cli(
+        &[
+            "explain",
+            "--config",
+            config.to_str().unwrap(),
+            "--path",
+            "/x",
+            "--caller",
+            "[]",
+        ],
+        &[],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("--caller"), "{err}");
+}

@@ -26,6 +26,7 @@ use crate::routing::{normalize_path, Matchable};
 use crate::transform;
 use crate::transform::rules::{self as field_rules, BodyFailure, FieldOp, Openers};
 use crate::transform::selector::Selector;
+use crate::transform::view::{Seen, Sight};
 
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
@@ -46,6 +47,11 @@ pub struct ExplainArgs {
     /// (it is the client's body that method sends).
     #[arg(long, value_enum, default_value_t = Direction::Auto)]
     pub direction: Direction,
+    /// The verified caller to show views for: the token's claims as JSON, `sub` included
+    /// (`'{"sub":"42","role":"support"}'`). Not verified here; without it, no caller (what
+    /// a request without a valid token gets).
+    #[arg(long)]
+    pub caller: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -71,6 +77,13 @@ pub fn run(args: ExplainArgs) -> ExitCode {
         eprintln!("error: `{}` is not an HTTP method", args.method);
         return ExitCode::from(1);
     };
+    let caller = match args.caller.as_deref().map(parse_caller).transpose() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: --caller: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let body = match args.body.as_deref().map(read_body).transpose() {
         Ok(b) => b,
         Err(e) => {
@@ -85,10 +98,21 @@ pub fn run(args: ExplainArgs) -> ExitCode {
             &method,
             &args.path,
             body.as_deref(),
-            args.direction
+            args.direction,
+            caller.as_ref()
         )
     );
     ExitCode::SUCCESS
+}
+
+/// `--caller`: a JSON object of claims with a string `sub`.
+fn parse_caller(text: &str) -> Result<serde_json::Map<String, Value>, String> {
+    let claims: serde_json::Map<String, Value> =
+        serde_json::from_str(text).map_err(|e| format!("not a JSON object of claims: {e}"))?;
+    if !claims.get("sub").is_some_and(Value::is_string) {
+        return Err("the claims need a string `sub`".into());
+    }
+    Ok(claims)
 }
 
 fn read_body(path: &Path) -> Result<Vec<u8>, String> {
@@ -108,6 +132,7 @@ pub fn explain(
     raw_path: &str,
     body: Option<&[u8]>,
     direction: Direction,
+    caller: Option<&serde_json::Map<String, Value>>,
 ) -> String {
     let mut out = String::new();
     let path = raw_path.split('?').next().unwrap_or_default();
@@ -266,7 +291,40 @@ pub fn explain(
         );
     }
     if let Some(rules) = as_response {
-        explain_response(&mut out, settings, response_route, rules, body);
+        // Views: what this caller (or no caller) gets from each rule that has views, with
+        // the route's path parameters, as `run` decides it.
+        let seen = caller.map(|claims| Seen {
+            subject: claims
+                .get("sub")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+            claims,
+        });
+        let template = matched
+            .cover
+            .or(route.map(|(_, r)| r))
+            .map(|r| r.template());
+        let param = |name: &str| {
+            template
+                .and_then(|t| t.param(name, &segments))
+                .map(str::to_string)
+        };
+        let sight = Sight::resolve(rules, seen, &param);
+        if rules.has_views() {
+            let _ = match (caller, &settings.identity) {
+                (_, None) => writeln!(out, "  views: `identity` is not configured"),
+                (Some(c), Some(_)) => writeln!(
+                    out,
+                    "  views for the caller `{}` (claims as given; explain does not verify tokens)",
+                    c.get("sub").and_then(Value::as_str).unwrap_or_default()
+                ),
+                (None, Some(_)) => writeln!(
+                    out,
+                    "  views for a caller without a valid token: every rule's own action (give --caller to see another)"
+                ),
+            };
+        }
+        explain_response(&mut out, settings, response_route, rules, &sight, body);
     }
     if let Some(rules) = as_request {
         explain_request(&mut out, settings, rules, body);
@@ -283,11 +341,17 @@ fn mode_name(mode: crate::guard::Mode) -> &'static str {
 
 /// What the guard finds in the body the client would get (paths and detectors, never
 /// values); `true` when it would withhold it.
-fn guard_blocks(out: &mut String, settings: &Settings, sent: &[u8]) -> bool {
+fn guard_blocks(out: &mut String, settings: &Settings, sent: &[u8], ops: &[FieldOp]) -> bool {
     let Some(guard) = &settings.guard else {
         return false;
     };
-    let findings = guard.scan_bytes(sent);
+    // Fields a view showed are declared, as in `run`.
+    let shown: Vec<&str> = ops
+        .iter()
+        .filter(|op| op.action == crate::transform::rules::Action::Shown)
+        .map(|op| op.path.as_str())
+        .collect();
+    let findings = guard.scan_bytes_showing(sent, &shown);
     for d in &findings.detections {
         let _ = writeln!(out, "  guard: {} at {}", d.detector.name(), d.path);
     }
@@ -376,6 +440,7 @@ fn explain_response(
     settings: &Settings,
     route: &str,
     rules: &ResponseRules,
+    sight: &Sight,
     body: &[u8],
 ) {
     let _ = writeln!(out, "as a response of the app:");
@@ -393,10 +458,15 @@ fn explain_response(
         .map(|found| found.into_iter().map(|(i, l)| (l.pointer, i)).collect())
         .unwrap_or_default();
     for (index, rule) in rules.rules().iter().enumerate() {
-        let mut action = match rule.op {
-            Operation::Mask { keep_last } => format!("mask (keep_last {keep_last})"),
-            op => op.name().to_string(),
+        let choice = sight.choice(index, rule.op);
+        let mut action = match choice.show {
+            Some(Operation::Mask { keep_last }) => format!("mask (keep_last {keep_last})"),
+            Some(op) => op.name().to_string(),
+            None => "plain".to_string(),
         };
+        if let Some(mark) = choice.mark {
+            action.push_str(&format!(" ({})", mark.label()));
+        }
         if rule.source == RuleSource::Policy {
             action.push_str(" [fields]");
         }
@@ -405,15 +475,21 @@ fn explain_response(
             &doc,
             &action,
             &rule.selector,
-            rule.op == Operation::Seal,
+            choice.show == Some(Operation::Seal),
             &|pointer| winners.get(pointer) != Some(&index),
         );
     }
     let mut ops = Vec::new();
-    match field_rules::rewrite_response_body(body, rules, settings.keys.ring.as_deref(), &mut ops) {
+    match field_rules::rewrite_response_body_as(
+        body,
+        rules,
+        settings.keys.ring.as_deref(),
+        sight,
+        &mut ops,
+    ) {
         Ok(rewritten) => {
             let sent = rewritten.as_deref().unwrap_or(body);
-            if guard_blocks(out, settings, sent) {
+            if guard_blocks(out, settings, sent, &ops) {
                 return;
             }
             match rewritten {
@@ -421,10 +497,16 @@ fn explain_response(
                     let _ = writeln!(out, "the client receives (tokens differ on every run):");
                     let _ = writeln!(out, "{}", String::from_utf8_lossy(&rewritten).trim_end());
                 }
-                None => {
+                None if ops.is_empty() => {
                     let _ = writeln!(
                         out,
                         "no field selected: the client receives the app's bytes unchanged"
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "every selected field is shown to this caller: the client receives the app's bytes unchanged"
                     );
                 }
             }

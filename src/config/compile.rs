@@ -819,6 +819,10 @@ impl<'a> Compiler<'a> {
                     self.problem(&format!("{at}.seal_null"), "applies to JSON members only");
                     continue;
                 }
+                if !raw.views.is_empty() {
+                    self.problem(&format!("{at}.views"), "apply to JSON members only");
+                    continue;
+                }
                 if op == Operation::Seal {
                     if keys.keyring.is_none() {
                         self.problem(&at, "`encrypt` needs `keys.keyring`");
@@ -1065,6 +1069,29 @@ impl<'a> Compiler<'a> {
             Some(&raw.headers),
         );
         let rules = self.rules(key, &raw, keys, policy);
+        // A route's own view naming a path parameter the route does not have would never
+        // hold: a typo that silently hides data from its owners.
+        if let (Some(template), Some(response)) = (&path, &rules.response) {
+            for rule in response
+                .rules()
+                .iter()
+                .filter(|r| r.source == RuleSource::Route)
+            {
+                for view in rule.selector.views.iter() {
+                    if let Some(name) = &view.when.subject_param {
+                        if !template.has_param(name) {
+                            self.problem(
+                                &format!("{key}.response"),
+                                format!(
+                                    "a view of `{}` compares the subject with `{{{name}}}`, which `{}` does not have",
+                                    rule.selector.source, template
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+        }
         if self.problems.len() != before {
             return None;
         }
@@ -1415,6 +1442,36 @@ fn describe_entry(raw: &RawFieldRule, op: Operation) -> String {
     }
     if let Some(c) = &raw.context {
         notes.push(format!("context {c}"));
+    }
+    if !raw.views.is_empty() {
+        let views: Vec<String> = raw
+            .views
+            .iter()
+            .map(|v| {
+                let show = v.show.name();
+                let mut who = Vec::new();
+                if v.when.authenticated {
+                    who.push("authenticated".to_string());
+                }
+                if let Some(s) = &v.when.subject {
+                    who.push(format!("subject = {s}"));
+                }
+                for (k, val) in &v.when.claims {
+                    who.push(format!("{k} = {val}"));
+                }
+                for s in v
+                    .when
+                    .scope
+                    .clone()
+                    .map(OneOrMany::into_vec)
+                    .unwrap_or_default()
+                {
+                    who.push(format!("scope {s}"));
+                }
+                format!("{} -> {show}", who.join(" and "))
+            })
+            .collect();
+        notes.push(format!("views: {}", views.join("; ")));
     }
     let carrier = NamedField::parse(&raw.select, None)
         .and_then(Result::ok)

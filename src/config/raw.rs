@@ -234,6 +234,20 @@ pub enum RawShow {
     Year,
 }
 
+impl RawShow {
+    /// The name as written.
+    pub fn name(self) -> &'static str {
+        match self {
+            RawShow::Plain => "plain",
+            RawShow::Encrypt => "encrypt",
+            RawShow::Redact => "redact",
+            RawShow::Mask => "mask",
+            RawShow::MaskEmail => "mask_email",
+            RawShow::Year => "year",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RawAction {

@@ -286,12 +286,23 @@ impl RouteRules {
                     .rules()
                     .iter()
                     .filter(|rule| rule.source == RuleSource::Route && rule.op.name() == kind)
-                    .map(|rule| match (rule.op, &rule.selector.context) {
-                        (Operation::Mask { keep_last }, _) => {
-                            format!("{} (keep_last {keep_last})", rule.selector.source)
+                    .map(|rule| {
+                        let mut notes = Vec::new();
+                        match (rule.op, &rule.selector.context) {
+                            (Operation::Mask { keep_last }, _) => {
+                                notes.push(format!("keep_last {keep_last}"))
+                            }
+                            (_, Some(c)) => notes.push(format!("context {c}")),
+                            (_, None) => {}
                         }
-                        (_, Some(c)) => format!("{} (context {c})", rule.selector.source),
-                        (_, None) => rule.selector.source.to_string(),
+                        notes.extend(crate::transform::view::View::describe_all(
+                            &rule.selector.views,
+                        ));
+                        if notes.is_empty() {
+                            rule.selector.source.to_string()
+                        } else {
+                            format!("{} ({})", rule.selector.source, notes.join("; "))
+                        }
                     })
                     .collect();
                 let own_headers = r

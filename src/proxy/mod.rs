@@ -370,6 +370,23 @@ pub struct CallerRecord {
     pub subject: Option<String>,
 }
 
+/// Adds `header` to the answer's `Vary` (once; `Vary: *` already covers it).
+fn vary_on(headers: &mut http::HeaderMap, header: http::header::HeaderName) {
+    let listed = headers.get_all(http::header::VARY).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .map(str::trim)
+                .any(|n| n == "*" || n.eq_ignore_ascii_case(header.as_str()))
+        })
+    });
+    if !listed {
+        headers.append(
+            http::header::VARY,
+            HeaderValue::from_str(header.as_str()).expect("a header name is a header value"),
+        );
+    }
+}
+
 /// What [`forward`] needs besides the request: the state it began with and facts about it.
 struct Context<'a> {
     runtime: &'a Runtime,
@@ -421,6 +438,10 @@ async fn forward(
     let (mut parts, body) = req.into_parts();
     // Views by caller identity: the caller's token is verified once, and only where a rule
     // asks who calls. No token or an invalid one: every rule's own action (fail closed).
+    let viewed_by = response_rules
+        .filter(|r| r.has_views())
+        .and(runtime.settings.identity.as_ref())
+        .map(|v| v.header().clone());
     let sight = match (
         response_rules.filter(|r| r.has_views()),
         &runtime.settings.identity,
@@ -587,6 +608,10 @@ async fn forward(
     if let Some(session) = &session {
         let deadline = runtime.settings.timeouts.upstream_response;
         return envelope::seal_response(resp, &method, session, limit, deadline, ops).await;
+    }
+    // The answer depends on who asks: no shared cache may give one caller's view to another.
+    if let Some(header) = viewed_by {
+        vary_on(resp.headers_mut(), header);
     }
     let stage = fields::ResponseStage {
         rules: response_rules.filter(|r| r.has_body_rules()),

@@ -98,6 +98,37 @@ impl View {
     pub fn show_name(show: Option<Operation>) -> &'static str {
         show.map_or("plain", Operation::name)
     }
+
+    /// `subject = {id} -> plain`, for `check` and `explain`.
+    pub fn describe(&self) -> String {
+        let w = &self.when;
+        let mut parts = Vec::new();
+        if w.authenticated {
+            parts.push("authenticated".to_string());
+        }
+        if let Some(p) = &w.subject_param {
+            parts.push(format!("subject = {{{p}}}"));
+        }
+        for (name, value) in &w.claims {
+            parts.push(format!("{name} = {value}"));
+        }
+        for s in &w.scopes {
+            parts.push(format!("scope {s}"));
+        }
+        let show = match self.show {
+            Some(Operation::Mask { keep_last }) => format!("mask (keep_last {keep_last})"),
+            other => Self::show_name(other).to_string(),
+        };
+        format!("{} -> {show}", parts.join(" and "))
+    }
+
+    /// Every view of a rule, for `check` and `explain`: `views: a -> plain; b -> mask`.
+    pub fn describe_all(views: &[View]) -> Option<String> {
+        (!views.is_empty()).then(|| {
+            let all: Vec<String> = views.iter().map(View::describe).collect();
+            format!("views: {}", all.join("; "))
+        })
+    }
 }
 
 /// Which view chose what a field got: the rule's own action, or its `views.N`.

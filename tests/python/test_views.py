@@ -145,6 +145,12 @@ def test_nobody_gets_the_rules_own_actions(proxy, client):
     assert identity_count(proxy, "anonymous") == before + 1
 
 
+def test_answers_with_views_vary_by_the_token_header(proxy, client):
+    """A shared cache must not hand one caller's view to another."""
+    r = client.get(proxy.url("/api/profiles/1"))
+    assert "authorization" in [v.strip().lower() for v in r.headers.get("vary", "").split(",")], r.headers
+
+
 @pytest.mark.parametrize("alg", ["RS256", "EdDSA"])
 def test_owners_see_their_own_data(proxy, client, alg):
     token = login(proxy, user="1", alg=alg)
