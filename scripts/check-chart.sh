@@ -592,10 +592,14 @@ expect_fail "group-writable key files" "lets the group write" --set keys.default
 expect_fail "keys.generate with several replicas" "development only" --set keys.generate.enabled=true
 expect_fail "certManager without issuer" "certManager.enabled needs certManager.issuerRef.name" --set certManager.enabled=true
 expect_fail "audit without key Secret" "config.audit.enabled needs config.audit.existingSecret" --set config.audit.enabled=true
-expect_fail "existingConfigMap with config.fields" "config.existingConfigMap is set, so .*config.fields and config.guard would be ignored" \
+expect_fail "existingConfigMap with config.fields" "config.existingConfigMap is set, so .*config.fields, config.guard and config.identity would be ignored" \
   --set config.existingConfigMap=my-fieldseal-config --set-json 'config.fields=[{"select":"$..ssn","action":"encrypt"}]'
-expect_fail "existingConfigMap with config.guard" "config.existingConfigMap is set, so .*config.fields and config.guard would be ignored" \
+expect_fail "existingConfigMap with config.guard" "config.existingConfigMap is set, so .*config.fields, config.guard and config.identity would be ignored" \
   --set config.existingConfigMap=my-fieldseal-config --set-json 'config.guard={"detect":["ssn"]}'
+expect_fail "existingConfigMap with config.identity" "config.existingConfigMap is set, so .*config.identity would be ignored" \
+  --set config.existingConfigMap=my-fieldseal-config --set-json 'config.identity={"jwt":{"jwks_url":"http://127.0.0.1:8081/jwks.json","issuer":"i","audience":"a","algorithms":["RS256"]}}'
+expect_fail "identity with alg none" "algorithms" \
+  --set-json 'config.identity={"jwt":{"jwks_url":"http://127.0.0.1:8081/jwks.json","issuer":"i","audience":"a","algorithms":["none"]}}'
 expect_fail "preStop sleep action on Kubernetes 1.29" "needs Kubernetes >= 1.30" --kube-version 1.29.0
 expect_fail "ServiceMonitor behind the default NetworkPolicy without adminFrom" \
   "metrics.serviceMonitor.enabled with networkPolicy.enabled needs networkPolicy.adminFrom" --set metrics.serviceMonitor.enabled=true

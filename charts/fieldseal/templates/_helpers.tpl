@@ -178,8 +178,8 @@ fails with a message naming the values to change. Every public template calls it
 {{- if and (eq $v.mode "deployment") $v.metrics.serviceMonitor.enabled $v.networkPolicy.enabled (not $v.networkPolicy.adminFrom) -}}
 {{- fail "fieldseal: metrics.serviceMonitor.enabled with networkPolicy.enabled needs networkPolicy.adminFrom: the NetworkPolicy admits no pod to the admin port, so Prometheus could not scrape /metrics. Add your Prometheus pods, e.g. adminFrom: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}, podSelector: {matchLabels: {app.kubernetes.io/name: prometheus}}}]." -}}
 {{- end -}}
-{{- if and $v.config.existingConfigMap (or $v.config.routes $v.config.headers $v.config.fields $v.config.guard) -}}
-{{- fail "fieldseal: config.existingConfigMap is set, so config.routes, config.headers, config.fields and config.guard would be ignored; move them into that ConfigMap or unset existingConfigMap." -}}
+{{- if and $v.config.existingConfigMap (or $v.config.routes $v.config.headers $v.config.fields $v.config.guard $v.config.identity) -}}
+{{- fail "fieldseal: config.existingConfigMap is set, so config.routes, config.headers, config.fields, config.guard and config.identity would be ignored; move them into that ConfigMap or unset existingConfigMap." -}}
 {{- end -}}
 {{- end -}}
 
@@ -254,8 +254,9 @@ The fieldseal configuration file (contract §4), rendered from values.
 {{- $_ := set $cfg "routes" ($c.routes | default list) -}}
 {{- with $c.fields }}{{ $_ := set $cfg "fields" . }}{{ end -}}
 {{- with $c.guard }}{{ $_ := set $cfg "guard" . }}{{ end -}}
+{{- with $c.identity }}{{ $_ := set $cfg "identity" . }}{{ end -}}
 # Rendered by the fieldseal Helm chart from its `config` values. Edit the values, not this file.
-{{- range $k := list "listen" "upstream" "admin" "workers" "tls" "keys" "headers" "timeouts" "limits" "reload" "audit" "routes" "fields" "guard" }}
+{{- range $k := list "listen" "upstream" "admin" "workers" "tls" "keys" "headers" "timeouts" "limits" "reload" "audit" "routes" "fields" "guard" "identity" }}
 {{- if hasKey $cfg $k }}
 {{ toYaml (dict $k (get $cfg $k)) }}
 {{- end }}
