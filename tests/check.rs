@@ -596,7 +596,7 @@ routes:
     assert_ne!(code, 0);
     for expected in [
         "fields.0.views.0.when: say who sees this view",
-        "fields.0.views.1.keep_last: `show: mask` needs `keep_last`",
+        "fields.0.views.1.keep_last: `mask` needs `keep_last`",
         "fields.0.views.2.when.claims.role: compare a claim with a string",
         "fields.0.views.3.when.subject: name a path parameter of the route",
         "identity: rules with `views` choose by the caller's verified token",

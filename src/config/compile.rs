@@ -779,23 +779,12 @@ impl<'a> Compiler<'a> {
                 self.problem(&at, "the same selector is listed twice");
                 continue;
             }
-            let op = match (raw.action, raw.keep_last) {
-                (RawAction::Mask, Some(keep_last)) => Operation::Mask { keep_last },
-                (RawAction::Mask, None) => {
-                    self.problem(
-                        &format!("{at}.keep_last"),
-                        "`mask` needs `keep_last` (how many characters stay visible)",
-                    );
+            let op = match operation(raw.action, raw.keep_last) {
+                Ok(op) => op,
+                Err(message) => {
+                    self.problem(&format!("{at}.keep_last"), message);
                     continue;
                 }
-                (_, Some(_)) => {
-                    self.problem(&format!("{at}.keep_last"), "applies to `mask` only");
-                    continue;
-                }
-                (RawAction::Encrypt, None) => Operation::Seal,
-                (RawAction::Redact, None) => Operation::Redact,
-                (RawAction::MaskEmail, None) => Operation::MaskEmail,
-                (RawAction::Year, None) => Operation::Year,
             };
             if op != Operation::Seal && (raw.context.is_some() || raw.seal_null) {
                 let key = if raw.context.is_some() {
@@ -1111,23 +1100,18 @@ impl<'a> Compiler<'a> {
         for (i, v) in raw.iter().enumerate() {
             let key = format!("{at}.{i}");
             let show = match (v.show, v.keep_last) {
-                (RawShow::Mask, Some(keep_last)) => Some(Operation::Mask { keep_last }),
-                (RawShow::Mask, None) => {
-                    self.problem(
-                        &format!("{key}.keep_last"),
-                        "`show: mask` needs `keep_last`",
-                    );
-                    continue;
-                }
-                (_, Some(_)) => {
-                    self.problem(&format!("{key}.keep_last"), "applies to `show: mask` only");
-                    continue;
-                }
                 (RawShow::Plain, None) => None,
-                (RawShow::Encrypt, None) => Some(Operation::Seal),
-                (RawShow::Redact, None) => Some(Operation::Redact),
-                (RawShow::MaskEmail, None) => Some(Operation::MaskEmail),
-                (RawShow::Year, None) => Some(Operation::Year),
+                (RawShow::Plain, Some(_)) => {
+                    self.problem(&format!("{key}.keep_last"), "applies to `mask` only");
+                    continue;
+                }
+                (RawShow::Action(action), keep_last) => match operation(action, keep_last) {
+                    Ok(op) => Some(op),
+                    Err(message) => {
+                        self.problem(&format!("{key}.keep_last"), message);
+                        continue;
+                    }
+                },
             };
             let w = &v.when;
             let subject_param = match &w.subject {
@@ -1486,4 +1470,20 @@ fn describe_entry(raw: &RawFieldRule, op: Operation) -> String {
     } else {
         format!("{} {} ({})", op.name(), raw.select, notes.join("; "))
     }
+}
+
+/// The operation an action names (a `fields` entry's `action`, a view's `show`): the one
+/// place a configured name becomes an [`Operation`]. The error is about `keep_last`.
+fn operation(action: RawAction, keep_last: Option<usize>) -> Result<Operation, &'static str> {
+    Ok(match (action, keep_last) {
+        (RawAction::Mask, Some(keep_last)) => Operation::Mask { keep_last },
+        (RawAction::Mask, None) => {
+            return Err("`mask` needs `keep_last` (how many characters stay visible)")
+        }
+        (_, Some(_)) => return Err("applies to `mask` only"),
+        (RawAction::Encrypt, None) => Operation::Seal,
+        (RawAction::Redact, None) => Operation::Redact,
+        (RawAction::MaskEmail, None) => Operation::MaskEmail,
+        (RawAction::Year, None) => Operation::Year,
+    })
 }

@@ -222,28 +222,39 @@ pub struct RawWhen {
     pub scope: Option<OneOrMany<String>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// What a view shows: the value as the app sent it, or any action a rule can take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RawShow {
     /// The value as the app sent it.
     Plain,
-    Encrypt,
-    Redact,
-    Mask,
-    MaskEmail,
-    Year,
+    Action(RawAction),
 }
+
+impl<'de> Deserialize<'de> for RawShow {
+    /// `plain`, or an action's name (one list of names: [`RawAction`]'s), with serde's own
+    /// "unknown variant, expected one of …" message for anything else.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{value::StrDeserializer, Error, IntoDeserializer};
+        let name = String::deserialize(d)?;
+        if name == "plain" {
+            return Ok(RawShow::Plain);
+        }
+        let as_action: StrDeserializer<'_, D::Error> = name.as_str().into_deserializer();
+        RawAction::deserialize(as_action)
+            .map(RawShow::Action)
+            .map_err(|_| D::Error::unknown_variant(&name, RAW_SHOW_NAMES))
+    }
+}
+
+/// Every `show` a view may name.
+const RAW_SHOW_NAMES: &[&str] = &["plain", "encrypt", "redact", "mask", "mask_email", "year"];
 
 impl RawShow {
     /// The name as written.
     pub fn name(self) -> &'static str {
         match self {
             RawShow::Plain => "plain",
-            RawShow::Encrypt => "encrypt",
-            RawShow::Redact => "redact",
-            RawShow::Mask => "mask",
-            RawShow::MaskEmail => "mask_email",
-            RawShow::Year => "year",
+            RawShow::Action(a) => a.name(),
         }
     }
 }
@@ -256,6 +267,19 @@ pub enum RawAction {
     Mask,
     MaskEmail,
     Year,
+}
+
+impl RawAction {
+    /// The name as written (and as [`crate::config::settings::Operation::name`] prints it).
+    pub fn name(self) -> &'static str {
+        match self {
+            RawAction::Encrypt => "encrypt",
+            RawAction::Redact => "redact",
+            RawAction::Mask => "mask",
+            RawAction::MaskEmail => "mask_email",
+            RawAction::Year => "year",
+        }
+    }
 }
 
 /// The guard (contract §9).
@@ -358,4 +382,23 @@ pub struct RawRequestRules {
     /// Refuse JWE values whose protected header carries no `fsc` (contract §3 of 1.1).
     #[serde(default)]
     pub require_context: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A view shows `plain` or any operation, by the one list of operation names: a new
+    /// operation listed in `Operation::KINDS` and `RawAction` is a `show` too.
+    #[test]
+    fn show_names_are_plain_and_every_operation() {
+        use crate::config::settings::Operation;
+        assert_eq!(RAW_SHOW_NAMES[0], "plain");
+        assert_eq!(&RAW_SHOW_NAMES[1..], &Operation::KINDS[..]);
+        for name in RAW_SHOW_NAMES {
+            let show: RawShow = serde_json::from_value(serde_json::json!(name)).unwrap();
+            assert_eq!(show.name(), *name);
+        }
+        assert!(serde_json::from_value::<RawShow>(serde_json::json!("bogus")).is_err());
+    }
 }
