@@ -174,27 +174,14 @@ pub(super) async fn read_request_json(
     body: ProxyBody,
     limit: usize,
 ) -> Result<Option<Bytes>, ProxyError> {
-    let declared = declared_length(headers);
-    if body.is_end_stream() || declared == Some(0) {
+    if body.is_end_stream() || declared_length(headers) == Some(0) {
         return Ok(None);
     }
     if !is_json(headers) {
         crate::body::drain_refused(body).await;
         return Err(ProxyError::UnsupportedMediaType);
     }
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(ProxyError::BodyTooLarge);
-    }
-    read_bounded(body, limit)
-        .await
-        .map(Some)
-        .map_err(|too_large| {
-            if too_large {
-                ProxyError::BodyTooLarge
-            } else {
-                ProxyError::ClientBody
-            }
-        })
+    read_request_body(headers, body, limit).await
 }
 
 /// A request body as the field stage reads it.
@@ -257,8 +244,9 @@ async fn read_field_request(
     Ok(RequestJson::Json(bytes))
 }
 
-/// Reads a form body the route opens fields in: `None` when there is none, 413 past `limit`.
-async fn read_form(
+/// Reads a request body a stage must buffer, whatever its type: `None` when there is none,
+/// 413 past `limit` (checked against `Content-Length` before reading, and while reading).
+async fn read_request_body(
     headers: &HeaderMap,
     body: ProxyBody,
     limit: usize,
@@ -297,7 +285,7 @@ pub async fn rewrite_request(
     let strict = rules.strict_body();
     if let Some(kind) = carriers::form_kind(headers) {
         if rules.opens_forms() {
-            let Some(bytes) = read_form(headers, body, limit).await? else {
+            let Some(bytes) = read_request_body(headers, body, limit).await? else {
                 return Ok(crate::body::empty());
             };
             return carriers::rewrite_form(headers, bytes, kind, rules, openers, ops);

@@ -56,15 +56,6 @@ routes:
       encrypt: [{{ path: "header:X-Account-Number", context: account }}]
       redact: ["header:X-Internal-Debug"]
       mask: [{{ path: "header:X-Card", keep_last: 4 }}]
-  - name: account-root
-    match: {{ path: "/api/account" }}
-    request:
-      decrypt: [{{ path: "header:X-Account", context: account }}]
-      require_encrypted: true
-    response:
-      encrypt: [{{ path: "header:X-Account-Number", context: account }}]
-      redact: ["header:X-Internal-Debug"]
-      mask: [{{ path: "header:X-Card", keep_last: 4 }}]
 """
 
 
