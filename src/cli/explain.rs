@@ -532,8 +532,7 @@ fn explain_query(
     path: &str,
     query: &str,
 ) {
-    use crate::transform::carrier::Carrier;
-    if rules.named_in(Carrier::Query).next().is_none() {
+    if !rules.reads_query() {
         return;
     }
     let Ok(pq) = format!("{path}?{query}").parse::<http::uri::PathAndQuery>() else {

@@ -689,6 +689,32 @@ impl RequestRules {
         self.named.iter().filter(move |n| n.carrier == carrier)
     }
 
+    /// The rule for a value named `name` found in `carrier`. A query parameter falls back to
+    /// the form rules: WSGI frameworks merge the two (Flask's `request.values` reads the query
+    /// string first), so `?ssn=` must not carry what `form:ssn` refuses.
+    pub fn rule_for(
+        &self,
+        carrier: crate::transform::carrier::Carrier,
+        name: &str,
+    ) -> Option<&NamedField> {
+        use crate::transform::carrier::Carrier;
+        let exact = self.named_in(carrier).find(|n| n.name == name);
+        match carrier {
+            Carrier::Query => {
+                exact.or_else(|| self.named_in(Carrier::Form).find(|n| n.name == name))
+            }
+            _ => exact,
+        }
+    }
+
+    /// Whether the query string has names to check (its own rules, or form rules).
+    pub fn reads_query(&self) -> bool {
+        use crate::transform::carrier::Carrier;
+        self.named
+            .iter()
+            .any(|n| matches!(n.carrier, Carrier::Query | Carrier::Form))
+    }
+
     /// Whether a form body has fields to open (so form bodies are read, and JSON bodies
     /// refused unless there are JSON rules too).
     pub fn opens_forms(&self) -> bool {

@@ -55,7 +55,7 @@ pub fn open_query(
     let Some(query) = pq.query() else {
         return Ok(None);
     };
-    if rules.named_in(Carrier::Query).next().is_none() {
+    if !rules.reads_query() {
         return Ok(None);
     }
     let Some(rewritten) = open_pairs(query.as_bytes(), Carrier::Query, rules, openers, ops)? else {
@@ -84,12 +84,19 @@ fn open_pairs(
     let mut budget = remaining_budget(openers, ops);
     let mut edits = Vec::new();
     for pair in carrier::pairs(text) {
-        let Some(named) = rules.named_in(carrier).find(|n| n.name == pair.name) else {
+        let Some(named) = rules.rule_for(carrier, &pair.name) else {
             continue;
         };
-        if let Some(plain) =
-            field_rules::open_named(&pair.value, named, rules, openers, &mut budget, ops)
-                .map_err(rejected)?
+        if let Some(plain) = field_rules::open_named(
+            &pair.value,
+            named,
+            carrier,
+            rules,
+            openers,
+            &mut budget,
+            ops,
+        )
+        .map_err(rejected)?
         {
             edits.push(Splice {
                 at: pair.value_at,
@@ -119,8 +126,16 @@ pub fn open_headers(
         for value in headers.get_all(&name) {
             // A value that is not visible ASCII is not a token: plaintext to the rules.
             let text = String::from_utf8_lossy(value.as_bytes());
-            match field_rules::open_named(&text, named, rules, openers, &mut budget, ops)
-                .map_err(rejected)?
+            match field_rules::open_named(
+                &text,
+                named,
+                Carrier::Header,
+                rules,
+                openers,
+                &mut budget,
+                ops,
+            )
+            .map_err(rejected)?
             {
                 Some(plain) => {
                     let mut opened =
@@ -255,8 +270,9 @@ fn open_multipart(
                 kid: None,
             }
         })?;
-        let Some(plain) = field_rules::open_named(text, named, rules, openers, &mut budget, ops)
-            .map_err(rejected)?
+        let Some(plain) =
+            field_rules::open_named(text, named, Carrier::Form, rules, openers, &mut budget, ops)
+                .map_err(rejected)?
         else {
             continue;
         };

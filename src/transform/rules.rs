@@ -496,15 +496,18 @@ fn open_node(
 /// JSON node ([`open_node`]): `Some(text)` to put in its place, `None` when it passes as
 /// plaintext. The opened value must be one a text carrier holds (a string, number or
 /// boolean; see [`carrier::as_text`]).
+/// `found_in` is where the value was (a form rule also reads the query string), which
+/// failures and audit records name.
 pub fn open_named(
     text: &str,
     named: &NamedField,
+    found_in: carrier::Carrier,
     rules: &RequestRules,
     openers: &Openers<'_>,
     budget: &mut usize,
     ops: &mut Vec<FieldOp>,
 ) -> Result<Option<String>, FieldFailure> {
-    let path = named.path();
+    let path = format!("{}:{}", found_in.prefix(), named.name);
     let field = Field {
         path: &path,
         context: &named.context,

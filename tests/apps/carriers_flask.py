@@ -14,8 +14,10 @@ def profile():
     fields = {k: request.form.getlist(k) for k in request.form.keys()}
     for name, f in request.files.items(multi=True):
         fields.setdefault("file:" + name, []).append(f.read().decode("utf-8", "replace"))
-    # What a typical handler reads: the first value (werkzeug's MultiDict).
-    return jsonify(cc.seen(fields) | {"ssn": request.form.get("ssn")})
+    # What typical handlers read: the first value (werkzeug's MultiDict), or `request.values`,
+    # which merges the query string (first) and the form.
+    return jsonify(cc.seen(fields) | {"ssn": request.form.get("ssn"),
+                                      "values_ssn": request.values.get("ssn")})
 
 
 @app.get("/api/search")

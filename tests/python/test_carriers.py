@@ -268,6 +268,23 @@ def test_well_formed_variants_are_read_like_the_apps(proxy, app, client):
         assert r.json()["fields"].get("ssn") == [SSN], (shape, r.json())
 
 
+def test_form_rules_also_hold_in_the_query_string(proxy, app, client):
+    """Flask's `request.values` merges the query string (first) and the form: a plaintext
+    `?ssn=` beside a sealed form field would be what such a handler reads."""
+    token = seal(proxy, "ssn", SSN)
+    refused(client, app, "field_rejected", "query:ssn", method="POST",
+            url=proxy.url("/api/profile") + "?ssn=111-22-3333", data={"ssn": token})
+    r = client.post(proxy.url("/api/profile") + "?ssn=" + token, data={"ssn": token})
+    assert r.status_code == 200, r.text
+    if app[0] == "flask":
+        assert r.json()["values_ssn"] == SSN
+    # Sent to the app directly, the query string is what `request.values` reads first.
+    if app[0] == "flask":
+        direct = httpx.post(f"http://127.0.0.1:{app[1]}/api/profile?ssn=111-22-3333",
+                            data={"ssn": "opened"}).json()
+        assert direct["values_ssn"] == "111-22-3333"
+
+
 def test_route_with_form_rules_refuses_other_bodies(proxy, app, client):
     refused(client, app, "unsupported_media_type", method="POST", url=proxy.url("/api/profile"),
             json={"ssn": SSN})
