@@ -122,6 +122,12 @@ where
     }
 }
 
+/// Frames a body the proxy rebuilt: `Content-Length` of its new size, no `Transfer-Encoding`.
+pub fn set_length(headers: &mut http::HeaderMap, len: usize) {
+    headers.remove(http::header::TRANSFER_ENCODING);
+    headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

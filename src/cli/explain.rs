@@ -309,7 +309,7 @@ pub fn explain(
                 .and_then(|t| t.param(name, &segments))
                 .map(str::to_string)
         };
-        let sight = Sight::resolve(rules, seen, &param);
+        let sight = rules.sight(seen, &param);
         if rules.has_views() {
             let _ = match (caller, &settings.identity) {
                 (_, None) => writeln!(out, "  views: `identity` is not configured"),

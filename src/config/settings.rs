@@ -15,6 +15,7 @@ use super::raw::OnNonJson;
 use crate::routing::{Matchable, MethodSet, PathTemplate, RouteTable};
 use crate::security_headers::HeaderPolicy;
 use crate::transform::carrier::NamedField;
+pub use crate::transform::operation::Operation;
 use crate::transform::selector::Selector;
 use crate::transform::splice::Plan;
 
@@ -405,39 +406,6 @@ impl FieldPolicy {
     }
 }
 
-/// What a response rule does to each node it selects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
-    /// Replace with an `fs1` token (contract §1).
-    Seal,
-    /// Replace with `null`.
-    Redact,
-    /// Keep the last `keep_last` characters, star the rest.
-    Mask { keep_last: usize },
-    /// Keep an email address's first character and domain, star the rest.
-    MaskEmail,
-    /// Generalise a date to its year; anything else becomes `null`.
-    Year,
-}
-
-impl Operation {
-    /// The name `check`, `explain` and the field policy use.
-    pub fn name(self) -> &'static str {
-        match self {
-            Operation::Seal => "encrypt",
-            Operation::Redact => "redact",
-            Operation::Mask { .. } => "mask",
-            Operation::MaskEmail => "mask_email",
-            Operation::Year => "year",
-        }
-    }
-
-    /// Every operation a rule can name, by its configuration name (`keep_last` is filled in
-    /// for `mask`): the one table the route lists, the field policy's `action` and `explain`
-    /// read.
-    pub const KINDS: [&'static str; 5] = ["encrypt", "redact", "mask", "mask_email", "year"];
-}
-
 /// Where a rule was written: on the route, or in the top-level `fields` policy (contract §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuleSource {
@@ -596,6 +564,25 @@ impl ResponseRules {
     /// alone leaves bodies to the field policy).
     pub fn has_own_body_rules(&self) -> bool {
         self.rules.iter().any(|r| r.source == RuleSource::Route)
+    }
+
+    /// What each rule does for one caller (`None`: no valid token) on a request whose path
+    /// parameters `param` gives: the first view that holds, else the rule's own action.
+    pub fn sight(
+        &self,
+        caller: Option<crate::transform::view::Seen<'_>>,
+        param: &dyn Fn(&str) -> Option<String>,
+    ) -> crate::transform::view::Sight {
+        use crate::transform::view::{choose, Sight};
+        if !self.has_views() {
+            return Sight::default();
+        }
+        Sight::new(
+            self.rules
+                .iter()
+                .map(|rule| choose(rule.op, &rule.selector.views, caller, param))
+                .collect(),
+        )
     }
 
     /// Whether any rule's action depends on who calls (views).

@@ -570,7 +570,10 @@ impl Verifier {
             ctx.update(part.as_bytes());
         }
         let digest = ctx.finish();
-        crate::audit::hex(&digest.as_ref()[..SUBJECT_HASH_BYTES])
+        digest.as_ref()[..SUBJECT_HASH_BYTES]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// The request header the token is read from (lowercase).

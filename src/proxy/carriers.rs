@@ -242,7 +242,7 @@ pub fn rewrite_form(
         }
     };
     let out = rewritten.map_or(bytes, Bytes::from);
-    super::fields::set_length(headers, out.len());
+    crate::body::set_length(headers, out.len());
     Ok(full(out))
 }
 

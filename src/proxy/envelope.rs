@@ -16,7 +16,8 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response};
 
 use super::error::ProxyError;
-use super::fields::{read_request_json, read_response_body, response_has_no_body, set_length};
+use super::fields::{read_request_json, read_response_body, response_has_no_body};
+use crate::body::set_length;
 use crate::body::{full, ProxyBody};
 use crate::crypto::client_keys::ClientKeys;
 use crate::crypto::envelope::{self, SessionKey};

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap};
 use http::{Method, Response, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
@@ -159,11 +159,6 @@ async fn read_up_to(mut body: ProxyBody, limit: usize, sniff: bool) -> Result<Bu
         }
     }
     Ok(Buffered::Whole(first.unwrap_or_else(|| buf.freeze())))
-}
-
-pub(super) fn set_length(headers: &mut HeaderMap, len: usize) {
-    headers.remove(header::TRANSFER_ENCODING);
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
 }
 
 /// Reads a JSON request body a stage must buffer: `None` when there is no body, 415 when it
@@ -322,7 +317,7 @@ pub async fn rewrite_request(
         })?;
     // Nothing opened: the app gets the client's bytes exactly.
     let out = rewritten.map_or(bytes, Bytes::from);
-    set_length(headers, out.len());
+    crate::body::set_length(headers, out.len());
     Ok(full(out))
 }
 
@@ -364,7 +359,7 @@ pub(super) async fn read_response_body(
             .map_err(|e| ProxyError::ResponseNotEncryptable(e.reason()))?;
         // Whatever is forwarded below is these decoded bytes (rewritten or not), uncompressed.
         parts.headers.remove(header::CONTENT_ENCODING);
-        set_length(&mut parts.headers, bytes.len());
+        crate::body::set_length(&mut parts.headers, bytes.len());
         bytes
     } else {
         bytes
@@ -477,7 +472,7 @@ pub async fn rewrite_response(
             return Err(ProxyError::SensitiveDataDetected);
         }
     }
-    set_length(&mut parts.headers, out.len());
+    crate::body::set_length(&mut parts.headers, out.len());
     Ok(Response::from_parts(parts, full(out)))
 }
 
@@ -546,7 +541,7 @@ fn withhold_body(mut parts: http::response::Parts, request_id: &str) -> Response
         parts.headers.insert(name, value.clone());
     }
     let len = body.size_hint().exact().unwrap_or_default();
-    set_length(&mut parts.headers, usize::try_from(len).unwrap_or_default());
+    crate::body::set_length(&mut parts.headers, usize::try_from(len).unwrap_or_default());
     Response::from_parts(parts, body)
 }
 
@@ -565,7 +560,7 @@ mod tests {
             ("text/json", false),
             ("application/jsonx", false),
         ] {
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+            h.insert(header::CONTENT_TYPE, http::HeaderValue::from_static(ct));
             assert_eq!(is_json(&h), json, "{ct}");
         }
         h.clear();

@@ -482,7 +482,7 @@ async fn forward(
                 ),
             };
             *caller = Some(record);
-            Sight::resolve(rules, seen, &param)
+            rules.sight(seen, &param)
         }
         _ => Sight::default(),
     };

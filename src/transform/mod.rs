@@ -30,6 +30,7 @@
 pub mod carrier;
 mod fast;
 mod mask;
+pub mod operation;
 pub mod outcome;
 pub(crate) mod path;
 pub mod rules;

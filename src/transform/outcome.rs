@@ -15,7 +15,7 @@ pub struct FieldOp {
     /// `fieldseal_selector_matches_total`; `None` for whole-body operations.
     pub selector: Option<std::sync::Arc<str>>,
     /// For a rule with views: which one chose what the field got (`None`: the rule has none).
-    pub view: Option<crate::transform::view::ViewMark>,
+    pub view: Option<ViewMark>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +68,25 @@ impl FieldFailure {
             path: path.into(),
             reason,
             kid,
+        }
+    }
+}
+
+/// Which view chose what a field got: the rule's own action, or its `views.N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewMark {
+    /// No view held: the rule's action.
+    Default,
+    /// `views.N` held.
+    View(u16),
+}
+
+impl ViewMark {
+    /// `default` or `views.N`, for metrics and audit records.
+    pub fn label(self) -> String {
+        match self {
+            ViewMark::Default => "default".into(),
+            ViewMark::View(n) => format!("views.{n}"),
         }
     }
 }

@@ -1756,7 +1756,7 @@ mod view_tests {
         for plan in [true, false] {
             let rules = rules(plan);
             for (caller, bio, mark) in &cases {
-                let sight = Sight::resolve(&rules, *caller, &id42);
+                let sight = rules.sight(*caller, &id42);
                 let mut ops = Vec::new();
                 let out = rewrite_response_body_as(body, &rules, Some(&ring), &sight, &mut ops)
                     .unwrap()

@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::config::settings::{Operation, ResponseRules};
+use super::operation::Operation;
+pub use super::outcome::ViewMark;
 
 /// A caller whose token verified: what conditions may look at.
 #[derive(Debug, Clone, Copy)]
@@ -131,25 +132,6 @@ impl View {
     }
 }
 
-/// Which view chose what a field got: the rule's own action, or its `views.N`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ViewMark {
-    /// No view held: the rule's action.
-    Default,
-    /// `views.N` held.
-    View(u16),
-}
-
-impl ViewMark {
-    /// `default` or `views.N`, for metrics and audit records.
-    pub fn label(self) -> String {
-        match self {
-            ViewMark::Default => "default".into(),
-            ViewMark::View(n) => format!("views.{n}"),
-        }
-    }
-}
-
 /// What each rule of a table does for one request.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Choice {
@@ -159,7 +141,8 @@ pub struct Choice {
     pub mark: Option<ViewMark>,
 }
 
-/// The views chosen for one request, per rule of a [`ResponseRules`] table (same indexes).
+/// The views chosen for one request, per rule of a response rule table (same indexes; see
+/// `ResponseRules::sight`).
 /// Empty when no rule has views: every rule does its own action, nothing allocated.
 #[derive(Debug, Clone, Default)]
 pub struct Sight {
@@ -167,20 +150,8 @@ pub struct Sight {
 }
 
 impl Sight {
-    /// Chooses a view for every rule that has views.
-    pub fn resolve(
-        rules: &ResponseRules,
-        caller: Option<Seen<'_>>,
-        param: &dyn Fn(&str) -> Option<String>,
-    ) -> Self {
-        if !rules.has_views() {
-            return Self::default();
-        }
-        let choices = rules
-            .rules()
-            .iter()
-            .map(|rule| choose(rule.op, &rule.selector.views, caller, param))
-            .collect();
+    /// The choices of a table's rules, in its order (see [`choose`]).
+    pub fn new(choices: Vec<Choice>) -> Self {
         Self { choices }
     }
 
