@@ -1,0 +1,236 @@
+//! What issue 15's §2 and §3 add to a request, beside what it replaces:
+//! - verifying the caller's JWT (EdDSA, RS256) — paid once per request on routes with views;
+//! - sealing the 1 KiB record with a view chosen (the owner sees one field plain) beside the
+//!   same rules without views;
+//! - opening a token in a query string, a header and a urlencoded form beside the same token
+//!   in a JSON body.
+
+use std::hint::black_box;
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair, RsaKeyPair, RSA_PKCS1_SHA256};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use criterion::{criterion_group, criterion_main, Criterion};
+use fieldseal::config::raw::OnNonJson;
+use fieldseal::config::settings::{RequestRules, ResponseRules};
+use fieldseal::crypto::{token, Keyring};
+use fieldseal::identity::{self, Identity, RawIdentity};
+use fieldseal::proxy::carriers;
+use fieldseal::transform::carrier::NamedField;
+use fieldseal::transform::rules::{
+    rewrite_request_body, rewrite_response_body, rewrite_response_body_as, Openers,
+};
+use fieldseal::transform::selector::Selector;
+use fieldseal::transform::view::{Condition, Seen, View};
+use http::{HeaderMap, HeaderValue};
+use serde_json::{json, Value};
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn claims() -> Value {
+    json!({"iss": "https://issuer.test", "aud": "api", "sub": "42", "role": "support",
+           "scope": "profiles:read", "iat": 1_700_000_000u64, "exp": 4_000_000_000u64})
+}
+
+fn jws(alg: &str, kid: &str, sign: impl Fn(&[u8]) -> Vec<u8>) -> String {
+    let header = json!({"alg": alg, "typ": "JWT", "kid": kid});
+    let message = format!(
+        "{}.{}",
+        b64(&serde_json::to_vec(&header).unwrap()),
+        b64(&serde_json::to_vec(&claims()).unwrap())
+    );
+    let sig = sign(message.as_bytes());
+    format!("{message}.{}", b64(&sig))
+}
+
+fn bearer(token: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(
+        http::header::AUTHORIZATION,
+        HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+    );
+    h
+}
+
+fn jwt(c: &mut Criterion) {
+    let ed = Ed25519KeyPair::generate().unwrap();
+    let rsa = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let public = rsa.public_key();
+    let jwks = json!({"keys": [
+        {"kty": "OKP", "crv": "Ed25519", "x": b64(ed.public_key().as_ref()), "kid": "ed", "alg": "EdDSA", "use": "sig"},
+        {"kty": "RSA", "n": b64(public.modulus().big_endian_without_leading_zero()),
+         "e": b64(public.exponent().big_endian_without_leading_zero()), "kid": "rsa", "alg": "RS256", "use": "sig"},
+    ]});
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("jwks.json"), jwks.to_string()).unwrap();
+    let raw: RawIdentity = serde_json::from_value(json!({"jwt": {
+        "jwks_file": "jwks.json", "issuer": "https://issuer.test", "audience": "api",
+        "algorithms": ["EdDSA", "RS256"]}}))
+    .unwrap();
+    let verifier = identity::compile(&raw, dir.path()).unwrap();
+    let ed_token = jws("EdDSA", "ed", |m| ed.sign(m).as_ref().to_vec());
+    let rsa_token = jws("RS256", "rsa", |m| {
+        let mut sig = vec![0; rsa.public_modulus_len()];
+        rsa.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), m, &mut sig)
+            .unwrap();
+        sig
+    });
+    let mut group = c.benchmark_group("identity");
+    for (name, token) in [("EdDSA", &ed_token), ("RS256", &rsa_token)] {
+        let headers = bearer(token);
+        assert!(matches!(verifier.verify(&headers), Identity::Verified(_)));
+        group.bench_function(format!("verify/{name}"), |b| {
+            b.iter(|| black_box(verifier.verify(black_box(&headers))))
+        });
+    }
+    let none = HeaderMap::new();
+    group.bench_function("verify/no_token", |b| {
+        b.iter(|| black_box(verifier.verify(black_box(&none))))
+    });
+    group.finish();
+}
+
+/// The 1 KiB record of benches/transform.rs.
+fn small() -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "id": 1042, "username": "ada.lovelace", "email": "ada@example.com", "full_name": "Ada Lovelace",
+        "ssn": "123-45-6789", "password": "correct horse battery staple",
+        "address": {"street": "12 St James's Square", "city": "London", "postcode": "SW1Y 4JH", "country": "GB"},
+        "cards": [{"brand": "visa", "number": "4111111111110366", "exp": "12/29"}],
+        "preferences": {"newsletter": true, "theme": "dark", "language": "en-GB", "timezone": "Europe/London"},
+        "roles": ["analyst", "engineer"], "created_at": "2025-01-01T00:00:00Z", "bio": "x".repeat(400),
+    }))
+    .unwrap()
+}
+
+fn keyring() -> Keyring {
+    Keyring::single("k1", &[7u8; 32], "2026-11-01T00:00:00Z").unwrap()
+}
+
+fn views(c: &mut Criterion) {
+    let ring = keyring();
+    let body = small();
+    let plain = ResponseRules::new(
+        ["$.ssn", "$.password", "$.cards[*].number"]
+            .iter()
+            .map(|p| Selector::compile(p, None).unwrap())
+            .collect(),
+        vec![],
+        vec![],
+        OnNonJson::Fail,
+    );
+    let mut ssn = Selector::compile("$.ssn", None).unwrap();
+    ssn.views = vec![View {
+        when: Condition {
+            subject_param: Some("id".into()),
+            ..Default::default()
+        },
+        show: None,
+    }]
+    .into();
+    let viewed = ResponseRules::new(
+        vec![
+            ssn,
+            Selector::compile("$.password", None).unwrap(),
+            Selector::compile("$.cards[*].number", None).unwrap(),
+        ],
+        vec![],
+        vec![],
+        OnNonJson::Fail,
+    );
+    let claims = claims().as_object().unwrap().clone();
+    let owner = Seen {
+        subject: "42",
+        claims: &claims,
+    };
+    let id = |n: &str| (n == "id").then(|| "42".to_string());
+    let mut group = c.benchmark_group("views");
+    group.bench_function("1KiB_3_fields/seal_no_views", |b| {
+        b.iter(|| {
+            let mut ops = Vec::new();
+            black_box(
+                rewrite_response_body(black_box(&body), &plain, Some(&ring), &mut ops).unwrap(),
+            )
+        })
+    });
+    group.bench_function("1KiB_3_fields/seal_owner_view", |b| {
+        b.iter(|| {
+            let sight = viewed.sight(Some(owner), &id);
+            let mut ops = Vec::new();
+            black_box(
+                rewrite_response_body_as(black_box(&body), &viewed, Some(&ring), &sight, &mut ops)
+                    .unwrap(),
+            )
+        })
+    });
+    group.finish();
+}
+
+fn carriers_bench(c: &mut Criterion) {
+    let ring = keyring();
+    let sealed = token::seal(ring.primary(), "ssn", &json!("123-45-6789")).unwrap();
+    let json_rules = RequestRules::new(vec![Selector::compile("$.ssn", None).unwrap()], true, None);
+    let named = |rule: &str| NamedField::parse(rule, None).unwrap().unwrap();
+    let query_rules = RequestRules::new(vec![], true, None).with_named(vec![named("query:ssn")]);
+    let header_rules =
+        RequestRules::new(vec![], true, None).with_named(vec![named("header:x-ssn")]);
+    let form_rules = RequestRules::new(vec![], true, None).with_named(vec![named("form:ssn")]);
+    let openers = Openers::fs1(&ring);
+    let json_body = serde_json::to_vec(&json!({"name": "Ada", "ssn": sealed})).unwrap();
+    let pq: http::uri::PathAndQuery = format!("/api/search?name=Ada&ssn={sealed}")
+        .parse()
+        .unwrap();
+    let form_body = bytes::Bytes::from(format!("name=Ada&ssn={sealed}"));
+    let mut group = c.benchmark_group("carriers");
+    group.bench_function("open/json_body", |b| {
+        b.iter(|| {
+            let mut ops = Vec::new();
+            black_box(
+                rewrite_request_body(black_box(&json_body), &json_rules, &openers, &mut ops)
+                    .unwrap(),
+            )
+        })
+    });
+    group.bench_function("open/query", |b| {
+        b.iter(|| {
+            let mut ops = Vec::new();
+            black_box(
+                carriers::open_query(Some(black_box(&pq)), &query_rules, &openers, &mut ops)
+                    .unwrap(),
+            )
+        })
+    });
+    group.bench_function("open/header", |b| {
+        b.iter(|| {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-ssn", HeaderValue::from_str(&sealed).unwrap());
+            let mut ops = Vec::new();
+            carriers::open_headers(&mut headers, &header_rules, &openers, &mut ops).unwrap();
+            black_box(headers)
+        })
+    });
+    group.bench_function("open/urlencoded_form", |b| {
+        b.iter(|| {
+            let mut headers = HeaderMap::new();
+            let mut ops = Vec::new();
+            black_box(
+                carriers::rewrite_form(
+                    &mut headers,
+                    form_body.clone(),
+                    carriers::FormKind::Urlencoded,
+                    &form_rules,
+                    &openers,
+                    &mut ops,
+                )
+                .unwrap(),
+            )
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, jwt, views, carriers_bench);
+criterion_main!(benches);
