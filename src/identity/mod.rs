@@ -79,6 +79,13 @@ const SUBJECT_HASH_DOMAIN: &[u8] = b"fieldseal/identity/subject-hash/v1\0";
 /// for any number of callers, and short enough for a log line.
 const SUBJECT_HASH_BYTES: usize = 16;
 
+/// Tokens whose signature has verified, remembered so a caller's next requests skip the
+/// signature (24 µs for RS256, 42 µs for EdDSA on the development machine; a token seen
+/// again costs ~1 µs: `cargo bench --bench callers`). Bounded because each entry holds the token's claims (at most [`MAX_TOKEN_BYTES`]
+/// each): 1,024 entries are at most 8 MiB, typically ~1 MiB; when full it is emptied and
+/// refills with the callers still active.
+pub const MAX_VERIFIED_TOKENS: usize = 1024;
+
 /// The key prefix of every configuration problem.
 const KEY: &str = "identity.jwt";
 
@@ -252,6 +259,16 @@ struct Inner {
     keys: ArcSwap<KeySet>,
     /// `Some` for `jwks_url`.
     remote: Option<Remote>,
+    /// Tokens already verified ([`MAX_VERIFIED_TOKENS`]): by SHA-256 of the token, the key
+    /// set they verified under and their claims. The time claims are checked again on every
+    /// use; a new key set (a refresh, a reload) makes every entry a miss.
+    verified: std::sync::Mutex<HashMap<[u8; 32], Verified>>,
+}
+
+/// A token whose signature verified under `keys`.
+struct Verified {
+    keys: Arc<KeySet>,
+    claims: Map<String, Value>,
 }
 
 impl fmt::Debug for Verifier {
@@ -388,6 +405,7 @@ pub fn compile(raw: &RawIdentity, base_dir: &Path) -> Result<Verifier, Vec<Strin
             leeway,
             keys: ArcSwap::from_pointee(keys),
             remote,
+            verified: std::sync::Mutex::new(HashMap::new()),
         }),
     })
 }
@@ -651,6 +669,40 @@ impl Verifier {
     }
 
     fn verify_token(&self, token: &str, now: SystemTime) -> Result<Caller, Rejection> {
+        let digest: [u8; 32] =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes())
+                .as_ref()
+                .try_into()
+                .expect("SHA-256 is 32 bytes");
+        let current = self.inner.keys.load_full();
+        let remembered = self.inner.verified.lock().ok().and_then(|cache| {
+            cache
+                .get(&digest)
+                .filter(|v| Arc::ptr_eq(&v.keys, &current))
+                .map(|v| v.claims.clone())
+        });
+        if let Some(claims) = remembered {
+            // The same bytes under the same keys: the signature holds; the clock may not.
+            return self.check_claims(claims, now).map_err(Rejection::from);
+        }
+        let caller = self.verify_signed(token, now)?;
+        if let Ok(mut cache) = self.inner.verified.lock() {
+            if cache.len() >= MAX_VERIFIED_TOKENS {
+                cache.clear();
+            }
+            cache.insert(
+                digest,
+                Verified {
+                    keys: current,
+                    claims: caller.claims.clone(),
+                },
+            );
+        }
+        Ok(caller)
+    }
+
+    /// The whole check of a token not verified before: header, key, signature, claims.
+    fn verify_signed(&self, token: &str, now: SystemTime) -> Result<Caller, Rejection> {
         let inner = &*self.inner;
         let mut parts = token.split('.');
         let (Some(header_b64), Some(_), Some(signature), None) =

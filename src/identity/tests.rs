@@ -1453,3 +1453,64 @@ fn a_verifier_can_be_shared_across_tasks() {
     fn sendable<T: Send + 'static>() {}
     sendable::<Identity>();
 }
+
+// ---------------------------------------------------------------------------------------------
+// The cache of verified tokens.
+
+#[test]
+fn a_remembered_token_is_checked_against_the_clock_every_time() {
+    let v = verifier();
+    let token = rs256(claims());
+    assert_verified(check(&v, &token));
+    assert_eq!(v.inner.verified.lock().unwrap().len(), 1);
+    // Still valid a minute later (from the cache), expired after `exp` + leeway.
+    assert!(matches!(
+        outcome(v.check(&bearer(&token), at(NOW + 60))),
+        Identity::Verified(_)
+    ));
+    assert_invalid(
+        outcome(v.check(&bearer(&token), at(NOW + 600 + 31))),
+        InvalidReason::Expired,
+    );
+}
+
+#[test]
+fn a_new_key_set_forgets_what_the_old_one_verified() {
+    let v = verifier();
+    let token = rs256(claims());
+    assert_verified(check(&v, &token));
+    // The issuer withdraws `rsa-a` (a refresh or a reload brings a set without it).
+    let without: Value = json!({"keys": standard_jwks()["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["kid"] != "rsa-a")
+        .cloned()
+        .collect::<Vec<_>>()});
+    let set = parse_key_set(
+        without.to_string().as_bytes(),
+        &[Algorithm::RS256, Algorithm::EdDSA],
+    )
+    .unwrap();
+    v.inner.keys.store(Arc::new(set));
+    assert_invalid(check(&v, &token), InvalidReason::UnknownKey);
+}
+
+#[test]
+fn refused_tokens_are_not_remembered_and_the_cache_is_bounded() {
+    let v = verifier();
+    assert_invalid(
+        check(&v, &rs256(with(claims(), "aud", json!("other")))),
+        InvalidReason::WrongAudience,
+    );
+    assert!(v.inner.verified.lock().unwrap().is_empty());
+    for i in 0..=MAX_VERIFIED_TOKENS {
+        let token = jws(
+            Signer::Ed(ed()),
+            json!({"alg": "EdDSA", "kid": "ed"}),
+            with(claims(), "jti", json!(i)),
+        );
+        assert_verified(check(&v, &token));
+    }
+    assert!(v.inner.verified.lock().unwrap().len() <= MAX_VERIFIED_TOKENS);
+}
