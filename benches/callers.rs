@@ -15,7 +15,7 @@ use base64::Engine;
 use criterion::{criterion_group, criterion_main, Criterion};
 use fieldseal::config::raw::OnNonJson;
 use fieldseal::config::settings::{RequestRules, ResponseRules};
-use fieldseal::crypto::{token, Keyring};
+use fieldseal::crypto::token;
 use fieldseal::identity::{self, Identity, RawIdentity};
 use fieldseal::proxy::carriers;
 use fieldseal::transform::carrier::NamedField;
@@ -26,6 +26,9 @@ use fieldseal::transform::selector::Selector;
 use fieldseal::transform::view::{Condition, Seen, View};
 use http::{HeaderMap, HeaderValue};
 use serde_json::{json, Value};
+
+mod common;
+use common::{keyring, small, SMALL_FIELDS};
 
 fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
@@ -118,28 +121,11 @@ fn jwt(c: &mut Criterion) {
     group.finish();
 }
 
-/// The 1 KiB record of benches/transform.rs.
-fn small() -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "id": 1042, "username": "ada.lovelace", "email": "ada@example.com", "full_name": "Ada Lovelace",
-        "ssn": "123-45-6789", "password": "correct horse battery staple",
-        "address": {"street": "12 St James's Square", "city": "London", "postcode": "SW1Y 4JH", "country": "GB"},
-        "cards": [{"brand": "visa", "number": "4111111111110366", "exp": "12/29"}],
-        "preferences": {"newsletter": true, "theme": "dark", "language": "en-GB", "timezone": "Europe/London"},
-        "roles": ["analyst", "engineer"], "created_at": "2025-01-01T00:00:00Z", "bio": "x".repeat(400),
-    }))
-    .unwrap()
-}
-
-fn keyring() -> Keyring {
-    Keyring::single("k1", &[7u8; 32], "2026-11-01T00:00:00Z").unwrap()
-}
-
 fn views(c: &mut Criterion) {
     let ring = keyring();
     let body = small();
     let plain = ResponseRules::new(
-        ["$.ssn", "$.password", "$.cards[*].number"]
+        SMALL_FIELDS
             .iter()
             .map(|p| Selector::compile(p, None).unwrap())
             .collect(),

@@ -3,47 +3,13 @@
 //! most 1.25x the serde round trip.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use fieldseal::config::raw::OnNonJson;
-use fieldseal::config::settings::ResponseRules;
-use fieldseal::crypto::Keyring;
 use fieldseal::guard::{Detector, Guard};
 use fieldseal::transform::rules::{apply_response, rewrite_response_body};
-use fieldseal::transform::selector::Selector;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::hint::black_box;
 
-fn keyring() -> Keyring {
-    Keyring::single("k1", &[7u8; 32], "2026-11-01T00:00:00Z").unwrap()
-}
-
-/// A ~1 KiB user record like the P1 benchmark's.
-fn small() -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "id": 1042, "username": "ada.lovelace", "email": "ada@example.com", "full_name": "Ada Lovelace",
-        "ssn": "123-45-6789", "password": "correct horse battery staple",
-        "address": {"street": "12 St James's Square", "city": "London", "postcode": "SW1Y 4JH", "country": "GB"},
-        "cards": [{"brand": "visa", "number": "4111111111110366", "exp": "12/29"}],
-        "preferences": {"newsletter": true, "theme": "dark", "language": "en-GB", "timezone": "Europe/London"},
-        "roles": ["analyst", "engineer"], "created_at": "2025-01-01T00:00:00Z", "bio": "x".repeat(400),
-    }))
-    .unwrap()
-}
-
-/// ~1 MiB: 1,000 records, each with one sealed field.
-fn large() -> Vec<u8> {
-    let users: Vec<Value> = (0..1000)
-        .map(|i| json!({"id": i, "name": format!("user {i}"), "ssn": format!("{i:03}-45-6789"), "pad": "p".repeat(1000)}))
-        .collect();
-    serde_json::to_vec(&json!({ "users": users })).unwrap()
-}
-
-fn rules(paths: &[&str]) -> ResponseRules {
-    let encrypt = paths
-        .iter()
-        .map(|p| Selector::compile(p, None).unwrap())
-        .collect();
-    ResponseRules::new(encrypt, vec![], vec![], OnNonJson::Fail)
-}
+mod common;
+use common::{keyring, large, rules, small};
 
 fn bench(c: &mut Criterion) {
     let ring = keyring();

@@ -1,54 +1,19 @@
 //! Callgrind harness: the operations of fieldseal's benches/transform.rs ("transform" group),
 //! one case per process, N iterations. Usage: harness CASE [N]
 //! Cases: small_seal small_value small_apply large_seal serde_small serde_large open_small
-use fieldseal::config::raw::OnNonJson;
-use fieldseal::config::settings::{RequestRules, ResponseRules};
-use fieldseal::crypto::Keyring;
+use fieldseal::config::settings::RequestRules;
 use fieldseal::transform::rules::{
     apply_response, rewrite_request_body, rewrite_response_body, Openers,
 };
-use fieldseal::transform::selector::Selector;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::hint::black_box;
 
-fn keyring() -> Keyring {
-    Keyring::single("k1", &[7u8; 32], "2026-11-01T00:00:00Z").unwrap()
-}
+#[path = "../../common/mod.rs"]
+mod common;
+use common::{keyring, large, rules, selectors, small};
 
-/// As benches/transform.rs: a ~1 KiB user record.
-fn small() -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "id": 1042, "username": "ada.lovelace", "email": "ada@example.com", "full_name": "Ada Lovelace",
-        "ssn": "123-45-6789", "password": "correct horse battery staple",
-        "address": {"street": "12 St James's Square", "city": "London", "postcode": "SW1Y 4JH", "country": "GB"},
-        "cards": [{"brand": "visa", "number": "4111111111110366", "exp": "12/29"}],
-        "preferences": {"newsletter": true, "theme": "dark", "language": "en-GB", "timezone": "Europe/London"},
-        "roles": ["analyst", "engineer"], "created_at": "2025-01-01T00:00:00Z", "bio": "x".repeat(400),
-    }))
-    .unwrap()
-}
-
-/// As benches/transform.rs: ~1 MiB, 1,000 records, each with one sealed field.
-fn large() -> Vec<u8> {
-    let users: Vec<Value> = (0..1000)
-        .map(|i| json!({"id": i, "name": format!("user {i}"), "ssn": format!("{i:03}-45-6789"), "pad": "p".repeat(1000)}))
-        .collect();
-    serde_json::to_vec(&json!({ "users": users })).unwrap()
-}
-
-const SMALL_PATHS: &[&str] = &["$.ssn", "$.password", "$.cards[*].number"];
-const LARGE_PATHS: &[&str] = &["$.users[*].ssn"];
-
-fn selectors(paths: &[&str]) -> Vec<Selector> {
-    paths
-        .iter()
-        .map(|p| Selector::compile(p, None).unwrap())
-        .collect()
-}
-
-fn rules(paths: &[&str]) -> ResponseRules {
-    ResponseRules::new(selectors(paths), vec![], vec![], OnNonJson::Fail)
-}
+const SMALL_PATHS: &[&str] = &common::SMALL_FIELDS;
+const LARGE_PATHS: &[&str] = &common::LARGE_FIELDS;
 
 fn count_tokens(out: &[u8]) -> usize {
     out.windows(5).filter(|w| w == b"\"fs1.").count()
