@@ -439,7 +439,7 @@ fn luhn(digits: &[u8]) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// `local@domain.tld`: a local part of letters, digits and `.!#$%&'*+/=?^_`{|}~-`, an `@`,
