@@ -46,6 +46,8 @@ pub enum Reason {
     AuthenticationFailed,
     /// Authentic, but the plaintext is not the JSON it must be.
     NotJson,
+    /// An expiring token past its expiry.
+    Expired,
     /// A JWE or envelope that is not well formed.
     Malformed,
     UnsupportedAlgorithm,
@@ -90,6 +92,7 @@ impl Reason {
             Reason::KeyDisabled => "key_disabled",
             Reason::AuthenticationFailed => "authentication_failed",
             Reason::NotJson => "not_json",
+            Reason::Expired => "expired",
             Reason::Malformed => "malformed",
             Reason::UnsupportedAlgorithm => "unsupported_algorithm",
             Reason::UnsupportedHeader => "unsupported_header",
@@ -146,6 +149,7 @@ mod tests {
             KeyDisabled,
             AuthenticationFailed,
             NotJson,
+            Expired,
             Malformed,
             UnsupportedAlgorithm,
             UnsupportedHeader,

@@ -659,7 +659,7 @@ fn argument(value: &str) -> Result<String, ExitCode> {
     Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
 
-pub fn seal(path: &Path, context: &str, value: &str) -> ExitCode {
+pub fn seal(path: &Path, context: &str, value: &str, ttl: Option<std::time::Duration>) -> ExitCode {
     let (ring, text) = match (load(path), argument(value)) {
         (Ok(r), Ok(t)) => (r, zeroize::Zeroizing::new(t)),
         (Err(code), _) | (_, Err(code)) => return code,
@@ -671,7 +671,15 @@ pub fn seal(path: &Path, context: &str, value: &str) -> ExitCode {
             return ExitCode::from(exit::FAILED);
         }
     };
-    match token::seal(ring.primary(), context, &value) {
+    let format = match ttl {
+        None => token::Format::Fs1,
+        Some(ttl) => token::Format::Expiring {
+            expires_at: token::unix_now().saturating_add(ttl.as_secs()),
+        },
+    };
+    let json =
+        zeroize::Zeroizing::new(serde_json::to_vec(&value).expect("a JSON value serialises"));
+    match token::seal_json_as(ring.primary(), format, context, &json) {
         Ok(t) => {
             println!("{t}");
             ExitCode::SUCCESS

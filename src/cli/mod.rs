@@ -80,6 +80,9 @@ pub enum Command {
         /// JSON text: '"123-45-6789"' seals a string, 42 a number (negative numbers too).
         #[arg(allow_hyphen_values = true)]
         value: String,
+        /// Seal an expiring token (`fse1`) that opens for this long (`1h`, `90d`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<std::time::Duration>,
     },
     /// Print the JSON value inside an fs1 token (`-` reads it from stdin), compactly.
     Open {
@@ -115,7 +118,8 @@ pub fn main() -> ExitCode {
             keyring,
             context,
             value,
-        } => keys::seal(&keyring, &context, &value),
+            ttl,
+        } => keys::seal(&keyring, &context, &value, ttl),
         Command::Open {
             keyring,
             context,

@@ -33,7 +33,7 @@ use std::process::ExitCode;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::crypto::token::{self, looks_like_token, TOKEN_PREFIX};
+use crate::crypto::token::{self, looks_like_token};
 use crate::crypto::Keyring;
 use crate::secret_file::Exposure;
 use crate::transform;
@@ -223,6 +223,9 @@ pub(crate) struct Stats {
     pub rewrapped: BTreeMap<String, u64>,
     /// Tokens already under the primary, checked and left as they were.
     pub current: u64,
+    /// Expiring tokens past their expiry: they open nowhere, so they are left as they are
+    /// (retiring their key changes nothing for them).
+    pub expired: u64,
 }
 
 impl Stats {
@@ -252,8 +255,12 @@ impl Summary {
         } else {
             format!("{} ", by_key.join(", "))
         };
+        let expired = match self.stats.expired {
+            0 => String::new(),
+            n => format!("; {n} expired, left as they are"),
+        };
         format!(
-            "rewrapped {} in {} ({from}→ primary {primary}); {} already current",
+            "rewrapped {} in {} ({from}→ primary {primary}); {} already current{expired}",
             plural(self.stats.rewrapped_total(), "token"),
             plural(self.documents, "document"),
             self.stats.current
@@ -370,6 +377,7 @@ pub(crate) fn rewrap_stream<R: Read, W: Write>(
             *summary.stats.rewrapped.entry(kid).or_default() += n;
         }
         summary.stats.current += stats.current;
+        summary.stats.expired += stats.expired;
     }
     Ok(())
 }
@@ -416,9 +424,7 @@ pub(crate) fn rewrap_document(
 ) -> Result<(), Failure> {
     let primary = keyring.primary();
     walk(doc, out, |site, value| {
-        let kid = value[TOKEN_PREFIX.len()..]
-            .split_once('.')
-            .map_or("", |(kid, _)| kid);
+        let kid = token::token_kid(value).unwrap_or_default();
         let location = site.location();
         let context = overrides
             .get(&location.pointer)
@@ -428,13 +434,21 @@ pub(crate) fn rewrap_document(
             reason,
             kid: kid.to_string(),
         };
-        let plaintext =
-            token::open_json(keyring, context, value).map_err(|e| failure(e.reason()))?;
+        let plaintext = match token::open_json(keyring, context, value) {
+            Ok(p) => p,
+            Err(token::OpenError::Expired) => {
+                stats.expired += 1;
+                return Ok(None);
+            }
+            Err(e) => return Err(failure(e.reason())),
+        };
         if kid == primary.id && !all {
             stats.current += 1;
             return Ok(None);
         }
-        let sealed = token::seal_json(primary, context, &plaintext)
+        // An expiring token keeps its expiry: re-sealing must not extend it.
+        let format = token::format_of(value).unwrap_or(token::Format::Fs1);
+        let sealed = token::seal_json_as(primary, format, context, &plaintext)
             .map_err(|_| failure(Reason::RandomSourceFailed))?;
         *stats.rewrapped.entry(kid.to_string()).or_default() += 1;
         Ok(Some(sealed))

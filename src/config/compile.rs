@@ -808,8 +808,9 @@ impl<'a> Compiler<'a> {
                     self.problem(&format!("{at}.seal_null"), "applies to JSON members only");
                     continue;
                 }
-                if !raw.views.is_empty() {
-                    self.problem(&format!("{at}.views"), "apply to JSON members only");
+                if !raw.views.is_empty() || raw.ttl.is_some() {
+                    let what = if raw.ttl.is_some() { "ttl" } else { "views" };
+                    self.problem(&format!("{at}.{what}"), "applies to JSON members only");
                     continue;
                 }
                 if op == Operation::Seal {
@@ -842,6 +843,14 @@ impl<'a> Compiler<'a> {
             };
             selector.seal_null = raw.seal_null;
             selector.views = self.views(&format!("{at}.views"), &raw.views);
+            if let Some(ttl) = raw.ttl {
+                if op != Operation::Seal {
+                    self.problem(&format!("{at}.ttl"), "applies to `encrypt` only");
+                } else if let Some(problem) = ttl_problem(ttl) {
+                    self.problem(&format!("{at}.ttl"), problem);
+                }
+                selector.ttl = Some(ttl);
+            }
             if keys.keyring.is_none()
                 && selector
                     .views
@@ -1093,6 +1102,33 @@ impl<'a> Compiler<'a> {
         })
     }
 
+    /// `ttl` of `response.encrypt` entries, onto their compiled selectors (same order; the
+    /// carrier entries `selectors` set aside are skipped).
+    fn with_ttl(
+        &mut self,
+        key: &str,
+        raw: &[RawSelector],
+        mut compiled: Vec<Selector>,
+    ) -> Vec<Selector> {
+        for (i, sel) in raw.iter().enumerate() {
+            let RawSelector::WithContext(w) = sel else {
+                continue;
+            };
+            let Some(ttl) = w.ttl else {
+                continue;
+            };
+            if let Some(problem) = ttl_problem(ttl) {
+                self.problem(&format!("{key}.{i}.ttl"), problem);
+            }
+            if let Some(s) = compiled.iter_mut().find(|s| *s.source == *w.path) {
+                s.ttl = Some(ttl);
+            } else {
+                self.problem(&format!("{key}.{i}.ttl"), "applies to JSON members only");
+            }
+        }
+        compiled
+    }
+
     /// A rule's views by caller identity, compiled; each names what is wrong with it.
     fn views(&mut self, at: &str, raw: &[RawView]) -> Arc<[crate::transform::view::View]> {
         use crate::transform::view::{Condition, View};
@@ -1182,6 +1218,12 @@ impl<'a> Compiler<'a> {
                     &w.views[..],
                 ),
             };
+            // `ttl` belongs to `response.encrypt` (set by `with_ttl`); anywhere else it is named.
+            if let RawSelector::WithContext(w) = sel {
+                if w.ttl.is_some() && (decrypt || !key.ends_with(".response.encrypt")) {
+                    self.problem(&format!("{at}.ttl"), "applies to `encrypt` rules only");
+                }
+            }
             if decrypt && !views.is_empty() {
                 self.problem(
                     &format!("{at}.views"),
@@ -1286,6 +1328,7 @@ impl<'a> Compiler<'a> {
             };
             let (encrypt, named) =
                 self.selectors(&format!("{key}.response.encrypt"), &r.encrypt, false);
+            let encrypt = self.with_ttl(&format!("{key}.response.encrypt"), &r.encrypt, encrypt);
             header_rules(named, Operation::Seal);
             let (redact, named) =
                 self.selectors(&format!("{key}.response.redact"), &r.redact, false);
@@ -1427,6 +1470,9 @@ fn describe_entry(raw: &RawFieldRule, op: Operation) -> String {
     if let Some(c) = &raw.context {
         notes.push(format!("context {c}"));
     }
+    if let Some(ttl) = raw.ttl {
+        notes.push(format!("ttl {}", humantime::format_duration(ttl)));
+    }
     if !raw.views.is_empty() {
         let views: Vec<String> = raw
             .views
@@ -1486,4 +1532,22 @@ fn operation(action: RawAction, keep_last: Option<usize>) -> Result<Operation, &
         (RawAction::MaskEmail, None) => Operation::MaskEmail,
         (RawAction::Year, None) => Operation::Year,
     })
+}
+
+/// Why a token lifetime is refused, if it is: shorter than [`token::MIN_TOKEN_TTL`] (the
+/// clock skew every opening tolerates would be a large part of it), or in fractions of a second
+/// (tokens carry whole seconds).
+fn ttl_problem(ttl: std::time::Duration) -> Option<String> {
+    use crate::crypto::token;
+    if ttl < token::MIN_TOKEN_TTL {
+        return Some(format!(
+            "must be at least {} (openings tolerate {} s of clock skew)",
+            humantime::format_duration(token::MIN_TOKEN_TTL),
+            token::EXPIRY_SKEW_SECS
+        ));
+    }
+    if ttl.subsec_nanos() != 0 {
+        return Some("whole seconds only".into());
+    }
+    None
 }

@@ -191,6 +191,9 @@ pub struct RawFieldRule {
     /// Views by caller identity: the first that holds replaces `action` for that caller.
     #[serde(default)]
     pub views: Vec<RawView>,
+    /// `encrypt` only: seal expiring tokens (`fse1`) that open for this long.
+    #[serde(default, with = "humantime_serde")]
+    pub ttl: Option<Duration>,
 }
 
 /// One view of a response rule: when it holds, the caller sees `show` instead of the action.
@@ -332,6 +335,9 @@ pub struct RawSelectorWithContext {
     /// Response rules: views by caller identity.
     #[serde(default)]
     pub views: Vec<RawView>,
+    /// `response.encrypt` only: seal expiring tokens (`fse1`) that open for this long.
+    #[serde(default, with = "humantime_serde")]
+    pub ttl: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]

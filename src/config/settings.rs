@@ -296,6 +296,9 @@ impl RouteRules {
                             (_, Some(c)) => notes.push(format!("context {c}")),
                             (_, None) => {}
                         }
+                        if let Some(ttl) = rule.selector.ttl {
+                            notes.push(format!("ttl {}", humantime::format_duration(ttl)));
+                        }
                         notes.extend(crate::transform::view::View::describe_all(
                             &rule.selector.views,
                         ));

@@ -1,8 +1,13 @@
-//! The `fs1` field token (contract §1): `fs1.<kid>.<base64url(nonce ‖ ciphertext ‖ tag)>`.
+//! The field tokens the keyring seals and opens:
+//!
+//! - `fs1` (contract §1): `fs1.<kid>.<base64url(nonce ‖ ciphertext ‖ tag)>`;
+//! - `fse1`, an expiring token (docs/tokens.md): `fse1.<kid>.<base64url(exp ‖ nonce ‖
+//!   ciphertext ‖ tag)>`, its expiry (8 bytes, big-endian Unix seconds) in the clear and bound
+//!   into the AAD, so it cannot be edited and the token does not open after it.
 //!
 //! The plaintext is the compact JSON of the value, so opening restores its type; the AAD
-//! `fs1.<kid>.<context>` binds a token to its kind of field, so a `password` token cannot be
-//! opened as a `nickname` (which would turn an app that echoes nicknames into a decryption
+//! `<prefix><kid>.<context>` binds a token to its kind of field, so a `password` token cannot
+//! be opened as a `nickname` (which would turn an app that echoes nicknames into a decryption
 //! oracle).
 
 use crate::reason::Reason;
@@ -15,8 +20,49 @@ use serde_json::Value;
 
 use super::keyring::{valid_key_id, Key, KeyState, Keyring};
 
-/// Every token starts with this.
+/// Every `fs1` token starts with this.
 pub const TOKEN_PREFIX: &str = "fs1.";
+
+/// Every expiring token starts with this.
+pub const EXPIRING_PREFIX: &str = "fse1.";
+
+/// Clock skew tolerated when an expiring token is opened: it still opens this long after its
+/// expiry, because the replica opening it may run a little behind the one that sealed it.
+/// Replicas synchronised by NTP are milliseconds apart; 30 s also covers a VM resumed with a
+/// stale clock, and is small beside any TTL a rule may set ([`MIN_TOKEN_TTL`]).
+pub const EXPIRY_SKEW_SECS: u64 = 30;
+
+/// The shortest `ttl` a rule may set: ten times the skew, so the skew is a small part of it.
+pub const MIN_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The token formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `fs1` (contract §1).
+    Fs1,
+    /// `fse1`: opens until the Unix time it carries (seconds).
+    Expiring { expires_at: u64 },
+}
+
+impl Format {
+    fn prefix(self) -> &'static str {
+        match self {
+            Format::Fs1 => TOKEN_PREFIX,
+            Format::Expiring { .. } => EXPIRING_PREFIX,
+        }
+    }
+
+    /// What the payload carries before the nonce.
+    fn header(self) -> Option<[u8; 8]> {
+        match self {
+            Format::Fs1 => None,
+            Format::Expiring { expires_at } => Some(expires_at.to_be_bytes()),
+        }
+    }
+}
+
+/// Length of `fse1`'s expiry in the payload.
+const EXPIRY_LEN: usize = 8;
 
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
@@ -39,6 +85,8 @@ pub enum OpenError {
     Rejected,
     /// Authentic, but the plaintext is not JSON (sealed by something other than fs1).
     NotJson,
+    /// An authentic expiring token past its expiry (and the skew).
+    Expired,
 }
 
 impl OpenError {
@@ -51,6 +99,7 @@ impl OpenError {
             OpenError::KeyDisabled(_) => Reason::KeyDisabled,
             OpenError::Rejected => Reason::AuthenticationFailed,
             OpenError::NotJson => Reason::NotJson,
+            OpenError::Expired => Reason::Expired,
         }
     }
 
@@ -76,25 +125,63 @@ impl fmt::Display for OpenError {
                 "the token failed authentication (tampered, or sealed for another field or key)",
             ),
             OpenError::NotJson => f.write_str("the token's plaintext is not JSON"),
+            OpenError::Expired => f.write_str("the token has expired"),
         }
     }
 }
 
 impl std::error::Error for OpenError {}
 
-/// Whether `s` looks like an fs1 token (prefix and kid shape); says nothing of validity.
+/// A token's prefix and the rest after it (`<kid>.<payload>`), for either format.
+pub fn split_prefix(s: &str) -> Option<(&'static str, &str)> {
+    [TOKEN_PREFIX, EXPIRING_PREFIX]
+        .into_iter()
+        .find_map(|p| s.strip_prefix(p).map(|rest| (p, rest)))
+}
+
+/// Whether `s` looks like a field token of either format (prefix and kid shape); says nothing
+/// of validity.
 pub fn looks_like_token(s: &str) -> bool {
-    s.strip_prefix(TOKEN_PREFIX)
-        .and_then(|rest| rest.split_once('.'))
+    split_prefix(s)
+        .and_then(|(_, rest)| rest.split_once('.'))
         .is_some_and(|(kid, _)| valid_key_id(kid))
 }
 
-fn aad(kid: &str, context: &str) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(TOKEN_PREFIX.len() + kid.len() + 1 + context.len());
-    aad.extend_from_slice(TOKEN_PREFIX.as_bytes());
+/// The format of a token that looks like one (an expiring token's expiry read from its
+/// payload, unauthenticated: for re-sealing what has just been opened).
+pub fn format_of(s: &str) -> Option<Format> {
+    let (prefix, rest) = split_prefix(s)?;
+    if prefix == TOKEN_PREFIX {
+        return Some(Format::Fs1);
+    }
+    let payload = B64URL.decode(rest.split_once('.')?.1).ok()?;
+    let exp: [u8; EXPIRY_LEN] = payload.get(..EXPIRY_LEN)?.try_into().ok()?;
+    Some(Format::Expiring {
+        expires_at: u64::from_be_bytes(exp),
+    })
+}
+
+/// The key id a token names, when it looks like one.
+pub fn token_kid(s: &str) -> Option<&str> {
+    split_prefix(s)
+        .and_then(|(_, rest)| rest.split_once('.'))
+        .map(|(kid, _)| kid)
+        .filter(|kid| valid_key_id(kid))
+}
+
+/// `<prefix><kid>.<context>`, then for `fse1` a zero byte and the expiry: every byte of the
+/// token but the nonce and the ciphertext is authenticated.
+fn aad(format: Format, kid: &str, context: &str) -> Vec<u8> {
+    let prefix = format.prefix();
+    let mut aad = Vec::with_capacity(prefix.len() + kid.len() + 1 + context.len() + 1 + EXPIRY_LEN);
+    aad.extend_from_slice(prefix.as_bytes());
     aad.extend_from_slice(kid.as_bytes());
     aad.push(b'.');
     aad.extend_from_slice(context.as_bytes());
+    if let Some(header) = format.header() {
+        aad.push(0);
+        aad.extend_from_slice(&header);
+    }
     aad
 }
 
@@ -107,7 +194,36 @@ pub fn seal(key: &Key, context: &str, value: &Value) -> Result<String, getrandom
 /// Seals `json`, which must already be the compact JSON text of a value (the byte-level
 /// transform has it without building a `Value`).
 pub fn seal_json(key: &Key, context: &str, json: &[u8]) -> Result<String, getrandom::Error> {
-    Ok(seal_json_with_nonce(key, context, json, nonces::next()?))
+    Ok(seal_json_with_nonce(
+        key,
+        Format::Fs1,
+        context,
+        json,
+        nonces::next()?,
+    ))
+}
+
+/// Seals `json` in `format` (an expiring token carries its expiry).
+pub fn seal_json_as(
+    key: &Key,
+    format: Format,
+    context: &str,
+    json: &[u8],
+) -> Result<String, getrandom::Error> {
+    Ok(seal_json_with_nonce(
+        key,
+        format,
+        context,
+        json,
+        nonces::next()?,
+    ))
+}
+
+/// The Unix time now, in seconds.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Nonces from the OS CSPRNG, fetched in batches: one `getrandom` call per 12-byte nonce cost
@@ -169,12 +285,32 @@ pub(crate) fn seal_with_nonce(
 ) -> String {
     let plaintext =
         zeroize::Zeroizing::new(serde_json::to_vec(value).expect("a JSON value serialises"));
-    seal_json_with_nonce(key, context, &plaintext, nonce)
+    seal_json_with_nonce(key, Format::Fs1, context, &plaintext, nonce)
 }
 
-fn seal_json_with_nonce(key: &Key, context: &str, json: &[u8], nonce: [u8; NONCE_LEN]) -> String {
+/// [`seal_with_nonce`] in any format (tests and the documented vectors).
+#[cfg(test)]
+pub(crate) fn seal_as_with_nonce(
+    key: &Key,
+    format: Format,
+    context: &str,
+    value: &Value,
+    nonce: [u8; NONCE_LEN],
+) -> String {
+    let plaintext =
+        zeroize::Zeroizing::new(serde_json::to_vec(value).expect("a JSON value serialises"));
+    seal_json_with_nonce(key, format, context, &plaintext, nonce)
+}
+
+fn seal_json_with_nonce(
+    key: &Key,
+    format: Format,
+    context: &str,
+    json: &[u8],
+    nonce: [u8; NONCE_LEN],
+) -> String {
     debug_assert!(key.state == KeyState::Active, "only active keys seal");
-    let aad = aad(&key.id, context);
+    let aad = aad(format, &key.id, context);
     let sealed = key
         .cipher
         .encrypt(
@@ -185,12 +321,16 @@ fn seal_json_with_nonce(key: &Key, context: &str, json: &[u8], nonce: [u8; NONCE
             },
         )
         .expect("AES-GCM encryption of an in-memory buffer cannot fail");
-    let mut payload = Vec::with_capacity(NONCE_LEN + sealed.len());
+    let mut payload = Vec::with_capacity(EXPIRY_LEN + NONCE_LEN + sealed.len());
+    if let Some(header) = format.header() {
+        payload.extend_from_slice(&header);
+    }
     payload.extend_from_slice(&nonce);
     payload.extend_from_slice(&sealed);
+    let prefix = format.prefix();
     let mut token =
-        String::with_capacity(TOKEN_PREFIX.len() + key.id.len() + 1 + payload.len() * 4 / 3 + 4);
-    token.push_str(TOKEN_PREFIX);
+        String::with_capacity(prefix.len() + key.id.len() + 1 + payload.len() * 4 / 3 + 4);
+    token.push_str(prefix);
     token.push_str(&key.id);
     token.push('.');
     B64URL.encode_string(&payload, &mut token);
@@ -210,9 +350,18 @@ pub fn open_json(
     context: &str,
     token: &str,
 ) -> Result<zeroize::Zeroizing<Vec<u8>>, OpenError> {
-    let rest = token
-        .strip_prefix(TOKEN_PREFIX)
-        .ok_or(OpenError::Malformed)?;
+    open_json_at(keyring, context, token, unix_now())
+}
+
+/// [`open_json`] at the Unix time `now` (an expiring token's expiry is checked against it,
+/// after the token authenticated).
+pub fn open_json_at(
+    keyring: &Keyring,
+    context: &str,
+    token: &str,
+    now: u64,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, OpenError> {
+    let (prefix, rest) = split_prefix(token).ok_or(OpenError::Malformed)?;
     let (kid, payload) = rest.split_once('.').ok_or(OpenError::Malformed)?;
     if !valid_key_id(kid) {
         return Err(OpenError::Malformed);
@@ -224,11 +373,21 @@ pub fn open_json(
         return Err(OpenError::KeyDisabled(kid.to_string()));
     }
     let bytes = B64URL.decode(payload).map_err(|_| OpenError::BadEncoding)?;
+    let (format, bytes) = if prefix == EXPIRING_PREFIX {
+        if bytes.len() < EXPIRY_LEN {
+            return Err(OpenError::BadEncoding);
+        }
+        let (exp, rest) = bytes.split_at(EXPIRY_LEN);
+        let expires_at = u64::from_be_bytes(exp.try_into().expect("eight bytes"));
+        (Format::Expiring { expires_at }, rest)
+    } else {
+        (Format::Fs1, &bytes[..])
+    };
     if bytes.len() < NONCE_LEN + TAG_LEN {
         return Err(OpenError::BadEncoding);
     }
     let (nonce, sealed) = bytes.split_at(NONCE_LEN);
-    let aad = aad(kid, context);
+    let aad = aad(format, kid, context);
     let plaintext = zeroize::Zeroizing::new(
         key.cipher
             .decrypt(
@@ -240,6 +399,12 @@ pub fn open_json(
             )
             .map_err(|_| OpenError::Rejected)?,
     );
+    // Authentic first, then on time: an edited expiry fails authentication above.
+    if let Format::Expiring { expires_at } = format {
+        if now > expires_at.saturating_add(EXPIRY_SKEW_SECS) {
+            return Err(OpenError::Expired);
+        }
+    }
     // Valid UTF-8 first: skipping a string does not check it, and this text goes to the app.
     std::str::from_utf8(&plaintext)
         .ok()
@@ -285,6 +450,97 @@ mod tests {
             )
             .unwrap(),
             json!(42)
+        );
+    }
+
+    /// docs/tokens.md's `fse1` vectors (Python `cryptography` reproduces them: see
+    /// tests/python/test_tokens.py).
+    #[test]
+    fn expiring_token_vectors() {
+        let ring = test_keyring();
+        let k1 = ring.get("k1").unwrap();
+        let exp = |expires_at| Format::Expiring { expires_at };
+        for (context, value, expires_at, token) in [
+            (
+                "cvv",
+                json!("123"),
+                1_900_000_000,
+                "fse1.k1.AAAAAHE_swAAAQIDBAUGBwgJCgtlM-Qo55xBIXYYAP4fR2vf2Gn_9J0",
+            ),
+            (
+                "ssn",
+                json!("123-45-6789"),
+                1_900_000_000,
+                "fse1.k1.AAAAAHE_swAAAQIDBAUGBwgJCgtlM-Qo6NH3Nrt2r7KTsE2LyJm0ubHKqbP8MNyzHQ",
+            ),
+            (
+                "age",
+                json!(42),
+                1_767_225_600,
+                "fse1.k1.AAAAAGlVuQAAAQIDBAUGBwgJCgtzMAC3Q5W8paM9PJT2qCVrhGY",
+            ),
+        ] {
+            assert_eq!(
+                seal_as_with_nonce(k1, exp(expires_at), context, &value, NONCE),
+                token
+            );
+            let opened = open_json_at(&ring, context, token, expires_at).unwrap();
+            assert_eq!(serde_json::from_slice::<Value>(&opened).unwrap(), value);
+            assert!(looks_like_token(token));
+            assert_eq!(token_kid(token), Some("k1"));
+        }
+    }
+
+    #[test]
+    fn expiring_tokens_do_not_open_after_expiry_and_the_skew() {
+        let ring = test_keyring();
+        let k1 = ring.get("k1").unwrap();
+        let expires_at = 1_900_000_000;
+        let token = seal_json_as(k1, Format::Expiring { expires_at }, "cvv", b"\"123\"").unwrap();
+        assert!(open_json_at(&ring, "cvv", &token, expires_at + EXPIRY_SKEW_SECS).is_ok());
+        assert_eq!(
+            open_json_at(&ring, "cvv", &token, expires_at + EXPIRY_SKEW_SECS + 1).unwrap_err(),
+            OpenError::Expired
+        );
+        assert_eq!(OpenError::Expired.reason(), Reason::Expired);
+        // Another field's context: refused before any expiry is looked at.
+        assert_eq!(
+            open_json_at(&ring, "ssn", &token, expires_at).unwrap_err(),
+            OpenError::Rejected
+        );
+    }
+
+    /// The expiry is in the clear but authenticated: moving it later (or earlier) breaks the
+    /// token, and an `fse1` payload under the `fs1` prefix (or the reverse) does not open.
+    #[test]
+    fn an_edited_expiry_or_prefix_fails_authentication() {
+        let ring = test_keyring();
+        let k1 = ring.get("k1").unwrap();
+        let expires_at = 1_900_000_000u64;
+        let token = seal_json_as(k1, Format::Expiring { expires_at }, "cvv", b"\"123\"").unwrap();
+        let payload = B64URL.decode(token.rsplit('.').next().unwrap()).unwrap();
+        for later in [expires_at + 86_400, expires_at - 1, u64::MAX] {
+            let mut edited = payload.clone();
+            edited[..8].copy_from_slice(&later.to_be_bytes());
+            let forged = format!("fse1.k1.{}", B64URL.encode(&edited));
+            assert_eq!(
+                open_json_at(&ring, "cvv", &forged, expires_at).unwrap_err(),
+                OpenError::Rejected,
+                "{later}"
+            );
+        }
+        let as_fs1 = format!("fs1.k1.{}", B64URL.encode(&payload[8..]));
+        assert_eq!(
+            open_json_at(&ring, "cvv", &as_fs1, expires_at).unwrap_err(),
+            OpenError::Rejected
+        );
+        let plain = seal_json(k1, "cvv", b"\"123\"").unwrap();
+        let as_fse1 = plain.replacen("fs1.", "fse1.", 1);
+        assert!(open_json_at(&ring, "cvv", &as_fse1, 0).is_err());
+        let short = "fse1.k1.AAAA";
+        assert_eq!(
+            open_json_at(&ring, "cvv", short, 0).unwrap_err(),
+            OpenError::BadEncoding
         );
     }
 
@@ -369,7 +625,7 @@ mod tests {
         let token = {
             let mut nonce = [0u8; 12];
             getrandom::fill(&mut nonce).unwrap();
-            let aad = aad("old", "ssn");
+            let aad = aad(Format::Fs1, "old", "ssn");
             let sealed = old
                 .cipher
                 .encrypt(

@@ -131,12 +131,28 @@ struct Done {
     kid: Option<String>,
 }
 
+/// How a rule seals: whether a `null` is sealed too, and whether its tokens expire.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sealing {
+    seal_null: bool,
+    ttl: Option<std::time::Duration>,
+}
+
+impl Sealing {
+    fn of(selector: &crate::transform::selector::Selector) -> Self {
+        Self {
+            seal_null: selector.seal_null,
+            ttl: selector.ttl,
+        }
+    }
+}
+
 /// Applies `rule`'s operation to one selected node: the one place an operation is defined,
 /// used by both engines (a new operation is a variant of [`Operation`] and an arm here).
 /// `None` leaves the node as it is.
 fn operate(
     op: Operation,
-    seal_null: bool,
+    sealing: Sealing,
     node: Node<'_>,
     context: &str,
     keyring: Option<&Keyring>,
@@ -149,11 +165,17 @@ fn operate(
     };
     Ok(Some(match op {
         // Nothing to protect in a `null` (contract §7), unless the rule says otherwise.
-        Operation::Seal if node.is_null() && !seal_null => return Ok(None),
+        Operation::Seal if node.is_null() && !sealing.seal_null => return Ok(None),
         Operation::Seal => {
             let key = require_keyring(keyring, path)?.primary();
             let plaintext = node.compact(path)?;
-            let sealed = token::seal_json(key, context, &plaintext).map_err(|_| {
+            let format = match sealing.ttl {
+                None => token::Format::Fs1,
+                Some(ttl) => token::Format::Expiring {
+                    expires_at: token::unix_now().saturating_add(ttl.as_secs()),
+                },
+            };
+            let sealed = token::seal_json_as(key, format, context, &plaintext).map_err(|_| {
                 FieldFailure::new(path, Reason::RandomSourceFailed, Some(key.id.clone()))
             })?;
             Done {
@@ -214,7 +236,7 @@ pub fn apply_response_as(
         let context = transform::context(&rule.selector, location);
         let Some(done) = operate(
             op,
-            rule.selector.seal_null,
+            Sealing::of(&rule.selector),
             Node::Value(node),
             context,
             keyring,
@@ -551,7 +573,7 @@ pub fn operate_named(
     let value = Value::String(text.to_string());
     let Some(done) = operate(
         op,
-        false,
+        Sealing::default(),
         Node::Value(&value),
         &named.context,
         keyring,
@@ -645,7 +667,7 @@ pub fn rewrite_response_body_as(
         let context = rule.selector.context.as_deref().unwrap_or(&span.member);
         let Some(done) = operate(
             op,
-            rule.selector.seal_null,
+            Sealing::of(&rule.selector),
             Node::Raw(span.raw),
             context,
             keyring,
@@ -756,10 +778,7 @@ pub fn rewrite_request_body(
 
 /// The key id a token names (its shape was checked by `looks_like_token`).
 fn token_kid(token_text: &str) -> Option<String> {
-    token_text
-        .strip_prefix(token::TOKEN_PREFIX)
-        .and_then(|r| r.split_once('.'))
-        .map(|(k, _)| k.to_string())
+    token::token_kid(token_text).map(str::to_string)
 }
 
 #[cfg(test)]

@@ -24,6 +24,8 @@ pub struct Selector {
     /// Response rules: views by caller identity, tried in order (empty: the rule's action
     /// for everyone; see [`super::view`]).
     pub views: std::sync::Arc<[super::view::View]>,
+    /// `encrypt` rules: seal expiring tokens (`fse1`) that open for this long.
+    pub ttl: Option<std::time::Duration>,
 }
 
 /// A set of JSON value types, for the `type` of a decrypt rule.
@@ -110,6 +112,7 @@ impl Selector {
             seal_null: false,
             accepts: None,
             views: std::sync::Arc::from(Vec::new()),
+            ttl: None,
         })
     }
 
