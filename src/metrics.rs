@@ -186,7 +186,7 @@ impl Metrics {
         let fields = Family::<FieldLabels, Counter>::default();
         registry.register(
             "fields",
-            "JSON fields processed, by route, action (sealed, opened, decrypted, redacted, masked, plaintext_passed, envelope_opened, envelope_sealed) and key id",
+            "JSON fields processed, by route, action (sealed, sealed_expiring, opened, decrypted, redacted, masked, shown, plaintext_passed, envelope_opened, envelope_sealed) and key id",
             fields.clone(),
         );
         let field_failures = Family::<FieldFailureLabels, Counter>::default();
@@ -204,7 +204,7 @@ impl Metrics {
         let tokens_sealed = Family::<KidLabels, Counter>::default();
         registry.register(
             "tokens_sealed",
-            "fs1 tokens sealed, by key id (AES-GCM with random nonces: keep each key well below 2^32)",
+            "Tokens sealed (fs1 and fse1), by key id (AES-GCM with random nonces: keep each key well below 2^32)",
             tokens_sealed.clone(),
         );
         let reloads = Family::<ReloadLabels, Counter>::default();
@@ -368,7 +368,9 @@ impl Metrics {
                     .inc_by(n);
                 self.key_usage.opened(kid, n);
             }
-            crate::transform::outcome::Action::Sealed => {
+            // Both formats use the key: the rotation policy's `max_encryptions` counts both.
+            crate::transform::outcome::Action::Sealed
+            | crate::transform::outcome::Action::SealedExpiring => {
                 self.tokens_sealed
                     .get_or_create(&KidLabels { kid: kid_label })
                     .inc_by(n);

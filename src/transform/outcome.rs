@@ -21,6 +21,8 @@ pub struct FieldOp {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Sealed,
+    /// Sealed as an expiring token (`fse1`, a rule with `ttl`).
+    SealedExpiring,
     Redacted,
     Masked,
     Opened,
@@ -41,6 +43,7 @@ impl Action {
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Sealed => "sealed",
+            Action::SealedExpiring => "sealed_expiring",
             Action::Redacted => "redacted",
             Action::Masked => "masked",
             Action::Opened => "opened",

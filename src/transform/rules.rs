@@ -180,7 +180,10 @@ fn operate(
             })?;
             Done {
                 replacement: Replacement::Token(sealed),
-                action: Action::Sealed,
+                action: match format {
+                    token::Format::Fs1 => Action::Sealed,
+                    token::Format::Expiring { .. } => Action::SealedExpiring,
+                },
                 kid: Some(key.id.clone()),
             }
         }

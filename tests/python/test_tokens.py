@@ -134,3 +134,70 @@ def test_keyring_permissions_and_validation(fieldseal_bin, keyring, tmp_path):
     r = cli(fieldseal_bin, "keys", "list", "--keyring", bad)
     assert r.returncode == 64 and "must be 32 bytes" in r.stderr
     assert cli(fieldseal_bin, "keys", "init", "--out", path).returncode == 1  # never overwrites
+
+
+# --- fse1: expiring tokens (docs/tokens.md) ---------------------------------------------------
+
+def py_seal_expiring(key: bytes, kid: str, context: str, value, expires_at: int,
+                     nonce: bytes | None = None) -> str:
+    nonce = nonce or os.urandom(12)
+    exp = expires_at.to_bytes(8, "big")
+    plaintext = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    aad = f"fse1.{kid}.{context}".encode() + b"\0" + exp
+    return f"fse1.{kid}.{b64url(exp + nonce + AESGCM(key).encrypt(nonce, plaintext, aad))}"
+
+
+def py_open_expiring(key: bytes, context: str, token: str):
+    prefix, kid, payload = token.split(".", 2)
+    assert prefix == "fse1"
+    raw = unb64url(payload)
+    exp, nonce, sealed = raw[:8], raw[8:20], raw[20:]
+    plaintext = AESGCM(key).decrypt(nonce, sealed, f"fse1.{kid}.{context}".encode() + b"\0" + exp)
+    return json.loads(plaintext), int.from_bytes(exp, "big")
+
+
+def test_expiring_vectors_with_an_independent_implementation():
+    # docs/tokens.md: key 00..1f, nonce 00..0b.
+    assert py_seal_expiring(VECTOR_KEY, "k1", "cvv", "123", 1_900_000_000, VECTOR_NONCE) == \
+        "fse1.k1.AAAAAHE_swAAAQIDBAUGBwgJCgtlM-Qo55xBIXYYAP4fR2vf2Gn_9J0"
+    assert py_seal_expiring(VECTOR_KEY, "k1", "ssn", "123-45-6789", 1_900_000_000, VECTOR_NONCE) == \
+        "fse1.k1.AAAAAHE_swAAAQIDBAUGBwgJCgtlM-Qo6NH3Nrt2r7KTsE2LyJm0ubHKqbP8MNyzHQ"
+    assert py_seal_expiring(VECTOR_KEY, "k1", "age", 42, 1_767_225_600, VECTOR_NONCE) == \
+        "fse1.k1.AAAAAGlVuQAAAQIDBAUGBwgJCgtzMAC3Q5W8paM9PJT2qCVrhGY"
+
+
+@pytest.mark.parametrize("value", VALUES[:5], ids=repr)
+def test_expiring_tokens_both_ways(fieldseal_bin, keyring, value):
+    import time
+    path, secret = keyring
+    before = int(time.time())
+    r = cli(fieldseal_bin, "seal", "--keyring", path, "--context", "cvv", "--ttl", "1h", json.dumps(value))
+    assert r.returncode == 0, r.stderr
+    token = r.stdout.strip()
+    assert token.startswith("fse1.k1.")
+    opened, expires_at = py_open_expiring(secret, "cvv", token)
+    assert opened == value
+    assert before + 3600 <= expires_at <= int(time.time()) + 3600
+    with pytest.raises(Exception):
+        py_open_expiring(secret, "ssn", token)
+    # Made by Python, opened by fieldseal: while valid, and not after.
+    fresh = py_seal_expiring(secret, "k1", "cvv", value, int(time.time()) + 600)
+    r = cli(fieldseal_bin, "open", "--keyring", path, "--context", "cvv", fresh)
+    assert r.returncode == 0 and json.loads(r.stdout) == value, r.stderr
+    stale = py_seal_expiring(secret, "k1", "cvv", value, int(time.time()) - 120)
+    r = cli(fieldseal_bin, "open", "--keyring", path, "--context", "cvv", stale)
+    assert r.returncode == 1 and "expired" in r.stderr, r.stderr
+    # Within the 30 s skew it still opens.
+    skewed = py_seal_expiring(secret, "k1", "cvv", value, int(time.time()) - 10)
+    assert cli(fieldseal_bin, "open", "--keyring", path, "--context", "cvv", skewed).returncode == 0
+
+
+def test_an_edited_expiry_does_not_open(fieldseal_bin, keyring):
+    import time
+    path, secret = keyring
+    token = py_seal_expiring(secret, "k1", "cvv", "123", int(time.time()) - 3600)
+    raw = bytearray(unb64url(token.split(".", 2)[2]))
+    raw[:8] = (int(time.time()) + 86_400).to_bytes(8, "big")
+    forged = f"fse1.k1.{b64url(bytes(raw))}"
+    r = cli(fieldseal_bin, "open", "--keyring", path, "--context", "cvv", forged)
+    assert r.returncode == 1 and "authentication_failed" in r.stderr, r.stderr
