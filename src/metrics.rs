@@ -186,7 +186,7 @@ impl Metrics {
         let fields = Family::<FieldLabels, Counter>::default();
         registry.register(
             "fields",
-            "JSON fields processed, by route, action (sealed, sealed_expiring, opened, decrypted, redacted, masked, shown, plaintext_passed, envelope_opened, envelope_sealed) and key id",
+            "JSON fields processed, by route, action (sealed, sealed_expiring, sealed_searchable, opened, decrypted, redacted, masked, shown, plaintext_passed, envelope_opened, envelope_sealed) and key id",
             fields.clone(),
         );
         let field_failures = Family::<FieldFailureLabels, Counter>::default();
@@ -370,7 +370,8 @@ impl Metrics {
             }
             // Both formats use the key: the rotation policy's `max_encryptions` counts both.
             crate::transform::outcome::Action::Sealed
-            | crate::transform::outcome::Action::SealedExpiring => {
+            | crate::transform::outcome::Action::SealedExpiring
+            | crate::transform::outcome::Action::SealedSearchable => {
                 self.tokens_sealed
                     .get_or_create(&KidLabels { kid: kid_label })
                     .inc_by(n);

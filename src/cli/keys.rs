@@ -659,7 +659,13 @@ fn argument(value: &str) -> Result<String, ExitCode> {
     Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
 
-pub fn seal(path: &Path, context: &str, value: &str, ttl: Option<std::time::Duration>) -> ExitCode {
+pub fn seal(
+    path: &Path,
+    context: &str,
+    value: &str,
+    ttl: Option<std::time::Duration>,
+    searchable: bool,
+) -> ExitCode {
     let (ring, text) = match (load(path), argument(value)) {
         (Ok(r), Ok(t)) => (r, zeroize::Zeroizing::new(t)),
         (Err(code), _) | (_, Err(code)) => return code,
@@ -671,9 +677,10 @@ pub fn seal(path: &Path, context: &str, value: &str, ttl: Option<std::time::Dura
             return ExitCode::from(exit::FAILED);
         }
     };
-    let format = match ttl {
-        None => token::Format::Fs1,
-        Some(ttl) => token::Format::Expiring {
+    let format = match (searchable, ttl) {
+        (true, _) => token::Format::Searchable,
+        (false, None) => token::Format::Fs1,
+        (false, Some(ttl)) => token::Format::Expiring {
             expires_at: token::unix_now().saturating_add(ttl.as_secs()),
         },
     };
@@ -689,6 +696,31 @@ pub fn seal(path: &Path, context: &str, value: &str, ttl: Option<std::time::Dura
             ExitCode::from(exit::FAILED)
         }
     }
+}
+
+/// `fieldseal index`: the `fsd1` token of a value under every key that can still open one.
+pub fn index(path: &Path, context: &str, value: &str) -> ExitCode {
+    let (ring, text) = match (load(path), argument(value)) {
+        (Ok(r), Ok(t)) => (r, zeroize::Zeroizing::new(t)),
+        (Err(code), _) | (_, Err(code)) => return code,
+    };
+    let value: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: the value is not JSON ({e}); quote strings: '\"123-45-6789\"'");
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    let json =
+        zeroize::Zeroizing::new(serde_json::to_vec(&value).expect("a JSON value serialises"));
+    for key in ring
+        .keys()
+        .iter()
+        .filter(|k| k.state != crate::crypto::KeyState::Disabled)
+    {
+        println!("{} {}", key.id, token::seal_searchable(key, context, &json));
+    }
+    ExitCode::SUCCESS
 }
 
 pub fn open(path: &Path, context: &str, token_text: &str) -> ExitCode {

@@ -81,8 +81,23 @@ pub enum Command {
         #[arg(allow_hyphen_values = true)]
         value: String,
         /// Seal an expiring token (`fse1`) that opens for this long (`1h`, `90d`).
-        #[arg(long, value_parser = humantime::parse_duration)]
+        #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "searchable")]
         ttl: Option<std::time::Duration>,
+        /// Seal a searchable token (`fsd1`): the same value always gives the same token.
+        #[arg(long)]
+        searchable: bool,
+    },
+    /// Print the searchable token (`fsd1`) of a JSON value under every key still in use (active
+    /// and decrypt-only), one `<kid> <token>` line each: what to search stored tokens for
+    /// across a key rotation.
+    Index {
+        #[arg(long)]
+        keyring: PathBuf,
+        #[arg(long)]
+        context: String,
+        /// JSON text, as for `seal` (`-` reads it from stdin).
+        #[arg(allow_hyphen_values = true)]
+        value: String,
     },
     /// Print the JSON value inside an fs1 token (`-` reads it from stdin), compactly.
     Open {
@@ -119,7 +134,13 @@ pub fn main() -> ExitCode {
             context,
             value,
             ttl,
-        } => keys::seal(&keyring, &context, &value, ttl),
+            searchable,
+        } => keys::seal(&keyring, &context, &value, ttl, searchable),
+        Command::Index {
+            keyring,
+            context,
+            value,
+        } => keys::index(&keyring, &context, &value),
         Command::Open {
             keyring,
             context,

@@ -808,8 +808,14 @@ impl<'a> Compiler<'a> {
                     self.problem(&format!("{at}.seal_null"), "applies to JSON members only");
                     continue;
                 }
-                if !raw.views.is_empty() || raw.ttl.is_some() {
-                    let what = if raw.ttl.is_some() { "ttl" } else { "views" };
+                if !raw.views.is_empty() || raw.ttl.is_some() || raw.searchable {
+                    let what = if raw.ttl.is_some() {
+                        "ttl"
+                    } else if raw.searchable {
+                        "searchable"
+                    } else {
+                        "views"
+                    };
                     self.problem(&format!("{at}.{what}"), "applies to JSON members only");
                     continue;
                 }
@@ -850,6 +856,17 @@ impl<'a> Compiler<'a> {
                     self.problem(&format!("{at}.ttl"), problem);
                 }
                 selector.ttl = Some(ttl);
+            }
+            if raw.searchable {
+                if op != Operation::Seal {
+                    self.problem(&format!("{at}.searchable"), "applies to `encrypt` only");
+                } else if raw.ttl.is_some() {
+                    self.problem(
+                        &at,
+                        "a token is searchable or expiring, not both (equal values must give equal tokens)",
+                    );
+                }
+                selector.searchable = true;
             }
             if keys.keyring.is_none()
                 && selector
@@ -1114,6 +1131,21 @@ impl<'a> Compiler<'a> {
             let RawSelector::WithContext(w) = sel else {
                 continue;
             };
+            if w.searchable {
+                if w.ttl.is_some() {
+                    self.problem(
+                        &format!("{key}.{i}"),
+                        "a token is searchable or expiring, not both (equal values must give equal tokens)",
+                    );
+                }
+                match compiled.iter_mut().find(|s| *s.source == *w.path) {
+                    Some(s) => s.searchable = true,
+                    None => self.problem(
+                        &format!("{key}.{i}.searchable"),
+                        "applies to JSON members only",
+                    ),
+                }
+            }
             let Some(ttl) = w.ttl else {
                 continue;
             };
@@ -1218,10 +1250,18 @@ impl<'a> Compiler<'a> {
                     &w.views[..],
                 ),
             };
-            // `ttl` belongs to `response.encrypt` (set by `with_ttl`); anywhere else it is named.
+            // `ttl` and `searchable` belong to `response.encrypt` (set by `with_ttl`); anywhere
+            // else they are named.
             if let RawSelector::WithContext(w) = sel {
-                if w.ttl.is_some() && (decrypt || !key.ends_with(".response.encrypt")) {
+                let encrypt = !decrypt && key.ends_with(".response.encrypt");
+                if w.ttl.is_some() && !encrypt {
                     self.problem(&format!("{at}.ttl"), "applies to `encrypt` rules only");
+                }
+                if w.searchable && !encrypt {
+                    self.problem(
+                        &format!("{at}.searchable"),
+                        "applies to `encrypt` rules only",
+                    );
                 }
             }
             if decrypt && !views.is_empty() {
@@ -1472,6 +1512,9 @@ fn describe_entry(raw: &RawFieldRule, op: Operation) -> String {
     }
     if let Some(ttl) = raw.ttl {
         notes.push(format!("ttl {}", humantime::format_duration(ttl)));
+    }
+    if raw.searchable {
+        notes.push("searchable".into());
     }
     if !raw.views.is_empty() {
         let views: Vec<String> = raw

@@ -194,6 +194,9 @@ pub struct RawFieldRule {
     /// `encrypt` only: seal expiring tokens (`fse1`) that open for this long.
     #[serde(default, with = "humantime_serde")]
     pub ttl: Option<Duration>,
+    /// `encrypt` only: seal searchable tokens (`fsd1`): equal values give equal tokens.
+    #[serde(default)]
+    pub searchable: bool,
 }
 
 /// One view of a response rule: when it holds, the caller sees `show` instead of the action.
@@ -338,6 +341,9 @@ pub struct RawSelectorWithContext {
     /// `response.encrypt` only: seal expiring tokens (`fse1`) that open for this long.
     #[serde(default, with = "humantime_serde")]
     pub ttl: Option<Duration>,
+    /// `response.encrypt` only: seal searchable tokens (`fsd1`).
+    #[serde(default)]
+    pub searchable: bool,
 }
 
 #[derive(Debug, Deserialize)]

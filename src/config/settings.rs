@@ -299,6 +299,9 @@ impl RouteRules {
                         if let Some(ttl) = rule.selector.ttl {
                             notes.push(format!("ttl {}", humantime::format_duration(ttl)));
                         }
+                        if rule.selector.searchable {
+                            notes.push("searchable".into());
+                        }
                         notes.extend(crate::transform::view::View::describe_all(
                             &rule.selector.views,
                         ));

@@ -63,6 +63,33 @@ pub struct Key {
     pub state: KeyState,
     pub created_at: String,
     pub(crate) cipher: ZeroizingAesGcm,
+    /// The AES-SIV key of searchable tokens (`fsd1`, docs/tokens.md), derived from the secret
+    /// with HKDF-SHA256 so the two formats never use one key in two constructions. Kept as
+    /// bytes (zeroized on drop); the cipher is built per use.
+    pub(crate) siv_key: Zeroizing<[u8; SIV_KEY_LEN]>,
+}
+
+/// AES-SIV-512 (two AES-256 keys: S2V/CMAC and CTR).
+pub(crate) const SIV_KEY_LEN: usize = 64;
+
+/// HKDF `info` of the `fsd1` key: names the format and the construction.
+const SIV_KEY_INFO: &[u8] = b"fieldseal fsd1 aes-siv-512";
+
+/// `HKDF-SHA256(ikm = secret, salt = none, info = SIV_KEY_INFO)`, 64 bytes.
+pub(crate) fn derive_siv_key(secret: &[u8; SECRET_LEN]) -> Zeroizing<[u8; SIV_KEY_LEN]> {
+    struct Len;
+    impl aws_lc_rs::hkdf::KeyType for Len {
+        fn len(&self) -> usize {
+            SIV_KEY_LEN
+        }
+    }
+    let mut out = Zeroizing::new([0u8; SIV_KEY_LEN]);
+    aws_lc_rs::hkdf::Salt::new(aws_lc_rs::hkdf::HKDF_SHA256, &[])
+        .extract(secret)
+        .expand(&[SIV_KEY_INFO], Len)
+        .and_then(|okm| okm.fill(&mut out[..]))
+        .expect("HKDF-SHA256 can expand 64 bytes");
+    out
 }
 
 /// An AES-256-GCM cipher whose whole key schedule is cleared when it is dropped — when a
@@ -192,6 +219,7 @@ impl Keyring {
                 state: entry.state,
                 created_at: entry.created_at.clone(),
                 cipher: ZeroizingAesGcm::new(&secret),
+                siv_key: derive_siv_key(&secret),
             });
         }
         let primary = keys.iter().position(|k| k.id == file.primary);
@@ -489,6 +517,11 @@ pub fn disable(file: &mut KeyringFile, kid: &str) -> Result<bool, String> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// Lowercase hex, for comparing derived keys with documented values.
+    pub fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
 
     /// The contract's test key `k1` = bytes 00..1f.
     pub fn test_keyring() -> Keyring {

@@ -26,6 +26,12 @@ pub const TOKEN_PREFIX: &str = "fs1.";
 /// Every expiring token starts with this.
 pub const EXPIRING_PREFIX: &str = "fse1.";
 
+/// Every searchable (deterministic) token starts with this.
+pub const SEARCHABLE_PREFIX: &str = "fsd1.";
+
+/// AES-SIV's synthetic IV, first in an `fsd1` payload.
+const SIV_LEN: usize = 16;
+
 /// Clock skew tolerated when an expiring token is opened: it still opens this long after its
 /// expiry, because the replica opening it may run a little behind the one that sealed it.
 /// Replicas synchronised by NTP are milliseconds apart; 30 s also covers a VM resumed with a
@@ -42,6 +48,8 @@ pub enum Format {
     Fs1,
     /// `fse1`: opens until the Unix time it carries (seconds).
     Expiring { expires_at: u64 },
+    /// `fsd1`: AES-SIV, so equal plaintexts under one key and context give equal tokens.
+    Searchable,
 }
 
 impl Format {
@@ -49,13 +57,14 @@ impl Format {
         match self {
             Format::Fs1 => TOKEN_PREFIX,
             Format::Expiring { .. } => EXPIRING_PREFIX,
+            Format::Searchable => SEARCHABLE_PREFIX,
         }
     }
 
     /// What the payload carries before the nonce.
     fn header(self) -> Option<[u8; 8]> {
         match self {
-            Format::Fs1 => None,
+            Format::Fs1 | Format::Searchable => None,
             Format::Expiring { expires_at } => Some(expires_at.to_be_bytes()),
         }
     }
@@ -134,7 +143,7 @@ impl std::error::Error for OpenError {}
 
 /// A token's prefix and the rest after it (`<kid>.<payload>`), for either format.
 pub fn split_prefix(s: &str) -> Option<(&'static str, &str)> {
-    [TOKEN_PREFIX, EXPIRING_PREFIX]
+    [TOKEN_PREFIX, EXPIRING_PREFIX, SEARCHABLE_PREFIX]
         .into_iter()
         .find_map(|p| s.strip_prefix(p).map(|rest| (p, rest)))
 }
@@ -151,8 +160,10 @@ pub fn looks_like_token(s: &str) -> bool {
 /// payload, unauthenticated: for re-sealing what has just been opened).
 pub fn format_of(s: &str) -> Option<Format> {
     let (prefix, rest) = split_prefix(s)?;
-    if prefix == TOKEN_PREFIX {
-        return Some(Format::Fs1);
+    match prefix {
+        TOKEN_PREFIX => return Some(Format::Fs1),
+        SEARCHABLE_PREFIX => return Some(Format::Searchable),
+        _ => {}
     }
     let payload = B64URL.decode(rest.split_once('.')?.1).ok()?;
     let exp: [u8; EXPIRY_LEN] = payload.get(..EXPIRY_LEN)?.try_into().ok()?;
@@ -210,6 +221,9 @@ pub fn seal_json_as(
     context: &str,
     json: &[u8],
 ) -> Result<String, getrandom::Error> {
+    if format == Format::Searchable {
+        return Ok(seal_searchable(key, context, json));
+    }
     Ok(seal_json_with_nonce(
         key,
         format,
@@ -217,6 +231,26 @@ pub fn seal_json_as(
         json,
         nonces::next()?,
     ))
+}
+
+/// An `fsd1` token: `fsd1.<kid>.<base64url(siv ‖ ciphertext)>`, AES-SIV under the key's
+/// derived SIV key with the one associated datum `fsd1.<kid>.<context>`. No nonce: the same
+/// value, key and context always give the same token (that is the point, and all it leaks).
+pub fn seal_searchable(key: &Key, context: &str, json: &[u8]) -> String {
+    use aes_siv::{siv::Aes256Siv, KeyInit};
+    let aad = aad(Format::Searchable, &key.id, context);
+    let mut cipher = Aes256Siv::new((&*key.siv_key).into());
+    let sealed = cipher
+        .encrypt([&aad[..]], json)
+        .expect("AES-SIV encryption of an in-memory buffer cannot fail");
+    let mut token = String::with_capacity(
+        SEARCHABLE_PREFIX.len() + key.id.len() + 1 + sealed.len() * 4 / 3 + 4,
+    );
+    token.push_str(SEARCHABLE_PREFIX);
+    token.push_str(&key.id);
+    token.push('.');
+    B64URL.encode_string(&sealed, &mut token);
+    token
 }
 
 /// The Unix time now, in seconds.
@@ -373,6 +407,9 @@ pub fn open_json_at(
         return Err(OpenError::KeyDisabled(kid.to_string()));
     }
     let bytes = B64URL.decode(payload).map_err(|_| OpenError::BadEncoding)?;
+    if prefix == SEARCHABLE_PREFIX {
+        return open_searchable(key, kid, context, &bytes);
+    }
     let (format, bytes) = if prefix == EXPIRING_PREFIX {
         if bytes.len() < EXPIRY_LEN {
             return Err(OpenError::BadEncoding);
@@ -406,6 +443,30 @@ pub fn open_json_at(
         }
     }
     // Valid UTF-8 first: skipping a string does not check it, and this text goes to the app.
+    std::str::from_utf8(&plaintext)
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).ok())
+        .ok_or(OpenError::NotJson)?;
+    Ok(plaintext)
+}
+
+fn open_searchable(
+    key: &Key,
+    kid: &str,
+    context: &str,
+    bytes: &[u8],
+) -> Result<zeroize::Zeroizing<Vec<u8>>, OpenError> {
+    use aes_siv::{siv::Aes256Siv, KeyInit};
+    if bytes.len() < SIV_LEN {
+        return Err(OpenError::BadEncoding);
+    }
+    let aad = aad(Format::Searchable, kid, context);
+    let mut cipher = Aes256Siv::new((&*key.siv_key).into());
+    let plaintext = zeroize::Zeroizing::new(
+        cipher
+            .decrypt([&aad[..]], bytes)
+            .map_err(|_| OpenError::Rejected)?,
+    );
     std::str::from_utf8(&plaintext)
         .ok()
         .and_then(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).ok())
@@ -542,6 +603,63 @@ mod tests {
             open_json_at(&ring, "cvv", short, 0).unwrap_err(),
             OpenError::BadEncoding
         );
+    }
+
+    /// docs/tokens.md's `fsd1` vectors (HKDF-SHA256 then AES-SIV; Python `cryptography`
+    /// reproduces them in tests/python/test_tokens.py).
+    #[test]
+    fn searchable_token_vectors() {
+        let ring = test_keyring();
+        let k1 = ring.get("k1").unwrap();
+        assert_eq!(
+            crate::crypto::keyring::tests::hex(&k1.siv_key[..]),
+            "f4ba092ffb178676299a1109e42252e2d019d01e8b312d96efbe3945bea975c347dec56a4bc27d732c05714986ee6b3f53bccd2be35aef576ec35188d5fcc074"
+        );
+        for (context, value, token) in [
+            (
+                "ssn",
+                json!("123-45-6789"),
+                "fsd1.k1.WC8lXF_GoTMd2Yu1U8p4MNm1OhoRXH8vUf8SZtQ",
+            ),
+            (
+                "email",
+                json!("ada@example.com"),
+                "fsd1.k1.JaoyVDkrIF0IeXY7aSBzK-ygGUDtlRNKY_Cs8BWhnfiU",
+            ),
+            ("age", json!(42), "fsd1.k1.TyyKwYPUWxIjQTwMN9qVn2X3"),
+        ] {
+            let json = serde_json::to_vec(&value).unwrap();
+            assert_eq!(seal_searchable(k1, context, &json), token);
+            // Deterministic: every seal of the same value is the same token.
+            assert_eq!(
+                seal_json_as(k1, Format::Searchable, context, &json).unwrap(),
+                token
+            );
+            assert_eq!(open(&ring, context, token).unwrap(), value);
+            assert_eq!(format_of(token), Some(Format::Searchable));
+            assert!(looks_like_token(token));
+        }
+        // Bound to its context and key, tamper-evident.
+        let token = "fsd1.k1.WC8lXF_GoTMd2Yu1U8p4MNm1OhoRXH8vUf8SZtQ";
+        assert_eq!(
+            open(&ring, "tax_id", token).unwrap_err(),
+            OpenError::Rejected
+        );
+        let mut raw = B64URL.decode(&token[8..]).unwrap();
+        raw[20] ^= 1;
+        let tampered = format!("fsd1.k1.{}", B64URL.encode(&raw));
+        assert_eq!(
+            open(&ring, "ssn", &tampered).unwrap_err(),
+            OpenError::Rejected
+        );
+        assert_eq!(
+            open(&ring, "ssn", "fsd1.k1.AAAA").unwrap_err(),
+            OpenError::BadEncoding
+        );
+        // Different values, different tokens; an fs1 payload under fsd1 does not open.
+        assert_ne!(seal_searchable(k1, "ssn", b"\"123-45-6780\""), token);
+        let fs1 = seal_json(k1, "ssn", b"\"123-45-6789\"").unwrap();
+        assert!(open(&ring, "ssn", &fs1.replacen("fs1.", "fsd1.", 1)).is_err());
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub enum Action {
     Sealed,
     /// Sealed as an expiring token (`fse1`, a rule with `ttl`).
     SealedExpiring,
+    /// Sealed as a searchable token (`fsd1`, a rule with `searchable: true`).
+    SealedSearchable,
     Redacted,
     Masked,
     Opened,
@@ -44,6 +46,7 @@ impl Action {
         match self {
             Action::Sealed => "sealed",
             Action::SealedExpiring => "sealed_expiring",
+            Action::SealedSearchable => "sealed_searchable",
             Action::Redacted => "redacted",
             Action::Masked => "masked",
             Action::Opened => "opened",

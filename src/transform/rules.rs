@@ -136,6 +136,7 @@ struct Done {
 struct Sealing {
     seal_null: bool,
     ttl: Option<std::time::Duration>,
+    searchable: bool,
 }
 
 impl Sealing {
@@ -143,6 +144,7 @@ impl Sealing {
         Self {
             seal_null: selector.seal_null,
             ttl: selector.ttl,
+            searchable: selector.searchable,
         }
     }
 }
@@ -169,9 +171,10 @@ fn operate(
         Operation::Seal => {
             let key = require_keyring(keyring, path)?.primary();
             let plaintext = node.compact(path)?;
-            let format = match sealing.ttl {
-                None => token::Format::Fs1,
-                Some(ttl) => token::Format::Expiring {
+            let format = match (sealing.searchable, sealing.ttl) {
+                (true, _) => token::Format::Searchable,
+                (false, None) => token::Format::Fs1,
+                (false, Some(ttl)) => token::Format::Expiring {
                     expires_at: token::unix_now().saturating_add(ttl.as_secs()),
                 },
             };
@@ -183,6 +186,7 @@ fn operate(
                 action: match format {
                     token::Format::Fs1 => Action::Sealed,
                     token::Format::Expiring { .. } => Action::SealedExpiring,
+                    token::Format::Searchable => Action::SealedSearchable,
                 },
                 kid: Some(key.id.clone()),
             }

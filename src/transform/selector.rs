@@ -26,6 +26,8 @@ pub struct Selector {
     pub views: std::sync::Arc<[super::view::View]>,
     /// `encrypt` rules: seal expiring tokens (`fse1`) that open for this long.
     pub ttl: Option<std::time::Duration>,
+    /// `encrypt` rules: seal searchable tokens (`fsd1`): equal values, equal tokens.
+    pub searchable: bool,
 }
 
 /// A set of JSON value types, for the `type` of a decrypt rule.
@@ -113,6 +115,7 @@ impl Selector {
             accepts: None,
             views: std::sync::Arc::from(Vec::new()),
             ttl: None,
+            searchable: false,
         })
     }
 

@@ -201,3 +201,73 @@ def test_an_edited_expiry_does_not_open(fieldseal_bin, keyring):
     forged = f"fse1.k1.{b64url(bytes(raw))}"
     r = cli(fieldseal_bin, "open", "--keyring", path, "--context", "cvv", forged)
     assert r.returncode == 1 and "authentication_failed" in r.stderr, r.stderr
+
+
+# --- fsd1: searchable (deterministic) tokens (docs/tokens.md) ---------------------------------
+
+def siv_key(secret: bytes) -> bytes:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+    return HKDF(algorithm=hashes.SHA256(), length=64, salt=None,
+                info=b"fieldseal fsd1 aes-siv-512").derive(secret)
+
+
+def py_seal_searchable(secret: bytes, kid: str, context: str, value) -> str:
+    from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+    plaintext = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    sealed = AESSIV(siv_key(secret)).encrypt(plaintext, [f"fsd1.{kid}.{context}".encode()])
+    return f"fsd1.{kid}.{b64url(sealed)}"
+
+
+def py_open_searchable(secret: bytes, context: str, token: str):
+    from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+    prefix, kid, payload = token.split(".", 2)
+    assert prefix == "fsd1"
+    return json.loads(AESSIV(siv_key(secret)).decrypt(unb64url(payload), [f"fsd1.{kid}.{context}".encode()]))
+
+
+def test_searchable_vectors_with_an_independent_implementation():
+    assert siv_key(VECTOR_KEY).hex() == (
+        "f4ba092ffb178676299a1109e42252e2d019d01e8b312d96efbe3945bea975c3"
+        "47dec56a4bc27d732c05714986ee6b3f53bccd2be35aef576ec35188d5fcc074")
+    assert py_seal_searchable(VECTOR_KEY, "k1", "ssn", "123-45-6789") == \
+        "fsd1.k1.WC8lXF_GoTMd2Yu1U8p4MNm1OhoRXH8vUf8SZtQ"
+    assert py_seal_searchable(VECTOR_KEY, "k1", "email", "ada@example.com") == \
+        "fsd1.k1.JaoyVDkrIF0IeXY7aSBzK-ygGUDtlRNKY_Cs8BWhnfiU"
+    assert py_seal_searchable(VECTOR_KEY, "k1", "age", 42) == "fsd1.k1.TyyKwYPUWxIjQTwMN9qVn2X3"
+
+
+@pytest.mark.parametrize("value", VALUES[:5], ids=repr)
+def test_searchable_tokens_both_ways(fieldseal_bin, keyring, value):
+    path, secret = keyring
+    seal = lambda: cli(fieldseal_bin, "seal", "--keyring", path, "--context", "ssn", "--searchable",  # noqa: E731
+                       json.dumps(value))
+    first, second = seal(), seal()
+    assert first.returncode == 0, first.stderr
+    token = first.stdout.strip()
+    assert token.startswith("fsd1.k1.") and second.stdout.strip() == token, "deterministic"
+    assert token == py_seal_searchable(secret, "k1", "ssn", value)
+    assert py_open_searchable(secret, "ssn", token) == value
+    r = cli(fieldseal_bin, "open", "--keyring", path, "--context", "ssn",
+            py_seal_searchable(secret, "k1", "ssn", value))
+    assert r.returncode == 0 and json.loads(r.stdout) == value, r.stderr
+    # Another context: another token, and this one does not open there.
+    assert py_seal_searchable(secret, "k1", "tax_id", value) != token
+    assert cli(fieldseal_bin, "open", "--keyring", path, "--context", "tax_id", token).returncode == 1
+
+
+def test_index_finds_a_value_across_a_key_rotation(fieldseal_bin, keyring):
+    path, secret = keyring
+    old = cli(fieldseal_bin, "seal", "--keyring", path, "--context", "ssn", "--searchable",
+              '"123-45-6789"').stdout.strip()
+    assert cli(fieldseal_bin, "keys", "rotate", "--keyring", path).returncode == 0
+    new = cli(fieldseal_bin, "seal", "--keyring", path, "--context", "ssn", "--searchable",
+              '"123-45-6789"').stdout.strip()
+    assert new.startswith("fsd1.k2.") and new != old
+    lines = cli(fieldseal_bin, "index", "--keyring", path, "--context", "ssn", '"123-45-6789"').stdout
+    index = dict(line.split(" ", 1) for line in lines.strip().splitlines())
+    assert index == {"k1": old, "k2": new}, lines
+    # Both still open; the old one under its decrypt-only key.
+    for t in (old, new):
+        r = cli(fieldseal_bin, "open", "--keyring", path, "--context", "ssn", t)
+        assert r.returncode == 0 and json.loads(r.stdout) == "123-45-6789"

@@ -1,8 +1,10 @@
-"""Expiring tokens (`fse1`, docs/tokens.md) end to end, in front of the real FastAPI and Flask
-apps: a rule with `ttl` seals tokens that carry their expiry; sent back in time they open and
-the app gets plaintext; after their expiry (made by Python `cryptography` with a past expiry,
-since the suite does not wait an hour) they are refused before the app. Tokens are opened here
-with `cryptography`, independently of fieldseal."""
+"""Token formats beyond fs1 (docs/tokens.md) end to end, in front of the real FastAPI and Flask
+apps. Expiring tokens (`fse1`): a rule with `ttl` seals tokens that carry their expiry; sent
+back in time they open and the app gets plaintext; after their expiry (made by Python
+`cryptography` with a past expiry, since the suite does not wait an hour) they are refused
+before the app. Searchable tokens (`fsd1`): every answer carries the same token for the same
+value, which opens like any other. Tokens are opened here with `cryptography`, independently of
+fieldseal."""
 import base64
 import json
 import subprocess
@@ -12,7 +14,7 @@ import httpx
 import pytest
 
 from conftest import Proxy
-from test_tokens import py_open, py_open_expiring, py_seal_expiring
+from test_tokens import py_open_expiring, py_open_searchable, py_seal_expiring
 
 RULES = """keys:
   keyring: "{keyring}"
@@ -20,7 +22,7 @@ routes:
   - name: user
     match: {{ path: "/api/users/{{id}}", methods: [GET, PUT] }}
     response:
-      encrypt: ["$.ssn", {{ path: "$.password", ttl: 10m }}]
+      encrypt: [{{ path: "$.ssn", searchable: true }}, {{ path: "$.password", ttl: 10m }}]
     request:
       decrypt: ["$.ssn", "$.password"]
       require_encrypted: true
@@ -49,7 +51,12 @@ def test_a_ttl_rule_seals_expiring_tokens_that_open_in_time(proxy, app, client):
     before = int(time.time())
     doc = client.get(proxy.url("/api/users/7")).json()
     direct = httpx.get(f"http://127.0.0.1:{app.port}/api/users/7").json()
-    assert doc["ssn"].startswith("fs1.") and py_open(proxy.secret, "ssn", doc["ssn"]) == direct["ssn"]
+    assert doc["ssn"].startswith("fsd1.")
+    assert py_open_searchable(proxy.secret, "ssn", doc["ssn"]) == direct["ssn"]
+    # Searchable: the next answer (and another user's with the same SSN) has the same token;
+    # the expiring password token is fresh each time.
+    again = client.get(proxy.url("/api/users/8")).json()
+    assert again["ssn"] == doc["ssn"] and again["password"] != doc["password"]
     assert doc["password"].startswith("fse1.")
     password, expires_at = py_open_expiring(proxy.secret, "password", doc["password"])
     assert password == direct["password"]
@@ -60,8 +67,9 @@ def test_a_ttl_rule_seals_expiring_tokens_that_open_in_time(proxy, app, client):
     # Counted by what was done, and as a use of the key (the rotation policy counts both).
     text = httpx.get(f"http://127.0.0.1:{proxy.admin}/metrics").text
     assert 'fieldseal_fields_total{route="user",action="sealed_expiring",kid="k1"}' in text, text
+    assert 'fieldseal_fields_total{route="user",action="sealed_searchable",kid="k1"}' in text, text
     sealed = [line for line in text.splitlines() if line.startswith('fieldseal_tokens_sealed_total{kid="k1"}')]
-    assert sealed and float(sealed[0].rsplit(" ", 1)[1]) >= 2, sealed
+    assert sealed and float(sealed[0].rsplit(" ", 1)[1]) >= 4, sealed
 
 
 def test_an_expired_token_is_refused_before_the_app(proxy, app, client):
@@ -93,6 +101,7 @@ keys: {{ keyring: "{keyring}" }}
 fields:
   - {{ select: "$..cvv", action: encrypt, ttl: 1m }}
   - {{ select: "$..pin", action: redact, ttl: 1h }}
+  - {{ select: "$..iban", action: encrypt, ttl: 1h, searchable: true }}
 routes:
   - name: r
     match: {{ path: "/r" }}
@@ -103,6 +112,7 @@ routes:
                        text=True)
     assert r.returncode != 0
     for expected in ("fields.0.ttl: must be at least 5m", "fields.1.ttl: applies to `encrypt` only",
+                     "fields.2: a token is searchable or expiring, not both",
                      "routes.0.response.redact.0.ttl: applies to `encrypt` rules only",
                      "routes.0.request.decrypt.0.ttl: applies to `encrypt` rules only"):
         assert expected in r.stderr, r.stderr
