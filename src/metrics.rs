@@ -371,7 +371,8 @@ impl Metrics {
             // Both formats use the key: the rotation policy's `max_encryptions` counts both.
             crate::transform::outcome::Action::Sealed
             | crate::transform::outcome::Action::SealedExpiring
-            | crate::transform::outcome::Action::SealedSearchable => {
+            | crate::transform::outcome::Action::SealedSearchable
+            | crate::transform::outcome::Action::SealedForSubject => {
                 self.tokens_sealed
                     .get_or_create(&KidLabels { kid: kid_label })
                     .inc_by(n);

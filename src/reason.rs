@@ -48,6 +48,10 @@ pub enum Reason {
     NotJson,
     /// An expiring token past its expiry.
     Expired,
+    /// A subject-bound token where no data subject is known.
+    NoSubject,
+    /// A subject-bound token of an erased data subject.
+    SubjectErased,
     /// A JWE or envelope that is not well formed.
     Malformed,
     UnsupportedAlgorithm,
@@ -93,6 +97,8 @@ impl Reason {
             Reason::AuthenticationFailed => "authentication_failed",
             Reason::NotJson => "not_json",
             Reason::Expired => "expired",
+            Reason::NoSubject => "no_subject",
+            Reason::SubjectErased => "subject_erased",
             Reason::Malformed => "malformed",
             Reason::UnsupportedAlgorithm => "unsupported_algorithm",
             Reason::UnsupportedHeader => "unsupported_header",
@@ -150,6 +156,8 @@ mod tests {
             AuthenticationFailed,
             NotJson,
             Expired,
+            NoSubject,
+            SubjectErased,
             Malformed,
             UnsupportedAlgorithm,
             UnsupportedHeader,

@@ -56,6 +56,7 @@ pub fn keyring_file() -> KeyringFile {
         *b = i as u8;
     }
     KeyringFile {
+        shredded: Vec::new(),
         primary: "k1".into(),
         keys: vec![
             entry("k1", k1, KeyState::Active),

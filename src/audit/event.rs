@@ -255,6 +255,7 @@ mod tests {
 
     pub(crate) fn ring(primary: &str, keys: &[(&str, KeyState)]) -> Keyring {
         Keyring::from_file(KeyringFile {
+            shredded: Vec::new(),
             primary: primary.into(),
             keys: keys
                 .iter()

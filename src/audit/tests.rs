@@ -535,6 +535,7 @@ fn key_events_describe_keys_without_secrets() {
         use crate::crypto::keyring::{KeyEntry, KeyringFile};
         let b64 = |b: u8| base64::engine::general_purpose::STANDARD.encode([b; 32]);
         Keyring::from_file(KeyringFile {
+            shredded: Vec::new(),
             primary: "k2".into(),
             keys: [
                 ("k1", 1, KeyState::DecryptOnly),

@@ -76,6 +76,17 @@ pub enum KeysCommand {
         #[arg(long, value_name = "FILE", requires = "wrap")]
         kek_file: Option<PathBuf>,
     },
+    /// Erase a data subject: its subject-bound tokens (`fsb1`) never open again, on every
+    /// replica that loads this keyring (docs/tokens.md says what this does and does not erase).
+    Shred {
+        #[arg(long)]
+        keyring: PathBuf,
+        /// The data subject (as the route names it: the path parameter's or claim's value).
+        #[arg(long)]
+        subject: String,
+        #[command(flatten)]
+        kek: KekArgs,
+    },
     /// Add a fresh active primary key; the old primary becomes decrypt_only.
     Rotate {
         #[arg(long)]
@@ -154,6 +165,11 @@ pub fn keys(command: KeysCommand) -> ExitCode {
             }),
         ),
         KeysCommand::Rotate { keyring, id, kek } => rotate(&keyring, id.as_deref(), &kek),
+        KeysCommand::Shred {
+            keyring,
+            subject,
+            kek,
+        } => shred(&keyring, &subject, &kek),
         KeysCommand::List {
             keyring,
             admin,
@@ -291,6 +307,36 @@ fn rotate(path: &Path, id: Option<&str>, kek: &KekArgs) -> Result<(), Failure> {
     println!("  1. reload the proxy (`kill -HUP <pid>`, or update the Secret and let it reload); until then it seals with {old_primary}");
     println!("  2. re-seal stored tokens under {new_primary}: `fieldseal rewrap --keyring {}` (docs/rewrap.md)", path.display());
     println!("  3. once nothing presents {old_primary} tokens any more: `fieldseal keys retire --keyring {} {old_primary} --admin http://ADMIN`", path.display());
+    Ok(())
+}
+
+fn shred(path: &Path, subject: &str, kek: &KekArgs) -> Result<(), Failure> {
+    let (mut read, _) = read(path, &kek.source())?;
+    let digest: String = keyring::subject_digest(subject)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if read
+        .file
+        .shredded
+        .iter()
+        .any(|s| s.subject_sha256 == digest)
+    {
+        println!("this subject is already erased; nothing to do");
+        return Ok(());
+    }
+    read.file.shredded.push(keyring::Shred {
+        subject_sha256: digest.clone(),
+        at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+    });
+    write_back(path, &read.file, read.kek.as_ref())?;
+    // The subject itself is never printed or written: only its digest.
+    println!(
+        "erased: subject {digest} added to the shred list of {}",
+        path.display()
+    );
+    println!("next: reload every replica (update the Secret; `kill -HUP <pid>`); from then on its fsb1 tokens fail with subject_erased");
+    println!("to erase the keys themselves: docs/tokens.md, \"Erasure that survives the keyring\"");
     Ok(())
 }
 
@@ -665,6 +711,7 @@ pub fn seal(
     value: &str,
     ttl: Option<std::time::Duration>,
     searchable: bool,
+    subject: Option<&str>,
 ) -> ExitCode {
     let (ring, text) = match (load(path), argument(value)) {
         (Ok(r), Ok(t)) => (r, zeroize::Zeroizing::new(t)),
@@ -686,6 +733,18 @@ pub fn seal(
     };
     let json =
         zeroize::Zeroizing::new(serde_json::to_vec(&value).expect("a JSON value serialises"));
+    if let Some(subject) = subject {
+        return match token::seal_for_subject(&ring, subject, context, &json) {
+            Ok(t) => {
+                println!("{t}");
+                ExitCode::SUCCESS
+            }
+            Err(reason) => {
+                eprintln!("error: cannot seal for this subject: {reason}");
+                ExitCode::from(exit::FAILED)
+            }
+        };
+    }
     match token::seal_json_as(ring.primary(), format, context, &json) {
         Ok(t) => {
             println!("{t}");
@@ -723,12 +782,17 @@ pub fn index(path: &Path, context: &str, value: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-pub fn open(path: &Path, context: &str, token_text: &str) -> ExitCode {
+pub fn open(path: &Path, context: &str, token_text: &str, subject: Option<&str>) -> ExitCode {
     let (ring, text) = match (load(path), argument(token_text)) {
         (Ok(r), Ok(t)) => (r, t),
         (Err(code), _) | (_, Err(code)) => return code,
     };
-    match token::open(&ring, context, text.trim()) {
+    let opened =
+        token::open_json_for_subject(&ring, context, text.trim(), subject).and_then(|json| {
+            serde_json::from_slice::<serde_json::Value>(&json)
+                .map_err(|_| token::OpenError::NotJson)
+        });
+    match opened {
         Ok(v) => {
             println!("{v}");
             ExitCode::SUCCESS

@@ -84,8 +84,11 @@ pub enum Command {
         #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "searchable")]
         ttl: Option<std::time::Duration>,
         /// Seal a searchable token (`fsd1`): the same value always gives the same token.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "subject")]
         searchable: bool,
+        /// Seal a subject-bound token (`fsb1`) for this data subject.
+        #[arg(long, conflicts_with = "ttl")]
+        subject: Option<String>,
     },
     /// Print the searchable token (`fsd1`) of a JSON value under every key still in use (active
     /// and decrypt-only), one `<kid> <token>` line each: what to search stored tokens for
@@ -106,6 +109,9 @@ pub enum Command {
         #[arg(long)]
         context: String,
         token: String,
+        /// The data subject a subject-bound token (`fsb1`) was sealed for.
+        #[arg(long)]
+        subject: Option<String>,
     },
     /// Write a starting point for your app: fieldseal.yaml (fields proposed from its OpenAPI
     /// document), keyring.json and a development certificate. Never overwrites a file.
@@ -135,7 +141,15 @@ pub fn main() -> ExitCode {
             value,
             ttl,
             searchable,
-        } => keys::seal(&keyring, &context, &value, ttl, searchable),
+            subject,
+        } => keys::seal(
+            &keyring,
+            &context,
+            &value,
+            ttl,
+            searchable,
+            subject.as_deref(),
+        ),
         Command::Index {
             keyring,
             context,
@@ -145,7 +159,8 @@ pub fn main() -> ExitCode {
             keyring,
             context,
             token,
-        } => keys::open(&keyring, &context, &token),
+            subject,
+        } => keys::open(&keyring, &context, &token, subject.as_deref()),
         Command::Check { config } => check::check(&config),
         Command::Run { config } => {
             telemetry::init(cli.log_format.unwrap_or(LogFormat::Json));

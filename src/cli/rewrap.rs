@@ -226,6 +226,9 @@ pub(crate) struct Stats {
     /// Expiring tokens past their expiry: they open nowhere, so they are left as they are
     /// (retiring their key changes nothing for them).
     pub expired: u64,
+    /// Subject-bound tokens (`fsb1`): re-sealing one needs its subject, which a document does
+    /// not say; left as they are (docs/tokens.md).
+    pub subject_bound: u64,
 }
 
 impl Stats {
@@ -255,10 +258,16 @@ impl Summary {
         } else {
             format!("{} ", by_key.join(", "))
         };
-        let expired = match self.stats.expired {
+        let mut expired = match self.stats.expired {
             0 => String::new(),
             n => format!("; {n} expired, left as they are"),
         };
+        if self.stats.subject_bound > 0 {
+            expired.push_str(&format!(
+                "; {} subject-bound, left as they are",
+                self.stats.subject_bound
+            ));
+        }
         format!(
             "rewrapped {} in {} ({from}→ primary {primary}); {} already current{expired}",
             plural(self.stats.rewrapped_total(), "token"),
@@ -378,6 +387,7 @@ pub(crate) fn rewrap_stream<R: Read, W: Write>(
         }
         summary.stats.current += stats.current;
         summary.stats.expired += stats.expired;
+        summary.stats.subject_bound += stats.subject_bound;
     }
     Ok(())
 }
@@ -438,6 +448,10 @@ pub(crate) fn rewrap_document(
             Ok(p) => p,
             Err(token::OpenError::Expired) => {
                 stats.expired += 1;
+                return Ok(None);
+            }
+            Err(token::OpenError::NoSubject) => {
+                stats.subject_bound += 1;
                 return Ok(None);
             }
             Err(e) => return Err(failure(e.reason())),
@@ -632,6 +646,7 @@ mod tests {
     /// After it: k1 decrypt_only, k2 the primary, k0 disabled.
     fn ring() -> Keyring {
         Keyring::from_file(KeyringFile {
+            shredded: Vec::new(),
             primary: "k2".into(),
             keys: vec![
                 entry("k0", &K9, KeyState::Disabled),

@@ -45,6 +45,55 @@ impl fmt::Display for KeyState {
 pub struct KeyringFile {
     pub primary: String,
     pub keys: Vec<KeyEntry>,
+    /// Subjects erased with `keys shred` (docs/tokens.md, `fsb1`): their subject-bound tokens
+    /// never open again, on every replica that loads this file. Absent when empty, so files
+    /// without erasures stay as contract §2 writes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shredded: Vec<Shred>,
+}
+
+/// One erased subject: its [`subject_digest`] (never the subject) and when it was erased.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shred {
+    /// Lowercase hex of [`subject_digest`].
+    pub subject_sha256: String,
+    /// RFC 3339, UTC.
+    pub at: String,
+}
+
+/// How the keyring file names a subject: SHA-256 over a domain prefix and the subject, so the
+/// file does not spell out who was erased (the file is secret anyway; a guessable subject id
+/// can be confirmed by whoever reads it).
+pub fn subject_digest(subject: &str) -> [u8; 32] {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(b"fieldseal/shred/v1\0");
+    ctx.update(subject.as_bytes());
+    ctx.finish()
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes")
+}
+
+/// HKDF `info` prefix of a subject's key (`fsb1`): the format, then the subject's bytes.
+const SUBJECT_KEY_INFO: &[u8] = b"fieldseal fsb1 subject\0";
+
+/// `HKDF-SHA256(ikm = secret, salt = none, info = SUBJECT_KEY_INFO ‖ subject)`, 32 bytes: the
+/// AES-256-GCM key of the subject's `fsb1` tokens under this keyring key.
+fn derive_subject_key(secret: &[u8; SECRET_LEN], subject: &str) -> Zeroizing<[u8; SECRET_LEN]> {
+    struct Len;
+    impl aws_lc_rs::hkdf::KeyType for Len {
+        fn len(&self) -> usize {
+            SECRET_LEN
+        }
+    }
+    let mut out = Zeroizing::new([0u8; SECRET_LEN]);
+    aws_lc_rs::hkdf::Salt::new(aws_lc_rs::hkdf::HKDF_SHA256, &[])
+        .extract(secret)
+        .expand(&[SUBJECT_KEY_INFO, subject.as_bytes()], Len)
+        .and_then(|okm| okm.fill(&mut out[..]))
+        .expect("HKDF-SHA256 can expand 32 bytes");
+    out
 }
 
 #[derive(Serialize, Deserialize)]
@@ -67,6 +116,15 @@ pub struct Key {
     /// with HKDF-SHA256 so the two formats never use one key in two constructions. Kept as
     /// bytes (zeroized on drop); the cipher is built per use.
     pub(crate) siv_key: Zeroizing<[u8; SIV_KEY_LEN]>,
+    /// The secret itself, for per-subject keys (`fsb1`), derived per token.
+    secret: Zeroizing<[u8; SECRET_LEN]>,
+}
+
+impl Key {
+    /// The AES-256-GCM cipher of `subject`'s tokens under this key (`fsb1`).
+    pub(crate) fn subject_cipher(&self, subject: &str) -> ZeroizingAesGcm {
+        ZeroizingAesGcm::new(&derive_subject_key(&self.secret, subject))
+    }
 }
 
 /// AES-SIV-512 (two AES-256 keys: S2V/CMAC and CTR).
@@ -149,6 +207,8 @@ impl fmt::Debug for Key {
 pub struct Keyring {
     keys: Vec<Key>,
     primary: usize,
+    /// [`subject_digest`]s of erased subjects.
+    shredded: std::collections::HashSet<[u8; 32]>,
 }
 
 /// Why a keyring cannot be used. Messages name keys by id, never secrets.
@@ -220,6 +280,7 @@ impl Keyring {
                 created_at: entry.created_at.clone(),
                 cipher: ZeroizingAesGcm::new(&secret),
                 siv_key: derive_siv_key(&secret),
+                secret: Zeroizing::new(*secret),
             });
         }
         let primary = keys.iter().position(|k| k.id == file.primary);
@@ -238,8 +299,32 @@ impl Keyring {
         if keys.is_empty() && problems.is_empty() {
             problems.push("the keyring has no keys".into());
         }
+        let mut shredded = std::collections::HashSet::new();
+        for (i, shred) in file.shredded.iter().enumerate() {
+            let digest = (shred.subject_sha256.len() == 64)
+                .then(|| {
+                    (0..32)
+                        .map(|j| u8::from_str_radix(&shred.subject_sha256[2 * j..2 * j + 2], 16))
+                        .collect::<Result<Vec<u8>, _>>()
+                        .ok()
+                })
+                .flatten()
+                .and_then(|v| <[u8; 32]>::try_from(v).ok());
+            match digest {
+                Some(d) => {
+                    shredded.insert(d);
+                }
+                None => problems.push(format!(
+                    "shredded.{i}: subject_sha256 must be 64 hex digits"
+                )),
+            }
+        }
         match primary {
-            Some(primary) if problems.is_empty() => Ok(Self { keys, primary }),
+            Some(primary) if problems.is_empty() => Ok(Self {
+                keys,
+                primary,
+                shredded,
+            }),
             _ => Err(KeyringError(problems)),
         }
     }
@@ -251,6 +336,7 @@ impl Keyring {
         created_at: &str,
     ) -> Result<Self, KeyringError> {
         Self::from_file(KeyringFile {
+            shredded: Vec::new(),
             primary: id.to_string(),
             keys: vec![KeyEntry {
                 id: id.to_string(),
@@ -259,6 +345,11 @@ impl Keyring {
                 state: KeyState::Active,
             }],
         })
+    }
+
+    /// Whether `subject` was erased (`keys shred`): its `fsb1` tokens neither seal nor open.
+    pub fn is_shredded(&self, subject: &str) -> bool {
+        !self.shredded.is_empty() && self.shredded.contains(&subject_digest(subject))
     }
 
     /// The key every new seal uses.
@@ -301,6 +392,7 @@ pub fn generate(id: &str) -> Result<KeyringFile, String> {
     let mut secret = Zeroizing::new([0u8; SECRET_LEN]);
     getrandom::fill(&mut secret[..]).map_err(|e| format!("the OS random source failed: {e}"))?;
     Ok(KeyringFile {
+        shredded: Vec::new(),
         primary: id.to_string(),
         keys: vec![KeyEntry {
             id: id.to_string(),
@@ -525,9 +617,15 @@ pub(crate) mod tests {
 
     /// The contract's test key `k1` = bytes 00..1f.
     pub fn test_keyring() -> Keyring {
+        Keyring::from_file(test_keyring_file()).unwrap()
+    }
+
+    /// The file of [`test_keyring`], to edit before building.
+    pub fn test_keyring_file() -> KeyringFile {
         let secret =
             base64::engine::general_purpose::STANDARD.encode((0u8..32).collect::<Vec<_>>());
-        Keyring::from_file(KeyringFile {
+        KeyringFile {
+            shredded: Vec::new(),
             primary: "k1".into(),
             keys: vec![
                 entry("k1", &secret, KeyState::Active),
@@ -542,8 +640,7 @@ pub(crate) mod tests {
                     KeyState::Disabled,
                 ),
             ],
-        })
-        .unwrap()
+        }
     }
 
     fn entry(id: &str, secret: &str, state: KeyState) -> KeyEntry {
@@ -600,6 +697,7 @@ pub(crate) mod tests {
     fn validation_collects_every_problem() {
         let b64 = |n: usize| base64::engine::general_purpose::STANDARD.encode(vec![1u8; n]);
         let err = Keyring::from_file(KeyringFile {
+            shredded: Vec::new(),
             primary: "b".into(),
             keys: vec![
                 entry("a", &b64(16), KeyState::Active),
@@ -625,6 +723,7 @@ pub(crate) mod tests {
     #[test]
     fn unknown_primary_is_an_error() {
         let err = Keyring::from_file(KeyringFile {
+            shredded: Vec::new(),
             primary: "zz".into(),
             keys: vec![entry(
                 "a",
@@ -662,6 +761,7 @@ pub(crate) mod tests {
 
     fn file_of(ids: &[(&str, KeyState)], primary: &str) -> KeyringFile {
         KeyringFile {
+            shredded: Vec::new(),
             primary: primary.into(),
             keys: ids
                 .iter()

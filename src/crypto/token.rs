@@ -29,6 +29,9 @@ pub const EXPIRING_PREFIX: &str = "fse1.";
 /// Every searchable (deterministic) token starts with this.
 pub const SEARCHABLE_PREFIX: &str = "fsd1.";
 
+/// Every subject-bound token starts with this.
+pub const SUBJECT_PREFIX: &str = "fsb1.";
+
 /// AES-SIV's synthetic IV, first in an `fsd1` payload.
 const SIV_LEN: usize = 16;
 
@@ -50,6 +53,8 @@ pub enum Format {
     Expiring { expires_at: u64 },
     /// `fsd1`: AES-SIV, so equal plaintexts under one key and context give equal tokens.
     Searchable,
+    /// `fsb1`: AES-256-GCM under a key derived for one data subject ([`seal_for_subject`]).
+    SubjectBound,
 }
 
 impl Format {
@@ -58,13 +63,14 @@ impl Format {
             Format::Fs1 => TOKEN_PREFIX,
             Format::Expiring { .. } => EXPIRING_PREFIX,
             Format::Searchable => SEARCHABLE_PREFIX,
+            Format::SubjectBound => SUBJECT_PREFIX,
         }
     }
 
     /// What the payload carries before the nonce.
     fn header(self) -> Option<[u8; 8]> {
         match self {
-            Format::Fs1 | Format::Searchable => None,
+            Format::Fs1 | Format::Searchable | Format::SubjectBound => None,
             Format::Expiring { expires_at } => Some(expires_at.to_be_bytes()),
         }
     }
@@ -96,6 +102,10 @@ pub enum OpenError {
     NotJson,
     /// An authentic expiring token past its expiry (and the skew).
     Expired,
+    /// A subject-bound token where no data subject is known (it opens only for its subject).
+    NoSubject,
+    /// The data subject was erased (`keys shred`): its tokens never open again.
+    SubjectErased,
 }
 
 impl OpenError {
@@ -109,6 +119,8 @@ impl OpenError {
             OpenError::Rejected => Reason::AuthenticationFailed,
             OpenError::NotJson => Reason::NotJson,
             OpenError::Expired => Reason::Expired,
+            OpenError::NoSubject => Reason::NoSubject,
+            OpenError::SubjectErased => Reason::SubjectErased,
         }
     }
 
@@ -135,6 +147,10 @@ impl fmt::Display for OpenError {
             ),
             OpenError::NotJson => f.write_str("the token's plaintext is not JSON"),
             OpenError::Expired => f.write_str("the token has expired"),
+            OpenError::NoSubject => {
+                f.write_str("a subject-bound token, where this request names no data subject")
+            }
+            OpenError::SubjectErased => f.write_str("the token's data subject was erased"),
         }
     }
 }
@@ -143,9 +159,14 @@ impl std::error::Error for OpenError {}
 
 /// A token's prefix and the rest after it (`<kid>.<payload>`), for either format.
 pub fn split_prefix(s: &str) -> Option<(&'static str, &str)> {
-    [TOKEN_PREFIX, EXPIRING_PREFIX, SEARCHABLE_PREFIX]
-        .into_iter()
-        .find_map(|p| s.strip_prefix(p).map(|rest| (p, rest)))
+    [
+        TOKEN_PREFIX,
+        EXPIRING_PREFIX,
+        SEARCHABLE_PREFIX,
+        SUBJECT_PREFIX,
+    ]
+    .into_iter()
+    .find_map(|p| s.strip_prefix(p).map(|rest| (p, rest)))
 }
 
 /// Whether `s` looks like a field token of either format (prefix and kid shape); says nothing
@@ -163,6 +184,7 @@ pub fn format_of(s: &str) -> Option<Format> {
     match prefix {
         TOKEN_PREFIX => return Some(Format::Fs1),
         SEARCHABLE_PREFIX => return Some(Format::Searchable),
+        SUBJECT_PREFIX => return Some(Format::SubjectBound),
         _ => {}
     }
     let payload = B64URL.decode(rest.split_once('.')?.1).ok()?;
@@ -224,6 +246,11 @@ pub fn seal_json_as(
     if format == Format::Searchable {
         return Ok(seal_searchable(key, context, json));
     }
+    // A subject's key needs the subject: `seal_for_subject` is the only way to one.
+    assert!(
+        format != Format::SubjectBound,
+        "subject-bound tokens are sealed with seal_for_subject"
+    );
     Ok(seal_json_with_nonce(
         key,
         format,
@@ -407,6 +434,9 @@ pub fn open_json_at(
         return Err(OpenError::KeyDisabled(kid.to_string()));
     }
     let bytes = B64URL.decode(payload).map_err(|_| OpenError::BadEncoding)?;
+    if prefix == SUBJECT_PREFIX {
+        return Err(OpenError::NoSubject);
+    }
     if prefix == SEARCHABLE_PREFIX {
         return open_searchable(key, kid, context, &bytes);
     }
@@ -443,6 +473,110 @@ pub fn open_json_at(
         }
     }
     // Valid UTF-8 first: skipping a string does not check it, and this text goes to the app.
+    std::str::from_utf8(&plaintext)
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).ok())
+        .ok_or(OpenError::NotJson)?;
+    Ok(plaintext)
+}
+
+/// Seals `json` for data subject `subject` under the primary key: an `fsb1` token,
+/// `fsb1.<kid>.<base64url(nonce ‖ ciphertext ‖ tag)>`, AES-256-GCM under
+/// `HKDF-SHA256(secret, info = "fieldseal fsb1 subject\0" ‖ subject)` with the AAD
+/// `fsb1.<kid>.<context>`. It opens only where the same subject is named
+/// ([`open_json_for_subject`]), and never once the subject is erased.
+pub fn seal_for_subject(
+    keyring: &Keyring,
+    subject: &str,
+    context: &str,
+    json: &[u8],
+) -> Result<String, Reason> {
+    if keyring.is_shredded(subject) {
+        return Err(Reason::SubjectErased);
+    }
+    let nonce = nonces::next().map_err(|_| Reason::RandomSourceFailed)?;
+    Ok(seal_subject_with_nonce(
+        keyring.primary(),
+        subject,
+        context,
+        json,
+        nonce,
+    ))
+}
+
+fn seal_subject_with_nonce(
+    key: &Key,
+    subject: &str,
+    context: &str,
+    json: &[u8],
+    nonce: [u8; NONCE_LEN],
+) -> String {
+    let aad = aad(Format::SubjectBound, &key.id, context);
+    let sealed = key
+        .subject_cipher(subject)
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: json,
+                aad: &aad,
+            },
+        )
+        .expect("AES-GCM encryption of an in-memory buffer cannot fail");
+    let mut payload = Vec::with_capacity(NONCE_LEN + sealed.len());
+    payload.extend_from_slice(&nonce);
+    payload.extend_from_slice(&sealed);
+    let mut token =
+        String::with_capacity(SUBJECT_PREFIX.len() + key.id.len() + 1 + payload.len() * 4 / 3 + 4);
+    token.push_str(SUBJECT_PREFIX);
+    token.push_str(&key.id);
+    token.push('.');
+    B64URL.encode_string(&payload, &mut token);
+    token
+}
+
+/// Opens a token of any format where `subject` (if any) is the request's data subject: an
+/// `fsb1` token opens only for the subject it was sealed for (another subject's key fails
+/// authentication), never for an erased one; other formats as [`open_json`].
+pub fn open_json_for_subject(
+    keyring: &Keyring,
+    context: &str,
+    token: &str,
+    subject: Option<&str>,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, OpenError> {
+    let Some(rest) = token.strip_prefix(SUBJECT_PREFIX) else {
+        return open_json(keyring, context, token);
+    };
+    let subject = subject.ok_or(OpenError::NoSubject)?;
+    let (kid, payload) = rest.split_once('.').ok_or(OpenError::Malformed)?;
+    if !valid_key_id(kid) {
+        return Err(OpenError::Malformed);
+    }
+    let key = keyring
+        .get(kid)
+        .ok_or_else(|| OpenError::UnknownKey(kid.to_string()))?;
+    if key.state == KeyState::Disabled {
+        return Err(OpenError::KeyDisabled(kid.to_string()));
+    }
+    if keyring.is_shredded(subject) {
+        return Err(OpenError::SubjectErased);
+    }
+    let bytes = B64URL.decode(payload).map_err(|_| OpenError::BadEncoding)?;
+    if bytes.len() < NONCE_LEN + TAG_LEN {
+        return Err(OpenError::BadEncoding);
+    }
+    let (nonce, sealed) = bytes.split_at(NONCE_LEN);
+    let aad = aad(Format::SubjectBound, kid, context);
+    let plaintext = zeroize::Zeroizing::new(
+        key.subject_cipher(subject)
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: sealed,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| OpenError::Rejected)?,
+    );
     std::str::from_utf8(&plaintext)
         .ok()
         .and_then(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).ok())
@@ -660,6 +794,72 @@ mod tests {
         assert_ne!(seal_searchable(k1, "ssn", b"\"123-45-6780\""), token);
         let fs1 = seal_json(k1, "ssn", b"\"123-45-6789\"").unwrap();
         assert!(open(&ring, "ssn", &fs1.replacen("fs1.", "fsd1.", 1)).is_err());
+    }
+
+    /// docs/tokens.md's `fsb1` vectors (HKDF-SHA256 per subject, then AES-256-GCM; Python
+    /// `cryptography` reproduces them in tests/python/test_tokens.py).
+    #[test]
+    fn subject_bound_token_vectors_and_erasure() {
+        let ring = test_keyring();
+        let k1 = ring.get("k1").unwrap();
+        let json = br#""123-45-6789""#;
+        for (subject, token) in [
+            (
+                "42",
+                "fsb1.k1.AAECAwQFBgcICQoL3PyUQ4nYK8zPBaAX2uzjJmbqw1d5vKWJsA6P7RQ",
+            ),
+            (
+                "43",
+                "fsb1.k1.AAECAwQFBgcICQoLycN_dscX97y3qHJ43o7TbkfKvQaCJAm5x8idSfE",
+            ),
+        ] {
+            assert_eq!(
+                seal_subject_with_nonce(k1, subject, "ssn", json, NONCE),
+                token
+            );
+            assert_eq!(
+                &open_json_for_subject(&ring, "ssn", token, Some(subject)).unwrap()[..],
+                json
+            );
+            assert_eq!(format_of(token), Some(Format::SubjectBound));
+        }
+        let for_42 = "fsb1.k1.AAECAwQFBgcICQoL3PyUQ4nYK8zPBaAX2uzjJmbqw1d5vKWJsA6P7RQ";
+        // Another subject's request: the key differs, the token does not open.
+        assert_eq!(
+            open_json_for_subject(&ring, "ssn", for_42, Some("43")).unwrap_err(),
+            OpenError::Rejected
+        );
+        // Without a subject, and through the subject-less entry points: refused by name.
+        assert_eq!(
+            open_json(&ring, "ssn", for_42).unwrap_err(),
+            OpenError::NoSubject
+        );
+        assert_eq!(
+            open_json_for_subject(&ring, "ssn", for_42, None).unwrap_err(),
+            OpenError::NoSubject
+        );
+        assert_eq!(
+            crate::crypto::keyring::tests::hex(&crate::crypto::keyring::subject_digest("42")),
+            "d32def2b6b68aa14d94973fe3709c6874a622b627a0f81c2f25fddcc94cc6d90"
+        );
+        // Erased: neither opens nor seals again; other subjects are untouched.
+        let mut file = crate::crypto::keyring::tests::test_keyring_file();
+        file.shredded.push(crate::crypto::keyring::Shred {
+            subject_sha256: "d32def2b6b68aa14d94973fe3709c6874a622b627a0f81c2f25fddcc94cc6d90"
+                .into(),
+            at: "2026-12-05T00:00:00Z".into(),
+        });
+        let erased = Keyring::from_file(file).unwrap();
+        assert!(erased.is_shredded("42") && !erased.is_shredded("43"));
+        assert_eq!(
+            open_json_for_subject(&erased, "ssn", for_42, Some("42")).unwrap_err(),
+            OpenError::SubjectErased
+        );
+        assert_eq!(
+            seal_for_subject(&erased, "42", "ssn", json).unwrap_err(),
+            Reason::SubjectErased
+        );
+        assert!(seal_for_subject(&erased, "43", "ssn", json).is_ok());
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub enum Action {
     SealedExpiring,
     /// Sealed as a searchable token (`fsd1`, a rule with `searchable: true`).
     SealedSearchable,
+    /// Sealed for one data subject (`fsb1`).
+    SealedForSubject,
     Redacted,
     Masked,
     Opened,
@@ -47,6 +49,7 @@ impl Action {
             Action::Sealed => "sealed",
             Action::SealedExpiring => "sealed_expiring",
             Action::SealedSearchable => "sealed_searchable",
+            Action::SealedForSubject => "sealed_for_subject",
             Action::Redacted => "redacted",
             Action::Masked => "masked",
             Action::Opened => "opened",

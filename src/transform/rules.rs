@@ -187,6 +187,7 @@ fn operate(
                     token::Format::Fs1 => Action::Sealed,
                     token::Format::Expiring { .. } => Action::SealedExpiring,
                     token::Format::Searchable => Action::SealedSearchable,
+                    token::Format::SubjectBound => Action::SealedForSubject,
                 },
                 kid: Some(key.id.clone()),
             }

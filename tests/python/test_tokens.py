@@ -271,3 +271,61 @@ def test_index_finds_a_value_across_a_key_rotation(fieldseal_bin, keyring):
     for t in (old, new):
         r = cli(fieldseal_bin, "open", "--keyring", path, "--context", "ssn", t)
         assert r.returncode == 0 and json.loads(r.stdout) == "123-45-6789"
+
+
+# --- fsb1: subject-bound tokens and erasure (docs/tokens.md) -----------------------------------
+
+def subject_key(secret: bytes, subject: str) -> bytes:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                info=b"fieldseal fsb1 subject\0" + subject.encode()).derive(secret)
+
+
+def py_seal_for_subject(secret: bytes, kid: str, subject: str, context: str, value,
+                        nonce: bytes | None = None) -> str:
+    nonce = nonce or os.urandom(12)
+    plaintext = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    sealed = AESGCM(subject_key(secret, subject)).encrypt(nonce, plaintext, f"fsb1.{kid}.{context}".encode())
+    return f"fsb1.{kid}.{b64url(nonce + sealed)}"
+
+
+def test_subject_bound_vectors_with_an_independent_implementation():
+    assert subject_key(VECTOR_KEY, "42").hex() == \
+        "dca09889644ba510c08cdf7541cbec9620ac4eb3e4375a3f88f82e8ecb071476"
+    assert py_seal_for_subject(VECTOR_KEY, "k1", "42", "ssn", "123-45-6789", VECTOR_NONCE) == \
+        "fsb1.k1.AAECAwQFBgcICQoL3PyUQ4nYK8zPBaAX2uzjJmbqw1d5vKWJsA6P7RQ"
+
+
+def test_subject_bound_tokens_both_ways_and_shredding(fieldseal_bin, keyring):
+    path, secret = keyring
+    r = cli(fieldseal_bin, "seal", "--keyring", path, "--context", "ssn", "--subject", "user-42",
+            '"123-45-6789"')
+    assert r.returncode == 0, r.stderr
+    token = r.stdout.strip()
+    assert token.startswith("fsb1.k1.")
+    raw = unb64url(token.split(".", 2)[2])
+    assert json.loads(AESGCM(subject_key(secret, "user-42")).decrypt(raw[:12], raw[12:], b"fsb1.k1.ssn")) \
+        == "123-45-6789"
+    made_here = py_seal_for_subject(secret, "k1", "user-42", "ssn", "123-45-6789")
+    opened = cli(fieldseal_bin, "open", "--keyring", path, "--context", "ssn", "--subject", "user-42", made_here)
+    assert opened.returncode == 0 and json.loads(opened.stdout) == "123-45-6789", opened.stderr
+    # Another subject, or none: refused.
+    other = cli(fieldseal_bin, "open", "--keyring", path, "--context", "ssn", "--subject", "user-43", token)
+    assert other.returncode == 1 and "authentication_failed" in other.stderr
+    none = cli(fieldseal_bin, "open", "--keyring", path, "--context", "ssn", token)
+    assert none.returncode == 1 and "no_subject" in none.stderr
+    # Erase user-42: the file names a digest, never the subject; the token stops opening.
+    r = cli(fieldseal_bin, "keys", "shred", "--keyring", path, "--subject", "user-42")
+    assert r.returncode == 0, r.stderr
+    text = path.read_text()
+    assert "user-42" not in text and "user-42" not in r.stdout
+    import hashlib
+    assert hashlib.sha256(b"fieldseal/shred/v1\0user-42").hexdigest() in text
+    after = cli(fieldseal_bin, "open", "--keyring", path, "--context", "ssn", "--subject", "user-42", token)
+    assert after.returncode == 1 and "subject_erased" in after.stderr, after.stderr
+    again = cli(fieldseal_bin, "seal", "--keyring", path, "--context", "ssn", "--subject", "user-42", '"x"')
+    assert again.returncode == 1 and "subject_erased" in again.stderr
+    # Others are untouched.
+    t43 = cli(fieldseal_bin, "seal", "--keyring", path, "--context", "ssn", "--subject", "user-43", '"x"').stdout.strip()
+    assert cli(fieldseal_bin, "open", "--keyring", path, "--context", "ssn", "--subject", "user-43", t43).returncode == 0
