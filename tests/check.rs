@@ -479,6 +479,11 @@ fn carrier_yaml_snippets_pass_check() {
     yaml_snippets_pass_check("docs/carriers.md", 1);
 }
 
+#[test]
+fn token_format_yaml_snippets_pass_check() {
+    yaml_snippets_pass_check("docs/tokens.md", 3);
+}
+
 /// Every YAML block of a guide (but those naming files under /etc/) passes `check` as written.
 fn yaml_snippets_pass_check(doc: &str, at_least: usize) {
     let guide = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(doc))

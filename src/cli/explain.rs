@@ -587,6 +587,7 @@ fn dry_run_openers<'a>(
             window: settings.replay_window,
             now: crate::replay::unix_now(),
         }),
+        subject: None,
     }
 }
 

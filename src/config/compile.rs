@@ -77,6 +77,8 @@ struct Compiler<'a> {
     files: std::cell::RefCell<Vec<PathBuf>>,
     /// Some rule has views (which need `identity`).
     views_written: bool,
+    /// Some route takes its data subject from a JWT claim (which needs `identity`).
+    claim_subjects: bool,
 }
 
 impl<'a> Compiler<'a> {
@@ -89,6 +91,7 @@ impl<'a> Compiler<'a> {
             warnings: Vec::new(),
             files: std::cell::RefCell::new(vec![path.to_path_buf()]),
             views_written: false,
+            claim_subjects: false,
         }
     }
 
@@ -248,6 +251,12 @@ impl<'a> Compiler<'a> {
         let guard = self.guard();
         let routes = self.routes(&global_headers, &keys, &fields);
         let identity = self.identity();
+        if self.claim_subjects && identity.is_none() && !self.present("identity") {
+            self.problem(
+                "identity",
+                "a route's `subject: \"claim:…\"` reads the caller's verified token: configure `identity.jwt`",
+            );
+        }
         if self.views_written && identity.is_none() && !self.present("identity") {
             self.problem(
                 "identity",
@@ -809,14 +818,17 @@ impl<'a> Compiler<'a> {
                     continue;
                 }
                 if !raw.views.is_empty() || raw.ttl.is_some() || raw.searchable {
-                    let what = if raw.ttl.is_some() {
-                        "ttl"
+                    let (what, verb) = if raw.ttl.is_some() {
+                        ("ttl", "applies")
                     } else if raw.searchable {
-                        "searchable"
+                        ("searchable", "applies")
                     } else {
-                        "views"
+                        ("views", "apply")
                     };
-                    self.problem(&format!("{at}.{what}"), "applies to JSON members only");
+                    self.problem(
+                        &format!("{at}.{what}"),
+                        format!("{verb} to JSON members only"),
+                    );
                     continue;
                 }
                 if op == Operation::Seal {
@@ -1084,6 +1096,16 @@ impl<'a> Compiler<'a> {
             Some(&raw.headers),
         );
         let rules = self.rules(key, &raw, keys, policy);
+        match (&path, &rules.subject) {
+            (Some(template), Some(SubjectSource::Param(name))) if !template.has_param(name) => {
+                self.problem(
+                    &format!("{key}.subject"),
+                    format!("`{{{name}}}` is not a parameter of `{template}`"),
+                );
+            }
+            (_, Some(SubjectSource::Claim(_))) => self.claim_subjects = true,
+            _ => {}
+        }
         // A route's own view naming a path parameter the route does not have would never
         // hold: a typo that silently hides data from its owners.
         if let (Some(template), Some(response)) = (&path, &rules.response) {
@@ -1131,6 +1153,21 @@ impl<'a> Compiler<'a> {
             let RawSelector::WithContext(w) = sel else {
                 continue;
             };
+            if w.per_subject {
+                if w.searchable || w.ttl.is_some() {
+                    self.problem(
+                        &format!("{key}.{i}"),
+                        "`per_subject` tokens are neither searchable nor expiring",
+                    );
+                }
+                match compiled.iter_mut().find(|s| *s.source == *w.path) {
+                    Some(s) => s.per_subject = true,
+                    None => self.problem(
+                        &format!("{key}.{i}.per_subject"),
+                        "applies to JSON members only",
+                    ),
+                }
+            }
             if w.searchable {
                 if w.ttl.is_some() {
                     self.problem(
@@ -1260,6 +1297,12 @@ impl<'a> Compiler<'a> {
                 if w.searchable && !encrypt {
                     self.problem(
                         &format!("{at}.searchable"),
+                        "applies to `encrypt` rules only",
+                    );
+                }
+                if w.per_subject && !encrypt {
+                    self.problem(
+                        &format!("{at}.per_subject"),
                         "applies to `encrypt` rules only",
                     );
                 }
@@ -1440,9 +1483,34 @@ impl<'a> Compiler<'a> {
             .with_named(named)
             .require_context(r.require_context)
         });
+        let subject = raw.subject.as_deref().and_then(|s| {
+            if let Some(name) = s.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                return Some(SubjectSource::Param(name.to_string()));
+            }
+            match s.strip_prefix("claim:") {
+                Some(claim) if !claim.is_empty() => Some(SubjectSource::Claim(claim.to_string())),
+                _ => {
+                    self.problem(
+                        &format!("{key}.subject"),
+                        "name a path parameter (`\"{id}\"`) or a JWT claim (`\"claim:sub\"`)",
+                    );
+                    None
+                }
+            }
+        });
+        let per_subject = response
+            .as_ref()
+            .is_some_and(|r| r.rules().iter().any(|rule| rule.selector.per_subject));
+        if per_subject && raw.subject.is_none() {
+            self.problem(
+                &format!("{key}.response.encrypt"),
+                "`per_subject` seals for the route's data subject: give the route a `subject`",
+            );
+        }
         let mut rules = RouteRules {
             response,
             request,
+            subject,
             envelope: raw.envelope,
             policy_opt_out: !raw.fields,
         };

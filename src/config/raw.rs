@@ -167,6 +167,10 @@ pub struct RawRoute {
     /// default.
     #[serde(default = "yes")]
     pub fields: bool,
+    /// The data subject of the route's requests and answers, for subject-bound tokens
+    /// (`fsb1`): `"{id}"` (a path parameter) or `"claim:sub"` (a claim of the verified JWT).
+    #[serde(default)]
+    pub subject: Option<String>,
 }
 
 fn yes() -> bool {
@@ -344,6 +348,9 @@ pub struct RawSelectorWithContext {
     /// `response.encrypt` only: seal searchable tokens (`fsd1`).
     #[serde(default)]
     pub searchable: bool,
+    /// `response.encrypt` only: seal subject-bound tokens (`fsb1`) for the route's `subject`.
+    #[serde(default)]
+    pub per_subject: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -235,6 +235,8 @@ impl Matchable for Route {
 pub struct RouteRules {
     pub response: Option<ResponseRules>,
     pub request: Option<RequestRules>,
+    /// Whose data the route carries, for subject-bound tokens (`fsb1`).
+    pub subject: Option<SubjectSource>,
     pub envelope: bool,
     /// `fields: false`: the field policy does not apply here.
     pub policy_opt_out: bool,
@@ -368,6 +370,15 @@ impl RouteRules {
     }
 }
 
+/// Where a route's data subject comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubjectSource {
+    /// `"{id}"`: a path parameter of the route.
+    Param(String),
+    /// `"claim:sub"`: a string claim of the caller's verified JWT (`identity.jwt`).
+    Claim(String),
+}
+
 /// A carrier rule as `check` lists it.
 fn describe_named(n: &NamedField) -> String {
     let name = n.source.split_once(':').map_or("", |(_, name)| name);
@@ -406,6 +417,7 @@ impl FieldPolicy {
                 .then(|| ResponseRules::with_policy(None, self)),
             request: (!self.decrypt.is_empty() || !self.named.is_empty())
                 .then(|| RequestRules::with_policy(None, self)),
+            subject: None,
             envelope: false,
             policy_opt_out: false,
         }

@@ -31,7 +31,7 @@ use hyper::body::Incoming;
 use crate::access_log::{CountedBody, Exchange, ObservedBody};
 use crate::audit::{FieldFailureInfo, FieldsEvent, Outcome as AuditOutcome};
 use crate::body::{empty, ProxyBody};
-use crate::config::settings::Matched;
+use crate::config::settings::{Matched, SubjectSource};
 use crate::guard::Findings;
 use crate::identity::Identity;
 use crate::replay::{Replay, ReplayStore};
@@ -442,20 +442,20 @@ async fn forward(
         .filter(|r| r.has_views())
         .and(runtime.settings.identity.as_ref())
         .map(|v| v.header().clone());
-    let sight = match (
-        response_rules.filter(|r| r.has_views()),
-        &runtime.settings.identity,
-    ) {
-        (Some(rules), Some(verifier)) => {
-            let identity = verifier.verify_async(&parts.headers).await;
-            let segments = crate::routing::normalize_path(parts.uri.path());
-            let template = cover.or(route).map(|r| r.template());
-            let param = |name: &str| {
-                template
-                    .and_then(|t| t.param(name, &segments))
-                    .map(str::to_string)
-            };
-            let (seen, record) = match &identity {
+    // The caller's token is verified once, and only where a rule asks who calls: views, or
+    // a route whose data subject is a claim. No token or an invalid one: every rule's own
+    // action (fail closed), and no subject.
+    let subject_source = route.and_then(|r| r.rules.subject.as_ref());
+    let asks_caller = response_rules.is_some_and(|r| r.has_views())
+        || matches!(subject_source, Some(SubjectSource::Claim(_)));
+    let identity = match (&runtime.settings.identity, asks_caller) {
+        (Some(verifier), true) => Some((verifier, verifier.verify_async(&parts.headers).await)),
+        _ => None,
+    };
+    let segments = crate::routing::normalize_path(parts.uri.path());
+    let seen = match &identity {
+        Some((verifier, identity)) => {
+            let (seen, record) = match identity {
                 Identity::Verified(c) => (
                     Some(Seen {
                         subject: &c.subject,
@@ -482,10 +482,35 @@ async fn forward(
                 ),
             };
             *caller = Some(record);
+            seen
+        }
+        None => None,
+    };
+    // The request's data subject, for subject-bound tokens (`fsb1`).
+    let data_subject: Option<String> = match subject_source {
+        Some(SubjectSource::Param(name)) => route
+            .and_then(|r| r.template().param(name, &segments))
+            .map(str::to_string),
+        Some(SubjectSource::Claim(claim)) => seen
+            .and_then(|s| s.claims.get(claim))
+            .and_then(|v| v.as_str())
+            .filter(|v| !v.is_empty())
+            .map(str::to_string),
+        None => None,
+    };
+    let sight = match response_rules {
+        Some(rules) => {
+            let template = cover.or(route).map(|r| r.template());
+            let param = |name: &str| {
+                template
+                    .and_then(|t| t.param(name, &segments))
+                    .map(str::to_string)
+            };
             rules.sight(seen, &param)
         }
-        _ => Sight::default(),
-    };
+        None => Sight::default(),
+    }
+    .with_subject(data_subject.clone());
     // HTTP/2 carries the host in `:authority`; HTTP/1.1 in `Host`.
     let host = parts.headers.get(HOST).cloned().or_else(|| {
         parts
@@ -520,6 +545,7 @@ async fn forward(
         client: runtime.settings.keys.client.as_deref(),
         max_encrypted_values: runtime.settings.limits.max_encrypted_values,
         replay: Some(replay_check),
+        subject: data_subject.as_deref(),
     };
     // Values carried in the query string and in headers are opened before the body (one
     // budget of client-encrypted values for the whole request).

@@ -137,6 +137,7 @@ struct Sealing {
     seal_null: bool,
     ttl: Option<std::time::Duration>,
     searchable: bool,
+    per_subject: bool,
 }
 
 impl Sealing {
@@ -145,6 +146,7 @@ impl Sealing {
             seal_null: selector.seal_null,
             ttl: selector.ttl,
             searchable: selector.searchable,
+            per_subject: selector.per_subject,
         }
     }
 }
@@ -155,6 +157,7 @@ impl Sealing {
 fn operate(
     op: Operation,
     sealing: Sealing,
+    subject: Option<&str>,
     node: Node<'_>,
     context: &str,
     keyring: Option<&Keyring>,
@@ -172,15 +175,27 @@ fn operate(
             let key = require_keyring(keyring, path)?.primary();
             let plaintext = node.compact(path)?;
             let format = match (sealing.searchable, sealing.ttl) {
+                _ if sealing.per_subject => token::Format::SubjectBound,
                 (true, _) => token::Format::Searchable,
                 (false, None) => token::Format::Fs1,
                 (false, Some(ttl)) => token::Format::Expiring {
                     expires_at: token::unix_now().saturating_add(ttl.as_secs()),
                 },
             };
-            let sealed = token::seal_json_as(key, format, context, &plaintext).map_err(|_| {
-                FieldFailure::new(path, Reason::RandomSourceFailed, Some(key.id.clone()))
-            })?;
+            let sealed = if sealing.per_subject {
+                // Sealed for the request's data subject: no subject (an anonymous caller on a
+                // `claim:` route), or an erased one, and the answer is withheld.
+                let subject = subject.ok_or_else(|| {
+                    FieldFailure::new(path, Reason::NoSubject, Some(key.id.clone()))
+                })?;
+                let ring = require_keyring(keyring, path)?;
+                token::seal_for_subject(ring, subject, context, &plaintext)
+                    .map_err(|reason| FieldFailure::new(path, reason, Some(key.id.clone())))?
+            } else {
+                token::seal_json_as(key, format, context, &plaintext).map_err(|_| {
+                    FieldFailure::new(path, Reason::RandomSourceFailed, Some(key.id.clone()))
+                })?
+            };
             Done {
                 replacement: Replacement::Token(sealed),
                 action: match format {
@@ -245,6 +260,7 @@ pub fn apply_response_as(
         let Some(done) = operate(
             op,
             Sealing::of(&rule.selector),
+            sight.subject(),
             Node::Value(node),
             context,
             keyring,
@@ -279,6 +295,9 @@ pub struct Openers<'a> {
     /// where nothing is consumed (a dry run, the rewrap tool, tests). A route with `max_age`
     /// fails closed without it.
     pub replay: Option<Replay<'a>>,
+    /// The request's data subject (the route's `subject`): subject-bound tokens (`fsb1`) open
+    /// only for it.
+    pub subject: Option<&'a str>,
 }
 
 impl<'a> Openers<'a> {
@@ -289,6 +308,7 @@ impl<'a> Openers<'a> {
             client: None,
             max_encrypted_values: crate::limits::MAX_ENCRYPTED_VALUES,
             replay: None,
+            subject: None,
         }
     }
 }
@@ -506,8 +526,9 @@ fn open_node(
     let Some(keyring) = openers.keyring else {
         return Err(field.failure(Reason::KeyringUnavailable, kid));
     };
-    let plaintext = token::open_json(keyring, field.context, &token_text)
-        .map_err(|e| field.failure(e.reason(), e.kid().map(str::to_string).or(kid.clone())))?;
+    let plaintext =
+        token::open_json_for_subject(keyring, field.context, &token_text, openers.subject)
+            .map_err(|e| field.failure(e.reason(), e.kid().map(str::to_string).or(kid.clone())))?;
     if let Some(types) = field.accepts {
         let value: Value = serde_json::from_slice(&plaintext)
             .map_err(|_| field.failure(Reason::InvalidValue, kid.clone()))?;
@@ -582,6 +603,7 @@ pub fn operate_named(
     let Some(done) = operate(
         op,
         Sealing::default(),
+        None,
         Node::Value(&value),
         &named.context,
         keyring,
@@ -676,6 +698,7 @@ pub fn rewrite_response_body_as(
         let Some(done) = operate(
             op,
             Sealing::of(&rule.selector),
+            sight.subject(),
             Node::Raw(span.raw),
             context,
             keyring,
@@ -1203,6 +1226,7 @@ mod tests {
             client: Some(&keys),
             max_encrypted_values: 3,
             replay: None,
+            subject: None,
         };
         let body = json!({
             "ssn": client_jwe(&keys, b"123-45-6789", json!({})),
@@ -1282,6 +1306,7 @@ mod tests {
             client: Some(keys),
             max_encrypted_values: 16,
             replay: replay_at(store, now),
+            subject: None,
         }
     }
 
@@ -1455,6 +1480,7 @@ mod tests {
             client: Some(&keys),
             max_encrypted_values: 16,
             replay: None,
+            subject: None,
         };
         let operator = client_jwe_json(&keys, br#"{"$ne":null}"#);
         let number = client_jwe_json(&keys, b"42");

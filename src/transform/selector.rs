@@ -28,6 +28,8 @@ pub struct Selector {
     pub ttl: Option<std::time::Duration>,
     /// `encrypt` rules: seal searchable tokens (`fsd1`): equal values, equal tokens.
     pub searchable: bool,
+    /// `encrypt` rules: seal subject-bound tokens (`fsb1`) for the request's data subject.
+    pub per_subject: bool,
 }
 
 /// A set of JSON value types, for the `type` of a decrypt rule.
@@ -116,6 +118,7 @@ impl Selector {
             views: std::sync::Arc::from(Vec::new()),
             ttl: None,
             searchable: false,
+            per_subject: false,
         })
     }
 

@@ -147,12 +147,28 @@ pub struct Choice {
 #[derive(Debug, Clone, Default)]
 pub struct Sight {
     choices: Vec<Choice>,
+    /// The request's data subject (the route's `subject`), for subject-bound tokens.
+    subject: Option<String>,
 }
 
 impl Sight {
     /// The choices of a table's rules, in its order (see [`choose`]).
     pub fn new(choices: Vec<Choice>) -> Self {
-        Self { choices }
+        Self {
+            choices,
+            subject: None,
+        }
+    }
+
+    /// With the request's data subject (what `per_subject` rules seal for).
+    pub fn with_subject(mut self, subject: Option<String>) -> Self {
+        self.subject = subject;
+        self
+    }
+
+    /// The request's data subject, if the route names one and the request has it.
+    pub fn subject(&self) -> Option<&str> {
+        self.subject.as_deref()
     }
 
     /// What rule `index` (with action `op`) does this request.

@@ -116,3 +116,64 @@ routes:
                      "routes.0.response.redact.0.ttl: applies to `encrypt` rules only",
                      "routes.0.request.decrypt.0.ttl: applies to `encrypt` rules only"):
         assert expected in r.stderr, r.stderr
+
+
+# --- fsb1: subject-bound tokens on a route that names its subject ------------------------------
+
+SUBJECT_RULES = """keys:
+  keyring: "{keyring}"
+routes:
+  - name: user
+    match: {{ path: "/api/users/{{id}}", methods: [GET, PUT] }}
+    subject: "{{id}}"
+    response:
+      encrypt: [{{ path: "$.ssn", per_subject: true }}]
+    request:
+      decrypt: ["$.ssn"]
+"""
+
+
+@pytest.fixture
+def subject_proxy(app, pki, fieldseal_bin, tmp_path):
+    keyring = tmp_path / "keyring.json"
+    subprocess.run([str(fieldseal_bin), "keys", "init", "--out", str(keyring)], check=True,
+                   capture_output=True)
+    p = Proxy(fieldseal_bin, pki, app.port, tmp_path, SUBJECT_RULES.format(keyring=keyring))
+    p.secret = base64.b64decode(json.loads(keyring.read_text())["keys"][0]["secret"])
+    p.keyring = keyring
+    yield p
+    p.stop()
+
+
+def test_a_subject_bound_token_opens_only_for_its_subject_and_not_after_erasure(
+        subject_proxy, app, client, fieldseal_bin):
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from test_tokens import subject_key, unb64url
+    proxy = subject_proxy
+    doc = client.get(proxy.url("/api/users/42")).json()
+    assert doc["ssn"].startswith("fsb1.k1.")
+    raw = unb64url(doc["ssn"].split(".", 2)[2])
+    ssn = json.loads(AESGCM(subject_key(proxy.secret, "42")).decrypt(raw[:12], raw[12:], b"fsb1.k1.ssn"))
+    assert ssn == httpx.get(f"http://127.0.0.1:{app.port}/api/users/42").json()["ssn"]
+    # Back to its own subject: opened for the app.
+    r = client.put(proxy.url("/api/users/42"), json={"ssn": doc["ssn"]})
+    assert r.status_code == 200 and r.json()["received"]["ssn"] == ssn, r.text
+    # In a request about another subject (the cross-user oracle): refused before the app.
+    r = client.put(proxy.url("/api/users/43"), json={"ssn": doc["ssn"]})
+    assert r.status_code == 400 and "authentication_failed" in r.json()["error"]["message"], r.text
+    # Erase subject 42 and reload: its tokens stop opening and its answers are withheld.
+    subprocess.run([str(fieldseal_bin), "keys", "shred", "--keyring", str(proxy.keyring),
+                    "--subject", "42"], check=True, capture_output=True)
+    proxy.proc.send_signal(__import__("signal").SIGHUP)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        r = client.put(proxy.url("/api/users/42"), json={"ssn": doc["ssn"]})
+        if r.status_code == 400:
+            break
+        time.sleep(0.1)
+    assert r.status_code == 400 and "subject_erased" in r.json()["error"]["message"], r.text
+    assert client.get(proxy.url("/api/users/42")).status_code == 502
+    # Other subjects are untouched.
+    other = client.get(proxy.url("/api/users/43")).json()
+    r = client.put(proxy.url("/api/users/43"), json={"ssn": other["ssn"]})
+    assert r.status_code == 200, r.text
