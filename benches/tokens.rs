@@ -52,6 +52,20 @@ fn tokens(c: &mut Criterion) {
         });
         group.finish();
     }
+
+    // fsb1: a per-subject key derived (HKDF-SHA256) for every token, then AES-256-GCM.
+    let mut group = c.benchmark_group("fsb1");
+    group.bench_function("seal_16_bytes", |b| {
+        b.iter(|| token::seal_for_subject(&ring, "user-42", "card", black_box(&json)).unwrap())
+    });
+    let sealed = token::seal_for_subject(&ring, "user-42", "card", &json).unwrap();
+    group.bench_function("open_16_bytes", |b| {
+        b.iter(|| {
+            token::open_json_for_subject(&ring, "card", black_box(&sealed), Some("user-42"))
+                .unwrap()
+        })
+    });
+    group.finish();
 }
 
 criterion_group!(benches, tokens);
