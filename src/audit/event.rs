@@ -172,6 +172,12 @@ pub enum Event {
         kid: String,
         state: KeyState,
     },
+    /// A data subject erased (`keys shred`) reached this proxy: its subject-bound tokens no
+    /// longer open. The subject's digest only (docs/tokens.md), never the subject.
+    SubjectErased {
+        subject_sha256: String,
+        at: String,
+    },
 }
 
 impl Event {
@@ -186,6 +192,7 @@ impl Event {
             Event::KeyStateChanged { .. } => "key_state_changed",
             Event::KeyAdded { .. } => "key_added",
             Event::KeyRemoved { .. } => "key_removed",
+            Event::SubjectErased { .. } => "subject_erased",
         }
     }
 
@@ -242,6 +249,18 @@ impl Event {
                 });
             }
         }
+        let before: std::collections::HashSet<&[u8; 32]> = old.shredded().map(|(d, _)| d).collect();
+        let mut erased: Vec<(&[u8; 32], &str)> = new
+            .shredded()
+            .filter(|(d, _)| !before.contains(d))
+            .collect();
+        erased.sort();
+        for (digest, at) in erased {
+            events.push(Event::SubjectErased {
+                subject_sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
+                at: at.to_string(),
+            });
+        }
         events
     }
 }
@@ -270,6 +289,39 @@ mod tests {
                 .collect(),
         })
         .unwrap()
+    }
+
+    /// A subject erased between two keyrings is one `subject_erased` event naming its digest
+    /// and date — never the subject; one erased before is not repeated.
+    #[test]
+    fn keyring_changes_name_erased_subjects_by_digest() {
+        use crate::crypto::keyring::{subject_digest, Shred};
+        let with = |subjects: &[&str]| {
+            let mut file = crate::crypto::keyring::tests::test_keyring_file();
+            for s in subjects {
+                file.shredded.push(Shred {
+                    subject_sha256: subject_digest(s)
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect(),
+                    at: "2026-12-05T10:00:00Z".into(),
+                });
+            }
+            Keyring::from_file(file).unwrap()
+        };
+        let events = Event::keyring_changes(&with(&["41"]), &with(&["41", "42"]));
+        assert_eq!(events.len(), 1, "{events:?}");
+        let line = serde_json::to_string(&events[0]).unwrap();
+        assert_eq!(events[0].name(), "subject_erased");
+        assert!(
+            line.contains("d32def2b6b68aa14d94973fe3709c6874a622b627a0f81c2f25fddcc94cc6d90"),
+            "{line}"
+        );
+        assert!(
+            line.contains("2026-12-05T10:00:00Z") && !line.contains("\"42\""),
+            "{line}"
+        );
+        assert!(Event::keyring_changes(&with(&["42"]), &with(&["42"])).is_empty());
     }
 
     #[test]

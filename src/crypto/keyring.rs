@@ -207,8 +207,8 @@ impl fmt::Debug for Key {
 pub struct Keyring {
     keys: Vec<Key>,
     primary: usize,
-    /// [`subject_digest`]s of erased subjects.
-    shredded: std::collections::HashSet<[u8; 32]>,
+    /// [`subject_digest`]s of erased subjects, with when each was erased.
+    shredded: std::collections::HashMap<[u8; 32], String>,
 }
 
 /// Why a keyring cannot be used. Messages name keys by id, never secrets.
@@ -299,7 +299,7 @@ impl Keyring {
         if keys.is_empty() && problems.is_empty() {
             problems.push("the keyring has no keys".into());
         }
-        let mut shredded = std::collections::HashSet::new();
+        let mut shredded = std::collections::HashMap::new();
         for (i, shred) in file.shredded.iter().enumerate() {
             let digest = (shred.subject_sha256.len() == 64)
                 .then(|| {
@@ -312,7 +312,7 @@ impl Keyring {
                 .and_then(|v| <[u8; 32]>::try_from(v).ok());
             match digest {
                 Some(d) => {
-                    shredded.insert(d);
+                    shredded.insert(d, shred.at.clone());
                 }
                 None => problems.push(format!(
                     "shredded.{i}: subject_sha256 must be 64 hex digits"
@@ -349,7 +349,12 @@ impl Keyring {
 
     /// Whether `subject` was erased (`keys shred`): its `fsb1` tokens neither seal nor open.
     pub fn is_shredded(&self, subject: &str) -> bool {
-        !self.shredded.is_empty() && self.shredded.contains(&subject_digest(subject))
+        !self.shredded.is_empty() && self.shredded.contains_key(&subject_digest(subject))
+    }
+
+    /// The erased subjects' digests and when each was erased (for the audit log).
+    pub fn shredded(&self) -> impl Iterator<Item = (&[u8; 32], &str)> {
+        self.shredded.iter().map(|(d, at)| (d, at.as_str()))
     }
 
     /// The key every new seal uses.

@@ -122,6 +122,7 @@ routes:
 
 SUBJECT_RULES = """keys:
   keyring: "{keyring}"
+audit: {{ sink: "{audit}", key_file: "{audit_key}" }}
 routes:
   - name: user
     match: {{ path: "/api/users/{{id}}", methods: [GET, PUT] }}
@@ -138,7 +139,12 @@ def subject_proxy(app, pki, fieldseal_bin, tmp_path):
     keyring = tmp_path / "keyring.json"
     subprocess.run([str(fieldseal_bin), "keys", "init", "--out", str(keyring)], check=True,
                    capture_output=True)
-    p = Proxy(fieldseal_bin, pki, app.port, tmp_path, SUBJECT_RULES.format(keyring=keyring))
+    audit_key = tmp_path / "audit.key"
+    audit_key.write_bytes(base64.b64encode(bytes(range(32))))
+    audit_key.chmod(0o600)
+    p = Proxy(fieldseal_bin, pki, app.port, tmp_path,
+              SUBJECT_RULES.format(keyring=keyring, audit=tmp_path / "audit.jsonl", audit_key=audit_key))
+    p.audit_path = tmp_path / "audit.jsonl"
     p.secret = base64.b64decode(json.loads(keyring.read_text())["keys"][0]["secret"])
     p.keyring = keyring
     yield p
@@ -173,6 +179,16 @@ def test_a_subject_bound_token_opens_only_for_its_subject_and_not_after_erasure(
         time.sleep(0.1)
     assert r.status_code == 400 and "subject_erased" in r.json()["error"]["message"], r.text
     assert client.get(proxy.url("/api/users/42")).status_code == 502
+    # The erasure is in the audit log, by digest only.
+    import hashlib
+    digest = hashlib.sha256(b"fieldseal/shred/v1\0" + b"42").hexdigest()
+    erased, deadline = [], time.time() + 10
+    while not erased and time.time() < deadline:
+        lines = [json.loads(x) for x in proxy.audit_path.read_text().splitlines()]
+        erased = [x for x in lines if x.get("event") == "subject_erased"]
+        time.sleep(0.05)
+    assert erased and erased[0]["subject_sha256"] == digest, lines[-3:]
+    assert '"42"' not in proxy.audit_path.read_text().replace('"seq":42', "")
     # Other subjects are untouched.
     other = client.get(proxy.url("/api/users/43")).json()
     r = client.put(proxy.url("/api/users/43"), json={"ssn": other["ssn"]})
