@@ -444,3 +444,92 @@ routes:
     assert_ne!(code, 0);
     assert!(err.contains("--caller"), "{err}");
 }
+
+/// A route that names its data subject: explain seals for the subject in `--path` and opens a
+/// subject-bound token only for it, as `run` does.
+#[test]
+fn explain_seals_and_opens_for_the_routes_subject() {
+    let pki = Pki::new();
+    let keyring = pki.path("keyring.json");
+    make_keyring(&keyring);
+    let config = pki.path("fieldseal.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"listen: "127.0.0.1:0"
+upstream: "http://127.0.0.1:8000"
+tls: {{ cert: "{}", key: "{}" }}
+keys: {{ keyring: keyring.json }}
+routes:
+  - name: user
+    match: {{ path: "/api/users/{{id}}", methods: [GET, PUT] }}
+    subject: "{{id}}"
+    response: {{ encrypt: [{{ path: "$.ssn", per_subject: true }}] }}
+    request: {{ decrypt: ["$.ssn"] }}
+"#,
+            pki.cert().display(),
+            pki.key().display()
+        ),
+    )
+    .unwrap();
+    let answer = pki.path("answer.json");
+    std::fs::write(&answer, r#"{"ssn": "078-05-1120"}"#).unwrap();
+    let (code, out, err) = run_cli(
+        &[
+            "explain",
+            "--config",
+            config.to_str().unwrap(),
+            "--path",
+            "/api/users/42",
+            "--body",
+            answer.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"ssn\": \"fsb1."), "{out}");
+    let (code, token, err) = run_cli(
+        &[
+            "seal",
+            "--keyring",
+            keyring.to_str().unwrap(),
+            "--context",
+            "ssn",
+            "--subject",
+            "42",
+            "\"078-05-1120\"",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let request = pki.path("request.json");
+    std::fs::write(&request, format!(r#"{{"ssn": "{}"}}"#, token.trim())).unwrap();
+    let put = |path: &str| {
+        let (code, out, err) = run_cli(
+            &[
+                "explain",
+                "--config",
+                config.to_str().unwrap(),
+                "--method",
+                "PUT",
+                "--path",
+                path,
+                "--body",
+                request.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let own = put("/api/users/42");
+    assert!(
+        own.contains("078-05-1120") && own.contains("opened"),
+        "{own}"
+    );
+    let other = put("/api/users/43");
+    assert!(
+        other.contains("400 field_rejected") && other.contains("authentication_failed"),
+        "{other}"
+    );
+}

@@ -52,6 +52,10 @@ pub struct ExplainArgs {
     /// a request without a valid token gets).
     #[arg(long)]
     pub caller: Option<String>,
+    /// The request's data subject, for subject-bound tokens (`fsb1`); without it, the route's
+    /// `subject` read from `--path` (a path parameter) or `--caller` (a claim).
+    #[arg(long)]
+    pub subject: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -99,7 +103,8 @@ pub fn run(args: ExplainArgs) -> ExitCode {
             &args.path,
             body.as_deref(),
             args.direction,
-            caller.as_ref()
+            caller.as_ref(),
+            args.subject.as_deref()
         )
     );
     ExitCode::SUCCESS
@@ -133,6 +138,7 @@ pub fn explain(
     body: Option<&[u8]>,
     direction: Direction,
     caller: Option<&serde_json::Map<String, Value>>,
+    subject: Option<&str>,
 ) -> String {
     let mut out = String::new();
     let path = raw_path.split('?').next().unwrap_or_default();
@@ -272,6 +278,18 @@ pub fn explain(
     let route_name = route.map_or("unmatched", |(_, r)| &*r.name);
     let response_route = matched.cover.map_or(route_name, |c| &*c.name);
     let (response, request) = (matched.response, matched.request);
+    // The request's data subject, as `run` reads it (or as given).
+    let data_subject: Option<String> = subject.map(str::to_string).or_else(|| {
+        use crate::config::settings::SubjectSource;
+        let r = route.map(|(_, r)| r)?;
+        match r.rules.subject.as_ref()? {
+            SubjectSource::Param(name) => r.template().param(name, &segments).map(str::to_string),
+            SubjectSource::Claim(claim) => caller
+                .and_then(|c| c.get(claim))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        }
+    });
     let (as_response, as_request) = match direction {
         Direction::Response => (response, None),
         Direction::Request => (None, request),
@@ -309,7 +327,7 @@ pub fn explain(
                 .and_then(|t| t.param(name, &segments))
                 .map(str::to_string)
         };
-        let sight = rules.sight(seen, &param);
+        let sight = rules.sight(seen, &param).with_subject(data_subject.clone());
         if rules.has_views() {
             let _ = match (caller, &settings.identity) {
                 (_, None) => writeln!(out, "  views: `identity` is not configured"),
@@ -327,7 +345,7 @@ pub fn explain(
         explain_response(&mut out, settings, response_route, rules, &sight, body);
     }
     if let Some(rules) = as_request {
-        explain_request(&mut out, settings, rules, body);
+        explain_request(&mut out, settings, rules, body, data_subject.as_deref());
     }
     out
 }
@@ -591,7 +609,13 @@ fn dry_run_openers<'a>(
     }
 }
 
-fn explain_request(out: &mut String, settings: &Settings, rules: &RequestRules, body: &[u8]) {
+fn explain_request(
+    out: &mut String,
+    settings: &Settings,
+    rules: &RequestRules,
+    body: &[u8],
+    subject: Option<&str>,
+) {
     let _ = writeln!(out, "as a request of the client:");
     let Ok(doc) = serde_json::from_slice::<Value>(body) else {
         let _ = writeln!(
@@ -612,7 +636,10 @@ fn explain_request(out: &mut String, settings: &Settings, rules: &RequestRules, 
     let store = crate::replay::MemoryReplayStore::new(
         settings.limits.max_encrypted_values.saturating_mul(16),
     );
-    let openers = dry_run_openers(settings, &store);
+    let openers = Openers {
+        subject,
+        ..dry_run_openers(settings, &store)
+    };
     let mut ops: Vec<FieldOp> = Vec::new();
     match field_rules::rewrite_request_body(body, rules, &openers, &mut ops) {
         Ok(rewritten) => {

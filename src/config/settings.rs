@@ -304,6 +304,9 @@ impl RouteRules {
                         if rule.selector.searchable {
                             notes.push("searchable".into());
                         }
+                        if rule.selector.per_subject {
+                            notes.push("per_subject".into());
+                        }
                         notes.extend(crate::transform::view::View::describe_all(
                             &rule.selector.views,
                         ));
@@ -349,6 +352,11 @@ impl RouteRules {
             if r.require_context {
                 out.push("request.require_context: true".into());
             }
+        }
+        match &self.subject {
+            Some(SubjectSource::Param(p)) => out.push(format!("subject: {{{p}}}")),
+            Some(SubjectSource::Claim(c)) => out.push(format!("subject: claim:{c}")),
+            None => {}
         }
         if self.envelope {
             out.push("envelope: true".into());
