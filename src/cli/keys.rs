@@ -713,16 +713,9 @@ pub fn seal(
     searchable: bool,
     subject: Option<&str>,
 ) -> ExitCode {
-    let (ring, text) = match (load(path), argument(value)) {
-        (Ok(r), Ok(t)) => (r, zeroize::Zeroizing::new(t)),
+    let (ring, json) = match (load(path), json_argument(value)) {
+        (Ok(r), Ok(j)) => (r, j),
         (Err(code), _) | (_, Err(code)) => return code,
-    };
-    let value: serde_json::Value = match serde_json::from_str(&text) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("error: the value is not JSON ({e}); quote strings: '\"123-45-6789\"'");
-            return ExitCode::from(exit::FAILED);
-        }
     };
     let format = match (searchable, ttl) {
         (true, _) => token::Format::Searchable,
@@ -731,8 +724,6 @@ pub fn seal(
             expires_at: token::unix_now().saturating_add(ttl.as_secs()),
         },
     };
-    let json =
-        zeroize::Zeroizing::new(serde_json::to_vec(&value).expect("a JSON value serialises"));
     if let Some(subject) = subject {
         return match token::seal_for_subject(&ring, subject, context, &json) {
             Ok(t) => {
@@ -757,21 +748,25 @@ pub fn seal(
     }
 }
 
+/// A JSON value argument (`-` reads stdin) as its compact JSON text, or the exit code after
+/// saying why it is not JSON.
+fn json_argument(value: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, ExitCode> {
+    let text = zeroize::Zeroizing::new(argument(value)?);
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        eprintln!("error: the value is not JSON ({e}); quote strings: '\"123-45-6789\"'");
+        ExitCode::from(exit::FAILED)
+    })?;
+    Ok(zeroize::Zeroizing::new(
+        serde_json::to_vec(&value).expect("a JSON value serialises"),
+    ))
+}
+
 /// `fieldseal index`: the `fsd1` token of a value under every key that can still open one.
 pub fn index(path: &Path, context: &str, value: &str) -> ExitCode {
-    let (ring, text) = match (load(path), argument(value)) {
-        (Ok(r), Ok(t)) => (r, zeroize::Zeroizing::new(t)),
+    let (ring, json) = match (load(path), json_argument(value)) {
+        (Ok(r), Ok(j)) => (r, j),
         (Err(code), _) | (_, Err(code)) => return code,
     };
-    let value: serde_json::Value = match serde_json::from_str(&text) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("error: the value is not JSON ({e}); quote strings: '\"123-45-6789\"'");
-            return ExitCode::from(exit::FAILED);
-        }
-    };
-    let json =
-        zeroize::Zeroizing::new(serde_json::to_vec(&value).expect("a JSON value serialises"));
     for key in ring
         .keys()
         .iter()

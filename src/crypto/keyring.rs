@@ -81,18 +81,12 @@ const SUBJECT_KEY_INFO: &[u8] = b"fieldseal fsb1 subject\0";
 /// `HKDF-SHA256(ikm = secret, salt = none, info = SUBJECT_KEY_INFO ‖ subject)`, 32 bytes: the
 /// AES-256-GCM key of the subject's `fsb1` tokens under this keyring key.
 fn derive_subject_key(secret: &[u8; SECRET_LEN], subject: &str) -> Zeroizing<[u8; SECRET_LEN]> {
-    struct Len;
-    impl aws_lc_rs::hkdf::KeyType for Len {
-        fn len(&self) -> usize {
-            SECRET_LEN
-        }
-    }
     let mut out = Zeroizing::new([0u8; SECRET_LEN]);
-    aws_lc_rs::hkdf::Salt::new(aws_lc_rs::hkdf::HKDF_SHA256, &[])
-        .extract(secret)
-        .expand(&[SUBJECT_KEY_INFO, subject.as_bytes()], Len)
-        .and_then(|okm| okm.fill(&mut out[..]))
-        .expect("HKDF-SHA256 can expand 32 bytes");
+    hkdf_sha256(
+        secret,
+        &[SUBJECT_KEY_INFO, subject.as_bytes()],
+        &mut out[..],
+    );
     out
 }
 
@@ -135,19 +129,25 @@ const SIV_KEY_INFO: &[u8] = b"fieldseal fsd1 aes-siv-512";
 
 /// `HKDF-SHA256(ikm = secret, salt = none, info = SIV_KEY_INFO)`, 64 bytes.
 pub(crate) fn derive_siv_key(secret: &[u8; SECRET_LEN]) -> Zeroizing<[u8; SIV_KEY_LEN]> {
-    struct Len;
+    let mut out = Zeroizing::new([0u8; SIV_KEY_LEN]);
+    hkdf_sha256(secret, &[SIV_KEY_INFO], &mut out[..]);
+    out
+}
+
+/// `HKDF-SHA256(ikm = secret, salt = none, info = the concatenation of info)` into `out`
+/// (at most 255 × 32 bytes; fieldseal asks for 32 or 64).
+fn hkdf_sha256(secret: &[u8; SECRET_LEN], info: &[&[u8]], out: &mut [u8]) {
+    struct Len(usize);
     impl aws_lc_rs::hkdf::KeyType for Len {
         fn len(&self) -> usize {
-            SIV_KEY_LEN
+            self.0
         }
     }
-    let mut out = Zeroizing::new([0u8; SIV_KEY_LEN]);
     aws_lc_rs::hkdf::Salt::new(aws_lc_rs::hkdf::HKDF_SHA256, &[])
         .extract(secret)
-        .expand(&[SIV_KEY_INFO], Len)
-        .and_then(|okm| okm.fill(&mut out[..]))
-        .expect("HKDF-SHA256 can expand 64 bytes");
-    out
+        .expand(info, Len(out.len()))
+        .and_then(|okm| okm.fill(out))
+        .expect("HKDF-SHA256 expands up to 8160 bytes");
 }
 
 /// An AES-256-GCM cipher whose whole key schedule is cleared when it is dropped — when a

@@ -270,14 +270,62 @@ pub fn seal_searchable(key: &Key, context: &str, json: &[u8]) -> String {
     let sealed = cipher
         .encrypt([&aad[..]], json)
         .expect("AES-SIV encryption of an in-memory buffer cannot fail");
-    let mut token = String::with_capacity(
-        SEARCHABLE_PREFIX.len() + key.id.len() + 1 + sealed.len() * 4 / 3 + 4,
-    );
-    token.push_str(SEARCHABLE_PREFIX);
-    token.push_str(&key.id);
+    token_text(SEARCHABLE_PREFIX, &key.id, &[&sealed])
+}
+
+/// `<prefix><kid>.<base64url(parts…)>`.
+fn token_text(prefix: &str, kid: &str, parts: &[&[u8]]) -> String {
+    let payload: Vec<u8> = parts.concat();
+    let mut token = String::with_capacity(prefix.len() + kid.len() + 1 + payload.len() * 4 / 3 + 4);
+    token.push_str(prefix);
+    token.push_str(kid);
     token.push('.');
-    B64URL.encode_string(&sealed, &mut token);
+    B64URL.encode_string(&payload, &mut token);
     token
+}
+
+/// The key a token's `<kid>.<payload>` names, usable for opening, and its decoded payload.
+fn usable_key<'k>(keyring: &'k Keyring, rest: &str) -> Result<(&'k Key, Vec<u8>), OpenError> {
+    let (kid, payload) = rest.split_once('.').ok_or(OpenError::Malformed)?;
+    if !valid_key_id(kid) {
+        return Err(OpenError::Malformed);
+    }
+    let key = keyring
+        .get(kid)
+        .ok_or_else(|| OpenError::UnknownKey(kid.to_string()))?;
+    if key.state == KeyState::Disabled {
+        return Err(OpenError::KeyDisabled(kid.to_string()));
+    }
+    let bytes = B64URL.decode(payload).map_err(|_| OpenError::BadEncoding)?;
+    Ok((key, bytes))
+}
+
+/// AES-256-GCM opening of `nonce ‖ ciphertext ‖ tag`.
+fn gcm_open(
+    cipher: &aes_gcm::Aes256Gcm,
+    bytes: &[u8],
+    aad: &[u8],
+) -> Result<zeroize::Zeroizing<Vec<u8>>, OpenError> {
+    if bytes.len() < NONCE_LEN + TAG_LEN {
+        return Err(OpenError::BadEncoding);
+    }
+    let (nonce, sealed) = bytes.split_at(NONCE_LEN);
+    cipher
+        .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad })
+        .map(zeroize::Zeroizing::new)
+        .map_err(|_| OpenError::Rejected)
+}
+
+/// The plaintext, if it is one JSON value in valid UTF-8: skipping a string does not check
+/// it, and this text goes to the app.
+fn checked_json(
+    plaintext: zeroize::Zeroizing<Vec<u8>>,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, OpenError> {
+    std::str::from_utf8(&plaintext)
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).ok())
+        .ok_or(OpenError::NotJson)?;
+    Ok(plaintext)
 }
 
 /// The Unix time now, in seconds.
@@ -382,20 +430,9 @@ fn seal_json_with_nonce(
             },
         )
         .expect("AES-GCM encryption of an in-memory buffer cannot fail");
-    let mut payload = Vec::with_capacity(EXPIRY_LEN + NONCE_LEN + sealed.len());
-    if let Some(header) = format.header() {
-        payload.extend_from_slice(&header);
-    }
-    payload.extend_from_slice(&nonce);
-    payload.extend_from_slice(&sealed);
-    let prefix = format.prefix();
-    let mut token =
-        String::with_capacity(prefix.len() + key.id.len() + 1 + payload.len() * 4 / 3 + 4);
-    token.push_str(prefix);
-    token.push_str(&key.id);
-    token.push('.');
-    B64URL.encode_string(&payload, &mut token);
-    token
+    let header = format.header();
+    let header: &[u8] = header.as_ref().map_or(&[], |h| &h[..]);
+    token_text(format.prefix(), &key.id, &[header, &nonce, &sealed])
 }
 
 /// Opens a token sealed for `context`, restoring the exact JSON value.
@@ -423,17 +460,8 @@ pub fn open_json_at(
     now: u64,
 ) -> Result<zeroize::Zeroizing<Vec<u8>>, OpenError> {
     let (prefix, rest) = split_prefix(token).ok_or(OpenError::Malformed)?;
-    let (kid, payload) = rest.split_once('.').ok_or(OpenError::Malformed)?;
-    if !valid_key_id(kid) {
-        return Err(OpenError::Malformed);
-    }
-    let key = keyring
-        .get(kid)
-        .ok_or_else(|| OpenError::UnknownKey(kid.to_string()))?;
-    if key.state == KeyState::Disabled {
-        return Err(OpenError::KeyDisabled(kid.to_string()));
-    }
-    let bytes = B64URL.decode(payload).map_err(|_| OpenError::BadEncoding)?;
+    let (key, bytes) = usable_key(keyring, rest)?;
+    let kid = key.id.as_str();
     if prefix == SUBJECT_PREFIX {
         return Err(OpenError::NoSubject);
     }
@@ -450,34 +478,14 @@ pub fn open_json_at(
     } else {
         (Format::Fs1, &bytes[..])
     };
-    if bytes.len() < NONCE_LEN + TAG_LEN {
-        return Err(OpenError::BadEncoding);
-    }
-    let (nonce, sealed) = bytes.split_at(NONCE_LEN);
-    let aad = aad(format, kid, context);
-    let plaintext = zeroize::Zeroizing::new(
-        key.cipher
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: sealed,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| OpenError::Rejected)?,
-    );
+    let plaintext = gcm_open(&key.cipher, bytes, &aad(format, kid, context))?;
     // Authentic first, then on time: an edited expiry fails authentication above.
     if let Format::Expiring { expires_at } = format {
         if now > expires_at.saturating_add(EXPIRY_SKEW_SECS) {
             return Err(OpenError::Expired);
         }
     }
-    // Valid UTF-8 first: skipping a string does not check it, and this text goes to the app.
-    std::str::from_utf8(&plaintext)
-        .ok()
-        .and_then(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).ok())
-        .ok_or(OpenError::NotJson)?;
-    Ok(plaintext)
+    checked_json(plaintext)
 }
 
 /// Seals `json` for data subject `subject` under the primary key: an `fsb1` token,
@@ -522,16 +530,7 @@ fn seal_subject_with_nonce(
             },
         )
         .expect("AES-GCM encryption of an in-memory buffer cannot fail");
-    let mut payload = Vec::with_capacity(NONCE_LEN + sealed.len());
-    payload.extend_from_slice(&nonce);
-    payload.extend_from_slice(&sealed);
-    let mut token =
-        String::with_capacity(SUBJECT_PREFIX.len() + key.id.len() + 1 + payload.len() * 4 / 3 + 4);
-    token.push_str(SUBJECT_PREFIX);
-    token.push_str(&key.id);
-    token.push('.');
-    B64URL.encode_string(&payload, &mut token);
-    token
+    token_text(SUBJECT_PREFIX, &key.id, &[&nonce, &sealed])
 }
 
 /// Opens a token of any format where `subject` (if any) is the request's data subject: an
@@ -547,41 +546,12 @@ pub fn open_json_for_subject(
         return open_json(keyring, context, token);
     };
     let subject = subject.ok_or(OpenError::NoSubject)?;
-    let (kid, payload) = rest.split_once('.').ok_or(OpenError::Malformed)?;
-    if !valid_key_id(kid) {
-        return Err(OpenError::Malformed);
-    }
-    let key = keyring
-        .get(kid)
-        .ok_or_else(|| OpenError::UnknownKey(kid.to_string()))?;
-    if key.state == KeyState::Disabled {
-        return Err(OpenError::KeyDisabled(kid.to_string()));
-    }
+    let (key, bytes) = usable_key(keyring, rest)?;
     if keyring.is_shredded(subject) {
         return Err(OpenError::SubjectErased);
     }
-    let bytes = B64URL.decode(payload).map_err(|_| OpenError::BadEncoding)?;
-    if bytes.len() < NONCE_LEN + TAG_LEN {
-        return Err(OpenError::BadEncoding);
-    }
-    let (nonce, sealed) = bytes.split_at(NONCE_LEN);
-    let aad = aad(Format::SubjectBound, kid, context);
-    let plaintext = zeroize::Zeroizing::new(
-        key.subject_cipher(subject)
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: sealed,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| OpenError::Rejected)?,
-    );
-    std::str::from_utf8(&plaintext)
-        .ok()
-        .and_then(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).ok())
-        .ok_or(OpenError::NotJson)?;
-    Ok(plaintext)
+    let aad = aad(Format::SubjectBound, &key.id, context);
+    checked_json(gcm_open(&key.subject_cipher(subject), &bytes, &aad)?)
 }
 
 fn open_searchable(
@@ -601,11 +571,7 @@ fn open_searchable(
             .decrypt([&aad[..]], bytes)
             .map_err(|_| OpenError::Rejected)?,
     );
-    std::str::from_utf8(&plaintext)
-        .ok()
-        .and_then(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).ok())
-        .ok_or(OpenError::NotJson)?;
-    Ok(plaintext)
+    checked_json(plaintext)
 }
 
 #[cfg(test)]
