@@ -186,7 +186,7 @@ impl Metrics {
         let fields = Family::<FieldLabels, Counter>::default();
         registry.register(
             "fields",
-            "JSON fields processed, by route, action (sealed, sealed_expiring, sealed_searchable, opened, decrypted, redacted, masked, shown, plaintext_passed, envelope_opened, envelope_sealed) and key id",
+            "JSON fields processed, by route, action (sealed, sealed_expiring, sealed_searchable, sealed_for_subject, opened, opened_expiring, opened_searchable, opened_for_subject, decrypted, redacted, masked, shown, plaintext_passed, envelope_opened, envelope_sealed) and key id",
             fields.clone(),
         );
         let field_failures = Family::<FieldFailureLabels, Counter>::default();
@@ -362,7 +362,11 @@ impl Metrics {
             .inc_by(n);
         let Some(kid) = kid else { return };
         match action {
-            crate::transform::outcome::Action::Opened => {
+            // Every format's opening is a use of the key (`keys retire` asks about it).
+            crate::transform::outcome::Action::Opened
+            | crate::transform::outcome::Action::OpenedExpiring
+            | crate::transform::outcome::Action::OpenedSearchable
+            | crate::transform::outcome::Action::OpenedForSubject => {
                 self.tokens_opened
                     .get_or_create(&KidLabels { kid: kid_label })
                     .inc_by(n);

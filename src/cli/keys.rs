@@ -379,6 +379,11 @@ fn list(path: &Path, admin: Option<&str>, kek: &KekArgs) -> Result<(), Failure> 
         }
         println!("{}", line.trim_end());
     }
+    let erased = ring.shredded().count();
+    if erased > 0 {
+        // How many, never who (the file holds digests only).
+        println!("erased subjects: {erased} (their fsb1 tokens no longer open; docs/tokens.md)");
+    }
     match usage {
         None => Ok(()),
         Some(Ok((url, report))) => {

@@ -30,6 +30,12 @@ pub enum Action {
     Redacted,
     Masked,
     Opened,
+    /// An expiring token (`fse1`) opened.
+    OpenedExpiring,
+    /// A searchable token (`fsd1`) opened.
+    OpenedSearchable,
+    /// A subject-bound token (`fsb1`) opened for the request's subject.
+    OpenedForSubject,
     /// A client-encrypted JWE value opened with an RSA or HPKE key.
     Decrypted,
     /// A whole-body request envelope opened (kid: the RSA key).
@@ -43,6 +49,18 @@ pub enum Action {
 }
 
 impl Action {
+    /// Whether a request value was opened (so the body forwarded is not the client's).
+    pub fn opened_a_value(self) -> bool {
+        matches!(
+            self,
+            Action::Opened
+                | Action::OpenedExpiring
+                | Action::OpenedSearchable
+                | Action::OpenedForSubject
+                | Action::Decrypted
+        )
+    }
+
     /// Label for metrics and audit events.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -53,6 +71,9 @@ impl Action {
             Action::Redacted => "redacted",
             Action::Masked => "masked",
             Action::Opened => "opened",
+            Action::OpenedExpiring => "opened_expiring",
+            Action::OpenedSearchable => "opened_searchable",
+            Action::OpenedForSubject => "opened_for_subject",
             Action::Decrypted => "decrypted",
             Action::EnvelopeOpened => "envelope_opened",
             Action::EnvelopeSealed => "envelope_sealed",

@@ -538,7 +538,12 @@ fn open_node(
     }
     Ok(Some(OpenedField {
         plaintext: Some(Plain::Json(plaintext)),
-        action: Action::Opened,
+        action: match token::format_of(&token_text) {
+            Some(token::Format::Expiring { .. }) => Action::OpenedExpiring,
+            Some(token::Format::Searchable) => Action::OpenedSearchable,
+            Some(token::Format::SubjectBound) => Action::OpenedForSubject,
+            Some(token::Format::Fs1) | None => Action::Opened,
+        },
         kid,
     }))
 }
@@ -755,9 +760,7 @@ pub fn rewrite_request_body(
     let Some(plan) = rules.plan() else {
         let mut doc: Value = serde_json::from_slice(body).map_err(|_| BodyFailure::InvalidJson)?;
         let applied = apply_request(&mut doc, rules, openers)?;
-        let changed = applied
-            .iter()
-            .any(|op| matches!(op.action, Action::Opened | Action::Decrypted));
+        let changed = applied.iter().any(|op| op.action.opened_a_value());
         ops.extend(applied);
         if !changed {
             return Ok(None);
@@ -1828,6 +1831,61 @@ mod view_tests {
                         assert!(out.starts_with(br#"{"id":"42","bio":"likes tea","ssn":"fs1."#));
                     }
                 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+    use crate::crypto::keyring::tests::test_keyring;
+    use crate::transform::selector::Selector;
+
+    /// Every token format opens at a decrypt path on both engines, is reported by its own
+    /// action, and the app gets the plaintext (the body is rewritten, never forwarded as sent).
+    #[test]
+    fn every_format_opens_on_both_engines() {
+        let ring = test_keyring();
+        let k1 = ring.primary();
+        let json = br#""123""#;
+        let far = token::unix_now() + 3600;
+        let cases = [
+            (token::seal_json(k1, "cvv", json).unwrap(), Action::Opened),
+            (
+                token::seal_json_as(k1, token::Format::Expiring { expires_at: far }, "cvv", json)
+                    .unwrap(),
+                Action::OpenedExpiring,
+            ),
+            (
+                token::seal_searchable(k1, "cvv", json),
+                Action::OpenedSearchable,
+            ),
+            (
+                token::seal_for_subject(&ring, "42", "cvv", json).unwrap(),
+                Action::OpenedForSubject,
+            ),
+        ];
+        for plan in [true, false] {
+            let rules =
+                RequestRules::new(vec![Selector::compile("$.cvv", None).unwrap()], true, None);
+            let rules = if plan { rules } else { rules.without_plan() };
+            let openers = Openers {
+                subject: Some("42"),
+                ..Openers::fs1(&ring)
+            };
+            for (token_text, action) in &cases {
+                let body = format!(r#"{{"cvv":"{token_text}"}}"#);
+                let mut ops = Vec::new();
+                let out = rewrite_request_body(body.as_bytes(), &rules, &openers, &mut ops)
+                    .unwrap()
+                    .expect("an opened value rewrites the body");
+                assert_eq!(
+                    serde_json::from_slice::<Value>(&out).unwrap(),
+                    serde_json::json!({"cvv": "123"}),
+                    "plan {plan}, {action:?}"
+                );
+                assert_eq!(ops[0].action, *action);
             }
         }
     }

@@ -322,6 +322,8 @@ def test_subject_bound_tokens_both_ways_and_shredding(fieldseal_bin, keyring):
     assert "user-42" not in text and "user-42" not in r.stdout
     import hashlib
     assert hashlib.sha256(b"fieldseal/shred/v1\0user-42").hexdigest() in text
+    listed = cli(fieldseal_bin, "keys", "list", "--keyring", path)
+    assert "erased subjects: 1" in listed.stdout and "user-42" not in listed.stdout, listed.stdout
     after = cli(fieldseal_bin, "open", "--keyring", path, "--context", "ssn", "--subject", "user-42", token)
     assert after.returncode == 1 and "subject_erased" in after.stderr, after.stderr
     again = cli(fieldseal_bin, "seal", "--keyring", path, "--context", "ssn", "--subject", "user-42", '"x"')
