@@ -79,6 +79,8 @@ struct Compiler<'a> {
     views_written: bool,
     /// Some route takes its data subject from a JWT claim (which needs `identity`).
     claim_subjects: bool,
+    /// Some `fields` entry seals per subject (routes without a `subject` are warned about).
+    policy_per_subject: bool,
 }
 
 impl<'a> Compiler<'a> {
@@ -92,6 +94,7 @@ impl<'a> Compiler<'a> {
             files: std::cell::RefCell::new(vec![path.to_path_buf()]),
             views_written: false,
             claim_subjects: false,
+            policy_per_subject: false,
         }
     }
 
@@ -817,11 +820,13 @@ impl<'a> Compiler<'a> {
                     self.problem(&format!("{at}.seal_null"), "applies to JSON members only");
                     continue;
                 }
-                if !raw.views.is_empty() || raw.ttl.is_some() || raw.searchable {
+                if !raw.views.is_empty() || raw.ttl.is_some() || raw.searchable || raw.per_subject {
                     let (what, verb) = if raw.ttl.is_some() {
                         ("ttl", "applies")
                     } else if raw.searchable {
                         ("searchable", "applies")
+                    } else if raw.per_subject {
+                        ("per_subject", "applies")
                     } else {
                         ("views", "apply")
                     };
@@ -868,6 +873,18 @@ impl<'a> Compiler<'a> {
                     self.problem(&format!("{at}.ttl"), problem);
                 }
                 selector.ttl = Some(ttl);
+            }
+            if raw.per_subject {
+                if op != Operation::Seal {
+                    self.problem(&format!("{at}.per_subject"), "applies to `encrypt` only");
+                } else if raw.searchable || raw.ttl.is_some() {
+                    self.problem(
+                        &at,
+                        "`per_subject` tokens are neither searchable nor expiring",
+                    );
+                }
+                selector.per_subject = true;
+                self.policy_per_subject = true;
             }
             if raw.searchable {
                 if op != Operation::Seal {
@@ -1096,6 +1113,12 @@ impl<'a> Compiler<'a> {
             Some(&raw.headers),
         );
         let rules = self.rules(key, &raw, keys, policy);
+        if self.policy_per_subject && raw.fields && rules.subject.is_none() && !rules.envelope {
+            self.warning(
+                key,
+                "the field policy seals some fields per subject, and this route names no `subject`: its answers holding them are withheld (502); give it a `subject`, or `fields: false`",
+            );
+        }
         match (&path, &rules.subject) {
             (Some(template), Some(SubjectSource::Param(name))) if !template.has_param(name) => {
                 self.problem(
@@ -1583,6 +1606,9 @@ fn describe_entry(raw: &RawFieldRule, op: Operation) -> String {
     }
     if raw.searchable {
         notes.push("searchable".into());
+    }
+    if raw.per_subject {
+        notes.push("per_subject".into());
     }
     if !raw.views.is_empty() {
         let views: Vec<String> = raw

@@ -201,6 +201,11 @@ pub struct RawFieldRule {
     /// `encrypt` only: seal searchable tokens (`fsd1`): equal values give equal tokens.
     #[serde(default)]
     pub searchable: bool,
+    /// `encrypt` only: seal subject-bound tokens (`fsb1`) for each route's `subject`; on a
+    /// route without one (or a request that matches no route) an answer holding the field is
+    /// withheld.
+    #[serde(default)]
+    pub per_subject: bool,
 }
 
 /// One view of a response rule: when it holds, the caller sees `show` instead of the action.

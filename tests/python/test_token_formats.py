@@ -193,3 +193,54 @@ def test_a_subject_bound_token_opens_only_for_its_subject_and_not_after_erasure(
     other = client.get(proxy.url("/api/users/43")).json()
     r = client.put(proxy.url("/api/users/43"), json={"ssn": other["ssn"]})
     assert r.status_code == 200, r.text
+
+
+POLICY_SUBJECT_RULES = """keys:
+  keyring: "{keyring}"
+fields:
+  - {{ select: "$..ssn", action: encrypt, per_subject: true }}
+routes:
+  - name: user
+    match: {{ path: "/api/users/{{id}}", methods: [GET, PUT] }}
+    subject: "{{id}}"
+"""
+
+
+def test_the_field_policy_seals_per_subject_where_routes_name_one(app, pki, fieldseal_bin, tmp_path, client):
+    """A `fields` entry with `per_subject: true`: sealed for the subject on routes that name
+    one, opened only for it there; where no subject is known (a request matching no route)
+    an answer holding the field is withheld, never sealed some other way."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from test_tokens import subject_key, unb64url
+    keyring = tmp_path / "keyring.json"
+    subprocess.run([str(fieldseal_bin), "keys", "init", "--out", str(keyring)], check=True,
+                   capture_output=True)
+    secret = base64.b64decode(json.loads(keyring.read_text())["keys"][0]["secret"])
+    proxy = Proxy(fieldseal_bin, pki, app.port, tmp_path, POLICY_SUBJECT_RULES.format(keyring=keyring))
+    try:
+        doc = client.get(proxy.url("/api/users/42")).json()
+        assert doc["ssn"].startswith("fsb1.")
+        raw = unb64url(doc["ssn"].split(".", 2)[2])
+        assert json.loads(AESGCM(subject_key(secret, "42")).decrypt(raw[:12], raw[12:], b"fsb1.k1.ssn"))
+        assert client.put(proxy.url("/api/users/43"), json={"ssn": doc["ssn"]}).status_code == 400
+        assert client.put(proxy.url("/api/users/42"), json={"ssn": doc["ssn"]}).status_code == 200
+        r = client.get(proxy.url("/api/raw/json"))
+        assert r.status_code == 502 and r.json()["error"]["code"] == "response_not_encryptable", r.text
+        assert "123-45-6789" not in r.text
+    finally:
+        proxy.stop()
+    # `check` says which routes cannot seal per subject.
+    config = tmp_path / "check.yaml"
+    config.write_text(f"""listen: "127.0.0.1:0"
+upstream: "http://127.0.0.1:9"
+tls: {{ cert: "{pki.cert}", key: "{pki.key}" }}
+keys: {{ keyring: "{keyring}" }}
+fields:
+  - {{ select: "$..ssn", action: encrypt, per_subject: true }}
+routes:
+  - name: stats
+    match: {{ path: "/api/stats" }}
+""")
+    r = subprocess.run([str(fieldseal_bin), "check", "--config", str(config)], capture_output=True, text=True)
+    assert r.returncode == 0 and "warning:" in r.stdout and "routes.0" in r.stdout \
+        and "names no `subject`" in r.stdout, r.stdout
