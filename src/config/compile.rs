@@ -820,20 +820,17 @@ impl<'a> Compiler<'a> {
                     self.problem(&format!("{at}.seal_null"), "applies to JSON members only");
                     continue;
                 }
-                if !raw.views.is_empty() || raw.ttl.is_some() || raw.searchable || raw.per_subject {
-                    let (what, verb) = if raw.ttl.is_some() {
-                        ("ttl", "applies")
-                    } else if raw.searchable {
-                        ("searchable", "applies")
-                    } else if raw.per_subject {
-                        ("per_subject", "applies")
-                    } else {
-                        ("views", "apply")
-                    };
-                    self.problem(
-                        &format!("{at}.{what}"),
-                        format!("{verb} to JSON members only"),
-                    );
+                let format = TokenFormat {
+                    ttl: raw.ttl,
+                    searchable: raw.searchable,
+                    per_subject: raw.per_subject,
+                };
+                if let Some(option) = format.first_set() {
+                    self.problem(&format!("{at}.{option}"), "applies to JSON members only");
+                    continue;
+                }
+                if !raw.views.is_empty() {
+                    self.problem(&format!("{at}.views"), "apply to JSON members only");
                     continue;
                 }
                 if op == Operation::Seal {
@@ -866,37 +863,19 @@ impl<'a> Compiler<'a> {
             };
             selector.seal_null = raw.seal_null;
             selector.views = self.views(&format!("{at}.views"), &raw.views);
-            if let Some(ttl) = raw.ttl {
-                if op != Operation::Seal {
-                    self.problem(&format!("{at}.ttl"), "applies to `encrypt` only");
-                } else if let Some(problem) = ttl_problem(ttl) {
-                    self.problem(&format!("{at}.ttl"), problem);
-                }
-                selector.ttl = Some(ttl);
-            }
-            if raw.per_subject {
-                if op != Operation::Seal {
-                    self.problem(&format!("{at}.per_subject"), "applies to `encrypt` only");
-                } else if raw.searchable || raw.ttl.is_some() {
-                    self.problem(
-                        &at,
-                        "`per_subject` tokens are neither searchable nor expiring",
-                    );
-                }
-                selector.per_subject = true;
-                self.policy_per_subject = true;
-            }
-            if raw.searchable {
-                if op != Operation::Seal {
-                    self.problem(&format!("{at}.searchable"), "applies to `encrypt` only");
-                } else if raw.ttl.is_some() {
-                    self.problem(
-                        &at,
-                        "a token is searchable or expiring, not both (equal values must give equal tokens)",
-                    );
-                }
-                selector.searchable = true;
-            }
+            let format = TokenFormat {
+                ttl: raw.ttl,
+                searchable: raw.searchable,
+                per_subject: raw.per_subject,
+            };
+            self.token_format(
+                &at,
+                format,
+                op == Operation::Seal,
+                "`encrypt`",
+                &mut selector,
+            );
+            self.policy_per_subject |= selector.per_subject;
             if keys.keyring.is_none()
                 && selector
                     .views
@@ -1164,61 +1143,43 @@ impl<'a> Compiler<'a> {
         })
     }
 
-    /// `ttl` of `response.encrypt` entries, onto their compiled selectors (same order; the
-    /// carrier entries `selectors` set aside are skipped).
-    fn with_ttl(
+    /// Sets how an `encrypt` rule's tokens are made, naming every misuse at `at`: the
+    /// options on another kind of rule (`not_encrypt` says which kind takes them), a lifetime
+    /// outside [`ttl_problem`]'s bounds, and combinations that contradict each other.
+    fn token_format(
         &mut self,
-        key: &str,
-        raw: &[RawSelector],
-        mut compiled: Vec<Selector>,
-    ) -> Vec<Selector> {
-        for (i, sel) in raw.iter().enumerate() {
-            let RawSelector::WithContext(w) = sel else {
-                continue;
-            };
-            if w.per_subject {
-                if w.searchable || w.ttl.is_some() {
-                    self.problem(
-                        &format!("{key}.{i}"),
-                        "`per_subject` tokens are neither searchable nor expiring",
-                    );
-                }
-                match compiled.iter_mut().find(|s| *s.source == *w.path) {
-                    Some(s) => s.per_subject = true,
-                    None => self.problem(
-                        &format!("{key}.{i}.per_subject"),
-                        "applies to JSON members only",
-                    ),
-                }
+        at: &str,
+        format: TokenFormat,
+        encrypt: bool,
+        not_encrypt: &str,
+        selector: &mut Selector,
+    ) {
+        if !encrypt {
+            if let Some(option) = format.first_set() {
+                self.problem(
+                    &format!("{at}.{option}"),
+                    format!("applies to {not_encrypt} only"),
+                );
             }
-            if w.searchable {
-                if w.ttl.is_some() {
-                    self.problem(
-                        &format!("{key}.{i}"),
-                        "a token is searchable or expiring, not both (equal values must give equal tokens)",
-                    );
-                }
-                match compiled.iter_mut().find(|s| *s.source == *w.path) {
-                    Some(s) => s.searchable = true,
-                    None => self.problem(
-                        &format!("{key}.{i}.searchable"),
-                        "applies to JSON members only",
-                    ),
-                }
-            }
-            let Some(ttl) = w.ttl else {
-                continue;
-            };
-            if let Some(problem) = ttl_problem(ttl) {
-                self.problem(&format!("{key}.{i}.ttl"), problem);
-            }
-            if let Some(s) = compiled.iter_mut().find(|s| *s.source == *w.path) {
-                s.ttl = Some(ttl);
-            } else {
-                self.problem(&format!("{key}.{i}.ttl"), "applies to JSON members only");
-            }
+            return;
         }
-        compiled
+        if let Some(problem) = format.ttl.and_then(ttl_problem) {
+            self.problem(&format!("{at}.ttl"), problem);
+        }
+        if format.per_subject && (format.searchable || format.ttl.is_some()) {
+            self.problem(
+                at,
+                "`per_subject` tokens are neither searchable nor expiring",
+            );
+        } else if format.searchable && format.ttl.is_some() {
+            self.problem(
+                at,
+                "a token is searchable or expiring, not both (equal values must give equal tokens)",
+            );
+        }
+        selector.ttl = format.ttl;
+        selector.searchable = format.searchable;
+        selector.per_subject = format.per_subject;
     }
 
     /// A rule's views by caller identity, compiled; each names what is wrong with it.
@@ -1310,26 +1271,15 @@ impl<'a> Compiler<'a> {
                     &w.views[..],
                 ),
             };
-            // `ttl` and `searchable` belong to `response.encrypt` (set by `with_ttl`); anywhere
-            // else they are named.
-            if let RawSelector::WithContext(w) = sel {
-                let encrypt = !decrypt && key.ends_with(".response.encrypt");
-                if w.ttl.is_some() && !encrypt {
-                    self.problem(&format!("{at}.ttl"), "applies to `encrypt` rules only");
-                }
-                if w.searchable && !encrypt {
-                    self.problem(
-                        &format!("{at}.searchable"),
-                        "applies to `encrypt` rules only",
-                    );
-                }
-                if w.per_subject && !encrypt {
-                    self.problem(
-                        &format!("{at}.per_subject"),
-                        "applies to `encrypt` rules only",
-                    );
-                }
-            }
+            // How an `encrypt` rule's tokens are made (`ttl`, `searchable`, `per_subject`).
+            let format = match sel {
+                RawSelector::WithContext(w) => TokenFormat {
+                    ttl: w.ttl,
+                    searchable: w.searchable,
+                    per_subject: w.per_subject,
+                },
+                RawSelector::Path(_) => TokenFormat::default(),
+            };
             if decrypt && !views.is_empty() {
                 self.problem(
                     &format!("{at}.views"),
@@ -1365,6 +1315,9 @@ impl<'a> Compiler<'a> {
                 if !views.is_empty() {
                     self.problem(&format!("{at}.views"), "apply to JSON members only");
                 }
+                if let Some(option) = format.first_set() {
+                    self.problem(&format!("{at}.{option}"), "applies to JSON members only");
+                }
                 if let Some(types) = value_type {
                     if !decrypt {
                         self.problem(
@@ -1391,6 +1344,8 @@ impl<'a> Compiler<'a> {
             if !decrypt {
                 selector.views = self.views(&format!("{at}.views"), views);
             }
+            let encrypt = !decrypt && key.ends_with(".response.encrypt");
+            self.token_format(&at, format, encrypt, "`encrypt` rules", &mut selector);
             if let Some(types) = value_type {
                 if !decrypt {
                     self.problem(
@@ -1434,7 +1389,6 @@ impl<'a> Compiler<'a> {
             };
             let (encrypt, named) =
                 self.selectors(&format!("{key}.response.encrypt"), &r.encrypt, false);
-            let encrypt = self.with_ttl(&format!("{key}.response.encrypt"), &r.encrypt, encrypt);
             header_rules(named, Operation::Seal);
             let (redact, named) =
                 self.selectors(&format!("{key}.response.redact"), &r.redact, false);
@@ -1687,4 +1641,27 @@ fn ttl_problem(ttl: std::time::Duration) -> Option<String> {
         return Some("whole seconds only".into());
     }
     None
+}
+
+/// How an `encrypt` rule's tokens are made, as written: `fs1` unless one is set.
+#[derive(Debug, Clone, Copy, Default)]
+struct TokenFormat {
+    ttl: Option<std::time::Duration>,
+    searchable: bool,
+    per_subject: bool,
+}
+
+impl TokenFormat {
+    /// The first option written, by its key (for "applies to … only").
+    fn first_set(self) -> Option<&'static str> {
+        if self.ttl.is_some() {
+            Some("ttl")
+        } else if self.searchable {
+            Some("searchable")
+        } else if self.per_subject {
+            Some("per_subject")
+        } else {
+            None
+        }
+    }
 }

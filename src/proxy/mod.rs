@@ -452,7 +452,15 @@ async fn forward(
         (Some(verifier), true) => Some((verifier, verifier.verify_async(&parts.headers).await)),
         _ => None,
     };
-    let segments = crate::routing::normalize_path(parts.uri.path());
+    // Path parameters are read only where a view or the data subject names one: routing
+    // normalised the path already, and most requests need nothing from it here.
+    let needs_params = response_rules.is_some_and(|r| r.has_views())
+        || matches!(subject_source, Some(SubjectSource::Param(_)));
+    let segments = if needs_params {
+        crate::routing::normalize_path(parts.uri.path())
+    } else {
+        Vec::new()
+    };
     let seen = match &identity {
         Some((verifier, identity)) => {
             let (seen, record) = match identity {
