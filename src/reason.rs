@@ -52,6 +52,8 @@ pub enum Reason {
     NoSubject,
     /// A subject-bound token of an erased data subject.
     SubjectErased,
+    /// Another token format where a field is sealed per subject.
+    NotSubjectBound,
     /// A JWE or envelope that is not well formed.
     Malformed,
     UnsupportedAlgorithm,
@@ -99,6 +101,7 @@ impl Reason {
             Reason::Expired => "expired",
             Reason::NoSubject => "no_subject",
             Reason::SubjectErased => "subject_erased",
+            Reason::NotSubjectBound => "not_subject_bound",
             Reason::Malformed => "malformed",
             Reason::UnsupportedAlgorithm => "unsupported_algorithm",
             Reason::UnsupportedHeader => "unsupported_header",
@@ -158,6 +161,7 @@ mod tests {
             Expired,
             NoSubject,
             SubjectErased,
+            NotSubjectBound,
             Malformed,
             UnsupportedAlgorithm,
             UnsupportedHeader,

@@ -1478,6 +1478,16 @@ impl<'a> Compiler<'a> {
         let per_subject = response
             .as_ref()
             .is_some_and(|r| r.rules().iter().any(|rule| rule.selector.per_subject));
+        // A decrypt path the route seals per subject takes subject-bound tokens only.
+        let mut request = request;
+        if let (Some(resp), Some(req)) = (&response, request.as_mut()) {
+            for sel in req.decrypt.iter_mut() {
+                sel.per_subject |= resp
+                    .rules()
+                    .iter()
+                    .any(|r| r.selector.per_subject && r.selector.source == sel.source);
+            }
+        }
         if per_subject && raw.subject.is_none() {
             self.problem(
                 &format!("{key}.response.encrypt"),

@@ -337,6 +337,9 @@ struct Field<'r> {
     seal_null: bool,
     /// The rule's `type`.
     accepts: Option<JsonTypes>,
+    /// The field is sealed per subject (`per_subject`): only a subject-bound token opens
+    /// here, so another user's `fs1` token of the same field is no way around the binding.
+    subject_bound: bool,
     rules: &'r RequestRules,
 }
 
@@ -427,6 +430,7 @@ pub fn apply_request(
             context: transform::context(selector, location),
             seal_null: selector.seal_null,
             accepts: selector.accepts,
+            subject_bound: selector.per_subject,
             rules,
         };
         let Some(opened) = open_node(Node::Value(node), &field, openers, &mut budget)? else {
@@ -523,6 +527,9 @@ fn open_node(
         }));
     };
     let kid = token_kid(&token_text);
+    if field.subject_bound && !token_text.starts_with(token::SUBJECT_PREFIX) {
+        return Err(field.failure(Reason::NotSubjectBound, kid));
+    }
     let Some(keyring) = openers.keyring else {
         return Err(field.failure(Reason::KeyringUnavailable, kid));
     };
@@ -569,6 +576,7 @@ pub fn open_named(
         context: &named.context,
         seal_null: false,
         accepts: named.accepts,
+        subject_bound: false,
         rules,
     };
     let value = Value::String(text.to_string());
@@ -784,6 +792,7 @@ pub fn rewrite_request_body(
             context: selector.context.as_deref().unwrap_or(&span.member),
             seal_null: selector.seal_null,
             accepts: selector.accepts,
+            subject_bound: selector.per_subject,
             rules,
         };
         let Some(opened) = open_node(Node::Raw(span.raw), &field, openers, &mut budget)? else {

@@ -167,6 +167,14 @@ def test_a_subject_bound_token_opens_only_for_its_subject_and_not_after_erasure(
     # In a request about another subject (the cross-user oracle): refused before the app.
     r = client.put(proxy.url("/api/users/43"), json={"ssn": doc["ssn"]})
     assert r.status_code == 400 and "authentication_failed" in r.json()["error"]["message"], r.text
+    # The next try: a token of the same field in another format (an fs1 token some other route
+    # or an old release sealed, any user's), or a searchable one. Refused: the field is per subject.
+    for flags in ([], ["--searchable"]):
+        other = subprocess.run([str(fieldseal_bin), "seal", "--keyring", str(proxy.keyring), "--context",
+                                "ssn", *flags, '"111-22-3333"'], check=True, capture_output=True,
+                               text=True).stdout.strip()
+        r = client.put(proxy.url("/api/users/42"), json={"ssn": other})
+        assert r.status_code == 400 and "not_subject_bound" in r.json()["error"]["message"], r.text
     # Erase subject 42 and reload: its tokens stop opening and its answers are withheld.
     subprocess.run([str(fieldseal_bin), "keys", "shred", "--keyring", str(proxy.keyring),
                     "--subject", "42"], check=True, capture_output=True)
@@ -223,6 +231,10 @@ def test_the_field_policy_seals_per_subject_where_routes_name_one(app, pki, fiel
         raw = unb64url(doc["ssn"].split(".", 2)[2])
         assert json.loads(AESGCM(subject_key(secret, "42")).decrypt(raw[:12], raw[12:], b"fsb1.k1.ssn"))
         assert client.put(proxy.url("/api/users/43"), json={"ssn": doc["ssn"]}).status_code == 400
+        fs1 = subprocess.run([str(fieldseal_bin), "seal", "--keyring", str(keyring), "--context", "ssn",
+                              '"111-22-3333"'], check=True, capture_output=True, text=True).stdout.strip()
+        r = client.put(proxy.url("/api/users/42"), json={"ssn": fs1})
+        assert r.status_code == 400 and "not_subject_bound" in r.json()["error"]["message"], r.text
         assert client.put(proxy.url("/api/users/42"), json={"ssn": doc["ssn"]}).status_code == 200
         r = client.get(proxy.url("/api/raw/json"))
         assert r.status_code == 502 and r.json()["error"]["code"] == "response_not_encryptable", r.text
