@@ -533,3 +533,83 @@ routes:
         "{other}"
     );
 }
+
+/// A list route whose subject is a member of each record: explain seals each record's value
+/// for the record's own member (checked by opening each token for it), and says why an answer
+/// with a record lacking it is withheld.
+#[test]
+fn explain_seals_each_record_for_its_member_subject() {
+    let pki = Pki::new();
+    let keyring = pki.path("keyring.json");
+    make_keyring(&keyring);
+    let config = pki.path("fieldseal.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"listen: "127.0.0.1:0"
+upstream: "http://127.0.0.1:8000"
+tls: {{ cert: "{}", key: "{}" }}
+keys: {{ keyring: keyring.json }}
+routes:
+  - name: users
+    match: {{ path: "/api/users", methods: [GET] }}
+    subject: "member:id"
+    response: {{ encrypt: [{{ path: "$[*].ssn", per_subject: true }}] }}
+"#,
+            pki.cert().display(),
+            pki.key().display()
+        ),
+    )
+    .unwrap();
+    let explain = |body: &str| {
+        let answer = pki.path("answer.json");
+        std::fs::write(&answer, body).unwrap();
+        let (code, out, err) = run_cli(
+            &[
+                "explain",
+                "--config",
+                config.to_str().unwrap(),
+                "--path",
+                "/api/users",
+                "--body",
+                answer.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let out = explain(r#"[{"id": 7, "ssn": "078-05-1120"}, {"id": "u-8", "ssn": "219-09-9999"}]"#);
+    let tokens: Vec<&str> = out.split('"').filter(|s| s.starts_with("fsb1.")).collect();
+    assert_eq!(tokens.len(), 2, "{out}");
+    for (token, (subject, plain)) in tokens
+        .iter()
+        .zip([("7", "078-05-1120"), ("u-8", "219-09-9999")])
+    {
+        let open = |subject: &str| {
+            run_cli(
+                &[
+                    "open",
+                    "--keyring",
+                    keyring.to_str().unwrap(),
+                    "--context",
+                    "ssn",
+                    "--subject",
+                    subject,
+                    token,
+                ],
+                &[],
+            )
+        };
+        let (code, opened, err) = open(subject);
+        assert_eq!(code, 0, "{err}");
+        assert!(opened.contains(plain), "{opened}");
+        let other = if subject == "7" { "u-8" } else { "7" };
+        assert_ne!(open(other).0, 0);
+    }
+    let out = explain(r#"[{"id": 7, "ssn": "078-05-1120"}, {"ssn": "219-09-9999"}]"#);
+    assert!(
+        out.contains("no_subject") && !out.contains("219-09-9999"),
+        "{out}"
+    );
+}

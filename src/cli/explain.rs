@@ -26,6 +26,7 @@ use crate::routing::{normalize_path, Matchable};
 use crate::transform;
 use crate::transform::rules::{self as field_rules, BodyFailure, FieldOp, Openers};
 use crate::transform::selector::Selector;
+use crate::transform::subject::DataSubject;
 use crate::transform::view::{Seen, Sight};
 
 #[derive(Debug, Args)]
@@ -278,18 +279,13 @@ pub fn explain(
     let route_name = route.map_or("unmatched", |(_, r)| &*r.name);
     let response_route = matched.cover.map_or(route_name, |c| &*c.name);
     let (response, request) = (matched.response, matched.request);
-    // The request's data subject, as `run` reads it (or as given).
-    let data_subject: Option<String> = subject.map(str::to_string).or_else(|| {
-        use crate::config::settings::SubjectSource;
-        let r = route.map(|(_, r)| r)?;
-        match r.rules.subject.as_ref()? {
-            SubjectSource::Param(name) => r.template().param(name, &segments).map(str::to_string),
-            SubjectSource::Claim(claim) => caller
-                .and_then(|c| c.get(claim))
-                .and_then(Value::as_str)
-                .map(str::to_string),
-        }
-    });
+    // The data subject, as `run` reads it (or as given).
+    let data_subject = match subject {
+        Some(s) => DataSubject::Known(s.to_string()),
+        None => route.map_or(DataSubject::Unknown, |(_, r)| {
+            r.data_subject(&segments, caller)
+        }),
+    };
     let (as_response, as_request) = match direction {
         Direction::Response => (response, None),
         Direction::Request => (None, request),
@@ -345,7 +341,7 @@ pub fn explain(
         explain_response(&mut out, settings, response_route, rules, &sight, body);
     }
     if let Some(rules) = as_request {
-        explain_request(&mut out, settings, rules, body, data_subject.as_deref());
+        explain_request(&mut out, settings, rules, body, data_subject.of_request());
     }
     out
 }

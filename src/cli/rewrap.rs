@@ -1,4 +1,4 @@
-//! `fieldseal rewrap`: re-seal stored fs1 tokens under the keyring's primary key.
+//! `fieldseal rewrap`: re-seal stored tokens under the keyring's primary key.
 //!
 //! Responses always seal with the primary, so tokens a client holds are renewed on its next
 //! read (lazy rewrap in flight). Tokens stored elsewhere — databases, files, queues — are
@@ -33,11 +33,13 @@ use std::process::ExitCode;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use crate::config::settings::SubjectSource;
 use crate::crypto::token::{self, looks_like_token};
 use crate::crypto::Keyring;
 use crate::secret_file::Exposure;
 use crate::transform;
 use crate::transform::selector::Selector;
+use crate::transform::subject::DataSubject;
 
 #[derive(Debug, clap::Args)]
 pub struct RewrapArgs {
@@ -54,6 +56,15 @@ pub struct RewrapArgs {
     /// checked and left as they are.
     #[arg(long)]
     pub all: bool,
+    /// Every subject-bound (`fsb1`) token in the input belongs to this data subject (a dump
+    /// of one person's records).
+    #[arg(long, conflicts_with = "subject_member")]
+    pub subject: Option<String>,
+    /// Each subject-bound token belongs to this member of the record holding it, as a
+    /// route's `subject: "member:NAME"` reads it (docs/tokens.md). Implied by `--route` when
+    /// the route names its subject that way.
+    #[arg(long, value_name = "NAME")]
+    pub subject_member: Option<String>,
 }
 
 pub fn run(args: RewrapArgs) -> ExitCode {
@@ -61,13 +72,18 @@ pub fn run(args: RewrapArgs) -> ExitCode {
         Ok(k) => k,
         Err(code) => return code,
     };
-    let contexts = match (&args.config, &args.route) {
+    let mut contexts = match (&args.config, &args.route) {
         (Some(config), Some(route)) => match RouteContexts::load(config, route) {
             Ok(c) => c,
             Err(code) => return code,
         },
         _ => RouteContexts::default(),
     };
+    if let Some(subject) = args.subject {
+        contexts.subject = DataSubject::Known(subject);
+    } else if let Some(member) = args.subject_member {
+        contexts.subject = DataSubject::Member(member.into());
+    }
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
@@ -141,6 +157,9 @@ fn plural(n: u64, word: &str) -> String {
 #[derive(Debug, Default)]
 pub(crate) struct RouteContexts {
     groups: Vec<Vec<Selector>>,
+    /// Whose subject-bound tokens the documents hold: `--subject`, `--subject-member`, or
+    /// the route's `subject: "member:…"`. Unknown: they are left as they are, and counted.
+    pub subject: DataSubject,
 }
 
 /// JSON Pointer of a selected node → the context the proxy binds there.
@@ -189,7 +208,12 @@ impl RouteContexts {
         if let Some(r) = &rules.request {
             groups.push(r.decrypt.clone());
         }
-        Self { groups }
+        // A path parameter or a claim is not in the documents: `--subject` says it.
+        let subject = match &rules.subject {
+            Some(SubjectSource::Member(name)) => DataSubject::Member(name.clone()),
+            _ => DataSubject::Unknown,
+        };
+        Self { groups, subject }
     }
 
     /// Whether any selector names a context; if none does, the member rule applies
@@ -226,9 +250,12 @@ pub(crate) struct Stats {
     /// Expiring tokens past their expiry: they open nowhere, so they are left as they are
     /// (retiring their key changes nothing for them).
     pub expired: u64,
-    /// Subject-bound tokens (`fsb1`): re-sealing one needs its subject, which a document does
-    /// not say; left as they are (docs/tokens.md).
+    /// Subject-bound tokens (`fsb1`) whose subject was not given (`--subject`,
+    /// `--subject-member`, or a route whose subject is a member): left as they are.
     pub subject_bound: u64,
+    /// Subject-bound tokens of erased subjects (`keys shred`): they open nowhere; left as
+    /// they are.
+    pub erased: u64,
 }
 
 impl Stats {
@@ -264,8 +291,14 @@ impl Summary {
         };
         if self.stats.subject_bound > 0 {
             expired.push_str(&format!(
-                "; {} subject-bound, left as they are",
+                "; {} subject-bound with no subject given (--subject, --subject-member), left as they are",
                 self.stats.subject_bound
+            ));
+        }
+        if self.stats.erased > 0 {
+            expired.push_str(&format!(
+                "; {} of erased subjects, left as they are",
+                self.stats.erased
             ));
         }
         format!(
@@ -305,9 +338,10 @@ impl StreamError {
                 if failure.reason == Reason::AuthenticationFailed =>
             {
                 Some(
-                    "the token was tampered with, sealed under another secret, or sealed for \
+                    "the token was tampered with, sealed under another secret, sealed for \
                      another context (if the route sets an explicit `context`, pass \
-                     `--config F --route NAME`)",
+                     `--config F --route NAME`), or sealed for another subject than the one \
+                     given (`--subject`, `--subject-member`)",
                 )
             }
             StreamError::Token { failure, .. } if failure.reason == Reason::UnknownKey => {
@@ -353,6 +387,7 @@ pub(crate) fn rewrap_stream<R: Read, W: Write>(
     summary: &mut Summary,
 ) -> Result<(), StreamError> {
     let use_route = contexts.has_explicit();
+    let per_value = contexts.subject.per_value();
     let no_overrides = Overrides::new();
     let mut out = Vec::new();
     for doc in serde_json::Deserializer::from_reader(input).into_iter::<Box<RawValue>>() {
@@ -361,23 +396,36 @@ pub(crate) fn rewrap_stream<R: Read, W: Write>(
             serde_json::error::Category::Io => StreamError::Read(error),
             _ => StreamError::NotJson { document, error },
         })?;
-        let overrides = if use_route {
-            // Selection needs a tree; it is built only when the route names contexts. Its
-            // limits are the proxy's: 127 levels of nesting, numbers within f64's range.
-            let tree: Value = serde_json::from_str(doc.get()).map_err(|e| StreamError::Select {
-                document,
-                why: e.to_string(),
-            })?;
-            Cow::Owned(contexts.overrides(&tree).map_err(|_| StreamError::Select {
-                document,
-                why: "JSONPath evaluation failed".into(),
-            })?)
+        // Selection and per-record subjects need a tree; it is built only when the route
+        // names contexts or subjects are members. Its limits are the proxy's: 127 levels of
+        // nesting, numbers within f64's range.
+        let tree: Option<Value> = if use_route || per_value {
+            Some(
+                serde_json::from_str(doc.get()).map_err(|e| StreamError::Select {
+                    document,
+                    why: e.to_string(),
+                })?,
+            )
         } else {
-            Cow::Borrowed(&no_overrides)
+            None
+        };
+        let overrides = match &tree {
+            Some(tree) if use_route => {
+                Cow::Owned(contexts.overrides(tree).map_err(|_| StreamError::Select {
+                    document,
+                    why: "JSONPath evaluation failed".into(),
+                })?)
+            }
+            _ => Cow::Borrowed(&no_overrides),
+        };
+        let bindings = Bindings {
+            overrides: &overrides,
+            subject: &contexts.subject,
+            tree: tree.as_ref(),
         };
         out.clear();
         let mut stats = Stats::default();
-        rewrap_document(&doc, keyring, &overrides, all, &mut stats, &mut out)
+        rewrap_document(&doc, keyring, &bindings, all, &mut stats, &mut out)
             .map_err(|failure| StreamError::Token { document, failure })?;
         out.push(b'\n');
         output.write_all(&out).map_err(StreamError::Write)?;
@@ -388,6 +436,7 @@ pub(crate) fn rewrap_stream<R: Read, W: Write>(
         summary.stats.current += stats.current;
         summary.stats.expired += stats.expired;
         summary.stats.subject_bound += stats.subject_bound;
+        summary.stats.erased += stats.erased;
     }
     Ok(())
 }
@@ -419,15 +468,37 @@ impl fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
+/// What binds one document's tokens besides their key: each one's context and, for
+/// subject-bound tokens, its subject.
+pub(crate) struct Bindings<'a> {
+    /// JSON Pointers of selected nodes → explicit contexts; elsewhere the member rule.
+    pub overrides: &'a Overrides,
+    /// Whose subject-bound tokens these are.
+    pub subject: &'a DataSubject,
+    /// The parsed document, where the subject is a member of each record.
+    pub tree: Option<&'a Value>,
+}
+
+impl Bindings<'_> {
+    fn subject_at(&self, pointer: &str) -> Option<Cow<'_, str>> {
+        match (self.subject, self.tree) {
+            (DataSubject::Member(_), Some(tree)) => self.subject.at(tree, pointer),
+            (DataSubject::Member(_), None) => None,
+            (subject, _) => subject.of_request().map(Cow::Borrowed),
+        }
+    }
+}
+
 /// Appends `doc` to `out`, compact (insignificant whitespace dropped, everything else byte for
-/// byte), with every fs1 token re-sealed under the primary — except tokens already under the
-/// primary, which are opened (checked) and kept unless `all`. `overrides` maps JSON Pointers
-/// to explicit contexts; elsewhere the member rule applies. On failure `out` holds a partial
-/// document and must be discarded.
+/// byte), with every token re-sealed under the primary in its own format — except tokens
+/// already under the primary, which are opened (checked) and kept unless `all`, expired
+/// tokens, and subject-bound tokens whose subject `bindings` does not say or that were erased
+/// (left as they are, and counted). On failure `out` holds a partial document and must be
+/// discarded.
 pub(crate) fn rewrap_document(
     doc: &RawValue,
     keyring: &Keyring,
-    overrides: &Overrides,
+    bindings: &Bindings<'_>,
     all: bool,
     stats: &mut Stats,
     out: &mut Vec<u8>,
@@ -436,7 +507,8 @@ pub(crate) fn rewrap_document(
     walk(doc, out, |site, value| {
         let kid = token::token_kid(value).unwrap_or_default();
         let location = site.location();
-        let context = overrides
+        let context = bindings
+            .overrides
             .get(&location.pointer)
             .map_or(location.member.as_str(), String::as_str);
         let failure = |reason| Failure {
@@ -444,26 +516,38 @@ pub(crate) fn rewrap_document(
             reason,
             kid: kid.to_string(),
         };
-        let plaintext = match token::open_json(keyring, context, value) {
-            Ok(p) => p,
-            Err(token::OpenError::Expired) => {
-                stats.expired += 1;
-                return Ok(None);
-            }
-            Err(token::OpenError::NoSubject) => {
-                stats.subject_bound += 1;
-                return Ok(None);
-            }
-            Err(e) => return Err(failure(e.reason())),
-        };
+        let subject = bindings.subject_at(&location.pointer);
+        let plaintext =
+            match token::open_json_for_subject(keyring, context, value, subject.as_deref()) {
+                Ok(p) => p,
+                Err(token::OpenError::Expired) => {
+                    stats.expired += 1;
+                    return Ok(None);
+                }
+                Err(token::OpenError::NoSubject) => {
+                    stats.subject_bound += 1;
+                    return Ok(None);
+                }
+                Err(token::OpenError::SubjectErased) => {
+                    stats.erased += 1;
+                    return Ok(None);
+                }
+                Err(e) => return Err(failure(e.reason())),
+            };
         if kid == primary.id && !all {
             stats.current += 1;
             return Ok(None);
         }
-        // An expiring token keeps its expiry: re-sealing must not extend it.
+        // An expiring token keeps its expiry: re-sealing must not extend it. A subject-bound
+        // token stays bound to its subject.
         let format = token::format_of(value).unwrap_or(token::Format::Fs1);
-        let sealed = token::seal_json_as(primary, format, context, &plaintext)
-            .map_err(|_| failure(Reason::RandomSourceFailed))?;
+        let sealed = match (format, subject.as_deref()) {
+            (token::Format::SubjectBound, Some(subject)) => {
+                token::seal_for_subject(keyring, subject, context, &plaintext).map_err(failure)?
+            }
+            _ => token::seal_json_as(primary, format, context, &plaintext)
+                .map_err(|_| failure(Reason::RandomSourceFailed))?,
+        };
         *stats.rewrapped.entry(kid.to_string()).or_default() += 1;
         Ok(Some(sealed))
     })
@@ -668,7 +752,12 @@ mod tests {
     fn rewrap(text: &str, overrides: &Overrides, all: bool) -> Result<(String, Stats), Failure> {
         let mut stats = Stats::default();
         let mut out = Vec::new();
-        rewrap_document(&raw(text), &ring(), overrides, all, &mut stats, &mut out)?;
+        let bindings = Bindings {
+            overrides,
+            subject: &DataSubject::Unknown,
+            tree: None,
+        };
+        rewrap_document(&raw(text), &ring(), &bindings, all, &mut stats, &mut out)?;
         Ok((String::from_utf8(out).unwrap(), stats))
     }
 
@@ -784,6 +873,7 @@ mod tests {
         let decrypt = vec![Selector::compile("$.cards[*].number", Some("other".into())).unwrap()];
         let contexts = RouteContexts {
             groups: vec![encrypt, decrypt],
+            ..Default::default()
         };
         assert!(contexts.has_explicit());
         let text = format!(
@@ -1025,6 +1115,7 @@ mod tests {
         assert!(out.ends_with(",\"huge\":1e400}\n"), "{out}");
         let contexts = RouteContexts {
             groups: vec![vec![Selector::compile("$.x", Some("x".into())).unwrap()]],
+            ..Default::default()
         };
         let (out, _, err) = stream(&input, &contexts);
         assert!(out.is_empty());
@@ -1053,6 +1144,7 @@ mod tests {
                 Some("card".into()),
             )
             .unwrap()]],
+            ..Default::default()
         };
         let input = format!(
             "{{\"cards\":[{{\"number\":\"{card}\"}},{{\"number\":\"{card}\"}}]}}\n\"{}\"\n",

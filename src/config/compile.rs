@@ -1464,16 +1464,17 @@ impl<'a> Compiler<'a> {
             if let Some(name) = s.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
                 return Some(SubjectSource::Param(name.to_string()));
             }
-            match s.strip_prefix("claim:") {
-                Some(claim) if !claim.is_empty() => Some(SubjectSource::Claim(claim.to_string())),
-                _ => {
-                    self.problem(
-                        &format!("{key}.subject"),
-                        "name a path parameter (`\"{id}\"`) or a JWT claim (`\"claim:sub\"`)",
-                    );
-                    None
-                }
+            if let Some(claim) = s.strip_prefix("claim:").filter(|c| !c.is_empty()) {
+                return Some(SubjectSource::Claim(claim.to_string()));
             }
+            if let Some(member) = s.strip_prefix("member:").filter(|m| !m.is_empty()) {
+                return Some(SubjectSource::Member(member.into()));
+            }
+            self.problem(
+                &format!("{key}.subject"),
+                "name a path parameter (`\"{id}\"`), a JWT claim (`\"claim:sub\"`) or a member of each record in the answer (`\"member:owner_id\"`)",
+            );
+            None
         });
         let per_subject = response
             .as_ref()
@@ -1487,6 +1488,15 @@ impl<'a> Compiler<'a> {
                     .iter()
                     .any(|r| r.selector.per_subject && r.selector.source == sel.source);
             }
+        }
+        let opens_per_subject = request
+            .as_ref()
+            .is_some_and(|r| r.decrypt.iter().any(|sel| sel.per_subject));
+        if opens_per_subject && matches!(subject, Some(SubjectSource::Member(_))) {
+            self.warning(
+                &format!("{key}.subject"),
+                "a request's own members never name its subject (the client would choose whose tokens open): this route opens no subject-bound token in requests; give writes a route with a path parameter or claim subject",
+            );
         }
         if per_subject && raw.subject.is_none() {
             self.problem(

@@ -18,6 +18,7 @@ use crate::transform::carrier::NamedField;
 pub use crate::transform::operation::Operation;
 use crate::transform::selector::Selector;
 use crate::transform::splice::Plan;
+use crate::transform::subject::DataSubject;
 
 /// A whole compiled configuration.
 pub struct Settings {
@@ -356,6 +357,7 @@ impl RouteRules {
         match &self.subject {
             Some(SubjectSource::Param(p)) => out.push(format!("subject: {{{p}}}")),
             Some(SubjectSource::Claim(c)) => out.push(format!("subject: claim:{c}")),
+            Some(SubjectSource::Member(m)) => out.push(format!("subject: member:{m}")),
             None => {}
         }
         if self.envelope {
@@ -385,6 +387,35 @@ pub enum SubjectSource {
     Param(String),
     /// `"claim:sub"`: a string claim of the caller's verified JWT (`identity.jwt`).
     Claim(String),
+    /// `"member:owner_id"`: in answers, this member of the record holding each value
+    /// (`transform::subject`); requests get no subject from it.
+    Member(Arc<str>),
+}
+
+impl Route {
+    /// This request's data subject, as the route's `subject` names it: `segments` are the
+    /// request's normalised path segments, `claims` the caller's verified claims (if any).
+    /// The proxy and `explain` both read it here.
+    pub fn data_subject<S: AsRef<str>>(
+        &self,
+        segments: &[S],
+        claims: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> DataSubject {
+        match &self.rules.subject {
+            None => DataSubject::Unknown,
+            Some(SubjectSource::Param(name)) => {
+                DataSubject::known(self.path.param(name, segments).map(str::to_string))
+            }
+            Some(SubjectSource::Claim(claim)) => DataSubject::known(
+                claims
+                    .and_then(|c| c.get(claim))
+                    .and_then(|v| v.as_str())
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_string),
+            ),
+            Some(SubjectSource::Member(name)) => DataSubject::Member(name.clone()),
+        }
+    }
 }
 
 /// A carrier rule as `check` lists it.

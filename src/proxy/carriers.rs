@@ -185,7 +185,7 @@ pub fn transform_response_headers(
         for value in headers.get_all(&name) {
             let text = String::from_utf8_lossy(value.as_bytes());
             let out = field_rules::operate_named(rule.op, &rule.field, &text, keyring, ops)
-                .map_err(|f| ProxyError::ResponseNotEncryptable(f.reason.as_str()))?;
+                .map_err(ProxyError::ResponseFieldFailed)?;
             if let Some(out) = out {
                 values.push(
                     carrier::header_value(&out)

@@ -59,6 +59,11 @@ pub enum ProxyError {
     /// Upstream: a response the route must seal cannot be (not JSON, too large, encoded in a
     /// way the proxy cannot decode). Fail closed: the plaintext is never sent.
     ResponseNotEncryptable(&'static str),
+    /// Upstream: one field of an answer could not be sealed (no data subject for a
+    /// `per_subject` rule, an erased subject, the random source). Withheld like
+    /// `ResponseNotEncryptable`; the audit log and the metrics name the field and the reason,
+    /// the client gets the same message as for any answer that cannot be sealed.
+    ResponseFieldFailed(crate::transform::rules::FieldFailure),
     /// The guard in `block` mode found sensitive data in the answer (contract §9).
     SensitiveDataDetected,
 }
@@ -104,6 +109,13 @@ impl ProxyError {
             ProxyError::ResponseNotEncryptable(why) => {
                 ("$", *why, "response_not_encryptable", None, Outcome::Failed)
             }
+            ProxyError::ResponseFieldFailed(f) => (
+                f.path.as_str(),
+                f.reason.as_str(),
+                f.reason.as_str(),
+                f.kid.as_deref(),
+                Outcome::Failed,
+            ),
             ProxyError::SensitiveDataDetected => (
                 "$",
                 "sensitive_data_detected",
@@ -127,6 +139,7 @@ impl ProxyError {
             ProxyError::UpstreamUnreachable
             | ProxyError::UpstreamProtocol
             | ProxyError::ResponseNotEncryptable(_)
+            | ProxyError::ResponseFieldFailed(_)
             | ProxyError::SensitiveDataDetected => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -158,7 +171,9 @@ impl ProxyError {
             ProxyError::FieldRejected { .. } => "field_rejected",
             ProxyError::EnvelopeRejected { .. } => "envelope_rejected",
             ProxyError::ReplayCacheFull => "replay_cache_full",
-            ProxyError::ResponseNotEncryptable(_) => "response_not_encryptable",
+            ProxyError::ResponseNotEncryptable(_) | ProxyError::ResponseFieldFailed(_) => {
+                "response_not_encryptable"
+            }
             ProxyError::SensitiveDataDetected => "sensitive_data_detected",
         }
     }
@@ -208,6 +223,9 @@ impl ProxyError {
             ProxyError::ResponseNotEncryptable(why) => {
                 format!("The upstream response could not be encrypted as this route requires ({why}); it was withheld.")
             }
+            ProxyError::ResponseFieldFailed(_) => {
+                "The upstream response could not be encrypted as this route requires (sealing failed); it was withheld.".into()
+            }
         }
     }
 
@@ -217,6 +235,7 @@ impl ProxyError {
             | ProxyError::UpstreamTimeout
             | ProxyError::UpstreamProtocol
             | ProxyError::ResponseNotEncryptable(_)
+            | ProxyError::ResponseFieldFailed(_)
             | ProxyError::SensitiveDataDetected => Fault::Upstream,
             ProxyError::BodyTooLarge
             | ProxyError::UnsupportedMediaType
@@ -237,7 +256,9 @@ impl ProxyError {
             ProxyError::UpstreamUnreachable => "unreachable",
             ProxyError::UpstreamTimeout => "timeout",
             ProxyError::UpstreamProtocol => "protocol",
-            ProxyError::ResponseNotEncryptable(_) => "not_encryptable",
+            ProxyError::ResponseNotEncryptable(_) | ProxyError::ResponseFieldFailed(_) => {
+                "not_encryptable"
+            }
             ProxyError::SensitiveDataDetected => "sensitive_data",
             _ => "downstream",
         }

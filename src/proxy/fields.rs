@@ -453,8 +453,8 @@ pub async fn rewrite_response(
                 Err(BodyFailure::InvalidJson) => {
                     return Err(ProxyError::ResponseNotEncryptable("invalid JSON"))
                 }
-                Err(BodyFailure::Field(_)) => {
-                    return Err(ProxyError::ResponseNotEncryptable("sealing failed"))
+                Err(BodyFailure::Field(failure)) => {
+                    return Err(ProxyError::ResponseFieldFailed(failure))
                 }
             }
         }

@@ -38,6 +38,7 @@ use crate::replay::{Replay, ReplayStore};
 use crate::routing::Matchable;
 use crate::state::{Runtime, Shared};
 use crate::transform::rules::{Action, FieldOp, Openers};
+use crate::transform::subject::DataSubject;
 use crate::transform::view::{Seen, Sight};
 use error::ProxyError;
 use request_id::X_REQUEST_ID;
@@ -494,18 +495,10 @@ async fn forward(
         }
         None => None,
     };
-    // The request's data subject, for subject-bound tokens (`fsb1`).
-    let data_subject: Option<String> = match subject_source {
-        Some(SubjectSource::Param(name)) => route
-            .and_then(|r| r.template().param(name, &segments))
-            .map(str::to_string),
-        Some(SubjectSource::Claim(claim)) => seen
-            .and_then(|s| s.claims.get(claim))
-            .and_then(|v| v.as_str())
-            .filter(|v| !v.is_empty())
-            .map(str::to_string),
-        None => None,
-    };
+    // The data subject, for subject-bound tokens (`fsb1`).
+    let data_subject = route.map_or(DataSubject::Unknown, |r| {
+        r.data_subject(&segments, seen.map(|s| s.claims))
+    });
     let sight = match response_rules {
         Some(rules) => {
             let template = cover.or(route).map(|r| r.template());
@@ -553,7 +546,7 @@ async fn forward(
         client: runtime.settings.keys.client.as_deref(),
         max_encrypted_values: runtime.settings.limits.max_encrypted_values,
         replay: Some(replay_check),
-        subject: data_subject.as_deref(),
+        subject: data_subject.of_request(),
     };
     // Values carried in the query string and in headers are opened before the body (one
     // budget of client-encrypted values for the whole request).

@@ -245,8 +245,22 @@ pub fn apply_response_as(
     let queries: Vec<&jsonpath_rust::parser::model::JpQuery> =
         table.iter().map(|r| &r.selector.query).collect();
     let found = transform::select_all(&queries, doc).map_err(select_failure)?;
+    // Per-value subjects are read before anything changes: a rule that seals or redacts the
+    // subject member itself must not change whose the other values are.
+    let subjects: Vec<Option<String>> = if sight.subject().per_value() {
+        found
+            .iter()
+            .map(|(_, l)| sight.subject().at(doc, &l.pointer).map(Cow::into_owned))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let mut ops = Vec::with_capacity(found.len());
-    for (index, location) in &found {
+    for (at, (index, location)) in found.iter().enumerate() {
+        let subject = match subjects.get(at) {
+            Some(s) => s.as_deref(),
+            None => sight.subject().of_request(),
+        };
         let Some(node) = doc.pointer_mut(&location.pointer) else {
             continue;
         };
@@ -260,7 +274,7 @@ pub fn apply_response_as(
         let Some(done) = operate(
             op,
             Sealing::of(&rule.selector),
-            sight.subject(),
+            subject,
             Node::Value(node),
             context,
             keyring,
@@ -680,7 +694,9 @@ pub fn rewrite_response_body_as(
     sight: &Sight,
     ops: &mut Vec<FieldOp>,
 ) -> Result<Option<Vec<u8>>, BodyFailure> {
-    let Some(plan) = rules.plan() else {
+    // Per-value subjects are found in the document around each value: the `Value` engine.
+    let plan = rules.plan().filter(|_| !sight.subject().per_value());
+    let Some(plan) = plan else {
         let mut doc: Value = serde_json::from_slice(body).map_err(|_| BodyFailure::InvalidJson)?;
         let applied = apply_response_as(&mut doc, rules, keyring, sight)?;
         let changed = applied.iter().any(|op| op.action != Action::Shown);
@@ -711,7 +727,7 @@ pub fn rewrite_response_body_as(
         let Some(done) = operate(
             op,
             Sealing::of(&rule.selector),
-            sight.subject(),
+            sight.subject().of_request(),
             Node::Raw(span.raw),
             context,
             keyring,
@@ -1850,6 +1866,64 @@ mod format_tests {
     use super::*;
     use crate::crypto::keyring::tests::test_keyring;
     use crate::transform::selector::Selector;
+
+    /// A route whose subject is a member seals each record's values for that record's own
+    /// member, read before any rule changes the document; a record without one withholds
+    /// the answer; and the byte engine is never used for it (it cannot see the records).
+    #[test]
+    fn member_subjects_seal_each_record_for_itself() {
+        use crate::transform::subject::DataSubject;
+        let ring = test_keyring();
+        let mut ssn = Selector::compile("$[*].ssn", None).unwrap();
+        ssn.per_subject = true;
+        // `id` is sealed too, and sorts first: the subjects must be read before it changes.
+        let id = Selector::compile("$[*].id", None).unwrap();
+        let rules = ResponseRules::new(
+            vec![id, ssn],
+            vec![],
+            vec![],
+            crate::config::raw::OnNonJson::Fail,
+        );
+        assert!(
+            rules.plan().is_some(),
+            "simple selectors: the byte engine would apply"
+        );
+        let sight = Sight::default().with_subject(DataSubject::Member("id".into()));
+        let body = br#"[{"id":42,"ssn":"a"},{"id":"u-7","ssn":"b"}]"#;
+        let mut ops = Vec::new();
+        let out = rewrite_response_body_as(body, &rules, Some(&ring), &sight, &mut ops)
+            .unwrap()
+            .unwrap();
+        let doc: Value = serde_json::from_slice(&out).unwrap();
+        for (i, (owner, plain)) in [("42", "a"), ("u-7", "b")].into_iter().enumerate() {
+            let token_text = doc[i]["ssn"].as_str().unwrap();
+            assert!(token_text.starts_with(token::SUBJECT_PREFIX));
+            let opened = token::open_json_for_subject(&ring, "ssn", token_text, Some(owner));
+            assert_eq!(*opened.unwrap(), format!("\"{plain}\"").into_bytes());
+            let other = if owner == "42" { "u-7" } else { "42" };
+            assert!(token::open_json_for_subject(&ring, "ssn", token_text, Some(other)).is_err());
+            assert!(doc[i]["id"].as_str().unwrap().starts_with("fs1."));
+        }
+        assert_eq!(
+            ops.iter()
+                .filter(|o| o.action == Action::SealedForSubject)
+                .count(),
+            2
+        );
+        // A record without the member: the answer is withheld, naming the field.
+        let orphan = br#"[{"id":42,"ssn":"a"},{"ssn":"b"}]"#;
+        let err = rewrite_response_body_as(orphan, &rules, Some(&ring), &sight, &mut Vec::new())
+            .unwrap_err();
+        match err {
+            BodyFailure::Field(f) => {
+                assert_eq!(f.reason, Reason::NoSubject);
+                assert_eq!(f.path, "$[1]['ssn']");
+            }
+            other => panic!("{other:?}"),
+        }
+        // The request direction never takes a member as its subject.
+        assert_eq!(sight.subject().of_request(), None);
+    }
 
     /// Every token format opens at a decrypt path on both engines, is reported by its own
     /// action, and the app gets the plaintext (the body is rewritten, never forwarded as sent).

@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 
 use super::operation::Operation;
 pub use super::outcome::ViewMark;
+use super::subject::DataSubject;
 
 /// A caller whose token verified: what conditions may look at.
 #[derive(Debug, Clone, Copy)]
@@ -147,8 +148,8 @@ pub struct Choice {
 #[derive(Debug, Clone, Default)]
 pub struct Sight {
     choices: Vec<Choice>,
-    /// The request's data subject (the route's `subject`), for subject-bound tokens.
-    subject: Option<String>,
+    /// The data subject (the route's `subject`), for subject-bound tokens.
+    subject: DataSubject,
 }
 
 impl Sight {
@@ -156,19 +157,19 @@ impl Sight {
     pub fn new(choices: Vec<Choice>) -> Self {
         Self {
             choices,
-            subject: None,
+            subject: DataSubject::Unknown,
         }
     }
 
-    /// With the request's data subject (what `per_subject` rules seal for).
-    pub fn with_subject(mut self, subject: Option<String>) -> Self {
+    /// With the data subject (what `per_subject` rules seal for).
+    pub fn with_subject(mut self, subject: DataSubject) -> Self {
         self.subject = subject;
         self
     }
 
-    /// The request's data subject, if the route names one and the request has it.
-    pub fn subject(&self) -> Option<&str> {
-        self.subject.as_deref()
+    /// The data subject, if the route names one and the request has it.
+    pub fn subject(&self) -> &DataSubject {
+        &self.subject
     }
 
     /// What rule `index` (with action `op`) does this request.

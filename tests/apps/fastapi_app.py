@@ -27,6 +27,16 @@ async def get_user(user_id: int):
     return {"id": user_id, **USER}
 
 
+# Many people's records in one answer: each record names its own subject (`id`); with
+# `orphan=1`, one record has none.
+@app.get("/api/users")
+async def list_users(orphan: int = 0):
+    users = [{"id": i, **USER, "ssn": f"000-00-000{i}"} for i in (1, 2, 3)]
+    if orphan:
+        users.append({**USER})
+    return {"owner": 99, "users": users}
+
+
 PUTS = {"count": 0}
 
 

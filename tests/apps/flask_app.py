@@ -25,6 +25,16 @@ def get_user(user_id):
     return jsonify({"id": user_id, **USER})
 
 
+# Many people's records in one answer: each record names its own subject (`id`); with
+# `orphan=1`, one record has none.
+@app.get("/api/users")
+def list_users():
+    users = [{"id": i, **USER, "ssn": f"000-00-000{i}"} for i in (1, 2, 3)]
+    if request.args.get("orphan") == "1":
+        users.append({**USER})
+    return jsonify({"owner": 99, "users": users})
+
+
 PUTS = {"count": 0}
 
 

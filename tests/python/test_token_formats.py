@@ -256,3 +256,173 @@ routes:
     r = subprocess.run([str(fieldseal_bin), "check", "--config", str(config)], capture_output=True, text=True)
     assert r.returncode == 0 and "warning:" in r.stdout and "routes.0" in r.stdout \
         and "names no `subject`" in r.stdout, r.stdout
+
+
+# --- fsb1 in list answers: each record's subject is a member of it ------------------------------
+
+MEMBER_SUBJECT_RULES = """keys:
+  keyring: "{keyring}"
+fields:
+  - {{ select: "$..ssn", action: encrypt, per_subject: true }}
+routes:
+  - name: users
+    match: {{ path: "/api/users", methods: [GET] }}
+    subject: "member:id"
+  - name: user
+    match: {{ path: "/api/users/{{id}}", methods: [GET, PUT] }}
+    subject: "{{id}}"
+"""
+
+
+def _open_for(secret: bytes, kid: str, subject: str, token: str):
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from test_tokens import subject_key, unb64url
+    assert token.startswith(f"fsb1.{kid}."), token
+    raw = unb64url(token.split(".", 2)[2])
+    return json.loads(AESGCM(subject_key(secret, subject)).decrypt(raw[:12], raw[12:],
+                                                                   f"fsb1.{kid}.ssn".encode()))
+
+
+def test_a_list_answer_seals_each_record_for_its_own_subject(app, pki, fieldseal_bin, tmp_path, client):
+    """`subject: "member:id"` on a list route: each record's SSN is sealed for that record's
+    `id` (opened here with `cryptography`, and only for that id); a token taken from the list
+    opens on the record's own write route and nowhere else; a record without an `id` withholds
+    the whole answer; erasing one subject withholds the answers that still hold their data."""
+    from cryptography.exceptions import InvalidTag
+    keyring = tmp_path / "keyring.json"
+    subprocess.run([str(fieldseal_bin), "keys", "init", "--out", str(keyring)], check=True,
+                   capture_output=True)
+    secret = base64.b64decode(json.loads(keyring.read_text())["keys"][0]["secret"])
+    proxy = Proxy(fieldseal_bin, pki, app.port, tmp_path, MEMBER_SUBJECT_RULES.format(keyring=keyring))
+    try:
+        direct = httpx.get(f"http://127.0.0.1:{app.port}/api/users").json()
+        doc = client.get(proxy.url("/api/users")).json()
+        assert doc["owner"] == 99 and len(doc["users"]) == 3
+        for mine, plain in zip(doc["users"], direct["users"]):
+            subject = str(plain["id"])
+            assert _open_for(secret, "k1", subject, mine["ssn"]) == plain["ssn"]
+            for other in ("1", "2", "3", "99"):
+                if other != subject:
+                    with pytest.raises(InvalidTag):
+                        _open_for(secret, "k1", other, mine["ssn"])
+        # The token of record 2 goes back on record 2's route: opened for the app (whose
+        # echo of it the policy seals again, for subject 2).
+        token2 = doc["users"][1]["ssn"]
+        r = client.put(proxy.url("/api/users/2"), json={"ssn": token2})
+        assert r.status_code == 200, r.text
+        assert _open_for(secret, "k1", "2", r.json()["received"]["ssn"]) == "000-00-0002"
+        # On anybody else's (the cross-user oracle), including the list's owner: refused.
+        for other in ("1", "3", "99"):
+            r = client.put(proxy.url(f"/api/users/{other}"), json={"ssn": token2})
+            assert r.status_code == 400 and "authentication_failed" in r.text, r.text
+        # A record without its member: the whole answer is withheld, no SSN in it.
+        r = client.get(proxy.url("/api/users?orphan=1"))
+        assert r.status_code == 502 and r.json()["error"]["code"] == "response_not_encryptable", r.text
+        assert "000-00-000" not in r.text and "123-45-6789" not in r.text
+        rid = r.json()["error"]["request_id"]
+        deadline = time.time() + 5
+        while not any(rid in line and "no_subject" in line for line in proxy.logs) and time.time() < deadline:
+            time.sleep(0.05)
+        assert any(rid in line and "no_subject" in line and "$['users'][3]['ssn']" in line
+                   for line in proxy.logs), "\n".join(line for line in proxy.logs if rid in line)
+        # Erase subject 3: its token stops opening and answers still holding its data are withheld.
+        subprocess.run([str(fieldseal_bin), "keys", "shred", "--keyring", str(keyring), "--subject", "3"],
+                       check=True, capture_output=True)
+        proxy.proc.send_signal(__import__("signal").SIGHUP)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            r = client.get(proxy.url("/api/users"))
+            if r.status_code == 502:
+                break
+            time.sleep(0.1)
+        assert r.status_code == 502 and "000-00-000" not in r.text, r.text
+        r = client.put(proxy.url("/api/users/3"), json={"ssn": doc["users"][2]["ssn"]})
+        assert r.status_code == 400 and "subject_erased" in r.text, r.text
+        assert client.put(proxy.url("/api/users/2"), json={"ssn": token2}).status_code == 200
+    finally:
+        proxy.stop()
+
+
+def test_member_subjects_are_checked_where_they_are_written(fieldseal_bin, pki, tmp_path):
+    keyring = tmp_path / "keyring.json"
+    subprocess.run([str(fieldseal_bin), "keys", "init", "--out", str(keyring)], check=True,
+                   capture_output=True)
+    config = tmp_path / "fieldseal.yaml"
+    base = f"""listen: "127.0.0.1:0"
+upstream: "http://127.0.0.1:9"
+tls: {{ cert: "{pki.cert}", key: "{pki.key}" }}
+keys: {{ keyring: "{keyring}" }}
+routes:
+"""
+    # A write route whose subject would come from the client's own body: warned, never trusted.
+    config.write_text(base + """  - name: users
+    match: { path: "/api/users" }
+    subject: "member:id"
+    response: { encrypt: [{ path: "$.users[*].ssn", per_subject: true }] }
+    request: { decrypt: ["$.users[*].ssn"] }
+""")
+    r = subprocess.run([str(fieldseal_bin), "check", "--config", str(config)], capture_output=True, text=True)
+    assert r.returncode == 0 and "routes.0.subject" in r.stdout \
+        and "opens no subject-bound token in requests" in r.stdout, (r.stdout, r.stderr)
+    config.write_text(base + """  - name: users
+    match: { path: "/api/users" }
+    subject: "member:"
+""")
+    r = subprocess.run([str(fieldseal_bin), "check", "--config", str(config)], capture_output=True, text=True)
+    assert r.returncode != 0 and "routes.0.subject" in r.stderr and "member:owner_id" in r.stderr, r.stderr
+
+
+def test_rewrap_reseals_subject_bound_tokens_for_their_records(fieldseal_bin, pki, tmp_path):
+    """`rewrap --subject-member id` (or `--route` of a route whose subject is a member) moves
+    each record's `fsb1` token to the new primary, still bound to that record's subject; without
+    a subject they are left as they are and counted; `--subject S` covers one person's dump."""
+    from test_tokens import py_seal_for_subject
+    keyring = tmp_path / "keyring.json"
+    subprocess.run([str(fieldseal_bin), "keys", "init", "--out", str(keyring)], check=True,
+                   capture_output=True)
+    k1 = base64.b64decode(json.loads(keyring.read_text())["keys"][0]["secret"])
+    records = [{"id": i, "ssn": py_seal_for_subject(k1, "k1", str(i), "ssn", f"000-00-000{i}")}
+               for i in (1, 2, 3)]
+    dump = "\n".join(json.dumps(r) for r in records) + "\n" + json.dumps({"users": records}) + "\n"
+    subprocess.run([str(fieldseal_bin), "keys", "rotate", "--keyring", str(keyring)], check=True,
+                   capture_output=True)
+    ring = json.loads(keyring.read_text())
+    k2 = base64.b64decode(next(k for k in ring["keys"] if k["id"] == "k2")["secret"])
+
+    def rewrap(*flags, stdin=dump):
+        return subprocess.run([str(fieldseal_bin), "rewrap", "--keyring", str(keyring), *flags],
+                              input=stdin, capture_output=True, text=True)
+
+    # No subject given: nothing can be re-sealed, and the summary says why.
+    r = rewrap()
+    assert r.returncode == 0 and r.stdout.splitlines() == [json.dumps(x, separators=(",", ":"))
+                                                           for x in [*records, {"users": records}]]
+    assert "6 subject-bound with no subject given" in r.stderr, r.stderr
+    # Each record's own member.
+    r = rewrap("--subject-member", "id")
+    assert r.returncode == 0, r.stderr
+    assert "rewrapped 6 tokens" in r.stderr and "k1: 6" in r.stderr, r.stderr
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    for rec in [*lines[:3], *lines[3]["users"]]:
+        assert _open_for(k2, "k2", str(rec["id"]), rec["ssn"]) == f"000-00-000{rec['id']}"
+    # The route's `subject: "member:id"` implies it.
+    config = tmp_path / "fieldseal.yaml"
+    config.write_text(MEMBER_SUBJECT_RULES.format(keyring=keyring).replace(
+        "keys:", f'listen: "127.0.0.1:0"\nupstream: "http://127.0.0.1:9"\n'
+                 f'tls: {{ cert: "{pki.cert}", key: "{pki.key}" }}\nkeys:', 1))
+    r = rewrap("--config", str(config), "--route", "users")
+    assert "rewrapped 6 tokens" in r.stderr, r.stderr
+    # One person's dump: `--subject`. A token of someone else in it stops the run, naming it.
+    one = json.dumps(records[1]) + "\n"
+    r = rewrap("--subject", "2", stdin=one)
+    assert r.returncode == 0 and "rewrapped 1 token" in r.stderr, r.stderr
+    assert _open_for(k2, "k2", "2", json.loads(r.stdout)["ssn"]) == "000-00-0002"
+    r = rewrap("--subject", "3", stdin=one)
+    assert r.returncode != 0 and "authentication_failed" in r.stderr and "$['ssn']" in r.stderr, r.stderr
+    assert "000-00-0002" not in r.stderr + r.stdout
+    # An erased subject's tokens are left (they open nowhere), and counted.
+    subprocess.run([str(fieldseal_bin), "keys", "shred", "--keyring", str(keyring), "--subject", "1"],
+                   check=True, capture_output=True)
+    r = rewrap("--subject-member", "id")
+    assert r.returncode == 0 and "rewrapped 4 tokens" in r.stderr \
+        and "2 of erased subjects" in r.stderr, r.stderr
