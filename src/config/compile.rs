@@ -4,6 +4,7 @@
 //! Each top-level section and each route is deserialised on its own, so one typo does not hide
 //! the next; semantic checks (addresses, templates, JSONPaths, files) run on whatever parsed.
 
+use crate::transform::operation::TokenOptions;
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -808,8 +809,13 @@ impl<'a> Compiler<'a> {
                 continue;
             }
             policy.entries.push(describe_entry(&raw, op));
+            let format = TokenOptions {
+                ttl: raw.ttl,
+                searchable: raw.searchable,
+                per_subject: raw.per_subject,
+            };
             if let Some(named) = NamedField::parse(&raw.select, raw.context.clone()) {
-                let named = match named {
+                let mut named = match named {
                     Ok(n) => n,
                     Err(m) => {
                         self.problem(&format!("{at}.select"), m);
@@ -820,15 +826,8 @@ impl<'a> Compiler<'a> {
                     self.problem(&format!("{at}.seal_null"), "applies to JSON members only");
                     continue;
                 }
-                let format = TokenFormat {
-                    ttl: raw.ttl,
-                    searchable: raw.searchable,
-                    per_subject: raw.per_subject,
-                };
-                if let Some(option) = format.first_set() {
-                    self.problem(&format!("{at}.{option}"), "applies to JSON members only");
-                    continue;
-                }
+                named.tokens = self.token_options(&at, format, op == Operation::Seal, "`encrypt`");
+                self.policy_per_subject |= named.tokens.per_subject;
                 if !raw.views.is_empty() {
                     self.problem(&format!("{at}.views"), "apply to JSON members only");
                     continue;
@@ -863,19 +862,8 @@ impl<'a> Compiler<'a> {
             };
             selector.seal_null = raw.seal_null;
             selector.views = self.views(&format!("{at}.views"), &raw.views);
-            let format = TokenFormat {
-                ttl: raw.ttl,
-                searchable: raw.searchable,
-                per_subject: raw.per_subject,
-            };
-            self.token_format(
-                &at,
-                format,
-                op == Operation::Seal,
-                "`encrypt`",
-                &mut selector,
-            );
-            self.policy_per_subject |= selector.per_subject;
+            selector.tokens = self.token_options(&at, format, op == Operation::Seal, "`encrypt`");
+            self.policy_per_subject |= selector.tokens.per_subject;
             if keys.keyring.is_none()
                 && selector
                     .views
@@ -1146,14 +1134,13 @@ impl<'a> Compiler<'a> {
     /// Sets how an `encrypt` rule's tokens are made, naming every misuse at `at`: the
     /// options on another kind of rule (`not_encrypt` says which kind takes them), a lifetime
     /// outside [`ttl_problem`]'s bounds, and combinations that contradict each other.
-    fn token_format(
+    fn token_options(
         &mut self,
         at: &str,
-        format: TokenFormat,
+        format: TokenOptions,
         encrypt: bool,
         not_encrypt: &str,
-        selector: &mut Selector,
-    ) {
+    ) -> TokenOptions {
         if !encrypt {
             if let Some(option) = format.first_set() {
                 self.problem(
@@ -1161,7 +1148,7 @@ impl<'a> Compiler<'a> {
                     format!("applies to {not_encrypt} only"),
                 );
             }
-            return;
+            return TokenOptions::default();
         }
         if let Some(problem) = format.ttl.and_then(ttl_problem) {
             self.problem(&format!("{at}.ttl"), problem);
@@ -1177,9 +1164,7 @@ impl<'a> Compiler<'a> {
                 "a token is searchable or expiring, not both (equal values must give equal tokens)",
             );
         }
-        selector.ttl = format.ttl;
-        selector.searchable = format.searchable;
-        selector.per_subject = format.per_subject;
+        format
     }
 
     /// A rule's views by caller identity, compiled; each names what is wrong with it.
@@ -1273,12 +1258,12 @@ impl<'a> Compiler<'a> {
             };
             // How an `encrypt` rule's tokens are made (`ttl`, `searchable`, `per_subject`).
             let format = match sel {
-                RawSelector::WithContext(w) => TokenFormat {
+                RawSelector::WithContext(w) => TokenOptions {
                     ttl: w.ttl,
                     searchable: w.searchable,
                     per_subject: w.per_subject,
                 },
-                RawSelector::Path(_) => TokenFormat::default(),
+                RawSelector::Path(_) => TokenOptions::default(),
             };
             if decrypt && !views.is_empty() {
                 self.problem(
@@ -1290,6 +1275,7 @@ impl<'a> Compiler<'a> {
                 self.problem(&at, "the same selector is listed twice");
                 continue;
             }
+            let encrypt = !decrypt && key.ends_with(".response.encrypt");
             if let Some(named) = NamedField::parse(path, context.clone()) {
                 let mut named = match named {
                     Ok(n) => n,
@@ -1315,9 +1301,7 @@ impl<'a> Compiler<'a> {
                 if !views.is_empty() {
                     self.problem(&format!("{at}.views"), "apply to JSON members only");
                 }
-                if let Some(option) = format.first_set() {
-                    self.problem(&format!("{at}.{option}"), "applies to JSON members only");
-                }
+                named.tokens = self.token_options(&at, format, encrypt, "`encrypt` rules");
                 if let Some(types) = value_type {
                     if !decrypt {
                         self.problem(
@@ -1344,8 +1328,7 @@ impl<'a> Compiler<'a> {
             if !decrypt {
                 selector.views = self.views(&format!("{at}.views"), views);
             }
-            let encrypt = !decrypt && key.ends_with(".response.encrypt");
-            self.token_format(&at, format, encrypt, "`encrypt` rules", &mut selector);
+            selector.tokens = self.token_options(&at, format, encrypt, "`encrypt` rules");
             if let Some(types) = value_type {
                 if !decrypt {
                     self.problem(
@@ -1476,22 +1459,34 @@ impl<'a> Compiler<'a> {
             );
             None
         });
-        let per_subject = response
-            .as_ref()
-            .is_some_and(|r| r.rules().iter().any(|rule| rule.selector.per_subject));
-        // A decrypt path the route seals per subject takes subject-bound tokens only.
+        let per_subject = response.as_ref().is_some_and(|r| {
+            r.rules()
+                .iter()
+                .any(|rule| rule.selector.tokens.per_subject)
+                || r.headers().iter().any(|h| h.field.tokens.per_subject)
+        });
+        // A decrypt path (or header) the route seals per subject takes subject-bound tokens
+        // only.
         let mut request = request;
         if let (Some(resp), Some(req)) = (&response, request.as_mut()) {
             for sel in req.decrypt.iter_mut() {
-                sel.per_subject |= resp
+                sel.tokens.per_subject |= resp
                     .rules()
                     .iter()
-                    .any(|r| r.selector.per_subject && r.selector.source == sel.source);
+                    .any(|r| r.selector.tokens.per_subject && r.selector.source == sel.source);
+            }
+            for named in req.named.iter_mut() {
+                named.tokens.per_subject |= resp.headers().iter().any(|h| {
+                    h.field.tokens.per_subject
+                        && h.field.carrier == named.carrier
+                        && h.field.name == named.name
+                });
             }
         }
-        let opens_per_subject = request
-            .as_ref()
-            .is_some_and(|r| r.decrypt.iter().any(|sel| sel.per_subject));
+        let opens_per_subject = request.as_ref().is_some_and(|r| {
+            r.decrypt.iter().any(|sel| sel.tokens.per_subject)
+                || r.named.iter().any(|n| n.tokens.per_subject)
+        });
         if opens_per_subject && matches!(subject, Some(SubjectSource::Member(_))) {
             self.warning(
                 &format!("{key}.subject"),
@@ -1575,15 +1570,14 @@ fn describe_entry(raw: &RawFieldRule, op: Operation) -> String {
     if let Some(c) = &raw.context {
         notes.push(format!("context {c}"));
     }
-    if let Some(ttl) = raw.ttl {
-        notes.push(format!("ttl {}", humantime::format_duration(ttl)));
-    }
-    if raw.searchable {
-        notes.push("searchable".into());
-    }
-    if raw.per_subject {
-        notes.push("per_subject".into());
-    }
+    notes.extend(
+        TokenOptions {
+            ttl: raw.ttl,
+            searchable: raw.searchable,
+            per_subject: raw.per_subject,
+        }
+        .notes(),
+    );
     if !raw.views.is_empty() {
         let views: Vec<String> = raw
             .views
@@ -1661,27 +1655,4 @@ fn ttl_problem(ttl: std::time::Duration) -> Option<String> {
         return Some("whole seconds only".into());
     }
     None
-}
-
-/// How an `encrypt` rule's tokens are made, as written: `fs1` unless one is set.
-#[derive(Debug, Clone, Copy, Default)]
-struct TokenFormat {
-    ttl: Option<std::time::Duration>,
-    searchable: bool,
-    per_subject: bool,
-}
-
-impl TokenFormat {
-    /// The first option written, by its key (for "applies to … only").
-    fn first_set(self) -> Option<&'static str> {
-        if self.ttl.is_some() {
-            Some("ttl")
-        } else if self.searchable {
-            Some("searchable")
-        } else if self.per_subject {
-            Some("per_subject")
-        } else {
-            None
-        }
-    }
 }

@@ -299,15 +299,7 @@ impl RouteRules {
                             (_, Some(c)) => notes.push(format!("context {c}")),
                             (_, None) => {}
                         }
-                        if let Some(ttl) = rule.selector.ttl {
-                            notes.push(format!("ttl {}", humantime::format_duration(ttl)));
-                        }
-                        if rule.selector.searchable {
-                            notes.push("searchable".into());
-                        }
-                        if rule.selector.per_subject {
-                            notes.push("per_subject".into());
-                        }
+                        notes.extend(rule.selector.tokens.notes());
                         notes.extend(crate::transform::view::View::describe_all(
                             &rule.selector.views,
                         ));
@@ -421,10 +413,15 @@ impl Route {
 /// A carrier rule as `check` lists it.
 fn describe_named(n: &NamedField) -> String {
     let name = n.source.split_once(':').map_or("", |(_, name)| name);
-    if n.context == name {
+    let mut notes = Vec::new();
+    if n.context != name {
+        notes.push(format!("context {}", n.context));
+    }
+    notes.extend(n.tokens.notes());
+    if notes.is_empty() {
         n.source.to_string()
     } else {
-        format!("{} (context {})", n.source, n.context)
+        format!("{} ({})", n.source, notes.join("; "))
     }
 }
 

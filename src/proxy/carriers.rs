@@ -163,10 +163,13 @@ pub fn open_headers(
 
 /// Seals, redacts or masks the response headers the rules name (every value of each; a
 /// redacted header is removed). On every answer of the route, whatever its status or body.
+/// `subject` is the request's data subject, for `per_subject` rules (a header belongs to the
+/// whole answer, so a member subject names none: such a rule withholds the answer).
 pub fn transform_response_headers(
     headers: &mut HeaderMap,
     rules: &ResponseRules,
     keyring: Option<&Keyring>,
+    subject: Option<&str>,
     ops: &mut Vec<FieldOp>,
 ) -> Result<(), ProxyError> {
     let mut done: Vec<&str> = Vec::new();
@@ -184,8 +187,9 @@ pub fn transform_response_headers(
         let mut values = Vec::new();
         for value in headers.get_all(&name) {
             let text = String::from_utf8_lossy(value.as_bytes());
-            let out = field_rules::operate_named(rule.op, &rule.field, &text, keyring, ops)
-                .map_err(ProxyError::ResponseFieldFailed)?;
+            let out =
+                field_rules::operate_named(rule.op, &rule.field, &text, keyring, subject, ops)
+                    .map_err(ProxyError::ResponseFieldFailed)?;
             if let Some(out) = out {
                 values.push(
                     carrier::header_value(&out)

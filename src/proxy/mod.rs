@@ -614,7 +614,8 @@ async fn forward(
     *upstream_status = Some(resp.status().as_u16());
     // Named response headers are sealed on every answer of the route, an upgrade's included.
     if let Some(rules) = response_rules {
-        carriers::transform_response_headers(resp.headers_mut(), rules, keyring, ops)?;
+        let subject = data_subject.of_request();
+        carriers::transform_response_headers(resp.headers_mut(), rules, keyring, subject, ops)?;
     }
 
     if let Some(client_upgrade) = client_upgrade {

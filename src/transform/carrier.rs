@@ -88,6 +88,9 @@ pub struct NamedField {
     pub context: String,
     /// Decrypt rules: the JSON types accepted once opened (only scalars travel here).
     pub accepts: Option<JsonTypes>,
+    /// `encrypt` rules: how their tokens are made; decrypt rules: `per_subject` takes
+    /// subject-bound tokens only (as for a JSON member).
+    pub tokens: super::operation::TokenOptions,
 }
 
 impl NamedField {
@@ -136,6 +139,7 @@ impl NamedField {
             context: context.unwrap_or_else(|| name.clone()),
             name,
             accepts: None,
+            tokens: Default::default(),
         })
     }
 

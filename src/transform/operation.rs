@@ -35,3 +35,47 @@ impl Operation {
     /// read.
     pub const KINDS: [&'static str; 5] = ["encrypt", "redact", "mask", "mask_email", "year"];
 }
+
+/// How an `encrypt` rule's tokens are made (docs/tokens.md). One value per rule, held alike by
+/// a JSONPath selector and a carrier rule (`header:`, `form:`, `query:`), so every format
+/// works on every carrier: a new format is a field here and an arm in `rules::operate`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenOptions {
+    /// Seal expiring tokens (`fse1`) that open for this long.
+    pub ttl: Option<std::time::Duration>,
+    /// Seal searchable tokens (`fsd1`): equal values, equal tokens.
+    pub searchable: bool,
+    /// Seal subject-bound tokens (`fsb1`) for the data subject; at a decrypt path, take
+    /// only those.
+    pub per_subject: bool,
+}
+
+impl TokenOptions {
+    /// The options set, as `check` lists them (`ttl 1h`, `searchable`, `per_subject`).
+    pub fn notes(self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if let Some(ttl) = self.ttl {
+            notes.push(format!("ttl {}", humantime::format_duration(ttl)));
+        }
+        if self.searchable {
+            notes.push("searchable".into());
+        }
+        if self.per_subject {
+            notes.push("per_subject".into());
+        }
+        notes
+    }
+
+    /// The first option written, by its configuration key (for "applies to … only").
+    pub fn first_set(self) -> Option<&'static str> {
+        if self.ttl.is_some() {
+            Some("ttl")
+        } else if self.searchable {
+            Some("searchable")
+        } else if self.per_subject {
+            Some("per_subject")
+        } else {
+            None
+        }
+    }
+}

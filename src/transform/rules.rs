@@ -25,6 +25,7 @@ use crate::crypto::Keyring;
 use crate::reason::Reason;
 use crate::replay::{self, Replay};
 use crate::transform::carrier::{self, NamedField};
+use crate::transform::operation::TokenOptions;
 use crate::transform::selector::JsonTypes;
 use crate::transform::view::{Choice, Sight};
 use crate::transform::{self, splice};
@@ -131,22 +132,26 @@ struct Done {
     kid: Option<String>,
 }
 
-/// How a rule seals: whether a `null` is sealed too, and whether its tokens expire.
+/// How a rule seals: whether a `null` is sealed too (JSON members only), and the format of
+/// its tokens.
 #[derive(Debug, Clone, Copy, Default)]
 struct Sealing {
     seal_null: bool,
-    ttl: Option<std::time::Duration>,
-    searchable: bool,
-    per_subject: bool,
+    tokens: TokenOptions,
 }
 
 impl Sealing {
     fn of(selector: &crate::transform::selector::Selector) -> Self {
         Self {
             seal_null: selector.seal_null,
-            ttl: selector.ttl,
-            searchable: selector.searchable,
-            per_subject: selector.per_subject,
+            tokens: selector.tokens,
+        }
+    }
+
+    fn of_named(named: &NamedField) -> Self {
+        Self {
+            seal_null: false,
+            tokens: named.tokens,
         }
     }
 }
@@ -174,15 +179,16 @@ fn operate(
         Operation::Seal => {
             let key = require_keyring(keyring, path)?.primary();
             let plaintext = node.compact(path)?;
-            let format = match (sealing.searchable, sealing.ttl) {
-                _ if sealing.per_subject => token::Format::SubjectBound,
+            let tokens = sealing.tokens;
+            let format = match (tokens.searchable, tokens.ttl) {
+                _ if tokens.per_subject => token::Format::SubjectBound,
                 (true, _) => token::Format::Searchable,
                 (false, None) => token::Format::Fs1,
                 (false, Some(ttl)) => token::Format::Expiring {
                     expires_at: token::unix_now().saturating_add(ttl.as_secs()),
                 },
             };
-            let sealed = if sealing.per_subject {
+            let sealed = if tokens.per_subject {
                 // Sealed for the request's data subject: no subject (an anonymous caller on a
                 // `claim:` route), or an erased one, and the answer is withheld.
                 let subject = subject.ok_or_else(|| {
@@ -444,7 +450,7 @@ pub fn apply_request(
             context: transform::context(selector, location),
             seal_null: selector.seal_null,
             accepts: selector.accepts,
-            subject_bound: selector.per_subject,
+            subject_bound: selector.tokens.per_subject,
             rules,
         };
         let Some(opened) = open_node(Node::Value(node), &field, openers, &mut budget)? else {
@@ -590,7 +596,7 @@ pub fn open_named(
         context: &named.context,
         seal_null: false,
         accepts: named.accepts,
-        subject_bound: false,
+        subject_bound: named.tokens.per_subject,
         rules,
     };
     let value = Value::String(text.to_string());
@@ -623,14 +629,15 @@ pub fn operate_named(
     named: &NamedField,
     text: &str,
     keyring: Option<&Keyring>,
+    subject: Option<&str>,
     ops: &mut Vec<FieldOp>,
 ) -> Result<Option<String>, FieldFailure> {
     let path = named.path();
     let value = Value::String(text.to_string());
     let Some(done) = operate(
         op,
-        Sealing::default(),
-        None,
+        Sealing::of_named(named),
+        subject,
         Node::Value(&value),
         &named.context,
         keyring,
@@ -808,7 +815,7 @@ pub fn rewrite_request_body(
             context: selector.context.as_deref().unwrap_or(&span.member),
             seal_null: selector.seal_null,
             accepts: selector.accepts,
-            subject_bound: selector.per_subject,
+            subject_bound: selector.tokens.per_subject,
             rules,
         };
         let Some(opened) = open_node(Node::Raw(span.raw), &field, openers, &mut budget)? else {
@@ -1875,7 +1882,7 @@ mod format_tests {
         use crate::transform::subject::DataSubject;
         let ring = test_keyring();
         let mut ssn = Selector::compile("$[*].ssn", None).unwrap();
-        ssn.per_subject = true;
+        ssn.tokens.per_subject = true;
         // `id` is sealed too, and sorts first: the subjects must be read before it changes.
         let id = Selector::compile("$[*].id", None).unwrap();
         let rules = ResponseRules::new(

@@ -24,12 +24,9 @@ pub struct Selector {
     /// Response rules: views by caller identity, tried in order (empty: the rule's action
     /// for everyone; see [`super::view`]).
     pub views: std::sync::Arc<[super::view::View]>,
-    /// `encrypt` rules: seal expiring tokens (`fse1`) that open for this long.
-    pub ttl: Option<std::time::Duration>,
-    /// `encrypt` rules: seal searchable tokens (`fsd1`): equal values, equal tokens.
-    pub searchable: bool,
-    /// `encrypt` rules: seal subject-bound tokens (`fsb1`) for the request's data subject.
-    pub per_subject: bool,
+    /// `encrypt` rules: how their tokens are made; decrypt paths: `per_subject` takes
+    /// subject-bound tokens only.
+    pub tokens: super::operation::TokenOptions,
 }
 
 /// A set of JSON value types, for the `type` of a decrypt rule.
@@ -116,9 +113,7 @@ impl Selector {
             seal_null: false,
             accepts: None,
             views: std::sync::Arc::from(Vec::new()),
-            ttl: None,
-            searchable: false,
-            per_subject: false,
+            tokens: Default::default(),
         })
     }
 

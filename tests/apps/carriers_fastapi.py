@@ -13,7 +13,9 @@ import carriers_common as cc
 app = FastAPI()
 
 
+# `/{uid}` aliases: the same handlers on routes that name a data subject (subject-bound tokens).
 @app.post("/api/profile")
+@app.post("/api/profile/{uid}")
 async def profile(request: Request, ssn: Annotated[str | None, Form()] = None):
     form = await request.form()
     fields: dict[str, list[str]] = {}
@@ -43,6 +45,9 @@ async def account(request: Request, x_account: Annotated[str | None, Header()] =
 @app.get("/api/account/missing")
 async def account_missing():
     return JSONResponse({"error": "no such account"}, status_code=404, headers=cc.ACCOUNT_HEADERS)
+
+
+app.add_api_route("/api/account/{uid}", account, methods=["GET", "HEAD"])
 
 
 @app.get("/__hits")

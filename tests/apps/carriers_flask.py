@@ -9,8 +9,10 @@ import carriers_common as cc
 app = Flask(__name__)
 
 
+# `/<uid>` aliases: the same handlers on routes that name a data subject (subject-bound tokens).
 @app.post("/api/profile")
-def profile():
+@app.post("/api/profile/<uid>")
+def profile(uid=None):
     fields = {k: request.form.getlist(k) for k in request.form.keys()}
     for name, f in request.files.items(multi=True):
         fields.setdefault("file:" + name, []).append(f.read().decode("utf-8", "replace"))
@@ -27,7 +29,8 @@ def search():
 
 
 @app.route("/api/account", methods=["GET", "HEAD"])
-def account():
+@app.route("/api/account/<uid>", methods=["GET", "HEAD"])
+def account(uid=None):
     values = request.headers.getlist("X-Account")
     resp = jsonify(cc.seen({"x-account": values}))
     resp.headers.update(cc.ACCOUNT_HEADERS)

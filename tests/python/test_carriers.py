@@ -445,3 +445,98 @@ def test_one_budget_of_client_encrypted_values_covers_every_carrier(proxy, app, 
     url = proxy.url("/api/account") + "?member=" + rsa_jwe(key, "m") + "&member=" + rsa_jwe(key, "n")
     refused(client, app, "field_rejected", "too_many_encrypted_values", method="GET", url=url,
             headers={"X-Account": rsa_jwe(key, "acct-9", fsc="account")})
+
+
+# --- Token formats on carriers (issue 16): the same options as on JSON members -------------------
+
+FORMATS_CONFIG = """keys:
+  keyring: "{keyring}"
+fields:
+  - {{ select: "form:ssn", action: encrypt, per_subject: true }}
+  - {{ select: "query:ssn", action: encrypt, searchable: true }}
+  - {{ select: "header:X-Account", action: encrypt, per_subject: true, context: account }}
+routes:
+  - name: profile
+    match: {{ path: "/api/profile/{{id}}", methods: [POST] }}
+    subject: "{{id}}"
+  - name: account
+    match: {{ path: "/api/account/{{id}}" }}
+    subject: "{{id}}"
+    response:
+      encrypt:
+        - {{ path: "header:X-Account-Number", context: account, per_subject: true }}
+        - {{ path: "header:X-Card", ttl: 1h }}
+"""
+
+
+@pytest.fixture(scope="module")
+def formats_proxy(app, pki, fieldseal_bin, tmp_path_factory):
+    d = tmp_path_factory.mktemp("carrier-formats")
+    keyring = d / "keyring.json"
+    subprocess.run([str(fieldseal_bin), "keys", "init", "--out", str(keyring)], check=True,
+                   capture_output=True)
+    key = json.loads(keyring.read_text())["keys"][0]
+    p = Proxy(fieldseal_bin, pki, app[1], d, FORMATS_CONFIG.format(keyring=keyring))
+    p.secret, p.kid = base64.b64decode(key["secret"]), key["id"]
+    yield p
+    p.stop()
+
+
+def test_response_headers_take_every_token_format(formats_proxy, client):
+    """A sealed response header is subject-bound or expiring as the rule says, checked by
+    opening it with `cryptography`: the account number opens for the path's subject only."""
+    import time
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from test_tokens import py_open_expiring, subject_key, unb64url
+    p = formats_proxy
+    before = int(time.time())
+    r = client.get(p.url("/api/account/7"))
+    assert r.status_code == 200, r.text
+    number = r.headers["x-account-number"]
+    assert number.startswith(f"fsb1.{p.kid}."), number
+    raw = unb64url(number.split(".", 2)[2])
+    aad = f"fsb1.{p.kid}.account".encode()
+    assert json.loads(AESGCM(subject_key(p.secret, "7")).decrypt(raw[:12], raw[12:], aad)) \
+        == "4111111111111111"
+    with pytest.raises(InvalidTag):
+        AESGCM(subject_key(p.secret, "8")).decrypt(raw[:12], raw[12:], aad)
+    card, expires_at = py_open_expiring(p.secret, "x-card", r.headers["x-card"])
+    assert card == "4111111111111111" and before + 3600 <= expires_at <= int(time.time()) + 3600
+
+
+@pytest.mark.parametrize("carrier", ["form", "header"])
+def test_subject_bound_tokens_open_in_carriers_for_their_subject_only(formats_proxy, app, client,
+                                                                       carrier):
+    """A `per_subject` policy entry on a form field or a header: the subject's own token opens
+    for the app; the same token on another subject's route, and an `fs1` token of the same
+    field (the downgrade), are refused before the app."""
+    from test_tokens import py_seal_for_subject
+    p = formats_proxy
+    context = "ssn" if carrier == "form" else "account"
+    token = py_seal_for_subject(p.secret, p.kid, "7", context, SSN)
+
+    def send(subject, value):
+        if carrier == "form":
+            return client.post(p.url(f"/api/profile/{subject}"), data={"ssn": value})
+        return client.get(p.url(f"/api/account/{subject}"), headers={"X-Account": value})
+
+    r = send("7", token)
+    assert r.status_code == 200, r.text
+    parsed = r.json()["fields"]["ssn" if carrier == "form" else "x-account"]
+    assert parsed == [SSN], r.text
+    before = hits(app)
+    r = send("8", token)
+    assert r.status_code == 400 and "authentication_failed" in r.text, r.text
+    r = send("7", py_seal(p.secret, p.kid, context, SSN))
+    assert r.status_code == 400 and "not_subject_bound" in r.text, r.text
+    assert hits(app) == before and SSN not in r.text
+
+
+def test_searchable_tokens_open_in_the_query_string(formats_proxy, client):
+    from test_tokens import py_seal_searchable
+    p = formats_proxy
+    token = py_seal_searchable(p.secret, p.kid, "ssn", SSN)
+    assert token == py_seal_searchable(p.secret, p.kid, "ssn", SSN)
+    r = client.get(p.url("/api/search"), params={"ssn": token})
+    assert r.status_code == 200 and r.json()["fields"]["ssn"] == [SSN], r.text
