@@ -68,5 +68,52 @@ fn tokens(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, tokens);
+/// A list answer of 100 records, each SSN sealed per subject: one subject for the request
+/// (a path parameter: the byte engine) beside each record's own `id` member (`member:id`:
+/// the `Value` engine, which reads every record's subject first), and plain fs1 for scale.
+fn list_subjects(c: &mut Criterion) {
+    use fieldseal::config::raw::OnNonJson;
+    use fieldseal::config::settings::ResponseRules;
+    use fieldseal::transform::rules::rewrite_response_body_as;
+    use fieldseal::transform::selector::Selector;
+    use fieldseal::transform::subject::DataSubject;
+    use fieldseal::transform::view::Sight;
+    let ring = keyring();
+    let records: Vec<_> = (0..100)
+        .map(|i| json!({"id": i, "name": "Ada Lovelace", "ssn": format!("000-00-{i:04}")}))
+        .collect();
+    let body = serde_json::to_vec(&records).unwrap();
+    let rules = |per_subject: bool| {
+        let mut ssn = Selector::compile("$[*].ssn", None).unwrap();
+        ssn.tokens.per_subject = per_subject;
+        ResponseRules::new(vec![ssn], vec![], vec![], OnNonJson::Fail)
+    };
+    let mut group = c.benchmark_group("list_100_records");
+    for (name, rules, subject) in [
+        ("fs1", rules(false), DataSubject::Unknown),
+        (
+            "fsb1_request_subject",
+            rules(true),
+            DataSubject::Known("42".into()),
+        ),
+        (
+            "fsb1_member_subject",
+            rules(true),
+            DataSubject::Member("id".into()),
+        ),
+    ] {
+        let sight = Sight::default().with_subject(subject);
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut ops = Vec::new();
+                rewrite_response_body_as(black_box(&body), &rules, Some(&ring), &sight, &mut ops)
+                    .unwrap()
+                    .unwrap()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, tokens, list_subjects);
 criterion_main!(benches);
