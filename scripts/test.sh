@@ -14,6 +14,11 @@ if [ ! -x "$VENV/bin/python" ]; then
   fi
 fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+if ! command -v redis-server >/dev/null || ! command -v nginx >/dev/null; then
+  # The replica tests run Debian's redis-server (the shared replay store) and nginx (the load
+  # balancer in front of three fieldseal processes), both started by the tests on loopback.
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server nginx >/dev/null
+fi
 if [ ! -x /usr/bin/chromium ]; then
   # The browser client test drives Debian's chromium with playwright (no browser download).
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null

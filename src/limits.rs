@@ -119,3 +119,13 @@ pub const GUARD_LOG_LINES_PER_SECOND: u64 = 20;
 
 /// The most detections one guard log line (and `explain`) lists for an answer.
 pub const GUARD_MAX_REPORTED: usize = 32;
+
+/// Default bound on one round trip to the shared replay store (Redis), connecting included:
+/// a request carrying client-encrypted values waits at most this long for it. Redis on the
+/// same network answers in well under a millisecond; this leaves room for a busy one.
+pub const REPLAY_STORE_TIMEOUT: Duration = Duration::from_millis(250);
+/// Shortest `replay.redis.timeout`: below it a healthy but loaded Redis would look down.
+pub const MIN_REPLAY_STORE_TIMEOUT: Duration = Duration::from_millis(10);
+/// Longest `replay.redis.timeout`: every request with a client-encrypted value waits this
+/// long when Redis is down, so it must stay short of clients' own timeouts.
+pub const MAX_REPLAY_STORE_TIMEOUT: Duration = Duration::from_secs(5);

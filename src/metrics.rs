@@ -102,6 +102,11 @@ struct IdentityLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReplayStoreLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FieldFailureLabels {
     route: Label,
     reason: &'static str,
@@ -134,6 +139,8 @@ pub struct Metrics {
     selector_matches: Family<SelectorLabels, Counter>,
     view_decisions: Family<ViewLabels, Counter>,
     identity: Family<IdentityLabels, Counter>,
+    replay_store: Family<ReplayStoreLabels, Counter>,
+    replay_store_up: Gauge,
 }
 
 impl Default for Metrics {
@@ -286,7 +293,22 @@ impl Metrics {
         ) {
             let _ = identity.get_or_create(&IdentityLabels { result });
         }
+        let replay_store = Family::<ReplayStoreLabels, Counter>::default();
+        registry.register(
+            "replay_store",
+            "Requests whose jtis were settled with the shared replay store (Redis): recorded, replayed, or - while it did not answer - fallback (checked by this replica alone), fallback_full, unavailable (refused: a max_age route)",
+            replay_store.clone(),
+        );
+        let replay_store_up = Gauge::default();
+        registry.register(
+            "replay_store_up",
+            "1 while the shared replay store (Redis) answers (or none is configured), 0 after a round trip it did not answer",
+            replay_store_up.clone(),
+        );
+        replay_store_up.set(1);
         Self {
+            replay_store,
+            replay_store_up,
             view_decisions,
             identity,
             guard_detections,
@@ -468,6 +490,34 @@ impl Metrics {
     }
 
     /// A request whose caller a view asked about.
+    /// Names every outcome of the shared replay store at 0 when one is configured, so a
+    /// dashboard shows the series before the first outage.
+    pub fn replay_store_configured(&self, configured: bool) {
+        if configured {
+            for result in [
+                "recorded",
+                "replayed",
+                "fallback",
+                "fallback_full",
+                "unavailable",
+            ] {
+                let _ = self
+                    .replay_store
+                    .get_or_create(&ReplayStoreLabels { result });
+            }
+        }
+    }
+
+    pub fn replay_store(&self, result: &'static str) {
+        self.replay_store
+            .get_or_create(&ReplayStoreLabels { result })
+            .inc();
+    }
+
+    pub fn replay_store_up(&self, up: bool) {
+        self.replay_store_up.set(i64::from(up));
+    }
+
     pub fn identity(&self, result: &'static str) {
         self.identity
             .get_or_create(&IdentityLabels { result })

@@ -209,6 +209,9 @@ fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str> {
     if old.limits.replay_cache_entries != new.limits.replay_cache_entries {
         changed.push("limits.replay_cache_entries");
     }
+    if old.replay != new.replay {
+        changed.push("replay");
+    }
     if old.timeouts.client_header_read != new.timeouts.client_header_read {
         changed.push("timeouts.client_header_read");
     }

@@ -21,10 +21,13 @@
 //! client-chosen and may be correlatable.
 //!
 //! Several replicas must share one store, or a value replayed against another replica would be
-//! accepted. Such a store implements [`ReplayStore`], e.g. with Redis
-//! `SET fieldseal:jti:<hex digest> 1 NX EXAT <expires_at>` (reply OK = new, nil = replay). Its
-//! digest must be the same on every replica: an HMAC key from config, or plain SHA-256 of the
-//! `jti` (the server's hash table then does its own collision handling).
+//! accepted: [`redis::RedisReplayStore`] (`replay.store: redis`). Its calls are network round
+//! trips, so they are not made while a body is being opened: [`admit`] does the time checks
+//! and queues each `jti` as a [`Claim`] on the request's [`Deferred`], and the proxy settles
+//! them all in one pipelined round trip before anything is forwarded
+//! ([`redis::RedisReplayStore::settle`]). The in-memory store answers at once.
+
+pub mod redis;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -118,6 +121,49 @@ pub struct Replay<'a> {
     pub window: Duration,
     /// Unix seconds, read once per request.
     pub now: u64,
+    /// With a shared store: where this request's `jti`s are queued, to be settled before it
+    /// is forwarded. `None`: `store` answers at once.
+    pub deferred: Option<&'a Deferred>,
+}
+
+/// One `jti` to record in the shared store, and where it came from (for the refusal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub jti: String,
+    /// Unix seconds until which it must be remembered.
+    pub expires_at: u64,
+    /// It came through a route with `max_age` (freshness required): without the shared store
+    /// it is refused, never checked against this process alone.
+    pub fresh: bool,
+    /// The field it was opened at (`$` for an envelope), and the key that opened it.
+    pub field: String,
+    pub kid: Option<String>,
+}
+
+/// The `jti`s one request opened, waiting for the shared store. Locked only by the request's
+/// own task (uncontended); a `Mutex` keeps the request's future `Send`.
+#[derive(Debug, Default)]
+pub struct Deferred(Mutex<Vec<Claim>>);
+
+impl Deferred {
+    fn push(&self, claim: Claim) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(claim);
+    }
+
+    /// The queued claims, leaving none.
+    pub fn take(&self) -> Vec<Claim> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// Where a value being admitted was opened: its field and key, named in a refusal.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    pub field: &'a str,
+    pub kid: Option<&'a str>,
 }
 
 /// Admits one opened value: on a route with `max_age`, `iat` must lie in
@@ -131,6 +177,7 @@ pub fn admit(
     jti: Option<&str>,
     max_age: Option<Duration>,
     replay: &Replay<'_>,
+    origin: Origin<'_>,
 ) -> Result<(), FreshnessError> {
     let now = replay.now;
     let mut remember_until = now;
@@ -156,6 +203,16 @@ pub fn admit(
     let expires_at = remember_until
         .max(now.saturating_add(replay.window.as_secs()))
         .saturating_add(MAX_FUTURE_SKEW_SECS);
+    if let Some(deferred) = replay.deferred {
+        deferred.push(Claim {
+            jti: jti.to_string(),
+            expires_at,
+            fresh: max_age.is_some(),
+            field: origin.field.to_string(),
+            kid: origin.kid.map(str::to_string),
+        });
+        return Ok(());
+    }
     if replay.store.remember(jti, now, expires_at)? {
         Ok(())
     } else {
@@ -176,8 +233,13 @@ pub fn check(
         store,
         window: Duration::ZERO,
         now,
+        deferred: None,
     };
-    admit(iat, jti, Some(max_age), &replay)
+    let origin = Origin {
+        field: "$",
+        kid: None,
+    };
+    admit(iat, jti, Some(max_age), &replay, origin)
 }
 
 /// Current unix time in seconds. A clock before 1970 yields 0, which makes every `iat` look

@@ -45,6 +45,45 @@ pub fn check(path: &Path) -> Result<Exposure, String> {
     check_metadata(path, &meta)
 }
 
+/// A 32-byte key as key files hold it: exactly 32 raw bytes, or the standard base64 of 32
+/// bytes (surrounding whitespace, such as a trailing newline, ignored). `what` names the key in
+/// messages (`"the audit key"`), which give sizes, never contents.
+pub fn key_32(bytes: &[u8], what: &str) -> Result<Zeroizing<[u8; 32]>, String> {
+    use base64::Engine;
+    let mut key = Zeroizing::new([0u8; 32]);
+    if bytes.len() == 32 {
+        key.copy_from_slice(bytes);
+        return Ok(key);
+    }
+    let decoded = Zeroizing::new(
+        base64::engine::general_purpose::STANDARD
+            .decode(bytes.trim_ascii())
+            .map_err(|_| {
+                format!(
+                    "{what} must be 32 raw bytes or standard base64 text of 32 bytes; found {} \
+                     bytes that are neither",
+                    bytes.len()
+                )
+            })?,
+    );
+    if decoded.len() != 32 {
+        return Err(format!(
+            "{what} must be 32 bytes; its base64 text decodes to {}",
+            decoded.len()
+        ));
+    }
+    key.copy_from_slice(&decoded);
+    Ok(key)
+}
+
+/// Reads a 32-byte key file ([`key_32`]) after checking it like [`read`]. Errors name the
+/// file, never its contents.
+pub fn read_key_32(path: &Path, what: &str) -> Result<(Zeroizing<[u8; 32]>, Exposure), String> {
+    let (bytes, exposure) = read(path)?;
+    let key = key_32(&bytes, what).map_err(|m| format!("{}: {m}", path.display()))?;
+    Ok((key, exposure))
+}
+
 /// Opens `path` (following symlinks), checks the opened file like [`check`], and reads it into
 /// memory that is zeroized on drop.
 pub fn read(path: &Path) -> Result<(Zeroizing<Vec<u8>>, Exposure), String> {

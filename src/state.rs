@@ -65,26 +65,43 @@ pub struct Shared {
     /// route and kept across reloads: a value captured from one route cannot be replayed to
     /// another, nor after a reload.
     pub replay: Arc<dyn ReplayStore>,
+    /// The store every replica shares (`replay.store: redis`): `jti`s are settled there, and
+    /// `replay` above is its fallback while it does not answer (docs/replicas.md). Built once:
+    /// changing it takes a restart.
+    pub shared_replay: Option<Arc<crate::replay::redis::RedisReplayStore>>,
     draining: AtomicBool,
     /// Rate limit of the guard's log lines (its counters count everything).
     pub guard_log: crate::guard::LogLimiter,
 }
 
 impl Shared {
-    pub fn new(runtime: Runtime, metrics: Arc<Metrics>, audit: Option<Arc<AuditLog>>) -> Arc<Self> {
+    /// Needs a tokio runtime context (the shared replay store's connection runs on it).
+    pub fn new(
+        runtime: Runtime,
+        metrics: Arc<Metrics>,
+        audit: Option<Arc<AuditLog>>,
+    ) -> Result<Arc<Self>, String> {
         let replay = Arc::new(MemoryReplayStore::new(
             runtime.settings.limits.replay_cache_entries,
         ));
+        let shared_replay = match &runtime.settings.replay {
+            crate::config::ReplayStoreSettings::Memory => None,
+            crate::config::ReplayStoreSettings::Redis(settings) => Some(Arc::new(
+                crate::replay::redis::RedisReplayStore::new(settings)?,
+            )),
+        };
+        metrics.replay_store_configured(shared_replay.is_some());
         metrics.register_selectors(&runtime.settings);
-        Arc::new(Self {
+        Ok(Arc::new(Self {
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
             audit,
             rotation: RotationMonitor::default(),
             replay,
+            shared_replay,
             draining: AtomicBool::new(false),
             guard_log: crate::guard::LogLimiter::default(),
-        })
+        }))
     }
 
     pub fn start_draining(&self) {

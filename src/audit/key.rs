@@ -58,31 +58,7 @@ impl AuditKey {
 }
 
 fn decode(bytes: &[u8]) -> Result<Zeroizing<[u8; AUDIT_KEY_LEN]>, String> {
-    let mut key = Zeroizing::new([0u8; AUDIT_KEY_LEN]);
-    if bytes.len() == AUDIT_KEY_LEN {
-        key.copy_from_slice(bytes);
-        return Ok(key);
-    }
-    let text = bytes.trim_ascii();
-    let decoded = Zeroizing::new(
-        base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .map_err(|_| {
-                format!(
-                    "the audit key must be {AUDIT_KEY_LEN} raw bytes or standard base64 text of \
-                     {AUDIT_KEY_LEN} bytes; found {} bytes that are neither",
-                    bytes.len()
-                )
-            })?,
-    );
-    if decoded.len() != AUDIT_KEY_LEN {
-        return Err(format!(
-            "the audit key must be {AUDIT_KEY_LEN} bytes; its base64 text decodes to {}",
-            decoded.len()
-        ));
-    }
-    key.copy_from_slice(&decoded);
-    Ok(key)
+    secret_file::key_32(bytes, "the audit key")
 }
 
 /// Standard base64 of 32 fresh bytes from the OS CSPRNG, with a trailing newline

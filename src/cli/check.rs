@@ -43,6 +43,16 @@ pub fn describe(s: &Settings) -> String {
     for w in &s.warnings {
         let _ = writeln!(out, "warning: {w}");
     }
+    if let crate::config::ReplayStoreSettings::Redis(r) = &s.replay {
+        let _ = writeln!(
+            out,
+            "replay store: Redis {} (keys {}jti:…, timeout {}{}); this process's memory while it does not answer, max_age routes refusing",
+            r.url,
+            r.prefix,
+            humantime::format_duration(r.timeout),
+            if r.password.is_some() { ", password from file" } else { "" }
+        );
+    }
     if let Some(client) = &s.keys.client {
         // Public ids only: what clients will see in the JWKS, in that order.
         let _ = writeln!(

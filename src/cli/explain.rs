@@ -600,6 +600,8 @@ fn dry_run_openers<'a>(
             store,
             window: settings.replay_window,
             now: crate::replay::unix_now(),
+            // A dry run consumes nothing shared: this process's store only.
+            deferred: None,
         }),
         subject: None,
     }

@@ -28,6 +28,7 @@ use crate::security_headers::HeaderPolicy;
 use crate::tls;
 use crate::transform::carrier::{Carrier, NamedField};
 use crate::transform::selector::{JsonTypes, Selector};
+use zeroize::Zeroizing;
 
 /// Prefix of environment overrides; `__` separates nested keys (`FIELDSEAL_TLS__CERT`).
 pub const ENV_PREFIX: &str = "FIELDSEAL_";
@@ -244,6 +245,7 @@ impl<'a> Compiler<'a> {
         let tls = self.required::<RawTls>("tls").and_then(|t| self.tls(t));
         let keys = self.keys();
         let audit = self.audit();
+        let replay = self.replay();
         let reload = self.reload_settings();
         let global_headers = self
             .section::<BTreeMap<String, String>>("headers")
@@ -297,6 +299,7 @@ impl<'a> Compiler<'a> {
             unmatched_rules: fields.rules_alone(),
             fields,
             guard,
+            replay,
             replay_window,
             default_headers: default_headers?,
             timeouts,
@@ -656,6 +659,133 @@ impl<'a> Compiler<'a> {
         let key_file = self.file_path(&raw.key_file);
         self.secret_file("audit.key_file", &key_file);
         Some(AuditSettings { sink, key_file })
+    }
+
+    /// `replay`: this process's memory (the default) or a Redis all replicas share.
+    fn replay(&mut self) -> ReplayStoreSettings {
+        let raw = self.section::<RawReplay>("replay").unwrap_or_default();
+        match (raw.store.as_deref(), raw.redis) {
+            (None | Some("memory"), None) => ReplayStoreSettings::Memory,
+            (None | Some("memory"), Some(_)) => {
+                self.problem(
+                    "replay.redis",
+                    "set `replay.store: redis` to use it (the store is `memory` otherwise)",
+                );
+                ReplayStoreSettings::Memory
+            }
+            (Some("redis"), None) => {
+                self.problem(
+                    "replay.redis",
+                    "`replay.store: redis` needs `replay.redis.url` and `replay.redis.key_file`",
+                );
+                ReplayStoreSettings::Memory
+            }
+            (Some("redis"), Some(r)) => self.redis(r).map_or(ReplayStoreSettings::Memory, |s| {
+                ReplayStoreSettings::Redis(Box::new(s))
+            }),
+            (Some(other), _) => {
+                self.problem(
+                    "replay.store",
+                    format!("`{other}`: must be `memory` or `redis`"),
+                );
+                ReplayStoreSettings::Memory
+            }
+        }
+    }
+
+    fn redis(&mut self, raw: RawRedis) -> Option<crate::replay::redis::RedisSettings> {
+        match raw.url.split_once("://") {
+            Some(("redis", rest)) if !rest.is_empty() && !rest.contains('@') => {}
+            Some(("redis", rest)) if rest.contains('@') => {
+                self.problem(
+                    "replay.redis.url",
+                    "must not contain credentials: use `username` and `password_file`",
+                );
+                return None;
+            }
+            Some(("rediss", _)) => {
+                self.problem(
+                    "replay.redis.url",
+                    "TLS to Redis (`rediss://`) is not supported yet: keep Redis on a private network (docs/replicas.md)",
+                );
+                return None;
+            }
+            _ => {
+                self.problem("replay.redis.url", "must be `redis://host:port/db`");
+                return None;
+            }
+        }
+        let timeout = raw.timeout.unwrap_or(limits::REPLAY_STORE_TIMEOUT);
+        if !(limits::MIN_REPLAY_STORE_TIMEOUT..=limits::MAX_REPLAY_STORE_TIMEOUT).contains(&timeout)
+        {
+            self.problem(
+                "replay.redis.timeout",
+                format!(
+                    "must be between {} and {}",
+                    humantime::format_duration(limits::MIN_REPLAY_STORE_TIMEOUT),
+                    humantime::format_duration(limits::MAX_REPLAY_STORE_TIMEOUT)
+                ),
+            );
+        }
+        let key_path = self.file_path(&raw.key_file);
+        let key = match crate::secret_file::read_key_32(&key_path, "the replay key") {
+            Ok((key, exposure)) => {
+                if exposure == Exposure::GroupReadable {
+                    self.warning(
+                        "replay.redis.key_file",
+                        format!(
+                            "{} is readable by its group; make sure that group is trusted",
+                            key_path.display()
+                        ),
+                    );
+                }
+                key
+            }
+            Err(m) => {
+                self.problem("replay.redis.key_file", m);
+                return None;
+            }
+        };
+        let password = match &raw.password_file {
+            None => None,
+            Some(p) => {
+                let path = self.file_path(p);
+                match crate::secret_file::read(&path) {
+                    Ok((bytes, _)) => match std::str::from_utf8(bytes.trim_ascii()) {
+                        Ok(text) if !text.is_empty() => Some(Zeroizing::new(text.to_string())),
+                        _ => {
+                            self.problem(
+                                "replay.redis.password_file",
+                                format!("{}: must hold the password as UTF-8 text", path.display()),
+                            );
+                            return None;
+                        }
+                    },
+                    Err(m) => {
+                        self.problem("replay.redis.password_file", m);
+                        return None;
+                    }
+                }
+            }
+        };
+        let prefix = raw.prefix.unwrap_or_else(|| "fieldseal:".into());
+        if prefix.is_empty()
+            || prefix.len() > 64
+            || prefix.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            self.problem(
+                "replay.redis.prefix",
+                "1 to 64 characters, no spaces or control characters",
+            );
+        }
+        Some(crate::replay::redis::RedisSettings {
+            url: raw.url,
+            username: raw.username,
+            password,
+            key,
+            prefix,
+            timeout,
+        })
     }
 
     fn reload_settings(&mut self) -> ReloadSettings {

@@ -8,4 +8,4 @@ pub mod settings;
 
 pub use compile::{load, ENV_PREFIX};
 pub use error::{ConfigErrors, ConfigProblem};
-pub use settings::{Route, RouteRules, Settings};
+pub use settings::{ReplayStoreSettings, Route, RouteRules, Settings};

@@ -28,6 +28,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "limits",
     "audit",
     "reload",
+    "replay",
     "trusted_proxies",
 ];
 
@@ -101,6 +102,33 @@ pub struct RawAudit {
     pub sink: String,
     /// File holding the HMAC-SHA256 chain key (32 bytes, raw or standard base64).
     pub key_file: PathBuf,
+}
+
+/// Where the `jti`s of client-encrypted values are remembered (contract §3 of 1.1).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReplay {
+    /// `memory` (this process; the default) or `redis` (shared by every replica).
+    #[serde(default)]
+    pub store: Option<String>,
+    pub redis: Option<RawRedis>,
+}
+
+/// `replay.redis`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    /// `redis://host:port/db`, without credentials.
+    pub url: String,
+    pub username: Option<String>,
+    /// File holding the password (AUTH / ACL), owner-readable only.
+    pub password_file: Option<PathBuf>,
+    /// File holding the 32-byte HMAC key of the `jti` digests, the same on every replica.
+    pub key_file: PathBuf,
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
 }
 
 /// Hot reload (SIGHUP always reloads).

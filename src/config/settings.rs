@@ -51,6 +51,8 @@ pub struct Settings {
     /// How long a client value's `jti` is remembered, on every route: the largest
     /// `request.max_age` configured, at least 300 s (contract §3 of 1.1).
     pub replay_window: Duration,
+    /// Where `jti`s are remembered: this process, or a Redis the replicas share.
+    pub replay: ReplayStoreSettings,
     /// Header policy for requests that match no route.
     pub default_headers: HeaderPolicy,
     pub timeouts: Timeouts,
@@ -370,6 +372,15 @@ impl RouteRules {
         }
         out
     }
+}
+
+/// `replay.store`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplayStoreSettings {
+    /// This process's memory (`limits.replay_cache_entries`): one replica.
+    Memory,
+    /// Redis, shared by every replica (docs/replicas.md).
+    Redis(Box<crate::replay::redis::RedisSettings>),
 }
 
 /// Where a route's data subject comes from.

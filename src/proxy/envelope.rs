@@ -42,7 +42,11 @@ pub async fn open_request(
     let opened = envelope::open_request(&bytes, keys)
         .map_err(|e| rejected(e.reason(), e.kid().map(str::to_string)))?;
     let (plain, session) = (opened.plaintext, opened.session);
-    crate::replay::admit(opened.iat, opened.jti.as_deref(), max_age, replay).map_err(
+    let origin = crate::replay::Origin {
+        field: "$",
+        kid: Some(&session.kid),
+    };
+    crate::replay::admit(opened.iat, opened.jti.as_deref(), max_age, replay, origin).map_err(
         |e| match e {
             crate::replay::FreshnessError::StoreFull => ProxyError::ReplayCacheFull,
             e => rejected(e.reason(), Some(session.kid.clone())),

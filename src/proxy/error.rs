@@ -56,6 +56,9 @@ pub enum ProxyError {
     /// The `jti` store of `request.max_age` routes is full of live entries: refusing is the
     /// only way not to forget one (which would reopen a replay window).
     ReplayCacheFull,
+    /// The shared replay store (Redis) did not answer, and a value came through a route with
+    /// `max_age`: its once-only promise cannot be kept by this replica alone. Retryable.
+    ReplayStoreUnavailable,
     /// Upstream: a response the route must seal cannot be (not JSON, too large, encoded in a
     /// way the proxy cannot decode). Fail closed: the plaintext is never sent.
     ResponseNotEncryptable(&'static str),
@@ -102,6 +105,10 @@ impl ProxyError {
                 kid.as_deref(),
                 Outcome::Rejected,
             ),
+            ProxyError::ReplayStoreUnavailable => {
+                let reason = crate::reason::Reason::ReplayCheckUnavailable.as_str();
+                ("$", reason, reason, None, Outcome::Failed)
+            }
             ProxyError::ReplayCacheFull => {
                 let reason = crate::reason::Reason::ReplayCacheFull.as_str();
                 ("$", reason, reason, None, Outcome::Rejected)
@@ -151,7 +158,9 @@ impl ProxyError {
             | ProxyError::ClientBody
             | ProxyError::FieldRejected { .. }
             | ProxyError::EnvelopeRejected { .. } => StatusCode::BAD_REQUEST,
-            ProxyError::ReplayCacheFull => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::ReplayCacheFull | ProxyError::ReplayStoreUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -171,6 +180,7 @@ impl ProxyError {
             ProxyError::FieldRejected { .. } => "field_rejected",
             ProxyError::EnvelopeRejected { .. } => "envelope_rejected",
             ProxyError::ReplayCacheFull => "replay_cache_full",
+            ProxyError::ReplayStoreUnavailable => "replay_check_unavailable",
             ProxyError::ResponseNotEncryptable(_) | ProxyError::ResponseFieldFailed(_) => {
                 "response_not_encryptable"
             }
@@ -214,6 +224,9 @@ impl ProxyError {
                 Some(kid) => format!("The request envelope was rejected: {reason} (key {kid})."),
                 None => format!("The request envelope was rejected: {reason}."),
             },
+            ProxyError::ReplayStoreUnavailable => {
+                "The shared replay check is unavailable; retry shortly.".into()
+            }
             ProxyError::ReplayCacheFull => {
                 "Too many recent encrypted values to check for replay; retry later.".into()
             }
@@ -247,6 +260,7 @@ impl ProxyError {
             | ProxyError::FieldRejected { .. }
             | ProxyError::EnvelopeRejected { .. }
             | ProxyError::ReplayCacheFull => Fault::Downstream,
+            ProxyError::ReplayStoreUnavailable => Fault::Upstream,
         }
     }
 

@@ -34,7 +34,8 @@ use crate::body::{empty, ProxyBody};
 use crate::config::settings::{Matched, SubjectSource};
 use crate::guard::Findings;
 use crate::identity::Identity;
-use crate::replay::{Replay, ReplayStore};
+use crate::replay::redis::{RedisReplayStore, Refusal};
+use crate::replay::{Deferred, Replay, ReplayStore};
 use crate::routing::Matchable;
 use crate::state::{Runtime, Shared};
 use crate::transform::rules::{Action, FieldOp, Openers};
@@ -104,6 +105,8 @@ pub async fn handle(
             let context = Context {
                 runtime: &runtime,
                 replay: shared.replay.as_ref(),
+                shared_replay: shared.shared_replay.as_deref(),
+                metrics: &shared.metrics,
                 conn,
                 request_id: &request_id,
             };
@@ -391,8 +394,12 @@ fn vary_on(headers: &mut http::HeaderMap, header: http::header::HeaderName) {
 /// What [`forward`] needs besides the request: the state it began with and facts about it.
 struct Context<'a> {
     runtime: &'a Runtime,
-    /// `jti`s of `request.max_age` routes (process-wide, kept across reloads).
+    /// `jti`s of client-encrypted values (process-wide, kept across reloads).
     replay: &'a dyn ReplayStore,
+    /// The store the replicas share, when configured: `jti`s are settled there before the
+    /// request is forwarded, `replay` being its fallback.
+    shared_replay: Option<&'a RedisReplayStore>,
+    metrics: &'a crate::metrics::Metrics,
     conn: ConnInfo,
     request_id: &'a HeaderValue,
 }
@@ -414,6 +421,8 @@ async fn forward(
     let Context {
         runtime,
         replay,
+        shared_replay,
+        metrics,
         conn,
         request_id,
     } = *context;
@@ -536,10 +545,14 @@ async fn forward(
     parts.headers.insert(X_REQUEST_ID, request_id.clone());
 
     let envelope_route = route.is_some_and(|r| r.rules.envelope);
+    // With a shared store, the `jti`s opened below are queued and settled in one round trip
+    // before anything is forwarded.
+    let deferred = Deferred::default();
     let replay_check = Replay {
         store: replay,
         window: runtime.settings.replay_window,
         now: crate::replay::unix_now(),
+        deferred: shared_replay.map(|_| &deferred),
     };
     let openers = Openers {
         keyring,
@@ -599,6 +612,9 @@ async fn forward(
     } else {
         CountedBody::new(body, bytes_in).boxed_unsync()
     };
+    if let Some(store) = shared_replay {
+        settle_replay(store, &deferred, replay, replay_check.now, metrics).await?;
+    }
     if transforms_response || guard.is_some() {
         // Ask for a body the proxy can read without decoding; gzip, deflate and br are still
         // decoded if sent, anything else is refused below (fail closed).
@@ -654,5 +670,41 @@ async fn forward(
         fields::rewrite_response(resp, &stage, ops, findings).await
     } else {
         Ok(resp)
+    }
+}
+
+/// Records the request's `jti`s in the shared store (one round trip), or refuses it: a replay
+/// names the field like any rejected value; Redis not answering where freshness is required
+/// is a 503 (docs/replicas.md).
+async fn settle_replay(
+    store: &RedisReplayStore,
+    deferred: &Deferred,
+    fallback: &dyn ReplayStore,
+    now: u64,
+    metrics: &crate::metrics::Metrics,
+) -> Result<(), ProxyError> {
+    let claims = deferred.take();
+    if claims.is_empty() {
+        return Ok(());
+    }
+    let settled = store.settle(claims, fallback, now).await;
+    metrics.replay_store_up(settled.answered);
+    let result = match (&settled.outcome, settled.answered) {
+        (Ok(()), true) => "recorded",
+        (Ok(()), false) => "fallback",
+        (Err(Refusal::Replayed(_)), _) => "replayed",
+        (Err(Refusal::Unavailable(_)), _) => "unavailable",
+        (Err(Refusal::StoreFull(_)), _) => "fallback_full",
+    };
+    metrics.replay_store(result);
+    match settled.outcome {
+        Ok(()) => Ok(()),
+        Err(Refusal::Replayed(claim)) => Err(ProxyError::FieldRejected {
+            path: claim.field,
+            reason: crate::reason::Reason::Replayed,
+            kid: claim.kid,
+        }),
+        Err(Refusal::Unavailable(_)) => Err(ProxyError::ReplayStoreUnavailable),
+        Err(Refusal::StoreFull(_)) => Err(ProxyError::ReplayCacheFull),
     }
 }

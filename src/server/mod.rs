@@ -83,7 +83,8 @@ pub async fn start(settings: Settings) -> std::io::Result<RunningProxy> {
         Runtime::new(settings, pool.len()),
         Arc::new(Metrics::new()),
         audit,
-    );
+    )
+    .map_err(std::io::Error::other)?;
     let (stop_proxy, proxy_rx) = watch::channel(false);
     let (stop_admin, admin_rx) = watch::channel(false);
     let proxy_task = tokio::spawn(accept_loop(listener, pool, shared.clone(), proxy_rx));

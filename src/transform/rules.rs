@@ -409,6 +409,10 @@ fn open_client_value(
             opened.jti.as_deref(),
             field.rules.max_age,
             replay,
+            replay::Origin {
+                field: field.path,
+                kid: Some(&opened.kid),
+            },
         )
         .map_err(|e| field.failure(e.reason(), kid()))?,
         None if field.rules.max_age.is_some() => {
@@ -1350,6 +1354,7 @@ mod tests {
             store,
             window: std::time::Duration::from_secs(300),
             now,
+            deferred: None,
         })
     }
 
