@@ -131,20 +131,7 @@ fn ready(shared: &Shared) -> Response<Full<Bytes>> {
 /// Per-key usage since the process started (`fieldseal keys list|retire --admin`). Ids,
 /// states, counts and dates only.
 fn keys(shared: &Shared) -> Response<Full<Bytes>> {
-    let runtime = shared.runtime.load();
-    let ring: Vec<(String, String)> = runtime
-        .settings
-        .keys
-        .ring
-        .as_ref()
-        .map(|r| {
-            r.keys()
-                .iter()
-                .map(|k| (k.id.clone(), k.state.to_string()))
-                .collect()
-        })
-        .unwrap_or_default();
-    json(StatusCode::OK, shared.metrics.key_usage.report_json(&ring))
+    json(StatusCode::OK, crate::replicas::report(shared))
 }
 
 fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {

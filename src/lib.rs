@@ -29,6 +29,7 @@ pub mod proxy;
 pub mod reason;
 pub mod reload;
 pub mod replay;
+pub mod replicas;
 pub mod rotation;
 pub mod routing;
 pub mod secret_file;

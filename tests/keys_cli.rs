@@ -182,7 +182,7 @@ fn lifecycle_on_a_keyring_wrapped_with_a_raw_kek() {
     assert!(err.contains("primary"), "{err}");
     let (code, _, err) = cli(&["keys", "retire", "--keyring", ring_s, "k1"], &env);
     assert_eq!(code, 1);
-    assert!(err.contains("cannot tell whether the running proxy still opens k1 tokens; pass --admin URL, or --force"), "{err}");
+    assert!(err.contains("cannot tell whether the running proxy still opens k1 tokens; pass --admin URL (each replica) or --redis URL, or --force"), "{err}");
     let (code, out, err) = cli(
         &["keys", "retire", "--keyring", ring_s, "k1", "--force"],
         &env,
@@ -637,7 +637,7 @@ async fn retire_and_list_ask_the_running_proxy() {
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(
-        err.contains("retiring anyway") && out.contains("retired: k2"),
+        err.contains("retiring k2 anyway") && out.contains("retired: k2"),
         "{out}{err}"
     );
     drop(proxy);

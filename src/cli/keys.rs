@@ -26,6 +26,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::Subcommand;
 
+use super::replicas::ReplicaArgs;
 use crate::crypto::keyring::{self, KeyringFile, ReadKeyring, Rotation};
 use crate::crypto::wrap::{self, Kek, KekSource};
 use crate::crypto::{token, Keyring};
@@ -87,13 +88,33 @@ pub enum KeysCommand {
         #[command(flatten)]
         kek: KekArgs,
     },
-    /// Add a fresh active primary key; the old primary becomes decrypt_only.
+    /// Add a fresh active primary key; the old primary becomes decrypt_only. With --stage,
+    /// add it as decrypt_only and keep the primary: the first half of a rotation across
+    /// replicas (`keys promote` is the second).
     Rotate {
         #[arg(long)]
         keyring: PathBuf,
         /// Id of the new key (default: k<N+1> after the largest k<N>).
         #[arg(long)]
         id: Option<String>,
+        /// Stage the new key (decrypt_only) instead of making it the primary.
+        #[arg(long)]
+        stage: bool,
+        #[command(flatten)]
+        kek: KekArgs,
+    },
+    /// Make a staged key the primary (the old primary becomes decrypt_only), once every
+    /// replica reports that it has loaded it: refused while one has not (docs/replicas.md).
+    Promote {
+        #[arg(long)]
+        keyring: PathBuf,
+        /// The staged key (default: the one staged key).
+        kid: Option<String>,
+        #[command(flatten)]
+        replicas: super::replicas::ReplicaArgs,
+        /// Promote without asking the replicas.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         kek: KekArgs,
     },
@@ -116,10 +137,9 @@ pub enum KeysCommand {
         keyring: PathBuf,
         /// The key to disable.
         kid: String,
-        /// Admin listener of a running proxy (http://host:port) to ask whether it still opens
-        /// tokens of KID; repeat for every replica.
-        #[arg(long, value_name = "URL")]
-        admin: Vec<String>,
+        /// The replicas to ask whether they still open tokens of KID.
+        #[command(flatten)]
+        replicas: super::replicas::ReplicaArgs,
         /// How long the key must have gone unused.
         #[arg(long, default_value = "24h")]
         window: humantime::Duration,
@@ -164,7 +184,25 @@ pub fn keys(command: KeysCommand) -> ExitCode {
                 kek_file,
             }),
         ),
-        KeysCommand::Rotate { keyring, id, kek } => rotate(&keyring, id.as_deref(), &kek),
+        KeysCommand::Rotate {
+            keyring,
+            id,
+            stage: false,
+            kek,
+        } => rotate(&keyring, id.as_deref(), &kek),
+        KeysCommand::Rotate {
+            keyring,
+            id,
+            stage: true,
+            kek,
+        } => stage(&keyring, id.as_deref(), &kek),
+        KeysCommand::Promote {
+            keyring,
+            kid,
+            replicas,
+            force,
+            kek,
+        } => promote(&keyring, kid.as_deref(), &replicas, force, &kek),
         KeysCommand::Shred {
             keyring,
             subject,
@@ -178,11 +216,11 @@ pub fn keys(command: KeysCommand) -> ExitCode {
         KeysCommand::Retire {
             keyring,
             kid,
-            admin,
+            replicas,
             window,
             force,
             kek,
-        } => retire(&keyring, &kid, &admin, window.into(), force, &kek),
+        } => retire(&keyring, &kid, &replicas, window.into(), force, &kek),
         KeysCommand::RewrapKeyring {
             keyring,
             kek,
@@ -341,7 +379,8 @@ fn shred(path: &Path, subject: &str, kek: &KekArgs) -> Result<(), Failure> {
 }
 
 fn list(path: &Path, admin: Option<&str>, kek: &KekArgs) -> Result<(), Failure> {
-    let (_, ring) = read(path, &kek.source())?;
+    let (read, ring) = read(path, &kek.source())?;
+    let staged = keyring::staged(&read.file);
     let usage = admin.map(|url| fetch_usage(url).map(|r| (url, r)));
     let now = SystemTime::now();
     let with_usage = matches!(usage, Some(Ok(_)));
@@ -357,7 +396,14 @@ fn list(path: &Path, admin: Option<&str>, kek: &KekArgs) -> Result<(), Failure> 
     }
     println!("{}", header.trim_end());
     for key in ring.keys() {
-        let primary = if key.id == ring.primary().id { "*" } else { "" };
+        // The primary column: `*` for the primary, `staged` for a key `keys promote` may make it.
+        let primary = if key.id == ring.primary().id {
+            "*"
+        } else if staged.contains(&key.id.as_str()) {
+            "staged"
+        } else {
+            ""
+        };
         let age = humantime::parse_rfc3339_weak(&key.created_at)
             .ok()
             .and_then(|t| now.duration_since(t).ok())
@@ -411,7 +457,7 @@ fn list(path: &Path, admin: Option<&str>, kek: &KekArgs) -> Result<(), Failure> 
 fn retire(
     path: &Path,
     kid: &str,
-    admins: &[String],
+    replicas: &ReplicaArgs,
     window: Duration,
     force: bool,
     kek: &KekArgs,
@@ -421,29 +467,122 @@ fn retire(
         println!("{kid} is already disabled; nothing to do");
         return Ok(());
     }
-    if admins.is_empty() {
-        if !force {
-            return Err(failed(format!(
-                "cannot tell whether the running proxy still opens {kid} tokens; pass --admin URL, or --force"
-            )));
-        }
-        eprintln!("warning: retiring {kid} without asking a running proxy (--force)");
-    }
-    for url in admins {
-        let verdict = fetch_usage(url).and_then(|report| retire_verdict(kid, &report, window));
-        match verdict {
-            Ok(m) => println!("{url}: {m}"),
-            Err(m) if force => eprintln!("warning: {url}: {m} (retiring anyway: --force)"),
-            Err(m) => {
-                return Err(failed(format!(
-                    "refusing to retire {kid}: {url}: {m}; pass --force to retire it anyway"
-                )))
-            }
-        }
-    }
+    let verdict = |report: &UsageReport| retire_verdict(kid, report, window);
+    ask_replicas(
+        replicas,
+        force,
+        (&format!("retire {kid}"), &format!("retiring {kid}")),
+        &format!("still opens {kid} tokens"),
+        verdict,
+    )?;
     write_back(path, &read.file, read.kek.as_ref())?;
     println!("retired: {kid} is now disabled in {}", path.display());
     println!("next: reload the proxy (`kill -HUP <pid>`); from then on tokens of {kid} fail to open with key_disabled");
+    Ok(())
+}
+
+/// Asks the replicas `replicas` names for their reports and holds each to `verdict`: one that
+/// refuses, one that cannot be asked, fewer than `--expect`, or none named refuses the change
+/// (`what` says what could not be ruled out), unless `force`.
+fn ask_replicas(
+    replicas: &ReplicaArgs,
+    force: bool,
+    (action, doing): (&str, &str),
+    what: &str,
+    verdict: impl Fn(&UsageReport) -> Result<String, String>,
+) -> Result<(), Failure> {
+    if replicas.is_empty() {
+        if !force {
+            return Err(failed(format!(
+                "cannot tell whether the running proxy {what}; pass --admin URL (each replica) or --redis URL, or --force"
+            )));
+        }
+        eprintln!("warning: {doing} without asking a running proxy (--force)");
+        return Ok(());
+    }
+    let refuse = |m: String| {
+        if force {
+            eprintln!("warning: {m} ({doing} anyway: --force)");
+            Ok(())
+        } else {
+            Err(failed(format!(
+                "refusing to {action}: {m}; pass --force to do it anyway"
+            )))
+        }
+    };
+    let reports = match replicas.reports() {
+        Ok(r) if r.is_empty() => return refuse("no replica reported".into()),
+        Ok(r) => r,
+        Err(m) => return refuse(m),
+    };
+    for report in &reports {
+        match verdict(&report.usage) {
+            Ok(m) => println!("{}: {m}", report.from),
+            Err(m) => refuse(format!("{}: {m}", report.from))?,
+        }
+    }
+    Ok(())
+}
+
+fn stage(path: &Path, id: Option<&str>, kek: &KekArgs) -> Result<(), Failure> {
+    let (mut read, _) = read(path, &kek.source())?;
+    let staged = keyring::stage(&mut read.file, id).map_err(failed)?;
+    write_back(path, &read.file, read.kek.as_ref())?;
+    let primary = &read.file.primary;
+    println!("staged: {staged} (decrypt_only); {primary} stays the primary");
+    println!(
+        "wrote {} (mode 0600{})",
+        path.display(),
+        if read.kek.is_some() { ", wrapped" } else { "" }
+    );
+    println!("next:");
+    println!("  1. give every replica this keyring (update the Secret) and let each reload: they open {staged} tokens, and still seal with {primary}");
+    println!("  2. `fieldseal keys promote --keyring {} {staged} --redis URL --expect N` (or --admin URL per replica): refused until every replica has {staged}", path.display());
+    Ok(())
+}
+
+fn promote(
+    path: &Path,
+    kid: Option<&str>,
+    replicas: &ReplicaArgs,
+    force: bool,
+    kek: &KekArgs,
+) -> Result<(), Failure> {
+    let (mut read, _) = read(path, &kek.source())?;
+    let kid = match (kid, keyring::staged(&read.file).as_slice()) {
+        (Some(kid), _) => kid.to_string(),
+        (None, [one]) => one.to_string(),
+        (None, []) => {
+            return Err(failed(
+                "no staged key in this keyring: stage one with `keys rotate --stage`",
+            ))
+        }
+        (None, many) => {
+            return Err(failed(format!(
+                "several staged keys ({}): name the one to promote",
+                many.join(", ")
+            )))
+        }
+    };
+    let rotation = keyring::promote(&mut read.file, &kid).map_err(failed)?;
+    let verdict = |report: &UsageReport| super::replicas::promote_verdict(&kid, report);
+    ask_replicas(
+        replicas,
+        force,
+        (&format!("promote {kid}"), &format!("promoting {kid}")),
+        &format!("can open {kid} tokens"),
+        verdict,
+    )?;
+    write_back(path, &read.file, read.kek.as_ref())?;
+    let Rotation {
+        new_primary,
+        old_primary,
+    } = rotation;
+    println!("promoted: primary {new_primary}, {old_primary} now decrypt_only");
+    println!("next:");
+    println!("  1. give every replica this keyring again and let each reload: each seals with {new_primary} from its reload on, and every replica opens both");
+    println!("  2. re-seal stored tokens under {new_primary}: `fieldseal rewrap --keyring {}` (docs/rewrap.md)", path.display());
+    println!("  3. once nothing presents {old_primary} tokens any more: `fieldseal keys retire --keyring {} {old_primary} --redis URL --expect N`", path.display());
     Ok(())
 }
 
@@ -625,7 +764,7 @@ fn admin_target(url: &str) -> Result<(String, String), String> {
 const MAX_USAGE_BYTES: usize = 1 << 20;
 
 /// `GET {url}/keys` over plain HTTP/1.1, parsed.
-fn fetch_usage(url: &str) -> Result<UsageReport, String> {
+pub(crate) fn fetch_usage(url: &str) -> Result<UsageReport, String> {
     use http_body_util::BodyExt;
     let (authority, path) = admin_target(url)?;
     let runtime = tokio::runtime::Builder::new_current_thread()

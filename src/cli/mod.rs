@@ -9,6 +9,7 @@ pub mod exit;
 pub mod explain;
 pub mod init;
 pub mod keys;
+pub mod replicas;
 pub mod rewrap;
 
 use std::net::SocketAddr;

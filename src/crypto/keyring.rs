@@ -592,6 +592,70 @@ pub fn rotate(file: &mut KeyringFile, new_id: Option<&str>) -> Result<Rotation, 
     })
 }
 
+/// Adds a fresh key as `decrypt_only`, leaving the primary as it is: the first half of a
+/// rotation across replicas. Every replica that loads the file can open the new key's tokens
+/// before any replica seals with it ([`promote`] makes it the primary). Returns its id.
+pub fn stage(file: &mut KeyringFile, new_id: Option<&str>) -> Result<String, String> {
+    let primary = file.primary.clone();
+    let rotation = rotate(file, new_id)?;
+    // Undo the switch `rotate` made: the old primary stays the primary, the new key opens only.
+    for key in &mut file.keys {
+        if key.id == primary {
+            key.state = KeyState::Active;
+        } else if key.id == rotation.new_primary {
+            key.state = KeyState::DecryptOnly;
+        }
+    }
+    file.primary = primary;
+    Keyring::build(file).map_err(|e| e.to_string())?;
+    Ok(rotation.new_primary)
+}
+
+/// Makes the staged key `kid` (a `decrypt_only` key added after the primary) the active
+/// primary; the old primary becomes `decrypt_only`. The second half of a staged rotation.
+pub fn promote(file: &mut KeyringFile, kid: &str) -> Result<Rotation, String> {
+    Keyring::build(file).map_err(|e| e.to_string())?;
+    let old = file.primary.clone();
+    if kid == old {
+        return Err(format!("`{kid}` is already the primary"));
+    }
+    let Some(key) = file.keys.iter().find(|k| k.id == kid) else {
+        return Err(format!("no key `{kid}` in this keyring"));
+    };
+    if !staged(file).contains(&kid) {
+        return Err(format!(
+            "`{kid}` ({}) is not a staged key: only a decrypt_only key added after the primary `{old}` is (stage one with `keys rotate --stage`)",
+            key.state
+        ));
+    }
+    for key in &mut file.keys {
+        if key.id == old {
+            key.state = KeyState::DecryptOnly;
+        } else if key.id == kid {
+            key.state = KeyState::Active;
+        }
+    }
+    file.primary = kid.to_string();
+    Keyring::build(file).map_err(|e| e.to_string())?;
+    Ok(Rotation {
+        new_primary: kid.to_string(),
+        old_primary: old,
+    })
+}
+
+/// The keys staged for promotion: `decrypt_only` keys added after the primary (keys are
+/// appended as they are made, so the file's order is their order; creation times can tie).
+pub fn staged(file: &KeyringFile) -> Vec<&str> {
+    let Some(primary) = file.keys.iter().position(|k| k.id == file.primary) else {
+        return Vec::new();
+    };
+    file.keys[primary + 1..]
+        .iter()
+        .filter(|k| k.state == KeyState::DecryptOnly)
+        .map(|k| k.id.as_str())
+        .collect()
+}
+
 /// Sets `kid` to `disabled`. Refuses the primary and unknown ids; `Ok(false)` when it already is.
 pub fn disable(file: &mut KeyringFile, kid: &str) -> Result<bool, String> {
     if file.primary == kid {
@@ -780,6 +844,56 @@ pub(crate) mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn a_staged_key_opens_everywhere_before_it_is_promoted() {
+        use KeyState::*;
+        let mut file = generate("k1").unwrap();
+        let staged_id = stage(&mut file, None).unwrap();
+        assert_eq!((staged_id.as_str(), file.primary.as_str()), ("k2", "k1"));
+        let ring = Keyring::build(&file).unwrap();
+        assert_eq!(ring.primary().id, "k1");
+        assert_eq!(ring.keys()[1].state, DecryptOnly);
+        assert_eq!(staged(&file), ["k2"]);
+        // Tokens of the staged key open with the staged keyring (before any replica seals).
+        let mut promoted_file = file;
+        promote(&mut promoted_file, "k2").unwrap();
+        let new = Keyring::build(&promoted_file).unwrap();
+        assert_eq!(new.primary().id, "k2");
+        let token =
+            crate::crypto::token::seal(new.primary(), "ssn", &serde_json::json!("x")).unwrap();
+        assert_eq!(
+            crate::crypto::token::open(&ring, "ssn", &token).unwrap(),
+            "x"
+        );
+        // ...and the old primary's tokens still open after the promotion.
+        let old =
+            crate::crypto::token::seal(ring.primary(), "ssn", &serde_json::json!("y")).unwrap();
+        assert_eq!(crate::crypto::token::open(&new, "ssn", &old).unwrap(), "y");
+        assert_eq!(promoted_file.keys[0].state, DecryptOnly);
+        assert!(staged(&promoted_file).is_empty());
+    }
+
+    #[test]
+    fn only_a_staged_key_is_promoted() {
+        let mut file = generate("k1").unwrap();
+        assert!(promote(&mut file, "k1")
+            .unwrap_err()
+            .contains("already the primary"));
+        assert!(promote(&mut file, "k9")
+            .unwrap_err()
+            .contains("no key `k9`"));
+        // A key left decrypt_only by an ordinary rotation is older than the primary.
+        rotate(&mut file, None).unwrap();
+        let err = promote(&mut file, "k1").unwrap_err();
+        assert!(err.contains("not a staged key"), "{err}");
+        assert_eq!(file.primary, "k2");
+        stage(&mut file, Some("next")).unwrap();
+        disable(&mut file, "next").unwrap();
+        assert!(promote(&mut file, "next")
+            .unwrap_err()
+            .contains("not a staged key"));
     }
 
     #[test]

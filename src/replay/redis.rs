@@ -164,6 +164,17 @@ impl RedisReplayStore {
         key
     }
 
+    /// The connection, for the replica reports written beside the `jti`s
+    /// ([`crate::replicas`]).
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// The prefix of every key.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// Whether the last round trip was answered.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)

@@ -48,6 +48,8 @@ pub struct RunningProxy {
     stop_admin: watch::Sender<bool>,
     proxy_task: JoinHandle<bool>,
     admin_task: JoinHandle<()>,
+    /// The replica report written to the shared Redis, when there is one.
+    heartbeat: Option<(watch::Sender<bool>, JoinHandle<()>)>,
 }
 
 /// How long shutdown waits for queued audit events to be written.
@@ -89,6 +91,16 @@ pub async fn start(settings: Settings) -> std::io::Result<RunningProxy> {
     let (stop_admin, admin_rx) = watch::channel(false);
     let proxy_task = tokio::spawn(accept_loop(listener, pool, shared.clone(), proxy_rx));
     let admin_task = tokio::spawn(admin::serve(admin_listener, shared.clone(), admin_rx));
+    let heartbeat = shared.shared_replay.as_ref().map(|store| {
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(crate::replicas::heartbeat(
+            shared.clone(),
+            store.connection(),
+            store.prefix().to_string(),
+            rx,
+        ));
+        (stop, task)
+    });
     Ok(RunningProxy {
         listen_addr,
         admin_addr,
@@ -97,6 +109,7 @@ pub async fn start(settings: Settings) -> std::io::Result<RunningProxy> {
         stop_admin,
         proxy_task,
         admin_task,
+        heartbeat,
     })
 }
 
@@ -109,6 +122,11 @@ impl RunningProxy {
         let drained = self.proxy_task.await.unwrap_or(false);
         let _ = self.stop_admin.send(true);
         let _ = self.admin_task.await;
+        if let Some((stop, task)) = self.heartbeat {
+            // Gone from the reports at once: `keys promote --expect N` notices.
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
         if let Some(audit) = self.shared.audit.clone() {
             // Everything the drained requests queued reaches the sink (and disk) before exit.
             let _ = tokio::task::spawn_blocking(move || audit.flush(AUDIT_FLUSH_TIMEOUT)).await;
