@@ -150,10 +150,11 @@ def app(request):
 class Proxy:
     """`fieldseal run` with a generated config; ports read from its `fieldseal ready` log line."""
 
-    def __init__(self, binary: Path, pki: Pki, upstream_port: int, directory: Path, extra: str = ""):
+    def __init__(self, binary: Path, pki: Pki, upstream_port: int, directory: Path, extra: str = "",
+                 listen_port: int = 0):
         config = directory / "fieldseal.yaml"
         config.write_text(
-            f'listen: "127.0.0.1:0"\nupstream: "http://127.0.0.1:{upstream_port}"\nadmin: "127.0.0.1:0"\n'
+            f'listen: "127.0.0.1:{listen_port}"\nupstream: "http://127.0.0.1:{upstream_port}"\nadmin: "127.0.0.1:0"\n'
             f'tls:\n  cert: "{pki.cert}"\n  key: "{pki.key}"\n{extra}')
         env = dict(os.environ, FIELDSEAL_LOG_FORMAT="json", FIELDSEAL_LOG="info")
         self.proc = subprocess.Popen([str(binary), "run", "--config", str(config)], env=env,

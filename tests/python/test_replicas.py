@@ -1,19 +1,26 @@
-"""Several replicas (issue 17, docs/replicas.md): fieldseal processes in front of one real
-FastAPI app, sharing one real Redis (Debian's redis-server, started here on loopback with a
-password) as their replay store.
+"""Several replicas (issue 17, docs/replicas.md): three fieldseal processes in front of one real
+FastAPI app, behind a real load balancer (Debian's nginx, round robin, TLS verified to each
+replica), sharing one real Redis (Debian's redis-server, with a password) as their replay store
+and report board — all started here on loopback. Each replica has its own copy of the keyring,
+as pods each mount the Secret and see its updates at different times.
 
 Client-encrypted values are made by jwcrypto, independently of fieldseal. Checked: a value
 opened by one replica is refused as replayed by every other (and by itself); what Redis holds is
 keyed digests, never a `jti`; when Redis stops, `max_age` routes refuse with 503 and other routes
 fall back to each replica's own memory (replays against the same replica still refused), the
-gauge says so; when Redis returns, sharing resumes by itself."""
+gauge says so; when Redis returns, sharing resumes by itself. Under load through the balancer:
+a key rotation staged, refused for promotion while one replica lacks the key, promoted, and
+rolled out one replica at a time with zero failed requests and zero `unknown_key`; one replica
+killed and restarted with no request lost beyond those it had in flight."""
 from __future__ import annotations
 
 import base64
 import json
 import os
 import shutil
+import signal
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -72,6 +79,8 @@ replay:
 routes:
   - name: user
     match: {{ path: "/api/users/{{id}}", methods: [GET, PUT] }}
+    response:
+      encrypt: ["$.ssn"]
     request:
       decrypt: ["$.ssn"]
   - name: fresh
@@ -88,6 +97,78 @@ def write_secret(path: Path, data: bytes) -> Path:
     return path
 
 
+NGINX = """worker_processes 1;
+user root;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/body;
+  proxy_temp_path {dir}/proxy;
+  fastcgi_temp_path {dir}/fastcgi;
+  uwsgi_temp_path {dir}/uwsgi;
+  scgi_temp_path {dir}/scgi;
+  upstream fieldseal {{
+{servers}
+  }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass https://fieldseal;
+      proxy_http_version 1.1;
+      proxy_set_header Host localhost;
+      proxy_ssl_server_name on;
+      proxy_ssl_name localhost;
+      proxy_ssl_verify on;
+      proxy_ssl_trusted_certificate {ca};
+      proxy_ssl_protocols TLSv1.3;
+      # A connection refused (a replica down) is tried on the next one: nothing was sent.
+      proxy_next_upstream error timeout;
+      proxy_connect_timeout 1s;
+    }}
+  }}
+}}
+"""
+
+
+class Replica:
+    """One fieldseal process with its own directory, keyring copy and fixed ports (so it can be
+    killed and restarted where the balancer expects it)."""
+
+    def __init__(self, binary, pki, app_port, directory: Path, config: str):
+        self.args = (binary, pki, app_port, directory, config)
+        self.port, self.dir = free_port(), directory
+        self.proxy = None
+        self.start()
+
+    def start(self):
+        binary, pki, app_port, directory, config = self.args
+        self.proxy = Proxy(binary, pki, app_port, directory, config, listen_port=self.port)
+
+    @property
+    def keyring(self) -> Path:
+        return self.dir / "keyring.json"
+
+    def install(self, keyring: Path):
+        """The Secret's update reaching this pod: the file replaced whole, then a reload."""
+        tmp = self.dir / "keyring.json.new"
+        shutil.copyfile(keyring, tmp)
+        tmp.chmod(0o600)
+        os.replace(tmp, self.keyring)
+        self.proxy.proc.send_signal(signal.SIGHUP)
+
+    def url(self, path):
+        return self.proxy.url(path)
+
+    @property
+    def admin(self):
+        return self.proxy.admin
+
+    def stop(self):
+        self.proxy.stop()
+
+
 @pytest.fixture(scope="module")
 def cluster(pki, fieldseal_bin, tmp_path_factory):
     d = tmp_path_factory.mktemp("replicas")
@@ -101,19 +182,33 @@ def cluster(pki, fieldseal_bin, tmp_path_factory):
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     password = write_secret(d / "redis.password", REDIS_PASSWORD.encode() + b"\n")
     replay_key = write_secret(d / "replay.key", base64.b64encode(os.urandom(32)) + b"\n")
-    config = CONFIG.format(keyring=keyring, rsa=rsa_path, redis_port=redis.port,
-                           password=password, replay_key=replay_key)
     replicas = []
     for i in range(3):
         rd = d / f"replica{i}"
         rd.mkdir()
-        replicas.append(Proxy(fieldseal_bin, pki, app.port, rd, config))
+        shutil.copyfile(keyring, rd / "keyring.json")
+        (rd / "keyring.json").chmod(0o600)
+        config = CONFIG.format(keyring=rd / "keyring.json", rsa=rsa_path, redis_port=redis.port,
+                               password=password, replay_key=replay_key)
+        replicas.append(Replica(fieldseal_bin, pki, app.port, rd, config))
+    lb_dir = d / "nginx"
+    lb_dir.mkdir()
+    lb_port = free_port()
+    servers = "\n".join(f"    server 127.0.0.1:{r.port} max_fails=1 fail_timeout=2s;" for r in replicas)
+    (lb_dir / "nginx.conf").write_text(NGINX.format(dir=lb_dir, servers=servers, port=lb_port, ca=pki.ca))
+    nginx = subprocess.Popen(["nginx", "-c", str(lb_dir / "nginx.conf"), "-p", str(lb_dir),
+                              "-g", "daemon off;"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, start_new_session=True)
+    wait_port(lb_port, nginx, "nginx")
     public = jwk.JWK.from_pem(key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     with httpx.Client(http2=True, verify=pki.context(), timeout=30) as c:
         kid = c.get(replicas[0].url("/.well-known/fieldseal/jwks.json")).json()["keys"][0]["kid"]
     public["kid"] = kid
-    yield {"replicas": replicas, "redis": redis, "key": public, "app": app}
+    yield {"replicas": replicas, "redis": redis, "key": public, "app": app, "keyring": keyring,
+           "lb": f"http://127.0.0.1:{lb_port}", "password": password, "bin": fieldseal_bin}
+    nginx.terminate()
+    nginx.wait(timeout=10)
     for r in replicas:
         r.stop()
     redis.stop()
@@ -248,3 +343,152 @@ tls: {{ cert: "{pki.cert}", key: "{pki.key}" }}
     short = write_secret(tmp_path / "short.key", b"c2hvcnQ=")
     r = check(f'replay: {{ store: redis, redis: {{ url: "redis://127.0.0.1:6390", key_file: "{short}" }} }}\n')
     assert r.returncode != 0 and "the replay key must be 32 bytes" in r.stderr, r.stderr
+
+
+# --- Under load, through the balancer -----------------------------------------------------------
+
+class Load:
+    """Clients reading a record through the balancer and writing its sealed SSN back (the read
+    and the write usually reach different replicas), in `workers` threads until stopped. Every
+    answer is checked: the read must be sealed, the write must reach the app as plaintext."""
+
+    def __init__(self, lb: str, workers: int = 6):
+        self.lb, self.workers = lb, workers
+        self.done = threading.Event()
+        self.lock = threading.Lock()
+        self.ok, self.failures, self.kids = 0, [], {}
+        self.threads = [threading.Thread(target=self.run, args=(i,), daemon=True)
+                        for i in range(workers)]
+        for t in self.threads:
+            t.start()
+
+    def fail(self, what):
+        with self.lock:
+            self.failures.append(what)
+
+    def run(self, worker: int):
+        n = 0
+        with httpx.Client(timeout=15) as c:
+            while not self.done.is_set():
+                n += 1
+                url = f"{self.lb}/api/users/{worker * 100_000 + n}"
+                try:
+                    r = c.get(url)
+                    if r.status_code != 200 or not r.json()["ssn"].startswith("fs1."):
+                        self.fail(("GET", r.status_code, r.text[:200]))
+                        continue
+                    token = r.json()["ssn"]
+                    r = c.put(url, json={"ssn": token})
+                    if r.status_code != 200 or r.json()["received"]["ssn"] != SSN:
+                        self.fail(("PUT", r.status_code, r.text[:200]))
+                        continue
+                except httpx.HTTPError as e:
+                    self.fail(("transport", type(e).__name__, str(e)[:200]))
+                    continue
+                kid = token.split(".")[1]
+                with self.lock:
+                    self.ok += 1
+                    self.kids[kid] = self.kids.get(kid, 0) + 1
+
+    def stop(self):
+        self.done.set()
+        for t in self.threads:
+            t.join(timeout=30)
+        return self
+
+
+def keys_of(replica) -> dict:
+    doc = httpx.get(f"http://127.0.0.1:{replica.admin}/keys").json()
+    return {k["id"]: k["state"] for k in doc["keys"]}
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while not predicate():
+        if time.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def promote(cluster, *extra):
+    return subprocess.run(
+        [str(cluster["bin"]), "keys", "promote", "--keyring", str(cluster["keyring"]),
+         "--redis", f"redis://127.0.0.1:{cluster['redis'].port}/0", "--redis-password-file",
+         str(cluster["password"]), "--redis-prefix", "fs-test:", "--expect", "3", *extra],
+        capture_output=True, text=True)
+
+
+def test_a_staged_rotation_under_load_fails_no_request(cluster):
+    """The Kubernetes procedure (docs/replicas.md) with the Secret reaching each pod at its own
+    time: stage → every replica reloads → promote (refused while one lacks the key) → every
+    replica reloads. Reads and writes cross replicas all along; none may fail."""
+    replicas, master = cluster["replicas"], cluster["keyring"]
+    load = Load(cluster["lb"])
+    try:
+        time.sleep(1.5)
+        r = subprocess.run([str(cluster["bin"]), "keys", "rotate", "--stage", "--keyring", str(master)],
+                           capture_output=True, text=True)
+        assert r.returncode == 0 and "staged: k2 (decrypt_only); k1 stays the primary" in r.stdout, r
+        staged_at = time.time()
+        replicas[0].install(master)
+        wait_for(lambda: keys_of(replicas[0]).get("k2") == "decrypt_only", 10, "replica 0 to load k2")
+        # Replicas 1 and 2 have not got the key yet: promotion is refused, the file unchanged.
+        time.sleep(2.5)
+        r = promote(cluster)
+        assert r.returncode != 0 and "refusing to promote k2" in r.stderr \
+            and "has not loaded k2" in r.stderr, r
+        assert json.loads(master.read_text())["primary"] == "k1"
+        replicas[1].install(master)
+        replicas[2].install(master)
+        wait_for(lambda: all(keys_of(x).get("k2") == "decrypt_only" for x in replicas), 10,
+                 "every replica to load k2")
+        deadline = time.time() + 15
+        while (r := promote(cluster)).returncode != 0 and time.time() < deadline:
+            time.sleep(0.5)
+        assert r.returncode == 0 and "promoted: primary k2, k1 now decrypt_only" in r.stdout, r
+        assert r.stdout.count("has k2 (decrypt_only)") == 3, r.stdout
+        promoted_at = time.time()
+        # The promoted keyring reaches the pods one at a time: for a while some seal with k2
+        # and others with k1, and every replica opens both.
+        for replica in replicas:
+            replica.install(master)
+            time.sleep(1.0)
+        wait_for(lambda: all(keys_of(x).get("k2") == "active" for x in replicas), 10,
+                 "every replica to seal with k2")
+        rolled_out_at = time.time()
+        time.sleep(1.5)
+    finally:
+        load.stop()
+    print(f"\nstaged rotation under load: {load.ok} read+write pairs, {len(load.failures)} failed; "
+          f"tokens by kid {load.kids}; stage→promote {promoted_at - staged_at:.1f} s, "
+          f"promote→all sealing with k2 {rolled_out_at - promoted_at:.1f} s")
+    assert load.failures == [], load.failures[:5]
+    assert load.kids.get("k1", 0) > 20 and load.kids.get("k2", 0) > 20, load.kids
+    for replica in replicas:
+        text = httpx.get(f"http://127.0.0.1:{replica.admin}/metrics").text
+        assert 'reason="unknown_key"' not in text or \
+            all(line.endswith(" 0") for line in text.splitlines() if 'reason="unknown_key"' in line)
+
+
+def test_a_replica_killed_under_load_loses_only_its_requests_in_flight(cluster):
+    replicas = cluster["replicas"]
+    workers = 6
+    load = Load(cluster["lb"], workers)
+    try:
+        time.sleep(1.5)
+        victim = replicas[1]
+        victim.proxy.proc.kill()
+        victim.proxy.proc.wait(timeout=10)
+        time.sleep(2.0)
+        victim.start()
+        # The balancer tries it again after its fail_timeout (2 s) and finds it serving.
+        wait_for(lambda: "fieldseal_requests_total{" in httpx.get(
+            f"http://127.0.0.1:{victim.admin}/metrics").text, 15, "the restarted replica to serve")
+        time.sleep(1.0)
+    finally:
+        load.stop()
+    print(f"\nreplica killed under load: {load.ok} read+write pairs, {len(load.failures)} failed "
+          f"({load.failures[:3]})")
+    # At most one request per client was in flight on the killed replica.
+    assert len(load.failures) <= workers, load.failures
+    assert load.ok > 100
