@@ -92,7 +92,7 @@ impl ReplicaArgs {
         };
         let info = redis::IntoConnectionInfo::into_connection_info(url)
             .map_err(|e| format!("--redis {url}: {e}"))?;
-        let mut settings = info.redis_settings().clone();
+        let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
         if let Some(p) = &password {
             settings = settings.set_password(p.as_str());
         }

@@ -54,6 +54,11 @@ class Redis:
              "--appendonly", "no", "--requirepass", REDIS_PASSWORD, "--dir", str(self.dir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         wait_port(self.port, self.proc, "redis-server")
+        # The replicas log in as the least-privileged user docs/replicas.md tells operators to
+        # create: only their prefix, only the commands they send.
+        self.cli("ACL", "SETUSER", "fieldseal", "on", f">{REDIS_PASSWORD}", "~fs-test:*",
+                 "resetchannels", "-@all", "+set", "+del", "+scan", "+mget", "+ping", "+hello",
+                 "+auth", "+select")
 
     def stop(self):
         self.proc.terminate()
@@ -72,6 +77,7 @@ replay:
   store: redis
   redis:
     url: "redis://127.0.0.1:{redis_port}/0"
+    username: fieldseal
     password_file: "{password}"
     key_file: "{replay_key}"
     prefix: "fs-test:"
@@ -413,7 +419,7 @@ def wait_for(predicate, timeout: float, what: str):
 def promote(cluster, *extra):
     return subprocess.run(
         [str(cluster["bin"]), "keys", "promote", "--keyring", str(cluster["keyring"]),
-         "--redis", f"redis://127.0.0.1:{cluster['redis'].port}/0", "--redis-password-file",
+         "--redis", f"redis://fieldseal@127.0.0.1:{cluster['redis'].port}/0", "--redis-password-file",
          str(cluster["password"]), "--redis-prefix", "fs-test:", "--expect", "3", *extra],
         capture_output=True, text=True)
 
