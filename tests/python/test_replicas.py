@@ -88,7 +88,7 @@ routes:
     response:
       encrypt: ["$.ssn"]
     request:
-      decrypt: ["$.ssn"]
+      decrypt: ["$.ssn", "query:ssn", "header:x-ssn"]
   - name: fresh
     match: {{ path: "/api/echo", methods: [POST] }}
     request:
@@ -259,6 +259,19 @@ def test_a_value_opened_by_one_replica_is_refused_by_every_replica(cluster, clie
     ttl = int(cluster["redis"].cli("TTL", keys[0]).strip())
     assert 300 < ttl <= 300 + 60 + 5, ttl
     assert metric(a, "fieldseal_replay_store_up") == 1
+
+
+def test_values_in_query_strings_and_headers_are_shared_too(cluster, client):
+    """The same claim queue serves every carrier: a JWE in a query parameter or a header,
+    opened by one replica, is refused by the others."""
+    a, b, c = cluster["replicas"]
+    for send in (lambda p, v: client.get(p.url("/api/users/7"), params={"ssn": v}),
+                 lambda p, v: client.get(p.url("/api/users/7"), headers={"x-ssn": v})):
+        value = rsa_jwe(cluster["key"], SSN, jti=str(uuid.uuid4()))
+        assert send(a, value).status_code == 200
+        for replica in (b, c):
+            r = send(replica, value)
+            assert replayed(r), r.text
 
 
 def test_two_replicas_opening_one_value_at_once_admit_it_once(cluster, pki):
