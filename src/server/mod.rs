@@ -259,7 +259,8 @@ async fn serve_connection(
     };
     let activity = idle::Activity::new();
     let requests = activity.clone();
-    let service = service_fn(move |req| counted(req, info, shared.clone(), requests.start()));
+    let service =
+        service_fn(move |req| Box::pin(counted(req, info, shared.clone(), requests.start())));
     let conn = builder
         .serve_connection_with_upgrades(TokioIo::new(tls), service)
         .into_owned();
