@@ -245,19 +245,24 @@ impl KekCommand {
         std::thread::spawn(move || {
             let _ = tx_out.send(Output::Stdout(read_stdout(stdout)));
         });
+        // Shared as it comes, so a timeout can still quote what the command said so far.
+        let said = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let said_by_reader = said.clone();
         std::thread::spawn(move || {
-            let _ = tx.send(Output::Stderr(read_stderr(stderr)));
+            read_stderr(stderr, &said_by_reader);
+            let _ = tx.send(Output::StderrDone);
         });
+        let stderr_so_far = || said.lock().unwrap_or_else(|e| e.into_inner()).clone();
 
         let deadline = Instant::now() + timeout;
         let mut out: Option<Zeroizing<Vec<u8>>> = None;
-        let mut err: Option<Vec<u8>> = None;
+        let mut err_done = false;
         let mut exited = false;
         loop {
             if !exited {
                 exited = has_exited(&mut child);
             }
-            if exited && out.is_some() && err.is_some() {
+            if exited && out.is_some() && err_done {
                 break;
             }
             let now = Instant::now();
@@ -271,7 +276,7 @@ impl KekCommand {
                 return Err(format!(
                     "the KEK command `{name}` {what} within {}: killed it{}",
                     humantime::format_duration(timeout),
-                    stderr_note(err.as_deref())
+                    stderr_note(&stderr_so_far())
                 ));
             }
             match rx.recv_timeout((deadline - now).min(Duration::from_millis(10))) {
@@ -283,7 +288,7 @@ impl KekCommand {
                         KEK_LEN.div_ceil(3) * 4
                     ));
                 }
-                Ok(Output::Stderr(bytes)) => err = Some(bytes),
+                Ok(Output::StderrDone) => err_done = true,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 // Both readers are done; only the exit is awaited.
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -294,22 +299,21 @@ impl KekCommand {
         let status = child
             .wait()
             .map_err(|e| format!("cannot wait for the KEK command `{name}`: {e}"))?;
-        let (out, err) = (out.expect("read"), err.expect("read"));
+        let (out, err) = (out.expect("read"), stderr_so_far());
         if !status.success() {
             return Err(format!(
                 "the KEK command `{name}` {}{}",
                 describe_status(status),
-                stderr_note(Some(&err))
+                stderr_note(&err)
             ));
         }
-        parse_kek(&out)
-            .map_err(|m| format!("the KEK command `{name}` {m}{}", stderr_note(Some(&err))))
+        parse_kek(&out).map_err(|m| format!("the KEK command `{name}` {m}{}", stderr_note(&err)))
     }
 }
 
 enum Output {
     Stdout(Result<Zeroizing<Vec<u8>>, Overflow>),
-    Stderr(Vec<u8>),
+    StderrDone,
 }
 
 struct Overflow;
@@ -336,15 +340,15 @@ fn read_stdout(mut pipe: impl Read) -> Result<Zeroizing<Vec<u8>>, Overflow> {
     Ok(buf)
 }
 
-/// Keeps the first [`MAX_STDERR_SHOWN`] bytes of stderr and drains the rest (so a chatty
-/// command never blocks on a full pipe).
-fn read_stderr(mut pipe: impl Read) -> Vec<u8> {
-    let mut kept = Vec::with_capacity(MAX_STDERR_SHOWN + 1);
+/// Keeps the first [`MAX_STDERR_SHOWN`] bytes of stderr (and one more, to tell that there
+/// was more) in `kept`, and drains the rest (so a chatty command never blocks on a full pipe).
+fn read_stderr(mut pipe: impl Read, kept: &Mutex<Vec<u8>>) {
     let mut chunk = [0u8; 4096];
     loop {
         match pipe.read(&mut chunk) {
             Ok(0) => break,
             Ok(n) => {
+                let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
                 let room = (MAX_STDERR_SHOWN + 1).saturating_sub(kept.len());
                 kept.extend_from_slice(&chunk[..n.min(room)]);
             }
@@ -352,15 +356,11 @@ fn read_stderr(mut pipe: impl Read) -> Vec<u8> {
             Err(_) => break,
         }
     }
-    kept
 }
 
 /// `; its stderr: "…"` with the first [`MAX_STDERR_SHOWN`] bytes, control characters replaced
 /// (no terminal escapes or forged log lines); empty when there was none.
-fn stderr_note(err: Option<&[u8]>) -> String {
-    let Some(err) = err else {
-        return String::new();
-    };
+fn stderr_note(err: &[u8]) -> String {
     let cut = &err[..err.len().min(MAX_STDERR_SHOWN)];
     let text = String::from_utf8_lossy(cut);
     let shown: String = text
