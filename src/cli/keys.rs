@@ -34,7 +34,7 @@ use crate::crypto::{token, Keyring};
 use crate::secret_file::{self, Exposure};
 
 /// Where the KEK of a wrapped keyring comes from on the command line (else the environment).
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct KekArgs {
     /// File holding the passphrase of a wrapped keyring (else $FIELDSEAL_KEYRING_PASSPHRASE).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["kek_file", "kek_command"])]
@@ -51,6 +51,18 @@ pub struct KekArgs {
     /// How long a KEK command may run (1s to 5m).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_kek_command_timeout)]
     pub kek_command_timeout: std::time::Duration,
+}
+
+/// No flags: the environment alone, and the default command timeout (not zero).
+impl Default for KekArgs {
+    fn default() -> Self {
+        Self {
+            passphrase_file: None,
+            kek_file: None,
+            kek_command: None,
+            kek_command_timeout: kek_command::DEFAULT_TIMEOUT,
+        }
+    }
 }
 
 impl KekArgs {
