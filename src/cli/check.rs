@@ -53,6 +53,19 @@ pub fn describe(s: &Settings) -> String {
             if r.password.is_some() { ", password from file" } else { "" }
         );
     }
+    if let (Some(path), Some(ring)) = (&s.keys.keyring, &s.keys.ring) {
+        // Where its KEK came from, never a value (a command by its program alone).
+        let _ = writeln!(
+            out,
+            "keyring {}: primary {}, {}",
+            path.display(),
+            ring.primary().id,
+            match &s.keys.keyring_kek {
+                Some(kek) => format!("wrapped, opened with {kek}"),
+                None => "plain (not wrapped)".to_string(),
+            }
+        );
+    }
     if let Some(client) = &s.keys.client {
         // Public ids only: what clients will see in the JWKS, in that order.
         let _ = writeln!(

@@ -27,21 +27,42 @@ use std::time::{Duration, SystemTime};
 use clap::Subcommand;
 
 use super::replicas::ReplicaArgs;
+use crate::crypto::kek_command::{self, KekCommand};
 use crate::crypto::keyring::{self, KeyringFile, ReadKeyring, Rotation};
 use crate::crypto::wrap::{self, Kek, KekSource};
 use crate::crypto::{token, Keyring};
 use crate::secret_file::{self, Exposure};
 
 /// Where the KEK of a wrapped keyring comes from on the command line (else the environment).
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct KekArgs {
     /// File holding the passphrase of a wrapped keyring (else $FIELDSEAL_KEYRING_PASSPHRASE).
-    #[arg(long, value_name = "FILE", conflicts_with = "kek_file")]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["kek_file", "kek_command"])]
     pub passphrase_file: Option<PathBuf>,
     /// File holding the raw 32-byte KEK of a wrapped keyring, raw or standard base64 (else
     /// $FIELDSEAL_KEYRING_KEK).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "kek_command")]
     pub kek_file: Option<PathBuf>,
+    /// Command printing the raw KEK as standard base64 (a KMS decrypting a data key), as a
+    /// JSON array run without a shell: '["aws","kms","decrypt",…]' (else
+    /// $FIELDSEAL_KEYRING_KEK_COMMAND). docs/keys.md has the protocol and recipes.
+    #[arg(long, value_name = "JSON", value_parser = parse_kek_command)]
+    pub kek_command: Option<KekCommand>,
+    /// How long a KEK command may run (1s to 5m).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_kek_command_timeout)]
+    pub kek_command_timeout: std::time::Duration,
+}
+
+/// No flags: the environment alone, and the default command timeout (not zero).
+impl Default for KekArgs {
+    fn default() -> Self {
+        Self {
+            passphrase_file: None,
+            kek_file: None,
+            kek_command: None,
+            kek_command_timeout: kek_command::DEFAULT_TIMEOUT,
+        }
+    }
 }
 
 impl KekArgs {
@@ -49,7 +70,28 @@ impl KekArgs {
         warn_if_group_readable(self.passphrase_file.as_deref());
         warn_if_group_readable(self.kek_file.as_deref());
         KekSource::for_cli(self.passphrase_file.clone(), self.kek_file.clone())
+            .with_command(self.kek_command.clone())
+            .with_command_limits(self.limits())
     }
+
+    /// The command's timeout; no cache (a command runs once per CLI process anyway).
+    fn limits(&self) -> kek_command::Limits {
+        kek_command::Limits {
+            timeout: self.kek_command_timeout,
+            ..kek_command::Limits::CLI
+        }
+    }
+}
+
+/// `--kek-command` / `--new-kek-command`: a JSON array of strings (the same form as
+/// `$FIELDSEAL_KEYRING_KEK_COMMAND`, and as the YAML list of `keys.keyring_kek_command`).
+fn parse_kek_command(text: &str) -> Result<KekCommand, String> {
+    KekCommand::from_json(text, None)
+}
+
+fn parse_kek_command_timeout(text: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    kek_command::check_timeout(d)
 }
 
 #[derive(Debug, Subcommand)]
@@ -62,7 +104,8 @@ pub enum KeysCommand {
         #[arg(long, default_value = "k1")]
         id: String,
         /// Wrap the file with a KEK: a passphrase (Argon2id) or a raw 32-byte key, from
-        /// --passphrase-file / --kek-file or $FIELDSEAL_KEYRING_PASSPHRASE / $FIELDSEAL_KEYRING_KEK.
+        /// --passphrase-file / --kek-file / --kek-command or $FIELDSEAL_KEYRING_PASSPHRASE /
+        /// $FIELDSEAL_KEYRING_KEK / $FIELDSEAL_KEYRING_KEK_COMMAND.
         #[arg(long)]
         wrap: bool,
         /// File holding the wrapping passphrase (at least 12 characters).
@@ -70,12 +113,24 @@ pub enum KeysCommand {
             long,
             value_name = "FILE",
             requires = "wrap",
-            conflicts_with = "kek_file"
+            conflicts_with_all = ["kek_file", "kek_command"]
         )]
         passphrase_file: Option<PathBuf>,
         /// File holding a raw 32-byte KEK (raw bytes or standard base64).
-        #[arg(long, value_name = "FILE", requires = "wrap")]
+        #[arg(
+            long,
+            value_name = "FILE",
+            requires = "wrap",
+            conflicts_with = "kek_command"
+        )]
         kek_file: Option<PathBuf>,
+        /// Command printing the raw KEK as standard base64, as a JSON array (see
+        /// docs/keys.md).
+        #[arg(long, value_name = "JSON", requires = "wrap", value_parser = parse_kek_command)]
+        kek_command: Option<KekCommand>,
+        /// How long the KEK command may run (1s to 5m).
+        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_kek_command_timeout)]
+        kek_command_timeout: std::time::Duration,
     },
     /// Erase a data subject: its subject-bound tokens (`fsb1`) never open again, on every
     /// replica that loads this keyring (docs/tokens.md says what this does and does not erase).
@@ -157,13 +212,17 @@ pub enum KeysCommand {
         #[command(flatten)]
         kek: KekArgs,
         /// File holding the new passphrase (else $FIELDSEAL_NEW_KEYRING_PASSPHRASE).
-        #[arg(long, value_name = "FILE", conflicts_with = "new_kek_file")]
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["new_kek_file", "new_kek_command"])]
         new_passphrase_file: Option<PathBuf>,
         /// File holding the new raw 32-byte KEK (else $FIELDSEAL_NEW_KEYRING_KEK).
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", conflicts_with = "new_kek_command")]
         new_kek_file: Option<PathBuf>,
+        /// Command printing the new raw KEK, as a JSON array like --kek-command (else
+        /// $FIELDSEAL_NEW_KEYRING_KEK_COMMAND); runs with --kek-command-timeout.
+        #[arg(long, value_name = "JSON", value_parser = parse_kek_command)]
+        new_kek_command: Option<KekCommand>,
         /// Store the keyring unwrapped (plain JSON secrets on disk).
-        #[arg(long, conflicts_with_all = ["new_passphrase_file", "new_kek_file"])]
+        #[arg(long, conflicts_with_all = ["new_passphrase_file", "new_kek_file", "new_kek_command"])]
         unwrap: bool,
     },
 }
@@ -176,12 +235,16 @@ pub fn keys(command: KeysCommand) -> ExitCode {
             wrap,
             passphrase_file,
             kek_file,
+            kek_command,
+            kek_command_timeout,
         } => init(
             &out,
             &id,
             wrap.then_some(KekArgs {
                 passphrase_file,
                 kek_file,
+                kek_command,
+                kek_command_timeout,
             }),
         ),
         KeysCommand::Rotate {
@@ -226,12 +289,20 @@ pub fn keys(command: KeysCommand) -> ExitCode {
             kek,
             new_passphrase_file,
             new_kek_file,
+            new_kek_command,
             unwrap,
-        } => rewrap_keyring(
-            &keyring,
-            &kek,
-            (!unwrap).then(|| KekSource::for_cli_new(new_passphrase_file, new_kek_file)),
-        ),
+        } => {
+            let limits = kek.limits();
+            rewrap_keyring(
+                &keyring,
+                &kek,
+                (!unwrap).then(|| {
+                    KekSource::for_cli_new(new_passphrase_file, new_kek_file)
+                        .with_command(new_kek_command)
+                        .with_command_limits(limits)
+                }),
+            )
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -259,9 +330,9 @@ fn warn_if_group_readable(path: Option<&Path>) {
     }
 }
 
-/// Resolves the KEK for wrapping: required, and long enough.
-fn wrapping_kek(source: &KekSource) -> Result<Kek, Failure> {
-    let kek = source.resolve().map_err(failed)?.ok_or_else(|| {
+/// Resolves the KEK for wrapping the keyring at `path`: required, and long enough.
+fn wrapping_kek(source: &KekSource, path: &Path) -> Result<Kek, Failure> {
+    let kek = source.resolve_for(path).map_err(failed)?.ok_or_else(|| {
         failed(format!(
             "no passphrase or KEK to wrap with: {}",
             source.hint()
@@ -286,7 +357,7 @@ fn init(out: &Path, id: &str, wrap: Option<KekArgs>) -> Result<(), Failure> {
         }
     }
     let kek = match &wrap {
-        Some(args) => Some(wrapping_kek(&args.source())?),
+        Some(args) => Some(wrapping_kek(&args.source(), out)?),
         None => None,
     };
     let file = keyring::generate(id).map_err(failed)?;
@@ -605,7 +676,7 @@ fn rewrap_keyring(path: &Path, kek: &KekArgs, new: Option<KekSource>) -> Result<
         println!("unwrapped {} (was {was})", path.display());
         return Ok(());
     };
-    let new_kek = wrapping_kek(&new)?;
+    let new_kek = wrapping_kek(&new, path)?;
     write_back(path, &read.file, Some(&new_kek))?;
     println!(
         "rewrapped {} with the {} from {} (was {was}); the keys inside are unchanged",
@@ -613,7 +684,7 @@ fn rewrap_keyring(path: &Path, kek: &KekArgs, new: Option<KekSource>) -> Result<
         new_kek.kind(),
         new_kek.origin()
     );
-    println!("next: give the proxy the new {} (keys.keyring_passphrase_file / keys.keyring_kek_file, or {} / {}) before it next reloads or restarts: it cannot open the file with the old one", new_kek.kind(), wrap::ENV_PASSPHRASE, wrap::ENV_KEK);
+    println!("next: give the proxy the new {} (keys.keyring_passphrase_file / keys.keyring_kek_file / keys.keyring_kek_command, or {} / {} / {}) before it next reloads or restarts: it cannot open the file with the old one", new_kek.kind(), wrap::ENV_PASSPHRASE, wrap::ENV_KEK, wrap::ENV_KEK_COMMAND);
     Ok(())
 }
 

@@ -466,19 +466,24 @@ impl<'a> Compiler<'a> {
         let Some(raw) = self.section::<RawKeys>("keys") else {
             return KeySources::default();
         };
+        let (kek_command, limits, kek_ok) = self.kek_command(&raw);
         let keyring = raw.keyring.map(|p| self.file_path(&p));
-        // A wrapped keyring's KEK: the configured files, else the environment.
+        // A wrapped keyring's KEK: the configured files or command, else the environment.
         let kek = crate::crypto::KekSource::for_config(
             raw.keyring_passphrase_file
                 .as_ref()
                 .map(|p| self.file_path(p)),
             raw.keyring_kek_file.as_ref().map(|p| self.file_path(p)),
-        );
-        let ring = keyring
-            .as_ref()
-            .and_then(|p| match crate::crypto::Keyring::load(p, &kek) {
-                Ok((ring, exposure)) => {
-                    if exposure == Exposure::GroupReadable {
+        )
+        .with_command(kek_command.clone())
+        .with_command_limits(limits);
+        let mut keyring_kek = None;
+        let ring = keyring.as_ref().filter(|_| kek_ok).and_then(|p| {
+            let read = crate::crypto::keyring::read_keyring_file(p, &kek)
+                .and_then(|read| Ok((crate::crypto::Keyring::build(&read.file)?, read)));
+            match read {
+                Ok((ring, read)) => {
+                    if read.exposure == Exposure::GroupReadable {
                         self.warning(
                             "keys.keyring",
                             format!(
@@ -487,6 +492,12 @@ impl<'a> Compiler<'a> {
                             ),
                         );
                     }
+                    keyring_kek = read.kek.as_ref().map(|k| KeyringKek {
+                        kind: k.kind(),
+                        origin: k.origin().to_string(),
+                        command: k.from_command().then_some(limits),
+                        cached: k.is_cached(),
+                    });
                     Some(Arc::new(ring))
                 }
                 Err(e) => {
@@ -495,7 +506,8 @@ impl<'a> Compiler<'a> {
                     }
                     None
                 }
-            });
+            }
+        });
         let client = self.client_keys(
             raw.rsa_private_key
                 .map(OneOrMany::into_vec)
@@ -535,7 +547,91 @@ impl<'a> Compiler<'a> {
             public_key_path: raw.public_key_path,
             keyring_passphrase_file,
             keyring_kek_file,
+            keyring_kek_command: kek_command,
+            keyring_kek,
             rotation,
+        }
+    }
+
+    /// `keys.keyring_kek_command` and its timeout and cache time. The flag is false when one
+    /// of them is wrong (then the keyring is not opened: the problem is already reported).
+    fn kek_command(
+        &mut self,
+        raw: &RawKeys,
+    ) -> (
+        Option<crate::crypto::kek_command::KekCommand>,
+        crate::crypto::kek_command::Limits,
+        bool,
+    ) {
+        use crate::crypto::kek_command::{self as kc, KekCommand, Limits};
+        let mut ok = true;
+        let mut limits = Limits::PROXY;
+        if let Some(t) = raw.keyring_kek_command_timeout {
+            match kc::check_timeout(t) {
+                Ok(t) => limits.timeout = t,
+                Err(m) => {
+                    self.problem("keys.keyring_kek_command_timeout", m);
+                    ok = false;
+                }
+            }
+        }
+        if let Some(c) = raw.keyring_kek_command_cache {
+            match kc::check_cache(c) {
+                Ok(c) => limits.cache = c,
+                Err(m) => {
+                    self.problem("keys.keyring_kek_command_cache", m);
+                    ok = false;
+                }
+            }
+        }
+        let command = match &raw.keyring_kek_command {
+            None => None,
+            Some(RawCommand::Text(_)) => {
+                self.problem(
+                    "keys.keyring_kek_command",
+                    r#"must be a list: the program and its arguments, run without a shell, e.g. ["/usr/local/bin/kek-helper", "--key", "prod"]; for a pipeline write ["sh", "-c", "… | base64 -w0"]"#,
+                );
+                ok = false;
+                None
+            }
+            // Relative program paths and the command's working directory: the config file's
+            // directory, like every other path in it.
+            Some(RawCommand::Argv(argv)) => {
+                match KekCommand::new(argv.clone(), Some(self.base_dir_or_cwd())) {
+                    Ok(c) => Some(c),
+                    Err(m) => {
+                        self.problem("keys.keyring_kek_command", m);
+                        ok = false;
+                        None
+                    }
+                }
+            }
+        };
+        let tuned =
+            raw.keyring_kek_command_timeout.is_some() || raw.keyring_kek_command_cache.is_some();
+        if tuned
+            && command.is_none()
+            && ok
+            && std::env::var_os(crate::crypto::wrap::ENV_KEK_COMMAND).is_none_or(|v| v.is_empty())
+        {
+            self.warning(
+                "keys.keyring_kek_command_timeout",
+                format!(
+                    "keys.keyring_kek_command_timeout and keys.keyring_kek_command_cache apply to a KEK command, but neither keys.keyring_kek_command nor {} is set",
+                    crate::crypto::wrap::ENV_KEK_COMMAND
+                ),
+            );
+        }
+        (command, limits, ok)
+    }
+
+    /// The directory relative paths are resolved against: the config file's, else the current
+    /// one.
+    fn base_dir_or_cwd(&self) -> PathBuf {
+        if self.base_dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            self.base_dir.clone()
         }
     }
 

@@ -63,8 +63,27 @@ pub struct RawKeys {
     /// File holding a raw 32-byte KEK of a wrapped keyring (else `FIELDSEAL_KEYRING_KEK`).
     #[serde(default)]
     pub keyring_kek_file: Option<PathBuf>,
+    /// A command (argv, no shell) printing the raw KEK of a wrapped keyring as base64 (else
+    /// `FIELDSEAL_KEYRING_KEK_COMMAND`).
+    #[serde(default)]
+    pub keyring_kek_command: Option<RawCommand>,
+    /// How long the command may run (default 10s).
+    #[serde(default, with = "humantime_serde")]
+    pub keyring_kek_command_timeout: Option<Duration>,
+    /// How long its KEK is kept in memory for reloads (default 1h; `0s`: run it every load).
+    #[serde(default, with = "humantime_serde")]
+    pub keyring_kek_command_cache: Option<Duration>,
     #[serde(default)]
     pub rotation: Option<RawRotation>,
+}
+
+/// A command: an argv list. A string is accepted by the parser only to be refused with an
+/// explanation (no shell splitting).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawCommand {
+    Argv(Vec<String>),
+    Text(String),
 }
 
 /// A setting that takes one value or a list of them.

@@ -138,7 +138,43 @@ pub struct KeySources {
     /// Where the KEK of a wrapped keyring comes from (besides the environment).
     pub keyring_passphrase_file: Option<PathBuf>,
     pub keyring_kek_file: Option<PathBuf>,
+    /// `keys.keyring_kek_command` (the argv is not shown by `Debug`).
+    pub keyring_kek_command: Option<crate::crypto::kek_command::KekCommand>,
+    /// How the loaded keyring was unwrapped; `None` for a plain one (or none).
+    pub keyring_kek: Option<KeyringKek>,
     pub rotation: RotationPolicy,
+}
+
+/// Where the KEK that opened the keyring came from (for `check`; never the value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyringKek {
+    /// `passphrase` or `raw KEK`.
+    pub kind: &'static str,
+    /// The flag, key or variable, e.g. `keys.keyring_kek_command (program `sh`, 2 arguments)`.
+    pub origin: String,
+    /// The timeout and cache time, when a command printed it.
+    pub command: Option<crate::crypto::kek_command::Limits>,
+    /// Whether it came from the in-memory cache of a command's KEK.
+    pub cached: bool,
+}
+
+impl fmt::Display for KeyringKek {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the {} from {}", self.kind, self.origin)?;
+        if let Some(l) = self.command {
+            write!(
+                f,
+                "; timeout {}, cache {}",
+                humantime::format_duration(l.timeout),
+                if l.cache.is_zero() {
+                    "off (runs at every load)".to_string()
+                } else {
+                    humantime::format_duration(l.cache).to_string()
+                }
+            )?;
+        }
+        Ok(())
+    }
 }
 
 impl KeySources {

@@ -477,14 +477,13 @@ pub fn read_keyring_file(path: &Path, kek: &KekSource) -> Result<ReadKeyring, Ke
             (text, None)
         }
         Some(wrapped) => {
-            let Some(key) = kek.resolve().map_err(one)? else {
+            let Some((bytes, key)) = kek.open_wrapped(&wrapped, path).map_err(one)? else {
                 return Err(one(format!(
                     "{} is wrapped (sealed with a key-encryption key), but no passphrase or KEK was supplied: {}",
                     path.display(),
                     kek.hint()
                 )));
             };
-            let bytes = wrap::open(&wrapped, &key, path).map_err(one)?;
             let text = std::str::from_utf8(&bytes)
                 .map(|t| Zeroizing::new(t.to_string()))
                 .map_err(|_| {

@@ -4,6 +4,7 @@ pub mod client_keys;
 pub mod envelope;
 pub mod hpke;
 pub mod jwe;
+pub mod kek_command;
 pub mod keyring;
 pub mod rsa_keys;
 pub mod token;

@@ -14,8 +14,10 @@
 //! what wrapping protects against.
 //!
 //! The KEK comes from, in priority order: command-line flags, the configuration
-//! (`keys.keyring_passphrase_file`, `keys.keyring_kek_file`), the environment
-//! (`FIELDSEAL_KEYRING_PASSPHRASE`, `FIELDSEAL_KEYRING_KEK`). Its value is only read when a
+//! (`keys.keyring_passphrase_file`, `keys.keyring_kek_file`, `keys.keyring_kek_command`), the
+//! environment (`FIELDSEAL_KEYRING_PASSPHRASE`, `FIELDSEAL_KEYRING_KEK`,
+//! `FIELDSEAL_KEYRING_KEK_COMMAND`). A command prints a raw KEK, typically one a KMS unwraps
+//! ([`super::kek_command`]). Its value is only read when a
 //! file is wrapped (or is being wrapped). Its presence is a promise: wherever any of these
 //! sources is set, a plain keyring is refused ([`KekSource::expects_wrapped`]) — otherwise
 //! whoever can replace the keyring file could swap in a plain one with keys of their choosing.
@@ -32,6 +34,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
+use super::kek_command::{self, KekCommand, Limits};
 use super::keyring::ZeroizingAesGcm;
 use crate::secret_file;
 
@@ -53,9 +56,12 @@ pub const NONCE_LEN: usize = 12;
 /// Environment variables of the KEK (lowest priority).
 pub const ENV_PASSPHRASE: &str = "FIELDSEAL_KEYRING_PASSPHRASE";
 pub const ENV_KEK: &str = "FIELDSEAL_KEYRING_KEK";
+/// A command that prints the raw KEK: a JSON array of strings ([`kek_command::JSON_FORM`]).
+pub const ENV_KEK_COMMAND: &str = "FIELDSEAL_KEYRING_KEK_COMMAND";
 /// Environment variables of the new KEK for `keys rewrap-keyring`.
 pub const ENV_NEW_PASSPHRASE: &str = "FIELDSEAL_NEW_KEYRING_PASSPHRASE";
 pub const ENV_NEW_KEK: &str = "FIELDSEAL_NEW_KEYRING_KEK";
+pub const ENV_NEW_KEK_COMMAND: &str = "FIELDSEAL_NEW_KEYRING_KEK_COMMAND";
 
 /// Argon2id costs. Written as [`Argon2Params::DEFAULT`]; bounded on read so that a hostile file
 /// cannot make the proxy allocate gigabytes or spin for minutes.
@@ -155,6 +161,10 @@ pub struct Kek {
     origin: String,
     /// Costs used when this passphrase wraps a keyring.
     params: Argon2Params,
+    /// Printed by a command (`keys.keyring_kek_command` and the like).
+    from_command: bool,
+    /// Taken from the in-memory cache of a command's KEK rather than a run of the command.
+    cached: bool,
 }
 
 impl fmt::Debug for Kek {
@@ -172,6 +182,8 @@ impl Kek {
             secret: Secret::Passphrase(passphrase),
             origin: origin.into(),
             params: Argon2Params::DEFAULT,
+            from_command: false,
+            cached: false,
         }
     }
 
@@ -180,7 +192,19 @@ impl Kek {
             secret: Secret::Raw(key),
             origin: origin.into(),
             params: Argon2Params::DEFAULT,
+            from_command: false,
+            cached: false,
         }
+    }
+
+    /// Whether a command printed this KEK (or printed it earlier, for a cached one).
+    pub fn from_command(&self) -> bool {
+        self.from_command
+    }
+
+    /// Whether this KEK came from the in-memory cache instead of a run of its command.
+    pub fn is_cached(&self) -> bool {
+        self.cached
     }
 
     /// Where the KEK came from (a flag, a config key or an environment variable; never the value).
@@ -473,34 +497,110 @@ enum Origin {
         path: PathBuf,
         setting: &'static str,
     },
+    /// An environment variable holding the passphrase or the KEK itself.
     Env(&'static str),
+    /// A command named by a flag or config key (`setting`).
+    Command {
+        command: KekCommand,
+        setting: &'static str,
+    },
+    /// An environment variable holding a command (a JSON array), parsed when used.
+    EnvCommand(&'static str),
 }
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Origin::File { path, setting } => write!(f, "{setting} {}", path.display()),
-            Origin::Env(name) => write!(f, "environment variable {name}"),
+            Origin::Env(name) | Origin::EnvCommand(name) => {
+                write!(f, "environment variable {name}")
+            }
+            Origin::Command { setting, .. } => f.write_str(setting),
         }
     }
 }
 
-/// One priority level: a passphrase or a raw KEK (both at once is ambiguous).
+impl Origin {
+    fn present(&self, env: &dyn Fn(&str) -> Option<Zeroizing<String>>) -> bool {
+        match self {
+            Origin::File { .. } | Origin::Command { .. } => true,
+            Origin::Env(name) | Origin::EnvCommand(name) => env(name).is_some(),
+        }
+    }
+
+    /// Set by a flag or configuration key (which always demands a wrapped keyring), not by
+    /// the environment.
+    fn is_explicit(&self) -> bool {
+        matches!(self, Origin::File { .. } | Origin::Command { .. })
+    }
+
+    /// How [`KekSource::expects_wrapped`] names it: the setting alone for flags and keys.
+    fn demand(&self) -> String {
+        match self {
+            Origin::File { setting, .. } | Origin::Command { setting, .. } => setting.to_string(),
+            Origin::Env(_) | Origin::EnvCommand(_) => self.to_string(),
+        }
+    }
+}
+
+/// What a source supplies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Supplies {
+    Passphrase,
+    Kek,
+    /// A raw KEK, printed by a command.
+    Command,
+}
+
+/// One priority level: a passphrase, a raw KEK or a command printing one (more than one at a
+/// level is ambiguous).
 #[derive(Debug, Clone, Default)]
 struct Level {
     passphrase: Option<Origin>,
     kek: Option<Origin>,
+    command: Option<Origin>,
 }
 
+impl Level {
+    fn sources(&self) -> impl Iterator<Item = (Supplies, &Origin)> {
+        [
+            (Supplies::Passphrase, &self.passphrase),
+            (Supplies::Kek, &self.kek),
+            (Supplies::Command, &self.command),
+        ]
+        .into_iter()
+        .filter_map(|(what, o)| o.as_ref().map(|o| (what, o)))
+    }
+}
+
+/// A keyring opened by [`KekSource::open_wrapped`]: its plain JSON and the KEK that opened it.
+pub type Unwrapped = (Zeroizing<Vec<u8>>, Kek);
+
 /// The places a KEK may come from, highest priority first. Resolved only when needed.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct KekSource {
     levels: Vec<Level>,
     /// How to supply a KEK, for the error when none is available.
     hint: String,
     /// Whether a KEK variable present in the environment demands a wrapped keyring (files
-    /// named by a flag or the configuration always do).
+    /// and commands named by a flag or the configuration always do).
     env_demands_wrapping: bool,
+    /// The flag or config key of a command at the first level ([`KekSource::with_command`]).
+    command_setting: &'static str,
+    /// Timeout and cache time of a command, wherever it comes from.
+    limits: Limits,
+}
+
+impl Default for KekSource {
+    fn default() -> Self {
+        Self {
+            levels: Vec::new(),
+            hint: String::new(),
+            env_demands_wrapping: false,
+            command_setting: "",
+            limits: Limits::CLI,
+        }
+    }
 }
 
 /// Reads the process environment; empty values count as unset.
@@ -524,13 +624,15 @@ fn file_level(
             path,
             setting: names.1,
         }),
+        command: None,
     }
 }
 
-fn env_level(names: (&'static str, &'static str)) -> Level {
+fn env_level(names: (&'static str, &'static str, &'static str)) -> Level {
     Level {
         passphrase: Some(Origin::Env(names.0)),
         kek: Some(Origin::Env(names.1)),
+        command: Some(Origin::EnvCommand(names.2)),
     }
 }
 
@@ -540,7 +642,8 @@ impl KekSource {
         Self::default()
     }
 
-    /// The proxy: `keys.keyring_passphrase_file` / `keys.keyring_kek_file`, then the environment.
+    /// The proxy: `keys.keyring_passphrase_file` / `keys.keyring_kek_file` (and
+    /// `keys.keyring_kek_command`, [`KekSource::with_command`]), then the environment.
     pub fn for_config(passphrase_file: Option<PathBuf>, kek_file: Option<PathBuf>) -> Self {
         Self {
             levels: vec![
@@ -549,26 +652,31 @@ impl KekSource {
                     kek_file,
                     ("keys.keyring_passphrase_file", "keys.keyring_kek_file"),
                 ),
-                env_level((ENV_PASSPHRASE, ENV_KEK)),
+                env_level((ENV_PASSPHRASE, ENV_KEK, ENV_KEK_COMMAND)),
             ],
             hint: format!(
-                "set keys.keyring_passphrase_file or keys.keyring_kek_file in the configuration, or the environment variable {ENV_PASSPHRASE} (a passphrase) or {ENV_KEK} (standard base64 of 32 bytes)"
+                "set keys.keyring_passphrase_file, keys.keyring_kek_file or keys.keyring_kek_command in the configuration, or the environment variable {ENV_PASSPHRASE} (a passphrase), {ENV_KEK} (standard base64 of 32 bytes) or {ENV_KEK_COMMAND} (a command printing the KEK, as a JSON array)"
             ),
             env_demands_wrapping: true,
+            command_setting: "keys.keyring_kek_command",
+            limits: Limits::PROXY,
         }
     }
 
-    /// The command line: `--passphrase-file` / `--kek-file`, then the environment.
+    /// The command line: `--passphrase-file` / `--kek-file` (and `--kek-command`,
+    /// [`KekSource::with_command`]), then the environment.
     pub fn for_cli(passphrase_file: Option<PathBuf>, kek_file: Option<PathBuf>) -> Self {
         Self {
             levels: vec![
                 file_level(passphrase_file, kek_file, ("--passphrase-file", "--kek-file")),
-                env_level((ENV_PASSPHRASE, ENV_KEK)),
+                env_level((ENV_PASSPHRASE, ENV_KEK, ENV_KEK_COMMAND)),
             ],
             hint: format!(
-                "pass --passphrase-file FILE or --kek-file FILE, or set the environment variable {ENV_PASSPHRASE} (a passphrase) or {ENV_KEK} (standard base64 of 32 bytes); a proxy reads keys.keyring_passphrase_file or keys.keyring_kek_file from its configuration"
+                "pass --passphrase-file FILE, --kek-file FILE or --kek-command JSON, or set the environment variable {ENV_PASSPHRASE} (a passphrase), {ENV_KEK} (standard base64 of 32 bytes) or {ENV_KEK_COMMAND} (a command printing the KEK, as a JSON array); a proxy reads keys.keyring_passphrase_file, keys.keyring_kek_file or keys.keyring_kek_command from its configuration"
             ),
             env_demands_wrapping: true,
+            command_setting: "--kek-command",
+            limits: Limits::CLI,
         }
     }
 
@@ -586,8 +694,9 @@ impl KekSource {
         self
     }
 
-    /// The new KEK of `keys rewrap-keyring`: `--new-passphrase-file` / `--new-kek-file`, then
-    /// `FIELDSEAL_NEW_KEYRING_PASSPHRASE` / `FIELDSEAL_NEW_KEYRING_KEK`.
+    /// The new KEK of `keys rewrap-keyring`: `--new-passphrase-file` / `--new-kek-file` /
+    /// `--new-kek-command`, then `FIELDSEAL_NEW_KEYRING_PASSPHRASE` / `FIELDSEAL_NEW_KEYRING_KEK`
+    /// / `FIELDSEAL_NEW_KEYRING_KEK_COMMAND`.
     pub fn for_cli_new(passphrase_file: Option<PathBuf>, kek_file: Option<PathBuf>) -> Self {
         Self {
             levels: vec![
@@ -596,14 +705,39 @@ impl KekSource {
                     kek_file,
                     ("--new-passphrase-file", "--new-kek-file"),
                 ),
-                env_level((ENV_NEW_PASSPHRASE, ENV_NEW_KEK)),
+                env_level((ENV_NEW_PASSPHRASE, ENV_NEW_KEK, ENV_NEW_KEK_COMMAND)),
             ],
             hint: format!(
-                "pass --new-passphrase-file FILE or --new-kek-file FILE, or set {ENV_NEW_PASSPHRASE} or {ENV_NEW_KEK}; or --unwrap to store the keyring unwrapped"
+                "pass --new-passphrase-file FILE, --new-kek-file FILE or --new-kek-command JSON, or set {ENV_NEW_PASSPHRASE}, {ENV_NEW_KEK} or {ENV_NEW_KEK_COMMAND}; or --unwrap to store the keyring unwrapped"
             ),
             // Only ever used to wrap, never to read a keyring.
             env_demands_wrapping: false,
+            command_setting: "--new-kek-command",
+            limits: Limits::CLI,
         }
+    }
+
+    /// Adds a command printing the raw KEK at the highest level (beside the passphrase and KEK
+    /// files): `keys.keyring_kek_command`, `--kek-command`, `--new-kek-command`.
+    pub fn with_command(mut self, command: Option<KekCommand>) -> Self {
+        if let (Some(command), Some(level)) = (command, self.levels.first_mut()) {
+            level.command = Some(Origin::Command {
+                command,
+                setting: self.command_setting,
+            });
+        }
+        self
+    }
+
+    /// The timeout and cache time of a command, from any level.
+    pub fn with_command_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The timeout and cache time a command runs with.
+    pub fn command_limits(&self) -> Limits {
+        self.limits
     }
 
     /// How to supply a KEK (for "no KEK available" errors).
@@ -611,9 +745,9 @@ impl KekSource {
         &self.hint
     }
 
-    /// The source that says the keyring is wrapped, if any, highest priority first: a file named
-    /// by a flag or configuration key (`keys.keyring_passphrase_file`), or — unless
-    /// [`KekSource::plain_allowed_from_env`] — a KEK variable present in the environment
+    /// The source that says the keyring is wrapped, if any, highest priority first: a file or
+    /// command named by a flag or configuration key (`keys.keyring_passphrase_file`), or —
+    /// unless [`KekSource::plain_allowed_from_env`] — a KEK variable present in the environment
     /// (`environment variable FIELDSEAL_KEYRING_KEK`). A plain keyring is then refused:
     /// otherwise whoever can replace the file could swap in keys they know. Names the source,
     /// never its value.
@@ -628,21 +762,21 @@ impl KekSource {
     ) -> Option<String> {
         self.levels
             .iter()
-            .flat_map(|l| [&l.passphrase, &l.kek])
-            .flatten()
-            .find(|o| match o {
-                Origin::File { .. } => true,
-                Origin::Env(name) => self.env_demands_wrapping && env(name).is_some(),
-            })
-            .map(|o| match o {
-                Origin::File { setting, .. } => (*setting).to_string(),
-                Origin::Env(_) => o.to_string(),
-            })
+            .flat_map(Level::sources)
+            .find(|(_, o)| o.is_explicit() || (self.env_demands_wrapping && o.present(env)))
+            .map(|(_, o)| o.demand())
     }
 
-    /// The KEK of the highest-priority source that is present, or `None` when none is.
+    /// The KEK of the highest-priority source that is present, or `None` when none is. A
+    /// command is told no keyring path ([`KekSource::resolve_for`] does).
     pub fn resolve(&self) -> Result<Option<Kek>, String> {
-        self.resolve_with(&process_env)
+        self.resolve_inner(None, &process_env, false)
+    }
+
+    /// [`KekSource::resolve`] for the keyring file at `keyring` (what a command is told in
+    /// `FIELDSEAL_KEYRING`).
+    pub fn resolve_for(&self, keyring: &Path) -> Result<Option<Kek>, String> {
+        self.resolve_inner(Some(keyring), &process_env, false)
     }
 
     /// [`KekSource::resolve`] with an injected environment (tests).
@@ -650,32 +784,118 @@ impl KekSource {
         &self,
         env: &dyn Fn(&str) -> Option<Zeroizing<String>>,
     ) -> Result<Option<Kek>, String> {
+        self.resolve_inner(None, env, false)
+    }
+
+    /// Opens the wrapped keyring `wrapped` read from `path` with the KEK of the highest-priority
+    /// source: the plain keyring JSON and the KEK, or `None` when no source is present. A KEK
+    /// from a command's cache that fails to open the file (the keyring was rewrapped under
+    /// another data key since) is replaced by a fresh run of the command, once.
+    pub fn open_wrapped(
+        &self,
+        wrapped: &Wrapped,
+        path: &Path,
+    ) -> Result<Option<Unwrapped>, String> {
+        self.open_wrapped_with(wrapped, path, &process_env)
+    }
+
+    fn open_wrapped_with(
+        &self,
+        wrapped: &Wrapped,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<Zeroizing<String>>,
+    ) -> Result<Option<Unwrapped>, String> {
+        let Some(kek) = self.resolve_inner(Some(path), env, false)? else {
+            return Ok(None);
+        };
+        match open(wrapped, &kek, path) {
+            Err(e) if kek.cached && e == unwrap_failed(path) => {
+                tracing::info!(
+                    keyring = %path.display(),
+                    source = kek.origin(),
+                    "the cached KEK does not open the keyring (rewrapped?); running the KEK command again"
+                );
+                let kek = self
+                    .resolve_inner(Some(path), env, true)?
+                    .ok_or_else(|| format!("{}: the KEK source went away", path.display()))?;
+                let plain = open(wrapped, &kek, path)?;
+                Ok(Some((plain, kek)))
+            }
+            result => result.map(|plain| Some((plain, kek))),
+        }
+    }
+
+    /// `fresh`: run a command even when its KEK is cached.
+    fn resolve_inner(
+        &self,
+        keyring: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<Zeroizing<String>>,
+        fresh: bool,
+    ) -> Result<Option<Kek>, String> {
         for level in &self.levels {
-            let present = |o: &Option<Origin>| match o {
-                Some(Origin::File { .. }) => true,
-                Some(Origin::Env(name)) => env(name).is_some(),
-                None => false,
-            };
-            match (present(&level.passphrase), present(&level.kek)) {
-                (false, false) => continue,
-                (true, true) => {
+            let present: Vec<(Supplies, &Origin)> =
+                level.sources().filter(|(_, o)| o.present(env)).collect();
+            match present.as_slice() {
+                [] => continue,
+                [(Supplies::Passphrase, origin)] => return read_passphrase(origin, env).map(Some),
+                [(Supplies::Kek, origin)] => return read_kek(origin, env).map(Some),
+                [(Supplies::Command, origin)] => {
+                    return self.read_command(origin, keyring, env, fresh).map(Some)
+                }
+                [(_, a), (_, b)] => {
                     return Err(format!(
-                        "both {} and {} are set; give a passphrase or a KEK, not both",
-                        level.passphrase.as_ref().expect("present"),
-                        level.kek.as_ref().expect("present")
+                        "both {a} and {b} are set; give one passphrase or KEK source, not both"
                     ))
                 }
-                (true, false) => {
-                    let origin = level.passphrase.as_ref().expect("present");
-                    return read_passphrase(origin, env).map(Some);
-                }
-                (false, true) => {
-                    let origin = level.kek.as_ref().expect("present");
-                    return read_kek(origin, env).map(Some);
+                many => {
+                    let names: Vec<String> = many.iter().map(|(_, o)| o.to_string()).collect();
+                    return Err(format!(
+                        "{} are all set; give one passphrase or KEK source, not several",
+                        names.join(", ")
+                    ));
                 }
             }
         }
         Ok(None)
+    }
+
+    /// Runs a command for its KEK, or takes it from the cache (unless `fresh`).
+    fn read_command(
+        &self,
+        origin: &Origin,
+        keyring: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<Zeroizing<String>>,
+        fresh: bool,
+    ) -> Result<Kek, String> {
+        let parsed;
+        let command = match origin {
+            Origin::Command { command, .. } => command,
+            Origin::EnvCommand(name) => {
+                let text = env(name).expect("present");
+                parsed = KekCommand::from_json(&text, None)
+                    .map_err(|m| format!("{origin}: the command {m}"))?;
+                &parsed
+            }
+            Origin::File { .. } | Origin::Env(_) => unreachable!("not a command"),
+        };
+        let label = format!("{origin} ({})", command.describe());
+        let limits = self.limits;
+        if !fresh && !limits.cache.is_zero() {
+            if let Some(key) = kek_command::cached(command, keyring) {
+                tracing::debug!(source = %label, "KEK taken from the cache");
+                let mut kek = Kek::raw(key, label);
+                kek.from_command = true;
+                kek.cached = true;
+                return Ok(kek);
+            }
+        }
+        let key = command
+            .run(limits.timeout, keyring)
+            .map_err(|m| format!("{origin}: {m}"))?;
+        kek_command::remember(command, keyring, &key, limits.cache);
+        let mut kek = Kek::raw(key, label);
+        kek.from_command = true;
+        Ok(kek)
     }
 }
 
@@ -710,6 +930,7 @@ fn read_passphrase(
                 }
             }
         }
+        Origin::Command { .. } | Origin::EnvCommand(_) => unreachable!("commands print KEKs"),
     };
     trim_newlines(&mut text);
     if text.is_empty() {
@@ -756,6 +977,7 @@ fn read_kek(
                 kek_from_base64(text, origin)?
             }
         }
+        Origin::Command { .. } | Origin::EnvCommand(_) => unreachable!("read by read_command"),
     };
     Ok(Kek::raw(key, origin.to_string()))
 }
@@ -1107,6 +1329,223 @@ mod tests {
             .resolve_with(&|_| None)
             .unwrap_err();
         assert!(err.contains("empty"), "{err}");
+    }
+
+    /// A command printing `b` 32 times, base64, and appending a line to `counter` per run.
+    fn counting_command(counter: &Path, b: u8) -> KekCommand {
+        KekCommand::new(
+            vec![
+                "sh".into(),
+                "-c".into(),
+                format!(
+                    "echo run >> '{}'; echo {}",
+                    counter.display(),
+                    STANDARD.encode([b; KEK_LEN])
+                ),
+            ],
+            None,
+        )
+        .unwrap()
+    }
+
+    fn runs(counter: &Path) -> usize {
+        std::fs::read_to_string(counter)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn commands_sit_beside_files_and_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let counter = dir.path().join("count");
+        let kek_file = private_file(dir.path(), "kek", &[5u8; 32]);
+        let env_cmd = format!(
+            r#"["sh", "-c", "echo {}"]"#,
+            STANDARD.encode([8u8; KEK_LEN])
+        );
+        let env_cmd: &'static str = Box::leak(env_cmd.into_boxed_str());
+        let env_pairs: &'static [(&str, &str)] =
+            Box::leak(vec![(ENV_KEK_COMMAND, env_cmd)].into_boxed_slice());
+        let env = env_of(env_pairs);
+
+        // A configured command wins over the environment's; it supplies a raw KEK.
+        let source = KekSource::for_config(None, None)
+            .with_command(Some(counting_command(&counter, 6)))
+            .with_command_limits(Limits::CLI);
+        let kek = source.resolve_with(&env).unwrap().unwrap();
+        assert!(!kek.is_passphrase() && kek.from_command() && !kek.is_cached());
+        let Secret::Raw(k) = &kek.secret else {
+            panic!()
+        };
+        assert_eq!(**k, [6u8; 32]);
+        assert_eq!(
+            kek.origin(),
+            "keys.keyring_kek_command (program `sh`, 2 arguments)"
+        );
+        assert_eq!(
+            source.expects_wrapped_with(&|_| None).as_deref(),
+            Some("keys.keyring_kek_command")
+        );
+
+        // The environment's command, when nothing else is set.
+        let kek = KekSource::from_env().resolve_with(&env).unwrap().unwrap();
+        let Secret::Raw(k) = &kek.secret else {
+            panic!()
+        };
+        assert_eq!(**k, [8u8; 32]);
+        assert_eq!(
+            kek.origin(),
+            "environment variable FIELDSEAL_KEYRING_KEK_COMMAND (program `sh`, 2 arguments)"
+        );
+        assert_eq!(
+            KekSource::from_env().expects_wrapped_with(&env).as_deref(),
+            Some("environment variable FIELDSEAL_KEYRING_KEK_COMMAND")
+        );
+        assert!(KekSource::from_env()
+            .plain_allowed_from_env()
+            .expects_wrapped_with(&env)
+            .is_none());
+
+        // Two kinds at one level are ambiguous, commands included.
+        let err = KekSource::for_cli(None, Some(kek_file.clone()))
+            .with_command(Some(counting_command(&counter, 6)))
+            .resolve_with(&env)
+            .unwrap_err();
+        assert!(
+            err.contains("both --kek-file") && err.contains("and --kek-command are set"),
+            "{err}"
+        );
+        const TWO: &[(&str, &str)] = &[(ENV_KEK, "a"), (ENV_KEK_COMMAND, "[\"true\"]")];
+        let err = KekSource::from_env()
+            .resolve_with(&env_of(TWO))
+            .unwrap_err();
+        assert!(
+            err.contains("FIELDSEAL_KEYRING_KEK_COMMAND are set"),
+            "{err}"
+        );
+        const THREE: &[(&str, &str)] = &[
+            (ENV_PASSPHRASE, "a"),
+            (ENV_KEK, "b"),
+            (ENV_KEK_COMMAND, "c"),
+        ];
+        let err = KekSource::from_env()
+            .resolve_with(&env_of(THREE))
+            .unwrap_err();
+        assert!(err.contains("are all set"), "{err}");
+        // A higher level with one source is not ambiguous with the environment's.
+        assert!(KekSource::for_cli(None, Some(kek_file))
+            .resolve_with(&env)
+            .is_ok());
+        // The new-KEK side of rewrap-keyring has its own variable.
+        const NEW: &[(&str, &str)] = &[(ENV_NEW_KEK_COMMAND, "not json secret")];
+        let err = KekSource::for_cli_new(None, None)
+            .resolve_with(&env_of(NEW))
+            .unwrap_err();
+        assert!(
+            err.starts_with("environment variable FIELDSEAL_NEW_KEYRING_KEK_COMMAND: the command must be a JSON array")
+                && !err.contains("secret"),
+            "{err}"
+        );
+        // The configured command did not run from the cache (Limits::CLI): once per resolve.
+        assert_eq!(runs(&counter), 1);
+    }
+
+    #[test]
+    fn a_command_kek_is_cached_and_refreshed_when_it_stops_opening() {
+        let dir = tempfile::tempdir().unwrap();
+        let counter = dir.path().join("count");
+        let path = dir.path().join("ring.json");
+        let limits = Limits {
+            timeout: kek_command::DEFAULT_TIMEOUT,
+            cache: std::time::Duration::from_secs(3600),
+        };
+        let source = |b: u8| {
+            KekSource::for_config(None, None)
+                .with_command(Some(counting_command(&counter, b)))
+                .with_command_limits(limits)
+        };
+        let sealed = parsed(&seal(PLAIN, &raw(1)).unwrap());
+        let none = |_: &str| None;
+        let (plain, kek) = source(1)
+            .open_wrapped_with(&sealed, &path, &none)
+            .unwrap()
+            .unwrap();
+        assert_eq!(&plain[..], PLAIN);
+        assert!(!kek.is_cached());
+        assert_eq!(runs(&counter), 1);
+        // Within the cache time: no run.
+        let (_, kek) = source(1)
+            .open_wrapped_with(&sealed, &path, &none)
+            .unwrap()
+            .unwrap();
+        assert!(kek.is_cached());
+        assert_eq!(runs(&counter), 1);
+        // Another keyring path is another entry.
+        source(1)
+            .open_wrapped_with(&sealed, &dir.path().join("other.json"), &none)
+            .unwrap()
+            .unwrap();
+        assert_eq!(runs(&counter), 2);
+
+        // The keyring is rewrapped under another KEK, and the data key file the command reads
+        // is replaced (its argv stays the same): the cached KEK fails, the command runs
+        // again, once, and the new KEK is cached.
+        let data_key = dir.path().join("data-key.b64");
+        std::fs::write(&data_key, STANDARD.encode([1u8; KEK_LEN])).unwrap();
+        let reading = || {
+            KekSource::for_config(None, None)
+                .with_command(Some(
+                    KekCommand::new(
+                        vec![
+                            "sh".into(),
+                            "-c".into(),
+                            format!(
+                                "echo run >> '{}'; cat '{}'",
+                                counter.display(),
+                                data_key.display()
+                            ),
+                        ],
+                        None,
+                    )
+                    .unwrap(),
+                ))
+                .with_command_limits(limits)
+        };
+        let ring2 = dir.path().join("ring2.json");
+        reading().open_wrapped_with(&sealed, &ring2, &none).unwrap();
+        assert_eq!(runs(&counter), 3);
+        let rewrapped = parsed(&seal(PLAIN, &raw(2)).unwrap());
+        std::fs::write(&data_key, STANDARD.encode([2u8; KEK_LEN])).unwrap();
+        let (plain, kek) = reading()
+            .open_wrapped_with(&rewrapped, &ring2, &none)
+            .unwrap()
+            .unwrap();
+        assert_eq!(&plain[..], PLAIN);
+        assert!(!kek.is_cached());
+        assert_eq!(runs(&counter), 4);
+        let (_, kek) = reading()
+            .open_wrapped_with(&rewrapped, &ring2, &none)
+            .unwrap()
+            .unwrap();
+        assert!(kek.is_cached());
+        assert_eq!(runs(&counter), 4);
+
+        // A KEK that is simply wrong, fresh from the command: one run, the usual error.
+        let err = source(9)
+            .with_command_limits(Limits::CLI)
+            .open_wrapped_with(&sealed, &path, &none)
+            .unwrap_err();
+        assert_eq!(err, unwrap_failed(&path));
+        // A failing command is an error naming the setting and the program.
+        let failing = KekSource::for_config(None, None)
+            .with_command(Some(KekCommand::new(vec!["false".into()], None).unwrap()));
+        let err = failing
+            .open_wrapped_with(&sealed, &path, &none)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "keys.keyring_kek_command: the KEK command `false` exited with status 1"
+        );
     }
 
     #[test]

@@ -297,11 +297,13 @@ pub fn unused_addr() -> SocketAddr {
 
 /// Keyring passphrase/KEK variables: never inherited by the processes tests start (any of
 /// them makes a plain keyring an error).
-const KEK_VARIABLES: [&str; 4] = [
+const KEK_VARIABLES: [&str; 6] = [
     "FIELDSEAL_KEYRING_PASSPHRASE",
     "FIELDSEAL_KEYRING_KEK",
+    "FIELDSEAL_KEYRING_KEK_COMMAND",
     "FIELDSEAL_NEW_KEYRING_PASSPHRASE",
     "FIELDSEAL_NEW_KEYRING_KEK",
+    "FIELDSEAL_NEW_KEYRING_KEK_COMMAND",
 ];
 
 /// Runs `fieldseal` with `args`, returning (exit code, stdout, stderr).

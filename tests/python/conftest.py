@@ -27,7 +27,8 @@ APPS = ROOT / "tests" / "apps"
 # an error (fieldseal refuses a plain keyring wherever one is set): the fieldseal processes the
 # tests start never inherit them; tests that need one pass it explicitly.
 for _kek_var in ("FIELDSEAL_KEYRING_PASSPHRASE", "FIELDSEAL_KEYRING_KEK",
-                 "FIELDSEAL_NEW_KEYRING_PASSPHRASE", "FIELDSEAL_NEW_KEYRING_KEK"):
+                 "FIELDSEAL_KEYRING_KEK_COMMAND", "FIELDSEAL_NEW_KEYRING_PASSPHRASE",
+                 "FIELDSEAL_NEW_KEYRING_KEK", "FIELDSEAL_NEW_KEYRING_KEK_COMMAND"):
     os.environ.pop(_kek_var, None)
 
 
