@@ -351,6 +351,9 @@ cfg = check_pod("default", dep, d, app_name="app")
 check_service("default", d)
 check(not dep["spec"]["template"]["spec"].get("initContainers"), "default: no initContainers")
 check(len(find(d, "PodDisruptionBudget")) == 1, "default: PodDisruptionBudget rendered (replicaCount 2)")
+pdb = find(d, "PodDisruptionBudget")
+check(pdb and pdb[0]["spec"].get("maxUnavailable") == 1 and "minAvailable" not in pdb[0]["spec"],
+      "default: PDB maxUnavailable 1 with 2 replicas (the same as minAvailable 1)")
 check(not find(d, "ServiceMonitor") and not find(d, "Certificate") and not find(d, "Secret"),
       "default: no ServiceMonitor, Certificate or Secret")
 check(cfg["reload"]["watch"] is True, "default: reload.watch true (Secret rotations hot-reload)")
