@@ -14,7 +14,8 @@
 #      (config.replay: the `replay:` section only with store redis, pointing at the files of its
 #      Secret, mounted read-only with mode 0400) and the PodDisruptionBudget for 2 and 3 replicas;
 #   5. values that must be refused (schema and template checks) are refused, with their message,
-#      and NOTES.txt renders for every ci file (client-side dry-run install, no cluster);
+#      and NOTES.txt renders for every ci file (client-side dry-run install, no cluster), with the
+#      per-pod replay warning where it applies and the staged-rotation commands with Redis;
 #   6. `fieldseal check` on every rendered fieldseal.yaml, with throwaway keys and certificates at
 #      the mounted paths, and that it compiled the rendered field policy and guard where there is
 #      one, and the shared replay store where one is configured (needs a built binary: FIELDSEAL_BIN, else target/{debug,release}/fieldseal; skipped
@@ -716,8 +717,25 @@ for f in "$CHART"/ci/*.yaml; do
   elif ! grep -q 'mode: sidecarOnly' "$f" && ! grep -q 'GET /keys answers loopback peers only' <<<"$out"; then
     notes_ok=0; bad "NOTES.txt with $f: does not say how to reach /keys (loopback only)"
   fi
+  case "$(basename "$f")" in
+    full-config-values.yaml|cert-manager-values.yaml) # memory store, several replicas, max_age routes or client keys
+      grep -q 'WARNING: replay protection is per pod' <<<"$out" \
+        || { notes_ok=0; bad "NOTES.txt with $f: no per-pod replay warning"; } ;;
+    replicas-redis-values.yaml)
+      if grep -q 'WARNING: replay protection is per pod' <<<"$out" \
+        || ! grep -q 'fieldseal keys rotate --stage' <<<"$out" \
+        || ! grep -Eq 'fieldseal keys promote .*--redis redis://fieldseal-payments@127\.0\.0\.1:6379/0 --redis-password-file redis\.pass --redis-prefix "fieldseal:payments:" --expect 3$' <<<"$out" \
+        || ! grep -q 'kubectl port-forward -n payments-data svc/redis-master 6379:6379' <<<"$out" \
+        || ! grep -q 'payments-fieldseal-replay: key "replay-key"' <<<"$out"; then
+        notes_ok=0; bad "NOTES.txt with $f: the replay Secret and the staged rotation with Redis (keys promote --redis … --expect 3), no per-pod warning"
+        echo "$out" | sed -n '/^NOTES:/,$p'
+      fi ;;
+    default-values.yaml|dev-values.yaml)
+      ! grep -q 'WARNING: replay protection is per pod' <<<"$out" \
+        || { notes_ok=0; bad "NOTES.txt with $f: a per-pod replay warning without client-encrypted values"; } ;;
+  esac
 done
-[ "$notes_ok" = 1 ] && ok "NOTES.txt renders for every ci values file (dev-only warnings where keys are generated, a warning without the NetworkPolicy, how to reach /keys)"
+[ "$notes_ok" = 1 ] && ok "NOTES.txt renders for every ci values file (dev-only warnings where keys are generated, a warning without the NetworkPolicy, how to reach /keys, the per-pod replay warning where it applies, the staged rotation with Redis)"
 
 # --- 6. fieldseal check on the rendered configurations -----------------------------------------
 log "fieldseal check of the rendered fieldseal.yaml"
