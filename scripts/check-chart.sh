@@ -10,12 +10,15 @@
 #      native sidecar, library example, securityContext, probes, checksums, mounts vs. config paths,
 #      the NetworkPolicy (on by default; the admin port only from networkPolicy.adminFrom, never
 #      open to every source), the field policy and guard (config.fields, config.guard, a route's
-#      `fields: false`) rendered as given and only when set;
+#      `fields: false`) rendered as given and only when set, the shared replay store
+#      (config.replay: the `replay:` section only with store redis, pointing at the files of its
+#      Secret, mounted read-only with mode 0400) and the PodDisruptionBudget for 2 and 3 replicas;
 #   5. values that must be refused (schema and template checks) are refused, with their message,
-#      and NOTES.txt renders for every ci file (client-side dry-run install, no cluster);
+#      and NOTES.txt renders for every ci file (client-side dry-run install, no cluster), with the
+#      per-pod replay warning where it applies and the staged-rotation commands with Redis;
 #   6. `fieldseal check` on every rendered fieldseal.yaml, with throwaway keys and certificates at
 #      the mounted paths, and that it compiled the rendered field policy and guard where there is
-#      one (needs a built binary: FIELDSEAL_BIN, else target/{debug,release}/fieldseal; skipped
+#      one, and the shared replay store where one is configured (needs a built binary: FIELDSEAL_BIN, else target/{debug,release}/fieldseal; skipped
 #      without one unless CHECK_CHART_REQUIRE_FIELDSEAL=1).
 #
 # Tools install themselves on first use, from the registries this machine reaches:
@@ -264,6 +267,7 @@ def check_pod(case, dep, cm_docs, native=False, app_name=None):
     files = [cfg["tls"]["cert"], cfg["tls"]["key"], cfg["tls"].get("client_ca")]
     files += [cfg["keys"].get(k) for k in ("keyring", "rsa_private_key", "hpke_private_key", "keyring_kek_file", "keyring_passphrase_file")]
     files += [cfg.get("audit", {}).get("key_file"), cfg_path]
+    files += [cfg.get("replay", {}).get("redis", {}).get(k) for k in ("key_file", "password_file")]
     missing = []
     for f in filter(None, files):
         d, base = f.rsplit("/", 1)
@@ -351,6 +355,9 @@ cfg = check_pod("default", dep, d, app_name="app")
 check_service("default", d)
 check(not dep["spec"]["template"]["spec"].get("initContainers"), "default: no initContainers")
 check(len(find(d, "PodDisruptionBudget")) == 1, "default: PodDisruptionBudget rendered (replicaCount 2)")
+pdb = find(d, "PodDisruptionBudget")
+check(pdb and pdb[0]["spec"].get("maxUnavailable") == 1 and "minAvailable" not in pdb[0]["spec"],
+      "default: PDB maxUnavailable 1 with 2 replicas (the same as minAvailable 1)")
 check(not find(d, "ServiceMonitor") and not find(d, "Certificate") and not find(d, "Secret"),
       "default: no ServiceMonitor, Certificate or Secret")
 check(cfg["reload"]["watch"] is True, "default: reload.watch true (Secret rotations hot-reload)")
@@ -464,6 +471,42 @@ check({e["action"] for e in cfg.get("fields") or []} == {"encrypt", "redact", "m
 check([r.get("fields") for r in cfg["routes"]] == [r.get("fields") for r in fcc["routes"]]
       and any(r.get("fields") is False for r in cfg["routes"]),
       "full-config: a route's `fields: false` (opt-out) is passed through")
+
+# The shared replay store: rendered only with store redis, from its own Secret (mode 0400).
+d = load("default-values")
+dep = find(d, "Deployment", full)[0]
+cfg = yaml.safe_load(find(d, "ConfigMap", full)[0]["data"]["fieldseal.yaml"])
+check("replay" not in cfg and not any(v["name"] == "fieldseal-replay" for v in dep["spec"]["template"]["spec"]["volumes"]),
+      "default: no replay section and no replay Secret volume (store memory, fieldseal's default)")
+check(values["config"]["replay"]["store"] == "memory", "default: values.yaml has config.replay.store memory")
+
+d = load("replicas-redis-values")
+dep = find(d, "Deployment", full)[0]
+rv = ci_values("replicas-redis-values")
+rr = rv["config"]["replay"]["redis"]
+cfg = check_pod("replicas-redis", dep, d, app_name="app")
+check_service("replicas-redis", d)
+check(dep["spec"]["replicas"] == 3 == rv["replicaCount"], "replicas-redis: 3 replicas")
+check(cfg.get("replay") == {"store": "redis", "redis": {
+          "url": rr["url"], "username": rr["username"], "prefix": rr["prefix"], "timeout": rr["timeout"],
+          "key_file": "/etc/fieldseal/replay/replay.key", "password_file": "/etc/fieldseal/replay/redis-password"}},
+      "replicas-redis: fieldseal.yaml has the replay section (url, username, prefix, timeout) with the mounted key and password files")
+pod = dep["spec"]["template"]["spec"]
+vol = [v for v in pod["volumes"] if v["name"] == "fieldseal-replay"]
+check(vol and vol[0].get("secret") == {"secretName": rr["existingSecret"], "defaultMode": 0o400,
+      "items": [{"key": "replay-key", "path": "replay.key"}, {"key": "redis-password", "path": "redis-password"}]},
+      "replicas-redis: the replay Secret volume (existingSecret, keys replay-key and redis-password, mode 0400)")
+fc, _ = fieldseal_container(pod)
+check([m for m in fc["volumeMounts"] if m["name"] == "fieldseal-replay"]
+      == [{"name": "fieldseal-replay", "mountPath": "/etc/fieldseal/replay", "readOnly": True}],
+      "replicas-redis: the replay Secret is mounted read-only at /etc/fieldseal/replay (no subPath)")
+pdb = find(d, "PodDisruptionBudget")
+check(len(pdb) == 1 and pdb[0]["spec"].get("maxUnavailable") == 1 and "minAvailable" not in pdb[0]["spec"]
+      and pdb[0]["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"],
+      "replicas-redis: PDB maxUnavailable 1 for 3 replicas (one pod evicted at a time), selecting the pods")
+ex = load("existing-configmap-values")
+check(not any(v["name"] == "fieldseal-replay" for v in find(ex, "Deployment", full)[0]["spec"]["template"]["spec"]["volumes"]),
+      "existing-configmap: no replay Secret volume without store redis")
 
 d = load("user-chart")
 dep = find(d, "Deployment", f"{release}-my-app")
@@ -613,6 +656,44 @@ else
   bad "ServiceMonitor without a NetworkPolicy renders (nothing to admit Prometheus through)"
 fi
 expect_fail "Kubernetes older than the chart supports" "kubeVersion" --kube-version 1.28.0
+# The shared replay store.
+REDIS_OK=(--set config.replay.store=redis --set config.replay.redis.url=redis://redis.data.svc:6379/0)
+expect_fail "schema: replay store enum" "config[/.]replay[/.]store" --set config.replay.store=valkey
+expect_fail "replay store redis without existingSecret" \
+  "(config[/.]replay[/.]redis[/.]existingSecret|config.replay.redis.existingSecret)" "${REDIS_OK[@]}"
+expect_fail "replay store redis without url" "config[/.]replay[/.]redis[/.]url" \
+  --set config.replay.store=redis --set config.replay.redis.existingSecret=fs-replay
+expect_fail "replay url not redis://" "config[/.]replay[/.]redis[/.]url" \
+  --set config.replay.store=redis --set config.replay.redis.existingSecret=fs-replay --set config.replay.redis.url=http://redis:6379/0
+expect_fail "replay url rediss:// (TLS to Redis not supported yet)" "config[/.]replay[/.]redis[/.]url" \
+  --set config.replay.store=redis --set config.replay.redis.existingSecret=fs-replay --set config.replay.redis.url=rediss://redis:6379/0
+expect_fail "replay url with credentials" "config[/.]replay[/.]redis[/.]url" \
+  --set config.replay.store=redis --set config.replay.redis.existingSecret=fs-replay --set config.replay.redis.url=redis://u:secret@redis:6379/0
+expect_fail "schema: unknown key under config.replay.redis" \
+  "[Aa]dditional propert(ies 'password' not allowed|y password is not allowed)" \
+  "${REDIS_OK[@]}" --set config.replay.redis.existingSecret=fs-replay --set config.replay.redis.password=hunter2
+expect_fail "replay timeout above 5s" "config.replay.redis.timeout 6s must be between 10ms and 5s" \
+  "${REDIS_OK[@]}" --set config.replay.redis.existingSecret=fs-replay --set config.replay.redis.timeout=6s
+expect_fail "replay Secret mode readable by others" "config.replay.redis.defaultMode 420 .* lets other users read" \
+  "${REDIS_OK[@]}" --set config.replay.redis.existingSecret=fs-replay --set config.replay.redis.defaultMode=420
+expect_fail "schema: replay prefix longer than 64" "config[/.]replay[/.]redis[/.]prefix" \
+  "${REDIS_OK[@]}" --set config.replay.redis.existingSecret=fs-replay --set config.replay.redis.prefix="$(printf 'p%.0s' {1..65})"
+# A Redis without a password: no password_file, and only the replay key in the volume.
+if out="$("$HELM" template "$RELEASE" "$CHART" -n "$NAMESPACE" "${REDIS_OK[@]}" \
+    --set config.replay.redis.existingSecret=fs-replay --set config.replay.redis.passwordKey= 2>&1)" \
+  && "$PY" -c '
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(sys.stdin) if d]
+cfg = yaml.safe_load(next(d for d in docs if d["kind"] == "ConfigMap")["data"]["fieldseal.yaml"])
+dep = next(d for d in docs if d["kind"] == "Deployment")
+vol = next(v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "fieldseal-replay")
+assert "password_file" not in cfg["replay"]["redis"] and cfg["replay"]["redis"]["key_file"] == "/etc/fieldseal/replay/replay.key"
+assert vol["secret"]["items"] == [{"key": "replay-key", "path": "replay.key"}]
+' <<<"$out"; then
+  ok "replay store without a password (passwordKey empty): no password_file, only the replay key mounted"
+else
+  bad "replay store without a password (passwordKey empty)"; echo "$out" | tail -20
+fi
 if "$HELM" template "$RELEASE" "$CHART" --kube-version 1.29.0 --set lifecycle.preStopSleepSeconds=0 \
   --set nativeSidecar=true >/dev/null 2>&1; then
   ok "Kubernetes 1.29 with nativeSidecar and no preStop sleep renders"
@@ -636,8 +717,25 @@ for f in "$CHART"/ci/*.yaml; do
   elif ! grep -q 'mode: sidecarOnly' "$f" && ! grep -q 'GET /keys answers loopback peers only' <<<"$out"; then
     notes_ok=0; bad "NOTES.txt with $f: does not say how to reach /keys (loopback only)"
   fi
+  case "$(basename "$f")" in
+    full-config-values.yaml|cert-manager-values.yaml) # memory store, several replicas, max_age routes or client keys
+      grep -q 'WARNING: replay protection is per pod' <<<"$out" \
+        || { notes_ok=0; bad "NOTES.txt with $f: no per-pod replay warning"; } ;;
+    replicas-redis-values.yaml)
+      if grep -q 'WARNING: replay protection is per pod' <<<"$out" \
+        || ! grep -q 'fieldseal keys rotate --stage' <<<"$out" \
+        || ! grep -Eq 'fieldseal keys promote .*--redis redis://fieldseal-payments@127\.0\.0\.1:6379/0 --redis-password-file redis\.pass --redis-prefix "fieldseal:payments:" --expect 3$' <<<"$out" \
+        || ! grep -q 'kubectl port-forward -n payments-data svc/redis-master 6379:6379' <<<"$out" \
+        || ! grep -q 'payments-fieldseal-replay: key "replay-key"' <<<"$out"; then
+        notes_ok=0; bad "NOTES.txt with $f: the replay Secret and the staged rotation with Redis (keys promote --redis … --expect 3), no per-pod warning"
+        echo "$out" | sed -n '/^NOTES:/,$p'
+      fi ;;
+    default-values.yaml|dev-values.yaml)
+      ! grep -q 'WARNING: replay protection is per pod' <<<"$out" \
+        || { notes_ok=0; bad "NOTES.txt with $f: a per-pod replay warning without client-encrypted values"; } ;;
+  esac
 done
-[ "$notes_ok" = 1 ] && ok "NOTES.txt renders for every ci values file (dev-only warnings where keys are generated, a warning without the NetworkPolicy, how to reach /keys)"
+[ "$notes_ok" = 1 ] && ok "NOTES.txt renders for every ci values file (dev-only warnings where keys are generated, a warning without the NetworkPolicy, how to reach /keys, the per-pod replay warning where it applies, the staged rotation with Redis)"
 
 # --- 6. fieldseal check on the rendered configurations -----------------------------------------
 log "fieldseal check of the rendered fieldseal.yaml"
@@ -673,6 +771,8 @@ else
     "$FS_BIN" keys init --out keyring.json >/dev/null
     "$FS_BIN" keys init --out keyring-kek.json --wrap --kek-file kek >/dev/null
     "$FS_BIN" audit keygen --out audit.key >/dev/null
+    openssl rand -base64 32 >replay.key          # the replay store's HMAC key (32 bytes, base64)
+    printf 'throwaway-redis-password\n' >redis-password
   )
   # Lay out each rendered ConfigMap's files as the pod sees them, under a private root.
   "$PY" - "$WORK/render" "$WORK/fscheck" "$K" <<'PY'
@@ -694,6 +794,9 @@ for name in sorted(os.listdir(render)):
         for key, src in (("rsa_private_key", "rsa.pem"), ("hpke_private_key", "x25519.pem"),
                          ("keyring_kek_file", "kek"), ("keyring_passphrase_file", "passphrase")):
             if k.get(key): files[k[key]] = src
+        redis = (cfg.get("replay") or {}).get("redis") or {}
+        if redis.get("key_file"): files[redis["key_file"]] = "replay.key"
+        if redis.get("password_file"): files[redis["password_file"]] = "redis-password"
         if cfg.get("audit"):
             files[cfg["audit"]["key_file"]] = "audit.key"
             if cfg["audit"]["sink"].startswith("/"):
@@ -740,6 +843,28 @@ print("guard: %s on every JSON answer, mode %s" % (", ".join(g["detect"]), g.get
       echo "$out"
     fi
   done
+  # Where the rendered file has a shared replay store, `fieldseal check` must have read its key
+  # and password files and name the store (URL, key prefix, timeout).
+  nredis=0
+  for cfgfile in "$WORK"/fscheck/*/etc/fieldseal/config/fieldseal.yaml; do
+    case_name="${cfgfile#"$WORK"/fscheck/}"; case_name="${case_name%%/*}"
+    want="$("$PY" -c '
+import sys, yaml
+r = (yaml.safe_load(open(sys.argv[1])).get("replay") or {}).get("redis")
+if r:
+    print("replay store: Redis %s (keys %sjti:…, timeout %s%s)" % (r["url"], r.get("prefix", "fieldseal:"),
+          r.get("timeout", "250ms"), ", password from file" if r.get("password_file") else ""))
+' "$cfgfile")"
+    [ -z "$want" ] && continue
+    nredis=$((nredis + 1))
+    out="$("$FS_BIN" check --config "$cfgfile" 2>&1)" || true
+    if grep -qF -- "$want" <<<"$out"; then
+      ok "fieldseal check: $case_name reads the shared replay store (${want#replay store: })"
+    else
+      bad "fieldseal check: $case_name: no '$want'"; echo "$out"
+    fi
+  done
+  [ "$nredis" -gt 0 ] || bad "fieldseal check: no rendered configuration has a shared replay store (ci/replicas-redis-values.yaml)"
 fi
 
 # --- summary -----------------------------------------------------------------------------------

@@ -115,6 +115,7 @@ so they cannot drift apart.
 {{- define "fieldseal.paths.keys" -}}/etc/fieldseal/keys{{- end -}}
 {{- define "fieldseal.paths.kek" -}}/etc/fieldseal/kek{{- end -}}
 {{- define "fieldseal.paths.audit" -}}/etc/fieldseal/audit{{- end -}}
+{{- define "fieldseal.paths.replay" -}}/etc/fieldseal/replay{{- end -}}
 {{- define "fieldseal.paths.auditLog" -}}/var/log/fieldseal{{- end -}}
 
 {{/*
@@ -140,6 +141,12 @@ fails with a message naming the values to change. Every public template calls it
 {{- $total -}}
 {{- end -}}
 
+{{/* "true" when the shared replay store (config.replay.store: redis) is configured. */}}
+{{- define "fieldseal.replayRedis" -}}
+{{- $r := .Values.config.replay | default dict -}}
+{{- if eq (toString $r.store) "redis" }}true{{ end -}}
+{{- end -}}
+
 {{- define "fieldseal.validate" -}}
 {{- $v := .Values -}}
 {{- /* Drain budget: preStop sleep + fieldseal's shutdown_grace must end before SIGKILL. */ -}}
@@ -151,7 +158,9 @@ fails with a message naming the values to change. Every public template calls it
 {{- fail (printf "fieldseal: lifecycle.preStopSleepSeconds (%ds) + config.timeouts.shutdown_grace (%s) must be less than terminationGracePeriodSeconds (%ds): the kubelet would SIGKILL fieldseal mid-drain. Lower shutdown_grace or raise terminationGracePeriodSeconds." (int $v.lifecycle.preStopSleepSeconds) $grace (int $v.terminationGracePeriodSeconds)) -}}
 {{- end -}}
 {{- /* Secret file modes: fieldseal refuses key files that other users can read, or that the group can write. */ -}}
-{{- range $what, $mode := dict "keys.defaultMode" $v.keys.defaultMode "tls.defaultMode" $v.tls.defaultMode -}}
+{{- $modes := dict "keys.defaultMode" $v.keys.defaultMode "tls.defaultMode" $v.tls.defaultMode -}}
+{{- if eq (include "fieldseal.replayRedis" .) "true" }}{{ $_ := set $modes "config.replay.redis.defaultMode" $v.config.replay.redis.defaultMode }}{{ end -}}
+{{- range $what, $mode := $modes -}}
 {{- if ne (mod (int $mode) 8) 0 -}}
 {{- fail (printf "fieldseal: %s %s (octal %o) lets other users read the key files; fieldseal refuses such files. Use 256 (0400) or 288 (0440)." $what (toString $mode) (int $mode)) -}}
 {{- end -}}
@@ -167,6 +176,22 @@ fails with a message naming the values to change. Every public template calls it
 {{- end -}}
 {{- if and $v.config.audit.enabled (not $v.config.audit.existingSecret) -}}
 {{- fail "fieldseal: config.audit.enabled needs config.audit.existingSecret (a Secret holding the audit key; `fieldseal audit keygen --out audit.key`)." -}}
+{{- end -}}
+{{- /* The shared replay store: its Secret and URL (the schema checks them too, this names the fix). */ -}}
+{{- if eq (include "fieldseal.replayRedis" .) "true" -}}
+{{- $r := $v.config.replay.redis -}}
+{{- if not $r.existingSecret -}}
+{{- fail "fieldseal: config.replay.store redis needs config.replay.redis.existingSecret: a Secret holding the replay key (32 random bytes: `openssl rand -base64 32`) and the Redis password, e.g. kubectl create secret generic my-app-fieldseal-replay --from-file=replay-key=replay.key --from-file=redis-password=redis.pass" -}}
+{{- end -}}
+{{- if not (regexMatch "^redis://[^@\\s]+$" (toString $r.url)) -}}
+{{- fail (printf "fieldseal: config.replay.redis.url %q must be redis://host:port/db, without credentials (config.replay.redis.username and the Secret carry them); rediss:// is not supported yet." (toString $r.url)) -}}
+{{- end -}}
+{{- with $r.timeout -}}
+{{- $ms := include "fieldseal.durationMs" . | atoi -}}
+{{- if or (lt $ms 10) (gt $ms 5000) -}}
+{{- fail (printf "fieldseal: config.replay.redis.timeout %s must be between 10ms and 5s." .) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- if and $v.certManager.enabled (not $v.certManager.issuerRef.name) -}}
 {{- fail "fieldseal: certManager.enabled needs certManager.issuerRef.name." -}}
@@ -251,12 +276,22 @@ The fieldseal configuration file (contract §4), rendered from values.
 {{- if not (or (eq $sink "stdout") (eq $sink "-")) }}{{ $sink = printf "%s/%s" (include "fieldseal.paths.auditLog" .) $sink }}{{ end -}}
 {{- $_ := set $cfg "audit" (dict "sink" $sink "key_file" (printf "%s/audit.key" (include "fieldseal.paths.audit" .))) -}}
 {{- end -}}
+{{- if eq (include "fieldseal.replayRedis" .) "true" -}}
+{{- $r := $c.replay.redis -}}
+{{- $dir := include "fieldseal.paths.replay" . -}}
+{{- $redis := dict "url" $r.url "key_file" (printf "%s/replay.key" $dir) -}}
+{{- with $r.username }}{{ $_ := set $redis "username" . }}{{ end -}}
+{{- if $r.passwordKey }}{{ $_ := set $redis "password_file" (printf "%s/redis-password" $dir) }}{{ end -}}
+{{- with $r.prefix }}{{ $_ := set $redis "prefix" . }}{{ end -}}
+{{- with $r.timeout }}{{ $_ := set $redis "timeout" . }}{{ end -}}
+{{- $_ := set $cfg "replay" (dict "store" "redis" "redis" $redis) -}}
+{{- end -}}
 {{- $_ := set $cfg "routes" ($c.routes | default list) -}}
 {{- with $c.fields }}{{ $_ := set $cfg "fields" . }}{{ end -}}
 {{- with $c.guard }}{{ $_ := set $cfg "guard" . }}{{ end -}}
 {{- with $c.identity }}{{ $_ := set $cfg "identity" . }}{{ end -}}
 # Rendered by the fieldseal Helm chart from its `config` values. Edit the values, not this file.
-{{- range $k := list "listen" "upstream" "admin" "workers" "tls" "keys" "headers" "timeouts" "limits" "reload" "audit" "routes" "fields" "guard" "identity" }}
+{{- range $k := list "listen" "upstream" "admin" "workers" "tls" "keys" "headers" "timeouts" "limits" "reload" "audit" "replay" "routes" "fields" "guard" "identity" }}
 {{- if hasKey $cfg $k }}
 {{ toYaml (dict $k (get $cfg $k)) }}
 {{- end }}
@@ -409,6 +444,11 @@ fieldseal.containers / fieldseal.initContainers place it for you.
   mountPath: {{ include "fieldseal.paths.kek" . }}
   readOnly: true
 {{- end }}
+{{- if eq (include "fieldseal.replayRedis" .) "true" }}
+- name: fieldseal-replay
+  mountPath: {{ include "fieldseal.paths.replay" . }}
+  readOnly: true
+{{- end }}
 {{- if $v.config.audit.enabled }}
 - name: fieldseal-audit-key
   mountPath: {{ include "fieldseal.paths.audit" . }}
@@ -485,6 +525,19 @@ files fieldseal watches.
     items:
       - key: {{ $v.keys.wrapping.secretKey }}
         path: {{ $v.keys.wrapping.type }}
+{{- end }}
+{{- if eq (include "fieldseal.replayRedis" .) "true" }}
+- name: fieldseal-replay
+  secret:
+    secretName: {{ $v.config.replay.redis.existingSecret }}
+    defaultMode: {{ int $v.config.replay.redis.defaultMode }}
+    items:
+      - key: {{ $v.config.replay.redis.keyKey }}
+        path: replay.key
+      {{- with $v.config.replay.redis.passwordKey }}
+      - key: {{ . }}
+        path: redis-password
+      {{- end }}
 {{- end }}
 {{- if $v.config.audit.enabled }}
 - name: fieldseal-audit-key
