@@ -445,33 +445,37 @@ routes:
     assert!(err.contains("--caller"), "{err}");
 }
 
-/// A route that names its data subject: explain seals for the subject in `--path` and opens a
-/// subject-bound token only for it, as `run` does.
-#[test]
-fn explain_seals_and_opens_for_the_routes_subject() {
-    let pki = Pki::new();
+/// A keyring and a configuration with `routes` (YAML list items) in `pki`'s directory.
+fn keyring_and_routes(pki: &Pki, routes: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     let keyring = pki.path("keyring.json");
     make_keyring(&keyring);
     let config = pki.path("fieldseal.yaml");
     std::fs::write(
         &config,
         format!(
-            r#"listen: "127.0.0.1:0"
-upstream: "http://127.0.0.1:8000"
-tls: {{ cert: "{}", key: "{}" }}
-keys: {{ keyring: keyring.json }}
-routes:
-  - name: user
-    match: {{ path: "/api/users/{{id}}", methods: [GET, PUT] }}
-    subject: "{{id}}"
-    response: {{ encrypt: [{{ path: "$.ssn", per_subject: true }}] }}
-    request: {{ decrypt: ["$.ssn"] }}
-"#,
+            "listen: \"127.0.0.1:0\"\nupstream: \"http://127.0.0.1:8000\"\ntls: {{ cert: \"{}\", key: \"{}\" }}\nkeys: {{ keyring: keyring.json }}\nroutes:\n{routes}",
             pki.cert().display(),
             pki.key().display()
         ),
     )
     .unwrap();
+    (keyring, config)
+}
+
+/// A route that names its data subject: explain seals for the subject in `--path` and opens a
+/// subject-bound token only for it, as `run` does.
+#[test]
+fn explain_seals_and_opens_for_the_routes_subject() {
+    let pki = Pki::new();
+    let (keyring, config) = keyring_and_routes(
+        &pki,
+        r#"  - name: user
+    match: { path: "/api/users/{id}", methods: [GET, PUT] }
+    subject: "{id}"
+    response: { encrypt: [{ path: "$.ssn", per_subject: true }] }
+    request: { decrypt: ["$.ssn"] }
+"#,
+    );
     let answer = pki.path("answer.json");
     std::fs::write(&answer, r#"{"ssn": "078-05-1120"}"#).unwrap();
     let (code, out, err) = run_cli(
@@ -540,27 +544,14 @@ routes:
 #[test]
 fn explain_seals_each_record_for_its_member_subject() {
     let pki = Pki::new();
-    let keyring = pki.path("keyring.json");
-    make_keyring(&keyring);
-    let config = pki.path("fieldseal.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"listen: "127.0.0.1:0"
-upstream: "http://127.0.0.1:8000"
-tls: {{ cert: "{}", key: "{}" }}
-keys: {{ keyring: keyring.json }}
-routes:
-  - name: users
-    match: {{ path: "/api/users", methods: [GET] }}
+    let (keyring, config) = keyring_and_routes(
+        &pki,
+        r#"  - name: users
+    match: { path: "/api/users", methods: [GET] }
     subject: "member:id"
-    response: {{ encrypt: [{{ path: "$[*].ssn", per_subject: true }}] }}
+    response: { encrypt: [{ path: "$[*].ssn", per_subject: true }] }
 "#,
-            pki.cert().display(),
-            pki.key().display()
-        ),
-    )
-    .unwrap();
+    );
     let explain = |body: &str| {
         let answer = pki.path("answer.json");
         std::fs::write(&answer, body).unwrap();
