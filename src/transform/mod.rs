@@ -36,6 +36,7 @@ pub(crate) mod path;
 pub mod rules;
 pub mod selector;
 pub mod splice;
+pub mod stream;
 pub mod subject;
 pub mod view;
 

@@ -28,7 +28,7 @@ use super::path::push_normal_name;
 
 /// One step of a simple selector.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum PlanStep {
+pub(crate) enum PlanStep {
     Name(String),
     Index(usize),
     Wildcard,
@@ -39,7 +39,7 @@ enum PlanStep {
 /// Selectors compiled for the byte-level walk, indexed like the queries they came from.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    selectors: Vec<Vec<PlanStep>>,
+    pub(crate) selectors: Vec<Vec<PlanStep>>,
 }
 
 impl Plan {

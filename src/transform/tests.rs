@@ -1,6 +1,7 @@
 //! Tests of selection and rewriting through the public API, plus the walker/library agreement.
 
 use super::splice;
+use super::stream;
 use super::*;
 use jsonpath_rust::parser::parse_json_path;
 use serde_json::json;
@@ -574,6 +575,54 @@ mod props {
         }
     }
 
+    /// The JSON Pointer of a Normalized Path the engines print (`$['a'][0]` → `/a/0`).
+    fn pointer_of(path: &str) -> String {
+        let mut out = String::new();
+        let mut rest = &path[1..];
+        while let Some(r) = rest.strip_prefix('[') {
+            if let Some(r) = r.strip_prefix('\'') {
+                // A name: up to the closing quote, with \\ and \' escapes.
+                let mut name = String::new();
+                let mut chars = r.char_indices();
+                let mut end = 0;
+                while let Some((i, c)) = chars.next() {
+                    match c {
+                        '\\' => {
+                            let (_, e) = chars.next().unwrap();
+                            name.push(match e {
+                                'b' => '\u{8}',
+                                'f' => '\u{c}',
+                                'n' => '\n',
+                                'r' => '\r',
+                                't' => '\t',
+                                'u' => {
+                                    let hex: String =
+                                        (0..4).map(|_| chars.next().unwrap().1).collect();
+                                    char::from_u32(u32::from_str_radix(&hex, 16).unwrap()).unwrap()
+                                }
+                                other => other,
+                            });
+                        }
+                        '\'' => {
+                            end = i;
+                            break;
+                        }
+                        c => name.push(c),
+                    }
+                }
+                out.push('/');
+                out.push_str(&name.replace('~', "~0").replace('/', "~1"));
+                rest = &r[end + 2..];
+            } else {
+                let close = r.find(']').unwrap();
+                out.push('/');
+                out.push_str(&r[..close]);
+                rest = &r[close + 1..];
+            }
+        }
+        out
+    }
+
     /// (selector, normalized path, member, value) of each selection, sorted by path.
     type Selected = Vec<(usize, String, String, Value)>;
 
@@ -646,6 +695,63 @@ mod props {
             let wanted = selected(&library, &doc);
             prop_assert_eq!(&scanned(&refs, &doc, false), &wanted, "{:?}", sources);
             prop_assert_eq!(&scanned(&refs, &doc, true), &wanted, "{:?}", sources);
+        }
+
+        /// The streaming engine, fed the text cut at random places, writes exactly what the
+        /// splice engine writes on the whole text: the same values replaced, with the same
+        /// paths and contexts, every other byte as it was.
+        #[test]
+        fn streaming_agrees_with_splice_at_every_cut(
+            doc in arb_json(),
+            picks in prop::collection::vec((any::<Index>(), any::<u32>()), 1..4),
+            descendant in any::<Option<Index>>(),
+            pretty in any::<bool>(),
+            cuts in prop::collection::vec(1usize..64, 1..40),
+        ) {
+            let mut paths = Vec::new();
+            all_paths(&doc, &mut Vec::new(), &mut paths);
+            let mut sources: Vec<String> =
+                picks.iter().map(|(i, w)| render(&pattern(i.get::<Vec<Step>>(&paths), *w))).collect();
+            let keys: Vec<&String> = paths.iter().filter_map(|p| match p.last() {
+                Some(Step::Key(k)) => Some(k),
+                _ => None,
+            }).collect();
+            if let (Some(i), false) = (descendant, keys.is_empty()) {
+                let mut name = String::new();
+                path::push_normal_name(&mut name, i.get::<&String>(&keys));
+                sources.insert(0, format!("$..[{name}]"));
+            }
+            let queries: Vec<JpQuery> = sources.iter().map(|p| q(p)).collect();
+            let refs: Vec<&JpQuery> = queries.iter().collect();
+            let plan = splice::Plan::compile(&refs).expect("simple selectors compile to a plan");
+            let text = if pretty { serde_json::to_string_pretty(&doc).unwrap() } else { doc.to_string() };
+            let mark = |selector: usize, path: &str, member: &str| {
+                format!("\"<{selector} {path} {member}>\"").into_bytes()
+            };
+            let spans = splice::scan(&plan, &text).unwrap();
+            let edits: Vec<splice::Edit> = spans.iter().map(|s| splice::Edit {
+                start: s.start,
+                end: s.end,
+                replacement: zeroize::Zeroizing::new(mark(s.selector, &s.path, &s.member)),
+            }).collect();
+            let wanted = splice::splice(&text, &edits);
+
+            let mut streamer = stream::Streamer::new(&plan, usize::MAX);
+            let mut out = Vec::new();
+            let mut replace = |v: stream::Selected<'_>| -> Result<Vec<u8>, ()> {
+                let raw: Value = serde_json::from_slice(v.raw).unwrap();
+                assert_eq!(raw, doc.pointer(&pointer_of(&v.path)).cloned().unwrap_or(Value::Null));
+                Ok(mark(v.selector, &v.path, v.member))
+            };
+            let bytes = text.as_bytes();
+            let (mut at, mut cut) = (0, cuts.iter().cycle());
+            while at < bytes.len() {
+                let end = (at + cut.next().unwrap()).min(bytes.len());
+                streamer.feed(&bytes[at..end], &mut out, &mut replace).unwrap();
+                at = end;
+            }
+            streamer.finish(&mut out, &mut replace).unwrap();
+            prop_assert_eq!(String::from_utf8(out).unwrap(), String::from_utf8(wanted).unwrap());
         }
 
         #[test]
