@@ -373,6 +373,8 @@ pub struct ResponseStage<'a> {
     /// The guard, if configured (contract §9).
     pub guard: Option<&'a Guard>,
     pub keyring: Option<&'a Keyring>,
+    /// The same keyring, for an answer sealed as it streams (the body outlives the stage).
+    pub keyring_shared: Option<&'a std::sync::Arc<Keyring>>,
     pub limit: usize,
     pub deadline: Duration,
     pub request_id: &'a str,
@@ -403,6 +405,7 @@ pub async fn rewrite_response(
     stage: &ResponseStage<'_>,
     ops: &mut Vec<FieldOp>,
     findings: &mut Findings,
+    streamed: &mut Option<std::sync::Arc<super::streaming::StreamReport>>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (mut parts, body) = resp.into_parts();
     // The body's own framing says whether it is empty: a `Content-Length: 0` header alone is
@@ -415,19 +418,39 @@ pub async fn rewrite_response(
         Media::Json => true,
         Media::Unlabelled => false,
     };
-    let bytes = if parts.headers.contains_key(header::CONTENT_ENCODING) {
+    let encoded = parts.headers.contains_key(header::CONTENT_ENCODING);
+    // A large labelled answer whose rules the byte-level engine applies is sealed as it
+    // streams, rather than buffered (or, above the limit, withheld): docs/streaming.md.
+    let plan = stage
+        .rules
+        .and_then(ResponseRules::plan)
+        .filter(|_| labelled && !encoded && stage.guard.is_none())
+        .filter(|_| !stage.sight.subject().per_value());
+    let limit = match plan {
+        Some(_) => stage.limit.min(super::streaming::STREAM_ABOVE),
+        None => stage.limit,
+    };
+    let bytes = if encoded {
         // Compressed although we asked for `identity`: decoded whole (bounded) first.
         read_response_body(&mut parts, body, stage.limit, stage.deadline).await?
     } else {
-        if labelled && declared_length(&parts.headers).is_some_and(|n| n > stage.limit as u64) {
-            return too_large(parts, body, stage, findings);
+        if labelled && declared_length(&parts.headers).is_some_and(|n| n > limit as u64) {
+            return match plan {
+                Some(plan) => Ok(stream(parts, body, plan, stage, streamed)),
+                None => too_large(parts, body, stage, findings),
+            };
         }
-        let read = tokio::time::timeout(stage.deadline, read_up_to(body, stage.limit, !labelled));
+        let read = tokio::time::timeout(stage.deadline, read_up_to(body, limit, !labelled));
         match read.await {
             Err(_) => return Err(ProxyError::UpstreamTimeout),
             Ok(Err(())) => return Err(ProxyError::UpstreamProtocol),
             Ok(Ok(Buffered::NotJson(body))) => return not_json(parts, body, stage),
-            Ok(Ok(Buffered::Over(body))) => return too_large(parts, body, stage, findings),
+            Ok(Ok(Buffered::Over(body))) => {
+                return match plan {
+                    Some(plan) => Ok(stream(parts, body, plan, stage, streamed)),
+                    None => too_large(parts, body, stage, findings),
+                }
+            }
             Ok(Ok(Buffered::Whole(bytes))) => bytes,
         }
     };
@@ -492,6 +515,27 @@ fn not_json(
         return Ok(withhold_body(parts, stage.request_id));
     }
     Err(ProxyError::ResponseNotEncryptable("not JSON"))
+}
+
+/// The answer, sealed as it streams (its length is no longer known: chunked on HTTP/1.1).
+fn stream(
+    mut parts: http::response::Parts,
+    body: ProxyBody,
+    plan: &crate::transform::splice::Plan,
+    stage: &ResponseStage<'_>,
+    streamed: &mut Option<std::sync::Arc<super::streaming::StreamReport>>,
+) -> Response<ProxyBody> {
+    use super::streaming::{Sealing, SealingBody, StreamReport};
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let report = std::sync::Arc::new(StreamReport::default());
+    *streamed = Some(report.clone());
+    let sealing = Sealing {
+        rules: stage.rules.expect("a plan comes from rules").clone(),
+        keyring: stage.keyring_shared.cloned(),
+        sight: stage.sight.clone(),
+    };
+    let body = SealingBody::new(body, plan.clone(), sealing, report);
+    Response::from_parts(parts, body.boxed_unsync())
 }
 
 /// A JSON answer above `limits.max_body_bytes`. Field rules cannot be applied to what is not

@@ -12,6 +12,7 @@ pub mod error;
 pub mod fields;
 pub mod hop;
 pub mod request_id;
+pub mod streaming;
 pub mod strict;
 pub mod upgrade;
 pub mod upstream;
@@ -132,6 +133,25 @@ pub async fn handle(
         (report.fields, report.caller),
         forwarded.as_ref().err(),
     );
+    // A streamed answer's fields are sealed after this returns: audited when it ends.
+    if let Some(stream) = report.streamed.take() {
+        let (shared, id, route, peer) = (
+            shared.clone(),
+            request_id_text.clone(),
+            route_name.clone(),
+            conn.peer,
+        );
+        stream.on_end(Box::new(move |ops, failure| {
+            let counted: u64 = ops.counted.iter().map(|(_, _, n)| n).sum();
+            for (action, kid, n) in &ops.counted {
+                shared.metrics.field_ops(&route, *action, kid.as_deref(), *n);
+            }
+            if counted > 0 {
+                tracing::info!(request_id = %id, route = %route, fields = counted, "streamed answer: fields past the audit detail, counted");
+            }
+            audit(&shared, &id, &route, peer, (ops.detail, None), failure);
+        }));
+    }
     let mut response = match forwarded {
         Ok(resp) => resp,
         Err(err) => {
@@ -362,6 +382,8 @@ struct Report {
     upstream_status: Option<u16>,
     /// Who called, when a rule's views needed to know.
     caller: Option<CallerRecord>,
+    /// Set when the answer is sealed as it streams: its fields are audited when it ends.
+    streamed: Option<Arc<streaming::StreamReport>>,
 }
 
 /// The caller as views saw them: the verification result and, for a verified token, the
@@ -417,6 +439,7 @@ async fn forward(
         findings,
         upstream_status,
         caller,
+        streamed,
     } = report;
     let Context {
         runtime,
@@ -661,13 +684,14 @@ async fn forward(
         rules: response_rules.filter(|r| r.has_body_rules()),
         guard,
         keyring,
+        keyring_shared: runtime.settings.keys.ring.as_ref(),
         limit,
         deadline: runtime.settings.timeouts.upstream_response,
         request_id: request_id.to_str().unwrap_or_default(),
         sight: &sight,
     };
     if stage.applies() && !fields::response_has_no_body(&method, resp.status()) {
-        fields::rewrite_response(resp, &stage, ops, findings).await
+        fields::rewrite_response(resp, &stage, ops, findings, streamed).await
     } else {
         Ok(resp)
     }

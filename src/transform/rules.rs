@@ -724,47 +724,79 @@ pub fn rewrite_response_body_as(
     if spans.is_empty() {
         return Ok(None);
     }
-    let table = rules.rules();
     let mut edits = Vec::with_capacity(spans.len());
     for span in &mut spans {
         let path = std::mem::take(&mut span.path);
-        let rule = &table[span.selector];
-        let choice = sight.choice(span.selector, rule.op);
-        let Some(op) = choice.show else {
-            ops.push(shown(path, rule, choice));
-            continue;
-        };
-        let context = rule.selector.context.as_deref().unwrap_or(&span.member);
-        let Some(done) = operate(
-            op,
-            Sealing::of(&rule.selector),
-            sight.subject().of_request(),
-            Node::Raw(span.raw),
-            context,
-            keyring,
-            &path,
-        )?
-        else {
-            continue;
-        };
-        let (replacement, action, kid) = (done.replacement.into_json(), done.action, done.kid);
-        edits.push(splice::Edit {
-            start: span.start,
-            end: span.end,
-            replacement,
-        });
-        ops.push(FieldOp {
+        let found = Found {
+            selector: span.selector,
+            raw: span.raw,
             path,
-            action,
-            kid,
-            selector: Some(rule.selector.source.clone()),
-            view: choice.mark,
-        });
+            member: &span.member,
+        };
+        if let Some(replacement) = replace_found(rules, keyring, sight, found, ops)? {
+            edits.push(splice::Edit {
+                start: span.start,
+                end: span.end,
+                replacement,
+            });
+        }
     }
     if edits.is_empty() {
         return Ok(None);
     }
     Ok(Some(splice::splice(text, &edits)))
+}
+
+/// A value a byte-level engine (the splice engine, or the streaming one) selected.
+pub struct Found<'a> {
+    /// Index of the rule (in the table's order) that selected it.
+    pub selector: usize,
+    /// Its JSON text as the app sent it.
+    pub raw: &'a str,
+    /// RFC 9535 Normalized Path.
+    pub path: String,
+    /// The member rule's context.
+    pub member: &'a str,
+}
+
+/// What one selected value becomes, for both byte-level engines: its replacement's JSON text,
+/// or `None` to leave it as the app sent it (a view shows it, or there is nothing to do);
+/// `ops` records what was done.
+pub fn replace_found(
+    rules: &ResponseRules,
+    keyring: Option<&Keyring>,
+    sight: &Sight,
+    found: Found<'_>,
+    ops: &mut Vec<FieldOp>,
+) -> Result<Option<Zeroizing<Vec<u8>>>, FieldFailure> {
+    let rule = &rules.rules()[found.selector];
+    let choice = sight.choice(found.selector, rule.op);
+    let Some(op) = choice.show else {
+        ops.push(shown(found.path, rule, choice));
+        return Ok(None);
+    };
+    let context = rule.selector.context.as_deref().unwrap_or(found.member);
+    let Some(done) = operate(
+        op,
+        Sealing::of(&rule.selector),
+        sight.subject().of_request(),
+        Node::Raw(found.raw),
+        context,
+        keyring,
+        &found.path,
+    )?
+    else {
+        return Ok(None);
+    };
+    let (replacement, action, kid) = (done.replacement.into_json(), done.action, done.kid);
+    ops.push(FieldOp {
+        path: found.path,
+        action,
+        kid,
+        selector: Some(rule.selector.source.clone()),
+        view: choice.mark,
+    });
+    Ok(Some(replacement))
 }
 
 /// The compact JSON text of a raw value: the raw text itself when it is already compact (a

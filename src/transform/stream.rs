@@ -166,8 +166,8 @@ struct Capture {
 }
 
 /// The streaming selector. See the module documentation.
-pub struct Streamer<'p> {
-    plan: &'p Plan,
+pub struct Streamer {
+    plan: Plan,
     max_value: usize,
     /// Bytes consumed so far (for error offsets).
     offset: u64,
@@ -190,17 +190,17 @@ pub struct Streamer<'p> {
 /// What the caller does with each selected value: its replacement, or why it has none.
 pub type Replace<'r, E> = dyn FnMut(Selected<'_>) -> Result<Vec<u8>, E> + 'r;
 
-impl<'p> Streamer<'p> {
+impl Streamer {
     /// A streamer for `plan`, holding selected values up to `max_value` bytes.
-    pub fn new(plan: &'p Plan, max_value: usize) -> Self {
+    pub fn new(plan: Plan, max_value: usize) -> Self {
         Self {
+            active: (0..plan.selectors.len()).map(|s| (s, 0)).collect(),
             plan,
             max_value,
             offset: 0,
             expect: Expect::Value,
             token: Token::None,
             frames: Vec::new(),
-            active: (0..plan.selectors.len()).map(|s| (s, 0)).collect(),
             path: Vec::new(),
             key: None,
             capture: None,
@@ -614,7 +614,7 @@ impl Cursor<'_> {
     fn flush<E>(
         &mut self,
         end: usize,
-        streamer: &mut Streamer<'_>,
+        streamer: &mut Streamer,
         out: &mut Vec<u8>,
     ) -> Result<(), StreamError<E>> {
         let bytes = &self.chunk[self.pass..end];
@@ -655,7 +655,7 @@ mod tests {
         piece: usize,
         max: usize,
     ) -> (Vec<u8>, Result<(), StreamError<()>>) {
-        let mut streamer = Streamer::new(plan, max);
+        let mut streamer = Streamer::new(plan.clone(), max);
         let mut out = Vec::new();
         let mut replace = |v: Selected<'_>| -> Result<Vec<u8>, ()> {
             Ok(format!("\"X:{}\"", v.path).into_bytes())
@@ -788,7 +788,7 @@ mod tests {
     #[test]
     fn a_failed_replacement_stops_the_stream() {
         let p = plan(&["$[*].ssn"]);
-        let mut streamer = Streamer::new(&p, 1 << 20);
+        let mut streamer = Streamer::new(p, 1 << 20);
         let mut out = Vec::new();
         let mut n = 0;
         let mut replace = |_: Selected<'_>| -> Result<Vec<u8>, &'static str> {

@@ -736,7 +736,7 @@ mod props {
             }).collect();
             let wanted = splice::splice(&text, &edits);
 
-            let mut streamer = stream::Streamer::new(&plan, usize::MAX);
+            let mut streamer = stream::Streamer::new(plan.clone(), usize::MAX);
             let mut out = Vec::new();
             let mut replace = |v: stream::Selected<'_>| -> Result<Vec<u8>, ()> {
                 let raw: Value = serde_json::from_slice(v.raw).unwrap();
