@@ -228,6 +228,22 @@ impl Streamer {
         let mut cursor = Cursor { chunk, pass: 0 };
         let mut i = 0;
         while i < chunk.len() {
+            // Inside a value's string, skip to its next quote or backslash at once: most of a
+            // document's bytes are string contents. The run holds neither, so it cannot end
+            // inside a UTF-8 sequence; it must hold no control character and be valid UTF-8.
+            if matches!(self.token, Token::Str { escape: false, hex: 0 })
+                && self.key.is_none()
+                && self.utf8_left == 0
+            {
+                if let Some(off) = memchr::memchr2(b'"', b'\\', &chunk[i..]) {
+                    let run = &chunk[i..i + off];
+                    if off > 0 && !run.iter().any(|&b| b < 0x20) && std::str::from_utf8(run).is_ok() {
+                        self.offset += off as u64;
+                        i += off;
+                        continue;
+                    }
+                }
+            }
             let b = chunk[i];
             if self.step(b, i, &mut cursor, out, replace)? {
                 self.utf8(b)?;
