@@ -149,10 +149,11 @@ struct Frame {
     to: usize,
 }
 
-/// One step of the path to the current value.
+/// One step of the path to the current value: a member name is a range of `names` (one
+/// buffer for the whole path, so reading a member allocates nothing).
 #[derive(Debug)]
 enum Step {
-    Key(String),
+    Key(std::ops::Range<usize>),
     Index(usize),
 }
 
@@ -177,8 +178,11 @@ pub struct Streamer {
     /// (selector, next step) pairs, as the splice walker keeps them.
     active: Vec<(usize, usize)>,
     path: Vec<Step>,
-    /// A member name being read (raw JSON text, quotes included).
-    key: Option<Vec<u8>>,
+    /// The decoded member names of `path`, end to end.
+    names: String,
+    /// A member name being read (raw JSON text, quotes included), when `in_key`.
+    key: Vec<u8>,
+    in_key: bool,
     capture: Option<Capture>,
     /// UTF-8 validation across chunks: continuation bytes still expected, and the bounds of
     /// the next one (overlong forms and surrogates are refused).
@@ -202,7 +206,9 @@ impl Streamer {
             token: Token::None,
             frames: Vec::new(),
             path: Vec::new(),
-            key: None,
+            names: String::new(),
+            key: Vec::new(),
+            in_key: false,
             capture: None,
             utf8_left: 0,
             utf8_lo: 0x80,
@@ -231,13 +237,26 @@ impl Streamer {
             // Inside a value's string, skip to its next quote or backslash at once: most of a
             // document's bytes are string contents. The run holds neither, so it cannot end
             // inside a UTF-8 sequence; it must hold no control character and be valid UTF-8.
-            if matches!(self.token, Token::Str { escape: false, hex: 0 })
-                && self.key.is_none()
-                && self.utf8_left == 0
+            if matches!(
+                self.token,
+                Token::Str {
+                    escape: false,
+                    hex: 0
+                }
+            ) && self.utf8_left == 0
             {
                 if let Some(off) = memchr::memchr2(b'"', b'\\', &chunk[i..]) {
                     let run = &chunk[i..i + off];
-                    if off > 0 && !run.iter().any(|&b| b < 0x20) && std::str::from_utf8(run).is_ok() {
+                    if off > 0 && !run.iter().any(|&b| b < 0x20) && std::str::from_utf8(run).is_ok()
+                    {
+                        if self.in_key {
+                            self.key.extend_from_slice(run);
+                            if self.key.len() > MAX_KEY_BYTES {
+                                return Err(StreamError::TooLarge {
+                                    offset: self.offset,
+                                });
+                            }
+                        }
                         self.offset += off as u64;
                         i += off;
                         continue;
@@ -319,16 +338,16 @@ impl Streamer {
         match self.token {
             Token::Str { escape, hex } => {
                 self.token = self.string_byte(b, escape, hex)?;
-                if let Some(key) = &mut self.key {
-                    key.push(b);
-                    if key.len() > MAX_KEY_BYTES {
+                if self.in_key {
+                    self.key.push(b);
+                    if self.key.len() > MAX_KEY_BYTES {
                         return Err(StreamError::TooLarge {
                             offset: self.offset,
                         });
                     }
                 }
                 if self.token == Token::None {
-                    if self.key.is_some() {
+                    if self.in_key {
                         self.expect = Expect::Colon;
                     } else {
                         self.value_done(i + 1, cursor, out, replace)?;
@@ -371,16 +390,28 @@ impl Streamer {
                 if b != b':' {
                     return Err(self.invalid("expected `:`"));
                 }
-                let raw = self.key.take().expect("a name was read");
-                let name: String = serde_json::from_slice(&raw)
-                    .map_err(|_| self.invalid("a malformed member name"))?;
+                self.in_key = false;
+                let start = self.names.len();
+                let raw = &self.key[1..self.key.len() - 1];
+                if raw.contains(&b'\\') {
+                    let name: String = serde_json::from_slice(&self.key)
+                        .map_err(|_| self.invalid("a malformed member name"))?;
+                    self.names.push_str(&name);
+                } else {
+                    // Validated as it was read: UTF-8, no control character, no escape.
+                    let name = std::str::from_utf8(raw).map_err(|_| self.invalid("not UTF-8"))?;
+                    self.names.push_str(name);
+                }
                 let (from, to) = {
                     let frame = self.frames.last().expect("in an object");
                     (frame.from, frame.to)
                 };
                 self.active.truncate(to);
-                self.advance(from, to, Child::Key(&name));
-                self.path.push(Step::Key(name));
+                let names = std::mem::take(&mut self.names);
+                self.advance(from, to, Child::Key(&names[start..]));
+                self.names = names;
+                let end = self.names.len();
+                self.path.push(Step::Key(start..end));
                 self.expect = Expect::Value;
                 Ok(true)
             }
@@ -392,7 +423,9 @@ impl Streamer {
                 if b != b'"' {
                     return Err(self.invalid("expected a member name"));
                 }
-                self.key = Some(vec![b]);
+                self.key.clear();
+                self.key.push(b);
+                self.in_key = true;
                 self.token = Token::Str {
                     escape: false,
                     hex: 0,
@@ -583,7 +616,9 @@ impl Streamer {
                     frame.index += 1;
                 }
                 let to = frame.to;
-                self.path.pop();
+                if let Some(Step::Key(range)) = self.path.pop() {
+                    self.names.truncate(range.start);
+                }
                 self.active.truncate(to);
                 self.expect = Expect::CommaOrEnd;
             }
@@ -597,11 +632,13 @@ impl Streamer {
         let mut member = String::new();
         for step in &self.path {
             match step {
-                Step::Key(k) => {
+                Step::Key(range) => {
+                    let k = &self.names[range.clone()];
                     path.push('[');
                     push_normal_name(&mut path, k);
                     path.push(']');
-                    member.clone_from(k);
+                    member.clear();
+                    member.push_str(k);
                 }
                 Step::Index(i) => {
                     use std::fmt::Write as _;
