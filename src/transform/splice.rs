@@ -43,6 +43,37 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The one selection step of both byte-level engines: pushes onto `active` the (selector,
+    /// next step) pairs still active at `child` of a node whose pairs are `active[from..to]`.
+    pub(crate) fn advance(
+        &self,
+        active: &mut Vec<(usize, usize)>,
+        from: usize,
+        to: usize,
+        child: &Child<'_>,
+    ) {
+        for i in from..to {
+            let (selector, pos) = active[i];
+            let Some(step) = self.selectors[selector].get(pos) else {
+                continue;
+            };
+            let hit = match (step, child) {
+                (PlanStep::Name(n), Child::Key(k)) => n == k,
+                (PlanStep::Index(n), Child::Index(i)) => n == i,
+                (PlanStep::Wildcard, _) => true,
+                (PlanStep::DescendantName(n), Child::Key(k)) => n == k,
+                _ => false,
+            };
+            if let PlanStep::DescendantName(_) = step {
+                // The descendant segment keeps looking below every child.
+                active.push((selector, pos));
+            }
+            if hit {
+                active.push((selector, pos + 1));
+            }
+        }
+    }
+
     /// A plan for `queries`, or `None` when one of them needs the full JSONPath engine.
     pub fn compile(queries: &[&JpQuery]) -> Option<Self> {
         let selectors = queries
@@ -217,7 +248,7 @@ struct Walker<'p, 'a> {
 }
 
 /// A child of the node being visited.
-enum Child<'k> {
+pub(crate) enum Child<'k> {
     Key(&'k str),
     Index(usize),
 }
@@ -226,26 +257,7 @@ impl<'a> Walker<'_, 'a> {
     /// Pushes the pairs still active at `child` of the node whose pairs are
     /// `active[from..to]`.
     fn advance(&mut self, from: usize, to: usize, child: &Child<'_>) {
-        for i in from..to {
-            let (selector, pos) = self.active[i];
-            let Some(step) = self.plan.selectors[selector].get(pos) else {
-                continue;
-            };
-            let hit = match (step, child) {
-                (PlanStep::Name(n), Child::Key(k)) => n == k,
-                (PlanStep::Index(n), Child::Index(i)) => n == i,
-                (PlanStep::Wildcard, _) => true,
-                (PlanStep::DescendantName(n), Child::Key(k)) => n == k,
-                _ => false,
-            };
-            if let PlanStep::DescendantName(_) = step {
-                // The descendant segment keeps looking below every child.
-                self.active.push((selector, pos));
-            }
-            if hit {
-                self.active.push((selector, pos + 1));
-            }
-        }
+        self.plan.advance(&mut self.active, from, to, child);
     }
 
     /// The first selector that ends at the node whose pairs are `active[from..to]`.

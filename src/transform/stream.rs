@@ -24,7 +24,7 @@
 use std::fmt;
 
 use super::path::push_normal_name;
-use super::splice::{Plan, PlanStep, MAX_NESTING};
+use super::splice::{Child, Plan, MAX_NESTING};
 
 /// Longest member name held to decide selection (names are compared decoded).
 pub const MAX_KEY_BYTES: usize = 64 * 1024;
@@ -475,25 +475,7 @@ impl Streamer {
         if self.capture.is_some() {
             return; // outermost wins: nothing inside a held value is selected
         }
-        for i in from..to {
-            let (selector, pos) = self.active[i];
-            let Some(step) = self.plan.selectors[selector].get(pos) else {
-                continue;
-            };
-            let hit = match (step, &child) {
-                (PlanStep::Name(n), Child::Key(k)) => n == k,
-                (PlanStep::Index(n), Child::Index(i)) => n == i,
-                (PlanStep::Wildcard, _) => true,
-                (PlanStep::DescendantName(n), Child::Key(k)) => n == k,
-                _ => false,
-            };
-            if let PlanStep::DescendantName(_) = step {
-                self.active.push((selector, pos));
-            }
-            if hit {
-                self.active.push((selector, pos + 1));
-            }
-        }
+        self.plan.advance(&mut self.active, from, to, &child);
     }
 
     /// A value starts with `b` at `i`: decide whether it is held, then open it.
@@ -648,12 +630,6 @@ impl Streamer {
         }
         (path, member)
     }
-}
-
-/// A child of the container being read.
-enum Child<'k> {
-    Key(&'k str),
-    Index(usize),
 }
 
 /// The part of the current chunk not yet passed on or held.
