@@ -234,9 +234,8 @@ impl Streamer {
         let mut cursor = Cursor { chunk, pass: 0 };
         let mut i = 0;
         while i < chunk.len() {
-            // Inside a value's string, skip to its next quote or backslash at once: most of a
-            // document's bytes are string contents. The run holds neither, so it cannot end
-            // inside a UTF-8 sequence; it must hold no control character and be valid UTF-8.
+            // Inside a string, skip to its next quote or backslash at once (most of a
+            // document's bytes are string contents): see `string_run`.
             if matches!(
                 self.token,
                 Token::Str {
@@ -245,9 +244,9 @@ impl Streamer {
                 }
             ) && self.utf8_left == 0
             {
-                if let Some(off) = memchr::memchr2(b'"', b'\\', &chunk[i..]) {
+                let off = string_run(&chunk[i..]);
+                if off > 0 {
                     let run = &chunk[i..i + off];
-                    if off > 0 && !run.iter().any(|&b| b < 0x20) && std::str::from_utf8(run).is_ok()
                     {
                         if self.in_key {
                             self.key.extend_from_slice(run);
@@ -663,6 +662,20 @@ impl Cursor<'_> {
     }
 }
 
+/// How many bytes at the start of `rest`, inside a string, can be skipped at once: up to the
+/// next quote or backslash (or the chunk's end), as long as they hold no control character
+/// and are valid UTF-8 (a sequence cut by the chunk's end is left to the byte-wise path).
+/// Linear in what it skips, so a long string over many chunks costs one pass.
+fn string_run(rest: &[u8]) -> usize {
+    let end = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
+    let run = &rest[..end];
+    let clean = run.iter().position(|&b| b < 0x20).unwrap_or(run.len());
+    match std::str::from_utf8(&run[..clean]) {
+        Ok(_) => clean,
+        Err(e) => e.valid_up_to(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -812,6 +825,25 @@ mod tests {
         );
         end.unwrap();
         assert_eq!(out.len(), big.len());
+    }
+
+    /// A long string over many chunks, its multi-byte characters cut by chunk ends: passed
+    /// through whole (the skip over string contents is linear, and leaves a cut character to
+    /// the byte-wise path).
+    #[test]
+    fn long_strings_cross_chunks_intact() {
+        let pad = "é€𝄞x".repeat(100_000);
+        let text = format!("{{\"pad\": \"{pad}\", \"ssn\": \"1\"}}");
+        for piece in [1000, 1021, 4096] {
+            let (out, end) = run(&plan(&["$.ssn"]), text.as_bytes(), piece, 1 << 20);
+            end.unwrap();
+            let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(doc["pad"], pad.as_str());
+            assert_eq!(doc["ssn"], "X:$['ssn']");
+        }
+        let bad = format!("{{\"pad\": \"{}\u{1}\"}}", "a".repeat(5000));
+        let (_, end) = run(&plan(&["$.ssn"]), bad.as_bytes(), 1000, 1 << 20);
+        assert!(matches!(end, Err(StreamError::Invalid { .. })), "{end:?}");
     }
 
     #[test]
