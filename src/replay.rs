@@ -138,6 +138,9 @@ pub struct Claim {
     /// The field it was opened at (`$` for an envelope), and the key that opened it.
     pub field: String,
     pub kid: Option<String>,
+    /// It was a whole-body envelope's: refused as `envelope_rejected`, as the memory store's
+    /// refusal is (a replica must not answer differently from another).
+    pub envelope: bool,
 }
 
 /// The `jti`s one request opened, waiting for the shared store. Locked only by the request's
@@ -164,6 +167,7 @@ impl Deferred {
 pub struct Origin<'a> {
     pub field: &'a str,
     pub kid: Option<&'a str>,
+    pub envelope: bool,
 }
 
 /// Admits one opened value: on a route with `max_age`, `iat` must lie in
@@ -210,6 +214,7 @@ pub fn admit(
             fresh: max_age.is_some(),
             field: origin.field.to_string(),
             kid: origin.kid.map(str::to_string),
+            envelope: origin.envelope,
         });
         return Ok(());
     }
@@ -238,6 +243,7 @@ pub fn check(
     let origin = Origin {
         field: "$",
         kid: None,
+        envelope: false,
     };
     admit(iat, jti, Some(max_age), &replay, origin)
 }

@@ -419,17 +419,7 @@ fn seal_json_with_nonce(
     nonce: [u8; NONCE_LEN],
 ) -> String {
     debug_assert!(key.state == KeyState::Active, "only active keys seal");
-    let aad = aad(format, &key.id, context);
-    let sealed = key
-        .cipher
-        .encrypt(
-            Nonce::from_slice(&nonce),
-            Payload {
-                msg: json,
-                aad: &aad,
-            },
-        )
-        .expect("AES-GCM encryption of an in-memory buffer cannot fail");
+    let sealed = gcm_seal(&key.cipher, &nonce, &aad(format, &key.id, context), json);
     let header = format.header();
     let header: &[u8] = header.as_ref().map_or(&[], |h| &h[..]);
     token_text(format.prefix(), &key.id, &[header, &nonce, &sealed])
@@ -520,17 +510,21 @@ fn seal_subject_with_nonce(
     nonce: [u8; NONCE_LEN],
 ) -> String {
     let aad = aad(Format::SubjectBound, &key.id, context);
-    let sealed = key
-        .subject_cipher(subject)
-        .encrypt(
-            Nonce::from_slice(&nonce),
-            Payload {
-                msg: json,
-                aad: &aad,
-            },
-        )
-        .expect("AES-GCM encryption of an in-memory buffer cannot fail");
+    let sealed = gcm_seal(&key.subject_cipher(subject), &nonce, &aad, json);
     token_text(SUBJECT_PREFIX, &key.id, &[&nonce, &sealed])
+}
+
+/// AES-256-GCM of `json` under `cipher`: ciphertext ‖ tag (the one encryption of every
+/// GCM-based format).
+fn gcm_seal(
+    cipher: &aes_gcm::Aes256Gcm,
+    nonce: &[u8; NONCE_LEN],
+    aad: &[u8],
+    json: &[u8],
+) -> Vec<u8> {
+    cipher
+        .encrypt(Nonce::from_slice(nonce), Payload { msg: json, aad })
+        .expect("AES-GCM encryption of an in-memory buffer cannot fail")
 }
 
 /// Opens a token of any format where `subject` (if any) is the request's data subject: an

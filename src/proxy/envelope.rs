@@ -45,6 +45,7 @@ pub async fn open_request(
     let origin = crate::replay::Origin {
         field: "$",
         kid: Some(&session.kid),
+        envelope: true,
     };
     crate::replay::admit(opened.iat, opened.jti.as_deref(), max_age, replay, origin).map_err(
         |e| match e {

@@ -723,6 +723,10 @@ async fn settle_replay(
     metrics.replay_store(result);
     match settled.outcome {
         Ok(()) => Ok(()),
+        Err(Refusal::Replayed(claim)) if claim.envelope => Err(ProxyError::EnvelopeRejected {
+            reason: crate::reason::Reason::Replayed,
+            kid: claim.kid,
+        }),
         Err(Refusal::Replayed(claim)) => Err(ProxyError::FieldRejected {
             path: claim.field,
             reason: crate::reason::Reason::Replayed,

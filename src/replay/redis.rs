@@ -272,6 +272,7 @@ mod tests {
             fresh,
             field: "$['card']".into(),
             kid: Some("rsa-1".into()),
+            envelope: false,
         }
     }
 

@@ -412,6 +412,7 @@ fn open_client_value(
             replay::Origin {
                 field: field.path,
                 kid: Some(&opened.kid),
+                envelope: false,
             },
         )
         .map_err(|e| field.failure(e.reason(), kid()))?,

@@ -11,6 +11,8 @@ import brotli
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
+from export_common import export_records
+
 app = FastAPI()
 
 USER = {
@@ -111,19 +113,6 @@ async def raw_bomb():
 @app.get("/api/raw/invalid")
 async def raw_invalid():
     return Response('{"ssn": "%s", ' % USER["ssn"], media_type="application/json")
-
-
-def export_records(n: int, broken: int, huge: int):
-    """An export streamed record by record (no Content-Length): `n` records with an SSN each;
-    `broken`: the stream turns into garbage after half; `huge`: one SSN of 2 MiB."""
-    yield b'{"records": ['
-    for i in range(n):
-        if broken and i == n // 2:
-            yield b'{"ssn": "999-99-9999", oops'
-            return
-        ssn = "9" * (2 << 20) if huge and i == n // 2 else f"{i:09d}"
-        yield (b"," if i else b"") + json.dumps({"id": i, "ssn": ssn, "pad": "p" * 200}).encode()
-    yield b"]}"
 
 
 @app.get("/api/export")

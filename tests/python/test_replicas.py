@@ -89,6 +89,9 @@ routes:
       encrypt: ["$.ssn"]
     request:
       decrypt: ["$.ssn", "query:ssn", "header:x-ssn"]
+  - name: secure
+    match: {{ path: "/api/secure/**", methods: [POST] }}
+    envelope: true
   - name: fresh
     match: {{ path: "/api/echo", methods: [POST] }}
     request:
@@ -212,6 +215,7 @@ def cluster(pki, fieldseal_bin, tmp_path_factory):
         kid = c.get(replicas[0].url("/.well-known/fieldseal/jwks.json")).json()["keys"][0]["kid"]
     public["kid"] = kid
     yield {"replicas": replicas, "redis": redis, "key": public, "app": app, "keyring": keyring,
+           "rsa_public": key.public_key(),
            "lb": f"http://127.0.0.1:{lb_port}", "password": password, "bin": fieldseal_bin}
     nginx.terminate()
     nginx.wait(timeout=10)
@@ -272,6 +276,23 @@ def test_values_in_query_strings_and_headers_are_shared_too(cluster, client):
         for replica in (b, c):
             r = send(replica, value)
             assert replayed(r), r.text
+
+
+def test_an_envelope_opened_by_one_replica_is_refused_by_the_others(cluster, client):
+    """Whole-body envelopes share the store too, and every replica refuses a replay the same
+    way (`envelope_rejected`, as with one process)."""
+    from test_client_encryption import envelope, envelope_with_claims
+    a, b, c = cluster["replicas"]
+    kid = cluster["key"]["kid"]
+    for doc in (envelope_with_claims(cluster["rsa_public"], kid, b'{"amount": 5}', int(time.time()),
+                                     str(uuid.uuid4()))[0],
+                {**envelope(cluster["rsa_public"], kid, b"{}")[0], "jti": str(uuid.uuid4())}):
+        assert client.post(a.url("/api/secure/echo"), json=doc).status_code == 200
+        for replica in (b, c, a):
+            r = client.post(replica.url("/api/secure/echo"), json=doc)
+            assert r.status_code == 400, r.text
+            err = r.json()["error"]
+            assert err["code"] == "envelope_rejected" and "replayed" in err["message"], err
 
 
 def test_two_replicas_opening_one_value_at_once_admit_it_once(cluster, pki):
