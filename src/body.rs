@@ -122,6 +122,100 @@ where
     }
 }
 
+/// The error a body ends with when its sender went quiet for longer than allowed.
+#[derive(Debug)]
+pub struct ReadTimedOut;
+
+impl std::fmt::Display for ReadTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("no body data within the read timeout")
+    }
+}
+
+impl std::error::Error for ReadTimedOut {}
+
+pin_project_lite::pin_project! {
+    /// Ends a body with [`ReadTimedOut`] when no frame arrives for `gap`: an app that sends
+    /// its head and then drips (or stops) cannot hold a client connection, an upstream
+    /// connection and, on a sealed stream, a held value forever (nginx's
+    /// `proxy_read_timeout`). The timer exists only while the body is waiting, so a body that
+    /// is already in memory costs no timer at all.
+    pub struct ReadGap<B> {
+        #[pin]
+        inner: B,
+        gap: std::time::Duration,
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
+        armed: bool,
+    }
+}
+
+impl<B> ReadGap<B> {
+    pub fn new(inner: B, gap: std::time::Duration) -> Self {
+        Self {
+            inner,
+            gap,
+            timer: None,
+            armed: false,
+        }
+    }
+}
+
+impl<B> http_body::Body for ReadGap<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
+            *this.armed = false;
+            return Poll::Ready(frame.map(|r| r.map_err(Into::into)));
+        }
+        // Armed at the first wait after a frame, so the gap counts from the last data.
+        let timer = match this.timer {
+            Some(timer) if *this.armed => timer,
+            Some(timer) => {
+                timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + *this.gap);
+                timer
+            }
+            None => this.timer.insert(Box::pin(tokio::time::sleep(*this.gap))),
+        };
+        *this.armed = true;
+        match std::future::Future::poll(timer.as_mut(), cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(ReadTimedOut)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Whether a body ended because its sender went quiet ([`ReadGap`]), wherever it was wrapped.
+pub fn timed_out(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if e.is::<ReadTimedOut>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
 /// Frames a body the proxy rebuilt: `Content-Length` of its new size, no `Transfer-Encoding`.
 pub fn set_length(headers: &mut http::HeaderMap, len: usize) {
     headers.remove(http::header::TRANSFER_ENCODING);
@@ -172,5 +266,50 @@ mod tests {
         assert_eq!(frame.into_data().unwrap(), "abc");
         drop(body);
         assert_eq!(*seen.lock().unwrap(), vec![(3, false)]);
+    }
+
+    /// A body whose frames arrive on a channel, as an upstream body does.
+    fn channel() -> (
+        tokio::sync::mpsc::Sender<Bytes>,
+        impl http_body::Body<Data = Bytes, Error = std::convert::Infallible>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|b| (Ok(http_body::Frame::data(b)), rx))
+        });
+        (tx, http_body_util::StreamBody::new(stream))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn read_gap_counts_each_quiet_gap_not_the_whole_body() {
+        let gap = std::time::Duration::from_secs(5);
+        let (tx, inner) = channel();
+        let mut body = std::pin::pin!(ReadGap::new(inner, gap));
+        // Ten pieces 4 s apart: 40 s in all, never 5 s quiet.
+        tokio::spawn(async move {
+            for _ in 0..10 {
+                tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+                tx.send(Bytes::from_static(b"x")).await.unwrap();
+            }
+        });
+        let mut got = 0;
+        while let Some(frame) = body.frame().await {
+            got += frame.unwrap().into_data().unwrap().len();
+        }
+        assert_eq!(got, 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn read_gap_ends_a_body_that_goes_quiet() {
+        let gap = std::time::Duration::from_secs(5);
+        let (tx, inner) = channel();
+        let mut body = std::pin::pin!(ReadGap::new(inner, gap));
+        tx.send(Bytes::from_static(b"first")).await.unwrap();
+        assert!(body.frame().await.unwrap().is_ok());
+        let started = tokio::time::Instant::now();
+        let err = body.frame().await.unwrap().unwrap_err();
+        assert!(timed_out(&*err), "{err}");
+        assert_eq!(started.elapsed(), gap);
+        drop(tx);
     }
 }

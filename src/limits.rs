@@ -14,8 +14,15 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Time from sending the request to receiving the upstream's response head. Generous because
-/// app endpoints can be slow; the body itself streams without a deadline.
+/// app endpoints can be slow; the body itself streams without a total deadline, but with a
+/// bound on each quiet gap ([`UPSTREAM_READ_TIMEOUT`]).
 pub const UPSTREAM_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Longest gap between two pieces of a response body once its head has arrived. An app that
+/// sends a head and then drips or stalls would otherwise hold the client's connection, an
+/// upstream connection and (on a sealed stream) a held value indefinitely. Same default as
+/// nginx's `proxy_read_timeout`; event streams must send something more often than this.
+pub const UPSTREAM_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Idle pooled upstream connections are closed after this. Kept below the keep-alive timeouts
 /// of common Python servers (uvicorn 5 s) so the proxy, not the app, closes an idle

@@ -955,6 +955,11 @@ impl<'a> Compiler<'a> {
                 raw.upstream_idle,
                 limits::UPSTREAM_IDLE_TIMEOUT,
             ),
+            upstream_read: pick(
+                "upstream_read",
+                raw.upstream_read,
+                limits::UPSTREAM_READ_TIMEOUT,
+            ),
             client_header_read: pick(
                 "client_header_read",
                 raw.client_header_read,

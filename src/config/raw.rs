@@ -173,6 +173,8 @@ pub struct RawTimeouts {
     #[serde(default, with = "humantime_serde")]
     pub upstream_idle: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
+    pub upstream_read: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
     pub client_header_read: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub client_idle: Option<Duration>,

@@ -232,6 +232,8 @@ pub struct Timeouts {
     pub upstream_connect: Duration,
     pub upstream_response: Duration,
     pub upstream_idle: Duration,
+    /// Longest quiet gap inside a response body once its head has arrived.
+    pub upstream_read: Duration,
     pub client_header_read: Duration,
     /// Close client connections with no request in flight for this long.
     pub client_idle: Duration,

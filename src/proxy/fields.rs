@@ -82,12 +82,31 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Reads a body of at most `limit` bytes. `Err(true)` = too large, `Err(false)` = read error.
-async fn read_bounded(body: ProxyBody, limit: usize) -> Result<Bytes, bool> {
+/// Why a body could not be read to its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadFailed {
+    /// The sender broke the message (or, for a request, went away).
+    Broken,
+    /// The sender went quiet for longer than its read timeout ([`crate::body::ReadGap`]).
+    Quiet,
+}
+
+impl ReadFailed {
+    /// What a failed upstream body read tells the client.
+    fn upstream(self) -> ProxyError {
+        match self {
+            ReadFailed::Broken => ProxyError::UpstreamProtocol,
+            ReadFailed::Quiet => ProxyError::UpstreamTimeout,
+        }
+    }
+}
+
+/// Reads a body of at most `limit` bytes. `Err(None)` = too large.
+async fn read_bounded(body: ProxyBody, limit: usize) -> Result<Bytes, Option<ReadFailed>> {
     match read_up_to(body, limit, false).await {
         Ok(Buffered::Whole(bytes)) => Ok(bytes),
-        Ok(Buffered::Over(_) | Buffered::NotJson(_)) => Err(true),
-        Err(()) => Err(false),
+        Ok(Buffered::Over(_) | Buffered::NotJson(_)) => Err(None),
+        Err(failed) => Err(Some(failed)),
     }
 }
 
@@ -111,15 +130,22 @@ fn rejoin(prefix: Bytes, rest: ProxyBody) -> ProxyBody {
 }
 
 /// Reads at most `limit` bytes of `body`; with `sniff`, gives up after the first data if it
-/// cannot begin a JSON object or array. `Err(())` = read error. (A hand-written loop rather
+/// cannot begin a JSON object or array. (A hand-written loop rather
 /// than `http_body_util::Limited`, whose `Into<BoxError>` bound trips rustc's higher-ranked
 /// lifetime inference in this async context and makes the request future non-`Send`.)
-async fn read_up_to(mut body: ProxyBody, limit: usize, sniff: bool) -> Result<Buffered, ()> {
+async fn read_up_to(
+    mut body: ProxyBody,
+    limit: usize,
+    sniff: bool,
+) -> Result<Buffered, ReadFailed> {
     let mut buf = bytes::BytesMut::new();
     let mut first: Option<Bytes> = None;
     let mut sniffed = !sniff;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| ())?;
+        let frame = frame.map_err(|e| match crate::body::timed_out(&*e) {
+            true => ReadFailed::Quiet,
+            false => ReadFailed::Broken,
+        })?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
@@ -220,7 +246,7 @@ async fn read_field_request(
         return Err(ProxyError::BodyTooLarge);
     }
     let bytes = match read_up_to(body, limit, !labelled).await {
-        Err(()) => return Err(ProxyError::ClientBody),
+        Err(_) => return Err(ProxyError::ClientBody),
         Ok(Buffered::Over(_)) => return Err(ProxyError::BodyTooLarge),
         Ok(Buffered::NotJson(body)) if strict => return refuse(body).await,
         Ok(Buffered::NotJson(body)) => return Ok(RequestJson::Untouched(body)),
@@ -256,12 +282,9 @@ async fn read_request_body(
     read_bounded(body, limit)
         .await
         .map(Some)
-        .map_err(|too_large| {
-            if too_large {
-                ProxyError::BodyTooLarge
-            } else {
-                ProxyError::ClientBody
-            }
+        .map_err(|failed| match failed {
+            None => ProxyError::BodyTooLarge,
+            Some(_) => ProxyError::ClientBody,
         })
 }
 
@@ -348,8 +371,8 @@ pub(super) async fn read_response_body(
     }
     let bytes = match tokio::time::timeout(deadline, read_bounded(body, limit)).await {
         Err(_) => return Err(ProxyError::UpstreamTimeout),
-        Ok(Err(true)) => return Err(ProxyError::ResponseNotEncryptable("too large")),
-        Ok(Err(false)) => return Err(ProxyError::UpstreamProtocol),
+        Ok(Err(None)) => return Err(ProxyError::ResponseNotEncryptable("too large")),
+        Ok(Err(Some(failed))) => return Err(failed.upstream()),
         Ok(Ok(b)) => b,
     };
     let decoded = !codings.is_empty();
@@ -443,7 +466,7 @@ pub async fn rewrite_response(
         let read = tokio::time::timeout(stage.deadline, read_up_to(body, limit, !labelled));
         match read.await {
             Err(_) => return Err(ProxyError::UpstreamTimeout),
-            Ok(Err(())) => return Err(ProxyError::UpstreamProtocol),
+            Ok(Err(failed)) => return Err(failed.upstream()),
             Ok(Ok(Buffered::NotJson(body))) => return not_json(parts, body, stage),
             Ok(Ok(Buffered::Over(body))) => {
                 return match plan {

@@ -198,6 +198,9 @@ impl Body for SealingBody {
                     }
                     return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
                 }
+                Some(Err(e)) if crate::body::timed_out(&*e) => {
+                    return this.abort(ProxyError::UpstreamTimeout)
+                }
                 Some(Err(_)) => return this.abort(ProxyError::UpstreamProtocol),
                 Some(Ok(frame)) => {
                     // Trailers describe the app's bytes, not these: dropped.

@@ -20,7 +20,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::error::ProxyError;
-use crate::body::{OnEnd, ProxyBody};
+use crate::body::{OnEnd, ProxyBody, ReadGap};
 use crate::config::settings::{Timeouts, UpstreamTarget};
 use crate::limits::UPSTREAM_MAX_IDLE_PER_HOST;
 
@@ -36,6 +36,8 @@ struct Inner {
     connect_timeout: Duration,
     response_timeout: Duration,
     idle_timeout: Duration,
+    /// Longest quiet gap inside a response body ([`crate::body::ReadGap`]).
+    read_timeout: Duration,
     /// Idle connections, most recently used last.
     idle: Mutex<Vec<IdleConn>>,
     /// Whether the idle sweeper runs (started with the first connection, on the worker).
@@ -73,6 +75,7 @@ impl Upstream {
                 connect_timeout: timeouts.upstream_connect,
                 response_timeout: timeouts.upstream_response,
                 idle_timeout: timeouts.upstream_idle,
+                read_timeout: timeouts.upstream_read,
                 idle: Mutex::new(Vec::new()),
                 sweeper: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -253,8 +256,9 @@ impl Upstream {
             return resp.map(|b| b.map_err(Into::into).boxed_unsync());
         }
         let upstream = self.clone();
+        let gap = self.inner.read_timeout;
         resp.map(|inner| {
-            OnEnd::new(inner, move |_, complete| {
+            OnEnd::new(ReadGap::new(inner, gap), move |_, complete| {
                 // An abandoned body leaves the connection mid-message: never reuse it.
                 if complete {
                     upstream.checkin(sender);

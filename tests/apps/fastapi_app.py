@@ -116,8 +116,9 @@ async def raw_invalid():
 
 
 @app.get("/api/export")
-async def export(n: int = 1000, broken: int = 0, huge: int = 0):
-    return StreamingResponse(export_records(n, broken, huge), media_type="application/json")
+def export(n: int = 1000, broken: int = 0, huge: int = 0, stall: int = 0):
+    # A plain iterator: Starlette runs it in its thread pool, so a stall does not block the loop.
+    return StreamingResponse(export_records(n, broken, huge, stall), media_type="application/json")
 
 
 @app.get("/api/raw/big")

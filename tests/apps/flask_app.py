@@ -115,7 +115,8 @@ def raw_invalid():
 
 @app.get("/api/export")
 def export():
-    args = {k: int(request.args.get(k, d)) for k, d in (("n", 1000), ("broken", 0), ("huge", 0))}
+    names = (("n", 1000), ("broken", 0), ("huge", 0), ("stall", 0))
+    args = {k: int(request.args.get(k, d)) for k, d in names}
     return Response(export_records(**args), mimetype="application/json")
 
 

@@ -8,6 +8,7 @@ the failure is audited."""
 import base64
 import json
 import subprocess
+import time
 
 import httpx
 import pytest
@@ -19,6 +20,8 @@ RULES = """keys:
   keyring: "{keyring}"
 limits:
   max_body_bytes: 1048576
+timeouts:
+  upstream_read: 1s
 routes:
   - name: export
     match: {{ path: "/api/export" }}
@@ -116,3 +119,38 @@ def test_a_stream_that_turns_bad_is_aborted_without_plaintext(streaming, pki, ht
     reason = "invalid JSON" if fault == "broken=1" else "too large"
     assert any("a streamed answer was aborted" in line for line in proxy.logs[-200:]) \
         or any(reason in line for line in proxy.logs[-200:]), proxy.logs[-5:]
+
+
+@pytest.mark.parametrize("http2", [False, True])
+def test_a_stream_that_stalls_is_aborted_at_the_read_timeout(streaming, pki, http2):
+    """The app stops for 6 s half-way, inside an SSN: the answer is aborted once
+    `timeouts.upstream_read` (1 s here) passes with nothing read, the held half of the SSN is
+    never sent, and the client is not kept waiting for the app."""
+    proxy, _ = streaming
+    got = bytearray()
+    started = time.monotonic()
+    with httpx.Client(http2=http2, verify=pki.context(), timeout=60) as c:
+        with pytest.raises(httpx.HTTPError):
+            with c.stream("GET", proxy.url("/api/export?n=4000&stall=6")) as r:
+                assert r.status_code == 200
+                for chunk in r.iter_bytes():
+                    got += chunk
+    waited = time.monotonic() - started
+    assert waited < 4.5, f"the client waited {waited:.1f} s for a stalled app"
+    assert got.startswith(b'{"records": [')
+    assert b"555-55-" not in got
+    assert got.decode().count('"ssn": "fs1.') >= 100
+
+
+def test_a_buffered_answer_that_stalls_is_a_504_at_the_read_timeout(streaming, pki):
+    """Below the streaming threshold the answer is buffered: a stall is a clean 504 once
+    `timeouts.upstream_read` passes, long before `upstream_response` (60 s)."""
+    proxy, _ = streaming
+    started = time.monotonic()
+    with httpx.Client(verify=pki.context(), timeout=60) as c:
+        r = c.get(proxy.url("/api/export?n=20&stall=6"))
+    waited = time.monotonic() - started
+    assert r.status_code == 504, r.text[:200]
+    assert r.json()["error"]["code"] == "upstream_timeout"
+    assert b"555-55-" not in r.content
+    assert waited < 4.5, waited
