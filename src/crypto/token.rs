@@ -275,12 +275,19 @@ pub fn seal_searchable(key: &Key, context: &str, json: &[u8]) -> String {
 
 /// `<prefix><kid>.<base64url(parts…)>`.
 fn token_text(prefix: &str, kid: &str, parts: &[&[u8]]) -> String {
-    let payload: Vec<u8> = parts.concat();
+    let joined;
+    let payload: &[u8] = match parts {
+        [one] => one,
+        _ => {
+            joined = parts.concat();
+            &joined
+        }
+    };
     let mut token = String::with_capacity(prefix.len() + kid.len() + 1 + payload.len() * 4 / 3 + 4);
     token.push_str(prefix);
     token.push_str(kid);
     token.push('.');
-    B64URL.encode_string(&payload, &mut token);
+    B64URL.encode_string(payload, &mut token);
     token
 }
 
@@ -419,10 +426,18 @@ fn seal_json_with_nonce(
     nonce: [u8; NONCE_LEN],
 ) -> String {
     debug_assert!(key.state == KeyState::Active, "only active keys seal");
-    let sealed = gcm_seal(&key.cipher, &nonce, &aad(format, &key.id, context), json);
     let header = format.header();
     let header: &[u8] = header.as_ref().map_or(&[], |h| &h[..]);
-    token_text(format.prefix(), &key.id, &[header, &nonce, &sealed])
+    let aad = aad(format, &key.id, context);
+    gcm_token(
+        format.prefix(),
+        &key.id,
+        &key.cipher,
+        header,
+        &nonce,
+        &aad,
+        json,
+    )
 }
 
 /// Opens a token sealed for `context`, restoring the exact JSON value.
@@ -510,21 +525,33 @@ fn seal_subject_with_nonce(
     nonce: [u8; NONCE_LEN],
 ) -> String {
     let aad = aad(Format::SubjectBound, &key.id, context);
-    let sealed = gcm_seal(&key.subject_cipher(subject), &nonce, &aad, json);
-    token_text(SUBJECT_PREFIX, &key.id, &[&nonce, &sealed])
+    let cipher = key.subject_cipher(subject);
+    gcm_token(SUBJECT_PREFIX, &key.id, &cipher, &[], &nonce, &aad, json)
 }
 
-/// AES-256-GCM of `json` under `cipher`: ciphertext ‖ tag (the one encryption of every
-/// GCM-based format).
-fn gcm_seal(
+/// `<prefix><kid>.<base64url(header ‖ nonce ‖ AES-256-GCM(json) ‖ tag)>`: the one encryption
+/// of every GCM-based format. The payload is built in one buffer and encrypted in place (a
+/// token is sealed for every selected value of every answer: one allocation, not three).
+fn gcm_token(
+    prefix: &str,
+    kid: &str,
     cipher: &aes_gcm::Aes256Gcm,
+    header: &[u8],
     nonce: &[u8; NONCE_LEN],
     aad: &[u8],
     json: &[u8],
-) -> Vec<u8> {
-    cipher
-        .encrypt(Nonce::from_slice(nonce), Payload { msg: json, aad })
-        .expect("AES-GCM encryption of an in-memory buffer cannot fail")
+) -> String {
+    use aes_gcm::aead::AeadInPlace;
+    let at = header.len() + NONCE_LEN;
+    let mut payload = Vec::with_capacity(at + json.len() + TAG_LEN);
+    payload.extend_from_slice(header);
+    payload.extend_from_slice(nonce);
+    payload.extend_from_slice(json);
+    let tag = cipher
+        .encrypt_in_place_detached(Nonce::from_slice(nonce), aad, &mut payload[at..])
+        .expect("AES-GCM encryption of an in-memory buffer cannot fail");
+    payload.extend_from_slice(&tag);
+    token_text(prefix, kid, &[&payload])
 }
 
 /// Opens a token of any format where `subject` (if any) is the request's data subject: an

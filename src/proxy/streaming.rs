@@ -171,20 +171,35 @@ impl Body for SealingBody {
                 sight,
             } = &this.sealing;
             let (ops, scratch) = (&mut this.ops, &mut this.scratch);
-            let mut replace = |v: Selected<'_>| {
+            let mut replace = |v: Selected<'_>, out: &mut Vec<u8>| {
                 let raw = std::str::from_utf8(v.raw).expect("the streamer validated UTF-8");
+                // The path is spelled for the operations the audit keeps one by one; past
+                // those they are only counted, and a failure spells its own.
+                let path = match ops.detail.len() < MAX_AUDITED_OPS {
+                    true => v.path.spell(),
+                    false => String::new(),
+                };
                 let found = Found {
                     selector: v.selector,
                     raw,
-                    path: v.path,
+                    path,
                     member: v.member,
                 };
-                let done = replace_found(rules, keyring.as_deref(), sight, found, scratch);
+                let done = replace_found(rules, keyring.as_deref(), sight, found, scratch)
+                    .map_err(|mut failure| {
+                        if failure.path.is_empty() {
+                            failure.path = v.path.spell();
+                        }
+                        failure
+                    })?;
                 for op in scratch.drain(..) {
                     ops.record(op);
                 }
-                done.map(|r| r.map_or_else(|| raw.as_bytes().to_vec(), |r| r.to_vec()))
+                out.extend_from_slice(done.as_deref().map_or(v.raw, |r| r.as_slice()));
+                Ok(())
             };
+            // Room for the chunk and its tokens (a token is longer than what it seals), so
+            // the output is not regrown and copied while it is written.
             let mut out = Vec::new();
             match frame {
                 None => {
@@ -207,6 +222,7 @@ impl Body for SealingBody {
                     let Ok(data) = frame.into_data() else {
                         continue;
                     };
+                    out.reserve(data.len() + data.len() / 2);
                     if let Err(e) = this.streamer.feed(&data, &mut out, &mut replace) {
                         return this.abort(Self::failure(e));
                     }

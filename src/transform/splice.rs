@@ -45,6 +45,7 @@ pub struct Plan {
 impl Plan {
     /// The one selection step of both byte-level engines: pushes onto `active` the (selector,
     /// next step) pairs still active at `child` of a node whose pairs are `active[from..to]`.
+    #[inline]
     pub(crate) fn advance(
         &self,
         active: &mut Vec<(usize, usize)>,

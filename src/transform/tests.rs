@@ -738,10 +738,12 @@ mod props {
 
             let mut streamer = stream::Streamer::new(plan.clone(), usize::MAX);
             let mut out = Vec::new();
-            let mut replace = |v: stream::Selected<'_>| -> Result<Vec<u8>, ()> {
+            let mut replace = |v: stream::Selected<'_>, out: &mut Vec<u8>| -> Result<(), ()> {
                 let raw: Value = serde_json::from_slice(v.raw).unwrap();
-                assert_eq!(raw, doc.pointer(&pointer_of(&v.path)).cloned().unwrap_or(Value::Null));
-                Ok(mark(v.selector, &v.path, v.member))
+                let path = v.path.spell();
+                assert_eq!(raw, doc.pointer(&pointer_of(&path)).cloned().unwrap_or(Value::Null));
+                out.extend_from_slice(&mark(v.selector, &path, v.member));
+                Ok(())
             };
             let bytes = text.as_bytes();
             let (mut at, mut cut) = (0, cuts.iter().cycle());
