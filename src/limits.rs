@@ -73,6 +73,16 @@ pub const H2_MAX_CONCURRENT_STREAMS: u32 = 128;
 /// past this the proxy refuses new connections instead of running out of file descriptors.
 pub const MAX_CONNECTIONS: usize = 10_000;
 
+/// Requests in flight to the app at once (every worker together); a request past it waits,
+/// up to `timeouts.upstream_connect`, for one to finish (then 504). A Python app serves a few
+/// dozen requests in parallel at most, so more connections only queue inside it, while each
+/// open connection costs the proxy ~30 KiB of HTTP/1.1 state (hyper's read and write buffers
+/// and its dispatch channel): without a bound, 1,000 busy clients meant ~1,000 connections to
+/// the app. Long-lived answers (event streams) hold one each for their whole life, so an app
+/// serving more than this many at once must raise it; upgraded connections (WebSocket) do
+/// not count once switched.
+pub const MAX_UPSTREAM_REQUESTS: usize = 256;
+
 /// Client-encrypted values (JWE/HPKE) opened per request. Each costs one private-key
 /// operation (RSA-3072 OAEP ≈ 1 ms): 16 bounds the work one request can demand while leaving
 /// room for any real form.

@@ -23,8 +23,15 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn new(settings: Settings, workers: usize) -> Self {
+        // One bound on requests in flight to the app, shared by every worker's pool.
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(
+            settings
+                .limits
+                .max_upstream_requests
+                .min(tokio::sync::Semaphore::MAX_PERMITS),
+        ));
         let upstreams = (0..workers.max(1))
-            .map(|_| Upstream::new(&settings.upstream, &settings.timeouts))
+            .map(|_| Upstream::new(&settings.upstream, &settings.timeouts, in_flight.clone()))
             .collect();
         Self {
             settings: Arc::new(settings),
@@ -37,7 +44,8 @@ impl Runtime {
     /// costs the app no reconnections.
     pub fn reusing(settings: Settings, old: &Runtime) -> Self {
         let same_upstream = old.settings.upstream == settings.upstream
-            && old.settings.timeouts == settings.timeouts;
+            && old.settings.timeouts == settings.timeouts
+            && old.settings.limits.max_upstream_requests == settings.limits.max_upstream_requests;
         if same_upstream && old.upstreams.len() == settings.workers.max(1) {
             return Self {
                 upstreams: old.upstreams.clone(),

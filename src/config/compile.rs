@@ -997,6 +997,11 @@ impl<'a> Compiler<'a> {
                 raw.replay_cache_entries,
                 crate::replay::DEFAULT_CAPACITY,
             ),
+            max_upstream_requests: positive(
+                "max_upstream_requests",
+                raw.max_upstream_requests,
+                limits::MAX_UPSTREAM_REQUESTS,
+            ),
         }
     }
 

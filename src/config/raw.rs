@@ -196,6 +196,9 @@ pub struct RawLimits {
     /// `jti`s remembered for `request.max_age` routes (replay protection).
     #[serde(default)]
     pub replay_cache_entries: Option<usize>,
+    /// Requests in flight to the app at once; more wait for one to finish.
+    #[serde(default)]
+    pub max_upstream_requests: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

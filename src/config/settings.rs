@@ -248,6 +248,8 @@ pub struct Limits {
     pub max_encrypted_values: usize,
     /// Capacity of the in-memory `jti` store (restart to change).
     pub replay_cache_entries: usize,
+    /// Requests in flight to the app at once, across every worker.
+    pub max_upstream_requests: usize,
 }
 
 /// One compiled route.

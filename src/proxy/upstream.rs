@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::ProxyError;
 use crate::body::{OnEnd, ProxyBody, ReadGap};
@@ -38,6 +39,8 @@ struct Inner {
     idle_timeout: Duration,
     /// Longest quiet gap inside a response body ([`crate::body::ReadGap`]).
     read_timeout: Duration,
+    /// Requests in flight to the app (`limits.max_upstream_requests`), shared by the workers.
+    in_flight: Arc<Semaphore>,
     /// Idle connections, most recently used last.
     idle: Mutex<Vec<IdleConn>>,
     /// Whether the idle sweeper runs (started with the first connection, on the worker).
@@ -62,7 +65,7 @@ struct IdleConn {
 }
 
 impl Upstream {
-    pub fn new(target: &UpstreamTarget, timeouts: &Timeouts) -> Self {
+    pub fn new(target: &UpstreamTarget, timeouts: &Timeouts, in_flight: Arc<Semaphore>) -> Self {
         let authority = &target.authority;
         let connect = format!(
             "{}:{}",
@@ -76,6 +79,7 @@ impl Upstream {
                 response_timeout: timeouts.upstream_response,
                 idle_timeout: timeouts.upstream_idle,
                 read_timeout: timeouts.upstream_read,
+                in_flight,
                 idle: Mutex::new(Vec::new()),
                 sweeper: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -99,7 +103,24 @@ impl Upstream {
         req: Request<ProxyBody>,
         upgrade: bool,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        match tokio::time::timeout(self.inner.response_timeout, self.exchange(req, upgrade)).await {
+        // A turn among the requests in flight to the app: at once below the bound, else
+        // after one finishes (bounded like a connection attempt).
+        let turn = match self.inner.in_flight.clone().try_acquire_owned() {
+            Ok(turn) => turn,
+            Err(_) => {
+                let wait = self.inner.in_flight.clone().acquire_owned();
+                match tokio::time::timeout(self.inner.connect_timeout, wait).await {
+                    Ok(Ok(turn)) => turn,
+                    _ => return Err(ProxyError::UpstreamTimeout),
+                }
+            }
+        };
+        match tokio::time::timeout(
+            self.inner.response_timeout,
+            self.exchange(req, upgrade, turn),
+        )
+        .await
+        {
             Err(_) => Err(ProxyError::UpstreamTimeout),
             Ok(result) => result,
         }
@@ -109,6 +130,7 @@ impl Upstream {
         &self,
         mut req: Request<ProxyBody>,
         upgrade: bool,
+        turn: OwnedSemaphorePermit,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let mut fresh_only = false;
         loop {
@@ -136,7 +158,7 @@ impl Upstream {
                 Ok(resp) if ambiguous_framing(resp.headers()) => {
                     return Err(ProxyError::UpstreamProtocol)
                 }
-                Ok(resp) => return Ok(self.attach(resp, sender, upgrade)),
+                Ok(resp) => return Ok(self.attach(resp, sender, upgrade, turn)),
                 Err(mut err) => match (err.take_message(), replay) {
                     // Nothing was sent: always safe to retry.
                     (Some(unsent), _) if reused => req = unsent,
@@ -241,12 +263,14 @@ impl Upstream {
         });
     }
 
-    /// Wraps the response body so the connection returns to the pool when it is read out.
+    /// Wraps the response body so the connection returns to the pool, and the request's turn
+    /// ends, when it is read out (an upgraded connection is no longer a request in flight).
     fn attach(
         &self,
         resp: Response<Incoming>,
         sender: SendRequest<ProxyBody>,
         upgrade: bool,
+        turn: OwnedSemaphorePermit,
     ) -> Response<ProxyBody> {
         if upgrade || resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             return resp.map(|b| b.map_err(Into::into).boxed_unsync());
@@ -263,6 +287,7 @@ impl Upstream {
                 if complete {
                     upstream.checkin(sender);
                 }
+                drop(turn);
             })
             .boxed_unsync()
         })

@@ -1,0 +1,272 @@
+#!/usr/bin/env python3
+"""fieldseal beside nginx as a TLS 1.3 reverse proxy, every row of issue 18's table in one run:
+HTTP/1.1 pass-through (P0) and sealing 3 fields of a 1 KiB record (P1) under `wrk`, HTTP/2
+sealing under `h2load` with one and two client threads, and resident memory while `wrk` holds
+1,000 keep-alive connections. Rounds alternate (fieldseal, nginx, fieldseal, nginx …) and the
+ratios of medians are printed, which hold on a shared, noisy machine where absolute figures do
+not. (`streaming.py` measures the table's large-export row.)
+
+    cargo build --release
+    python3 benches/load/peers.py [--rounds 5] [--duration 8]
+
+Both proxies sit in front of the same nginx static upstream serving the record, with the same
+certificate, TLS 1.3 only, upstream keep-alive, and the same three security headers added
+(nginx: `add_header`); nginx runs 2 worker processes, fieldseal its default (one worker thread
+per CPU) with `MIMALLOC_ARENA_EAGER_COMMIT=0` as the image sets it (unless the environment says
+otherwise). Every fieldseal answer is checked first: the three fields must be `fs1` tokens.
+Memory is RSS of the fieldseal process and, for nginx, of its master and workers together
+(RSS, which counts the workers' shared pages once each, and PSS, which splits them), sampled
+every 100 ms while the 1,000 connections are loaded; the peak is printed.
+
+Needs nginx, wrk, h2load (Debian: nginx wrk nghttp2-client) and openssl. Not part of the test
+suite.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+RECORD = {
+    "id": 1042, "username": "ada.lovelace", "email": "ada@example.com", "full_name": "Ada Lovelace",
+    "ssn": "123-45-6789", "password": "correct horse battery staple",
+    "created_at": "2026-11-01T09:30:00Z", "roles": ["analyst", "admin"],
+    "address": {"street": "12 St James's Square", "city": "London", "postcode": "SW1Y 4JH", "country": "GB"},
+    "cards": [{"brand": "visa", "number": "4532015112830366", "exp": "12/28", "holder": "A LOVELACE"}],
+    "preferences": {"newsletter": True, "theme": "dark", "language": "en-GB", "timezone": "Europe/London"},
+    "notes": "Account opened at the St James's branch; prefers contact by email. " * 6,
+    "last_login": {"at": "2026-11-22T18:04:11Z", "ip": "203.0.113.7", "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"},
+}
+PATH = "/api/users/1"
+ROUTE = """routes:
+  - name: user
+    match: { path: "/api/users/{id}", methods: [GET] }
+    response:
+      encrypt: ["$.ssn", "$.password", { path: "$.cards[*].number", context: "number" }]
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int) -> None:
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on {port}")
+
+
+def smaps(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) in KiB."""
+    rss = pss = 0
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Rss:"):
+                rss = int(line.split()[1])
+            elif line.startswith("Pss:"):
+                pss = int(line.split()[1])
+    except OSError:
+        pass
+    return rss, pss
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+class Peers:
+    def __init__(self, args):
+        self.args = args
+        self.dir = Path(tempfile.mkdtemp(prefix="fieldseal-peers-"))
+        self.dir.chmod(0o755)
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, cmd, port, env=None) -> subprocess.Popen:
+        p = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env=env)
+        self.procs.append(p)
+        wait_port(port)
+        return p
+
+    def nginx(self, name: str, block: str) -> list[str]:
+        d = self.dir
+        (d / f"{name}.conf").write_text(f"""daemon off; worker_processes 2; pid {d}/{name}.pid;
+error_log {d}/{name}.err warn; events {{ worker_connections 4096; }}
+http {{ access_log off; client_body_temp_path {d}/{name}-b; proxy_temp_path {d}/{name}-p;
+  fastcgi_temp_path {d}/{name}-f; uwsgi_temp_path {d}/{name}-u; scgi_temp_path {d}/{name}-s;
+  keepalive_requests 1000000; {block} }}""")
+        return ["nginx", "-c", str(d / f"{name}.conf"), "-p", str(d)]
+
+    def setup(self):
+        d = self.dir
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                        "-nodes", "-keyout", d / "key.pem", "-out", d / "cert.pem", "-days", "2",
+                        "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                       check=True, capture_output=True)
+        os.chmod(d / "key.pem", 0o600)
+        www = d / "www" / "api" / "users"
+        www.mkdir(parents=True)
+        for p in (d / "www", d / "www" / "api", www):
+            p.chmod(0o755)
+        (www / "1").write_text(json.dumps(RECORD, separators=(",", ":")))
+        (www / "1").chmod(0o644)
+        self.up = free_port()
+        self.start(self.nginx("upstream", f"server {{ listen 127.0.0.1:{self.up}; root {d}/www; "
+                                          "default_type application/json; }"), self.up)
+        self.ngx = free_port()
+        self.ngx_proc = self.start(self.nginx("proxy", f"""
+  upstream app {{ server 127.0.0.1:{self.up}; keepalive 64; }}
+  server {{ listen 127.0.0.1:{self.ngx} ssl http2; ssl_protocols TLSv1.3;
+    ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem;
+    location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For $remote_addr;
+      add_header Strict-Transport-Security "max-age=63072000; includeSubDomains" always;
+      add_header Content-Security-Policy "default-src 'none'; frame-ancestors 'none'" always;
+      add_header X-Content-Type-Options nosniff always; }} }}"""), self.ngx)
+        keyring = d / "keyring.json"
+        keyring.write_text(json.dumps({"primary": "k1", "keys": [{
+            "id": "k1", "secret": base64.b64encode(bytes(range(32))).decode(),
+            "created_at": "2026-11-01T00:00:00Z", "state": "active"}]}))
+        os.chmod(keyring, 0o600)
+        self.fs = {}
+        for name, extra in (("pass", "routes: []\n"), ("seal", ROUTE)):
+            port, admin = free_port(), free_port()
+            cfg = d / f"{name}.yaml"
+            cfg.write_text(f'listen: "127.0.0.1:{port}"\nupstream: "http://127.0.0.1:{self.up}"\n'
+                           f'admin: "127.0.0.1:{admin}"\ntls: {{ cert: "{d}/cert.pem", key: "{d}/key.pem" }}\n'
+                           f'keys: {{ keyring: "{keyring}" }}\nlimits: {{ max_connections: 4096 }}\n{extra}')
+            p = self.start([str(self.args.fieldseal), "run", "--config", str(cfg)], port,
+                           env={"MIMALLOC_ARENA_EAGER_COMMIT": "0", **os.environ, "FIELDSEAL_LOG": "warn"})
+            self.fs[name] = (p, port)
+        self.check()
+
+    def check(self):
+        ctx = ssl.create_default_context(cafile=str(self.dir / "cert.pem"))
+        body = urllib.request.urlopen(f"https://127.0.0.1:{self.fs['seal'][1]}{PATH}", context=ctx).read()
+        doc = json.loads(body)
+        for value in (doc["ssn"], doc["password"], doc["cards"][0]["number"]):
+            assert value.startswith("fs1."), value
+        plain = json.loads(urllib.request.urlopen(f"https://127.0.0.1:{self.ngx}{PATH}", context=ctx).read())
+        assert plain["ssn"] == RECORD["ssn"]
+
+    def wrk(self, port: int, conns: int = 64) -> float:
+        out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{self.args.duration}s",
+                              f"https://127.0.0.1:{port}{PATH}"], capture_output=True, text=True,
+                             check=True).stdout
+        if "Non-2xx" in out or "Socket errors" in out:
+            raise SystemExit(f"errors under load:\n{out}")
+        return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+    def h2load(self, port: int, threads: int) -> float:
+        out = subprocess.run(["h2load", f"-t{threads}", "-c64", "-m10", f"-D{self.args.duration}",
+                              f"https://127.0.0.1:{port}{PATH}"], capture_output=True, text=True,
+                             check=True).stdout
+        done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed", out)
+        if not done or done.group(3) != "0" or done.group(1) != done.group(2):
+            raise SystemExit(f"h2load failures:\n{out}")
+        return float(re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out).group(1))
+
+    def memory_under_load(self, pids, port: int) -> tuple[int, int]:
+        """Peak (RSS, PSS) in KiB of `pids()` together while wrk holds 1,000 connections."""
+        peak = [0, 0]
+        stop = threading.Event()
+
+        def sample():
+            while not stop.is_set():
+                total = [0, 0]
+                for pid in pids():
+                    rss, pss = smaps(pid)
+                    total[0] += rss
+                    total[1] += pss
+                peak[0], peak[1] = max(peak[0], total[0]), max(peak[1], total[1])
+                time.sleep(0.1)
+
+        t = threading.Thread(target=sample)
+        t.start()
+        try:
+            out = subprocess.run(["wrk", "-t2", "-c1000", f"-d{self.args.duration}s",
+                                  f"https://127.0.0.1:{port}{PATH}"], capture_output=True, text=True,
+                                 check=True).stdout
+        finally:
+            stop.set()
+            t.join()
+        if "Non-2xx" in out or "Socket errors" in out:
+            raise SystemExit(f"errors with 1,000 connections:\n{out}")
+        return peak[0], peak[1]
+
+    def stop(self):
+        for p in self.procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--fieldseal", type=Path, default=Path(__file__).resolve().parents[2] / "target/release/fieldseal")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--duration", type=int, default=8)
+    args = ap.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
+    peers = Peers(args)
+    try:
+        peers.setup()
+        seal_pid, seal_port = peers.fs["seal"][0].pid, peers.fs["seal"][1]
+        rows = [
+            ("P0 pass-through, HTTP/1.1 wrk -t1 -c64", lambda: peers.wrk(peers.fs["pass"][1]), lambda: peers.wrk(peers.ngx)),
+            ("P1 sealing 3 fields, HTTP/1.1 wrk -t1 -c64", lambda: peers.wrk(seal_port), lambda: peers.wrk(peers.ngx)),
+            ("HTTP/2 sealing, h2load -t1 -c64 -m10", lambda: peers.h2load(seal_port, 1), lambda: peers.h2load(peers.ngx, 1)),
+            ("HTTP/2 sealing, h2load -t2 -c64 -m10", lambda: peers.h2load(seal_port, 2), lambda: peers.h2load(peers.ngx, 2)),
+        ]
+        print(f"{'':46} {'fieldseal':>10} {'nginx':>10} {'ratio':>6}  rounds (ratio)")
+        for name, a, b in rows:
+            ours, theirs = [], []
+            for _ in range(args.rounds):
+                ours.append(a())
+                theirs.append(b())
+            ratios = ", ".join(f"{x / y:.2f}" for x, y in zip(ours, theirs))
+            mo, mt = statistics.median(ours), statistics.median(theirs)
+            print(f"{name:46} {mo:10.0f} {mt:10.0f} {mo / mt:6.2f}  {ratios}", flush=True)
+        # Memory: sealing fieldseal and the nginx proxy, each loaded in turn.
+        ngx_master = peers.ngx_proc.pid
+        ours = peers.memory_under_load(lambda: [seal_pid], seal_port)
+        theirs = peers.memory_under_load(lambda: [ngx_master, *children(ngx_master)], peers.ngx)
+        print(f"{'peak memory, wrk -t2 -c1000 (MiB), RSS':46} {ours[0] / 1024:10.1f} {theirs[0] / 1024:10.1f} "
+              f"{ours[0] / theirs[0]:6.2f}")
+        print(f"{'peak memory, wrk -t2 -c1000 (MiB), PSS':46} {ours[1] / 1024:10.1f} {theirs[1] / 1024:10.1f} "
+              f"{ours[1] / theirs[1]:6.2f}")
+    finally:
+        peers.stop()
+
+
+if __name__ == "__main__":
+    main()
