@@ -84,11 +84,11 @@ impl WorkerPool {
         let assignment = Assignment {
             open: worker.open.clone(),
         };
-        let fut = make(index);
-        worker.handle.spawn(async move {
-            let _assignment = assignment;
-            fut.await;
-        });
+        // `map`, not `async move { fut.await }`: an async block keeps the captured future and
+        // the one it awaits side by side, which doubled every connection's task (~4.7 KiB
+        // each, measured with `-Zprint-type-sizes`).
+        let fut = futures_util::FutureExt::map(make(index), move |()| drop(assignment));
+        worker.handle.spawn(fut);
     }
 
     /// Stops every worker and waits for its thread to end.
