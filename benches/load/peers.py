@@ -4,7 +4,9 @@ HTTP/1.1 pass-through (P0) and sealing 3 fields of a 1 KiB record (P1) under `wr
 sealing under `h2load` with one and two client threads, and resident memory while `wrk` holds
 1,000 keep-alive connections. Rounds alternate (fieldseal, nginx, fieldseal, nginx …) and the
 ratios of medians are printed, which hold on a shared, noisy machine where absolute figures do
-not. (`streaming.py` measures the table's large-export row.)
+not, beside each proxy's own CPU time per request (utime + stime from /proc over the run divided
+by the requests completed: the steadiest figure on such a machine). (`streaming.py` measures
+the table's large-export row.)
 
     cargo build --release
     python3 benches/load/peers.py [--rounds 5] [--duration 8]
@@ -90,6 +92,15 @@ def smaps(pid: int) -> tuple[int, int]:
     return rss, pss
 
 
+def cpu_seconds(pids) -> float:
+    """utime + stime of `pids` together."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def children(pid: int) -> list[int]:
     try:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -172,22 +183,29 @@ http {{ access_log off; client_body_temp_path {d}/{name}-b; proxy_temp_path {d}/
         plain = json.loads(urllib.request.urlopen(f"https://127.0.0.1:{self.ngx}{PATH}", context=ctx).read())
         assert plain["ssn"] == RECORD["ssn"]
 
-    def wrk(self, port: int, conns: int = 64) -> float:
-        out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{self.args.duration}s",
+    def wrk(self, port: int, pids) -> tuple[float, float]:
+        """(req/s, the proxy's CPU µs per request)."""
+        before = cpu_seconds(pids())
+        out = subprocess.run(["wrk", "-t1", "-c64", f"-d{self.args.duration}s",
                               f"https://127.0.0.1:{port}{PATH}"], capture_output=True, text=True,
                              check=True).stdout
+        used = cpu_seconds(pids()) - before
         if "Non-2xx" in out or "Socket errors" in out:
             raise SystemExit(f"errors under load:\n{out}")
-        return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+        requests = int(re.search(r"(\d+) requests in", out).group(1))
+        return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), used / requests * 1e6
 
-    def h2load(self, port: int, threads: int) -> float:
+    def h2load(self, port: int, threads: int, pids) -> tuple[float, float]:
+        before = cpu_seconds(pids())
         out = subprocess.run(["h2load", f"-t{threads}", "-c64", "-m10", f"-D{self.args.duration}",
                               f"https://127.0.0.1:{port}{PATH}"], capture_output=True, text=True,
                              check=True).stdout
+        used = cpu_seconds(pids()) - before
         done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed", out)
         if not done or done.group(3) != "0" or done.group(1) != done.group(2):
             raise SystemExit(f"h2load failures:\n{out}")
-        return float(re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out).group(1))
+        return (float(re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out).group(1)),
+                used / int(done.group(2)) * 1e6)
 
     def memory_under_load(self, pids, port: int) -> tuple[int, int]:
         """Peak (RSS, PSS) in KiB of `pids()` together while wrk holds 1,000 connections."""
@@ -241,25 +259,37 @@ def main() -> None:
     try:
         peers.setup()
         seal_pid, seal_port = peers.fs["seal"][0].pid, peers.fs["seal"][1]
+        pass_pid, pass_port = peers.fs["pass"][0].pid, peers.fs["pass"][1]
+        ngx_master = peers.ngx_proc.pid
+
+        def ngx_pids():
+            return [ngx_master, *children(ngx_master)]
+
         rows = [
-            ("P0 pass-through, HTTP/1.1 wrk -t1 -c64", lambda: peers.wrk(peers.fs["pass"][1]), lambda: peers.wrk(peers.ngx)),
-            ("P1 sealing 3 fields, HTTP/1.1 wrk -t1 -c64", lambda: peers.wrk(seal_port), lambda: peers.wrk(peers.ngx)),
-            ("HTTP/2 sealing, h2load -t1 -c64 -m10", lambda: peers.h2load(seal_port, 1), lambda: peers.h2load(peers.ngx, 1)),
-            ("HTTP/2 sealing, h2load -t2 -c64 -m10", lambda: peers.h2load(seal_port, 2), lambda: peers.h2load(peers.ngx, 2)),
+            ("P0 pass-through, HTTP/1.1 wrk -t1 -c64", lambda: peers.wrk(pass_port, lambda: [pass_pid]),
+             lambda: peers.wrk(peers.ngx, ngx_pids)),
+            ("P1 sealing 3 fields, HTTP/1.1 wrk -t1 -c64", lambda: peers.wrk(seal_port, lambda: [seal_pid]),
+             lambda: peers.wrk(peers.ngx, ngx_pids)),
+            ("HTTP/2 sealing, h2load -t1 -c64 -m10", lambda: peers.h2load(seal_port, 1, lambda: [seal_pid]),
+             lambda: peers.h2load(peers.ngx, 1, ngx_pids)),
+            ("HTTP/2 sealing, h2load -t2 -c64 -m10", lambda: peers.h2load(seal_port, 2, lambda: [seal_pid]),
+             lambda: peers.h2load(peers.ngx, 2, ngx_pids)),
         ]
-        print(f"{'':46} {'fieldseal':>10} {'nginx':>10} {'ratio':>6}  rounds (ratio)")
+        print(f"{'req/s (median)':46} {'fieldseal':>10} {'nginx':>10} {'ratio':>6}  "
+              f"{'CPU µs/req':>10} {'nginx':>6}  rounds (ratio)")
         for name, a, b in rows:
             ours, theirs = [], []
             for _ in range(args.rounds):
                 ours.append(a())
                 theirs.append(b())
-            ratios = ", ".join(f"{x / y:.2f}" for x, y in zip(ours, theirs))
-            mo, mt = statistics.median(ours), statistics.median(theirs)
-            print(f"{name:46} {mo:10.0f} {mt:10.0f} {mo / mt:6.2f}  {ratios}", flush=True)
+            ratios = ", ".join(f"{x[0] / y[0]:.2f}" for x, y in zip(ours, theirs))
+            mo, mt = statistics.median(x[0] for x in ours), statistics.median(y[0] for y in theirs)
+            co, ct = statistics.median(x[1] for x in ours), statistics.median(y[1] for y in theirs)
+            print(f"{name:46} {mo:10.0f} {mt:10.0f} {mo / mt:6.2f}  {co:10.1f} {ct:6.1f}  {ratios}",
+                  flush=True)
         # Memory: sealing fieldseal and the nginx proxy, each loaded in turn.
-        ngx_master = peers.ngx_proc.pid
         ours = peers.memory_under_load(lambda: [seal_pid], seal_port)
-        theirs = peers.memory_under_load(lambda: [ngx_master, *children(ngx_master)], peers.ngx)
+        theirs = peers.memory_under_load(ngx_pids, peers.ngx)
         print(f"{'peak memory, wrk -t2 -c1000 (MiB), RSS':46} {ours[0] / 1024:10.1f} {theirs[0] / 1024:10.1f} "
               f"{ours[0] / theirs[0]:6.2f}")
         print(f"{'peak memory, wrk -t2 -c1000 (MiB), PSS':46} {ours[1] / 1024:10.1f} {theirs[1] / 1024:10.1f} "
