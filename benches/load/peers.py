@@ -287,13 +287,18 @@ def main() -> None:
             co, ct = statistics.median(x[1] for x in ours), statistics.median(y[1] for y in theirs)
             print(f"{name:46} {mo:10.0f} {mt:10.0f} {mo / mt:6.2f}  {co:10.1f} {ct:6.1f}  {ratios}",
                   flush=True)
-        # Memory: sealing fieldseal and the nginx proxy, each loaded in turn.
-        ours = peers.memory_under_load(lambda: [seal_pid], seal_port)
-        theirs = peers.memory_under_load(ngx_pids, peers.ngx)
-        print(f"{'peak memory, wrk -t2 -c1000 (MiB), RSS':46} {ours[0] / 1024:10.1f} {theirs[0] / 1024:10.1f} "
-              f"{ours[0] / theirs[0]:6.2f}")
-        print(f"{'peak memory, wrk -t2 -c1000 (MiB), PSS':46} {ours[1] / 1024:10.1f} {theirs[1] / 1024:10.1f} "
-              f"{ours[1] / theirs[1]:6.2f}")
+        # Memory: sealing fieldseal and the nginx proxy, each loaded in turn (the peak of a
+        # run varies by several MiB with how many requests are in flight when it is sampled).
+        ours, theirs = [], []
+        for _ in range(min(args.rounds, 3)):
+            ours.append(peers.memory_under_load(lambda: [seal_pid], seal_port))
+            theirs.append(peers.memory_under_load(ngx_pids, peers.ngx))
+        for i, kind in enumerate(("RSS", "PSS")):
+            mo = statistics.median(x[i] for x in ours) / 1024
+            mt = statistics.median(y[i] for y in theirs) / 1024
+            each = ", ".join(f"{x[i] / 1024:.1f}/{y[i] / 1024:.1f}" for x, y in zip(ours, theirs))
+            print(f"{'peak memory, wrk -t2 -c1000 (MiB), ' + kind:46} {mo:10.1f} {mt:10.1f} {mo / mt:6.2f}  "
+                  f"{'':17}  {each}")
     finally:
         peers.stop()
 
