@@ -33,7 +33,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import ssl
 import statistics
 import subprocess
@@ -43,39 +42,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-RECORD = {
-    "id": 1042, "username": "ada.lovelace", "email": "ada@example.com", "full_name": "Ada Lovelace",
-    "ssn": "123-45-6789", "password": "correct horse battery staple",
-    "created_at": "2026-11-01T09:30:00Z", "roles": ["analyst", "admin"],
-    "address": {"street": "12 St James's Square", "city": "London", "postcode": "SW1Y 4JH", "country": "GB"},
-    "cards": [{"brand": "visa", "number": "4532015112830366", "exp": "12/28", "holder": "A LOVELACE"}],
-    "preferences": {"newsletter": True, "theme": "dark", "language": "en-GB", "timezone": "Europe/London"},
-    "notes": "Account opened at the St James's branch; prefers contact by email. " * 6,
-    "last_login": {"at": "2026-11-22T18:04:11Z", "ip": "203.0.113.7", "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"},
-}
+# The same record, route and helpers as `cpu_per_request.py` (one definition of the P1 shape).
+from cpu_per_request import RECORD, ROUTE, free_port, wait_port  # noqa: E402
+
 PATH = "/api/users/1"
-ROUTE = """routes:
-  - name: user
-    match: { path: "/api/users/{id}", methods: [GET] }
-    response:
-      encrypt: ["$.ssn", "$.password", { path: "$.cards[*].number", context: "number" }]
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int) -> None:
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listens on {port}")
 
 
 def smaps(pid: int) -> tuple[int, int]:
