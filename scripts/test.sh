@@ -19,6 +19,11 @@ if ! command -v redis-server >/dev/null || ! command -v nginx >/dev/null; then
   # balancer in front of three fieldseal processes), both started by the tests on loopback.
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server nginx >/dev/null
 fi
+if ! command -v age >/dev/null || ! command -v ssh-keygen >/dev/null; then
+  # File sealing (`fieldseal file`) is checked against the reference age implementation (Go),
+  # with X25519 identities and SSH keys made by ssh-keygen.
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq age openssh-client >/dev/null
+fi
 if [ ! -x /usr/bin/chromium ]; then
   # The browser client test drives Debian's chromium with playwright (no browser download).
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null

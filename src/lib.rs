@@ -19,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod demo;
+pub mod file;
 pub mod guard;
 pub mod identity;
 pub mod key_usage;

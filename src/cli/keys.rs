@@ -897,6 +897,14 @@ pub(crate) fn fetch_usage(url: &str) -> Result<UsageReport, String> {
 // ---------------------------------------------------------------------------------------------
 // seal / open
 
+/// The keyring at `path` (unwrapped with the configured KEK source), or the exit code and
+/// message of why not — for other commands that take `--keyring`.
+pub(super) fn load_keyring(path: &Path) -> Result<Keyring, (u8, String)> {
+    read(path, &KekSource::from_env())
+        .map(|(_, ring)| ring)
+        .map_err(|Failure(code, m)| (code, m))
+}
+
 fn load(path: &Path) -> Result<Keyring, ExitCode> {
     match read(path, &KekSource::from_env()) {
         Ok((_, ring)) => Ok(ring),

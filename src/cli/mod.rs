@@ -7,6 +7,7 @@ pub mod check;
 pub mod client_keys;
 pub mod exit;
 pub mod explain;
+pub mod file;
 pub mod init;
 pub mod keys;
 pub mod replicas;
@@ -63,6 +64,11 @@ pub enum Command {
     Hpke {
         #[command(subcommand)]
         command: client_keys::HpkeCommand,
+    },
+    /// Files and backups sealed to recipients and/or the keyring (age v1, docs/files.md).
+    File {
+        #[command(subcommand)]
+        command: file::FileCommand,
     },
     /// Dry run of one request: which route matches, which selectors hit which fields of a
     /// sample body, and what the client (or the app) would receive.
@@ -132,6 +138,7 @@ pub fn main() -> ExitCode {
         Command::Keys { command } => keys::keys(command),
         Command::Rewrap(args) => rewrap::run(args),
         Command::Explain(args) => explain::run(args),
+        Command::File { command } => file::file(command),
         Command::Init(args) => init::run(args),
         Command::Audit { command } => audit::cli(command),
         Command::Rsa { command } => client_keys::rsa(command),

@@ -121,6 +121,19 @@ impl Key {
     }
 }
 
+impl Key {
+    /// The AES-256-GCM key that wraps a file's key to this keyring key (docs/files.md):
+    /// derived, so file keys and tokens never share a key.
+    pub(crate) fn file_wrap_cipher(&self) -> ZeroizingAesGcm {
+        let mut key = Zeroizing::new([0u8; SECRET_LEN]);
+        hkdf_sha256(&self.secret, &[FILE_WRAP_KEY_INFO], &mut key[..]);
+        ZeroizingAesGcm::new(&key)
+    }
+}
+
+/// HKDF `info` of the key that wraps file keys (`fieldseal file`).
+const FILE_WRAP_KEY_INFO: &[u8] = b"fieldseal file key wrap v1";
+
 /// AES-SIV-512 (two AES-256 keys: S2V/CMAC and CTR).
 pub(crate) const SIV_KEY_LEN: usize = 64;
 

@@ -1,0 +1,145 @@
+//! `fieldseal file seal|open`: files and backups sealed with age v1 (docs/files.md).
+
+use std::fs;
+use std::io::{self, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Subcommand};
+
+use super::exit;
+use crate::file::{self, FileError, KeyringIdentity, KeyringRecipient};
+
+#[derive(Subcommand, Debug)]
+pub enum FileCommand {
+    /// Seal a file (any size, constant memory) to one or more recipients: age X25519 (`age1…`)
+    /// or OpenSSH public keys, and/or the keyring's primary key.
+    Seal(SealArgs),
+    /// Open a sealed file. The output appears only once the whole file authenticated.
+    Open(OpenArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SealArgs {
+    /// The file to seal (`-`: stdin).
+    #[arg(long = "in", default_value = "-")]
+    input: PathBuf,
+    /// Where the sealed file goes (`-`: stdout). An existing file is not overwritten.
+    #[arg(long = "out")]
+    output: PathBuf,
+    /// A recipient: `age1…` or an OpenSSH public key line (repeatable).
+    #[arg(long = "to")]
+    to: Vec<String>,
+    /// A file of recipients, one per line (repeatable).
+    #[arg(long = "recipients-file")]
+    recipients_file: Vec<PathBuf>,
+    /// Also seal to this keyring's primary key (it opens with the keyring).
+    #[arg(long)]
+    keyring: Option<PathBuf>,
+    /// ASCII armor (PEM-like text) instead of binary.
+    #[arg(long)]
+    armor: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct OpenArgs {
+    /// The sealed file.
+    #[arg(long = "in")]
+    input: PathBuf,
+    /// Where the plaintext goes; it must not exist yet.
+    #[arg(long = "out")]
+    output: PathBuf,
+    /// A file of age identities (`AGE-SECRET-KEY-1…`) or an OpenSSH private key (repeatable).
+    #[arg(long = "identity")]
+    identity: Vec<PathBuf>,
+    /// Open with this keyring's keys (any key that is not disabled).
+    #[arg(long)]
+    keyring: Option<PathBuf>,
+}
+
+pub fn file(command: FileCommand) -> ExitCode {
+    let result = match command {
+        FileCommand::Seal(args) => seal(args),
+        FileCommand::Open(args) => open(args),
+    };
+    match result {
+        Ok(message) => {
+            eprintln!("{message}");
+            ExitCode::SUCCESS
+        }
+        Err((code, message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+type Failure = (u8, String);
+
+fn usage(e: FileError) -> Failure {
+    (exit::STARTUP, e.to_string())
+}
+
+fn keyring(path: &Path) -> Result<Arc<crate::crypto::Keyring>, Failure> {
+    super::keys::load_keyring(path).map(Arc::new)
+}
+
+fn seal(args: SealArgs) -> Result<String, Failure> {
+    let mut recipients = Vec::new();
+    for r in &args.to {
+        recipients.push(file::parse_recipient(r).map_err(usage)?);
+    }
+    for path in &args.recipients_file {
+        recipients.extend(file::read_recipients(path).map_err(usage)?);
+    }
+    if let Some(path) = &args.keyring {
+        recipients.push(Box::new(KeyringRecipient::new(keyring(path)?)));
+    }
+    if recipients.is_empty() {
+        return Err((
+            exit::STARTUP,
+            "no recipient: give --to, --recipients-file or --keyring".into(),
+        ));
+    }
+    let count = recipients.len();
+    let mut input: Box<dyn io::Read> = if args.input == Path::new("-") {
+        Box::new(io::stdin().lock())
+    } else {
+        Box::new(BufReader::new(fs::File::open(&args.input).map_err(
+            |e| (exit::STARTUP, format!("{}: {e}", args.input.display())),
+        )?))
+    };
+    let failed = |e: FileError| (exit::FAILED, e.to_string());
+    let n = if args.output == Path::new("-") {
+        let mut out = BufWriter::new(io::stdout().lock());
+        let n = file::seal(recipients, &mut input, &mut out, args.armor).map_err(failed)?;
+        out.flush().map_err(|e| failed(e.into()))?;
+        n
+    } else {
+        file::write_new(&args.output, |out| {
+            file::seal(recipients, &mut input, out, args.armor)
+        })
+        .map_err(failed)?
+    };
+    Ok(format!("sealed {n} bytes to {count} recipient(s)"))
+}
+
+fn open(args: OpenArgs) -> Result<String, Failure> {
+    let mut identities: Vec<Box<dyn age::Identity>> = Vec::new();
+    for path in &args.identity {
+        identities.extend(file::read_identities(path).map_err(usage)?);
+    }
+    if let Some(path) = &args.keyring {
+        identities.push(Box::new(KeyringIdentity::new(keyring(path)?)));
+    }
+    if identities.is_empty() {
+        return Err((
+            exit::STARTUP,
+            "no identity: give --identity or --keyring".into(),
+        ));
+    }
+    let n = file::open_file(&identities, &args.input, &args.output)
+        .map_err(|e| (exit::FAILED, e.to_string()))?;
+    Ok(format!("opened {n} bytes into {}", args.output.display()))
+}

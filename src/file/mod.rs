@@ -1,0 +1,335 @@
+//! Files and backups sealed with the proxy's keys (issue 19, docs/files.md): `fieldseal file
+//! seal|open`.
+//!
+//! The format is age v1 (age-encryption.org/v1), through the `age` crate, rather than a new
+//! one: its payload is a chunked AEAD (ChaCha20-Poly1305 over 64 KiB chunks, a counter nonce
+//! and a last-chunk flag — STREAM), so truncation, reordering and chunk swapping fail, and a
+//! file of any size is sealed and opened in constant memory. Its header carries the file key
+//! wrapped once per recipient and is authenticated by an HMAC under the file key. Files sealed
+//! to X25519 (`age1…`) or SSH RSA/Ed25519 recipients open with the age and rage tools, and
+//! theirs open here; a host that only seals holds no key that opens.
+//!
+//! One recipient type is fieldseal's own, [`keyring::KeyringRecipient`]: the file key wrapped
+//! under a keyring key (stanza `fieldseal-keyring <kid>`), so the proxy's keyring opens the
+//! backups of the data it seals in flight, and rotates with it.
+//!
+//! Opening never leaves plaintext of a file that fails: the output is written to a temporary
+//! file beside the destination (mode 0600) and renamed into place only once the last chunk
+//! has authenticated.
+
+pub mod keyring;
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+pub use keyring::{KeyringIdentity, KeyringRecipient};
+
+/// Why a file could not be sealed or opened.
+#[derive(Debug)]
+pub enum FileError {
+    /// No recipient given, or one that does not parse.
+    Recipient(String),
+    /// No identity given, or one that cannot be read.
+    Identity(String),
+    /// Not an age file, no identity opens it, or it was altered (header or any chunk).
+    Refused(String),
+    Io(io::Error),
+}
+
+impl std::fmt::Display for FileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FileError::Recipient(m) => write!(f, "recipient: {m}"),
+            FileError::Identity(m) => write!(f, "identity: {m}"),
+            FileError::Refused(m) => write!(f, "the file does not open: {m}"),
+            FileError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<io::Error> for FileError {
+    fn from(e: io::Error) -> Self {
+        FileError::Io(e)
+    }
+}
+
+/// A recipient written as age writes them: `age1…` (X25519) or an OpenSSH public key line
+/// (`ssh-rsa …`, `ssh-ed25519 …`).
+pub fn parse_recipient(text: &str) -> Result<Box<dyn age::Recipient + Send>, FileError> {
+    let text = text.trim();
+    if text.starts_with("age1") {
+        return text
+            .parse::<age::x25519::Recipient>()
+            .map(|r| Box::new(r) as Box<dyn age::Recipient + Send>)
+            .map_err(|e| FileError::Recipient(e.to_string()));
+    }
+    if text.starts_with("ssh-") {
+        return text
+            .parse::<age::ssh::Recipient>()
+            .map(|r| Box::new(r) as Box<dyn age::Recipient + Send>)
+            .map_err(|e| FileError::Recipient(format!("{e:?}")));
+    }
+    Err(FileError::Recipient(
+        "expected an age1… X25519 recipient or an OpenSSH public key".into(),
+    ))
+}
+
+/// The recipients of a file: one per non-empty line that is not a `#` comment.
+pub fn read_recipients(path: &Path) -> Result<Vec<Box<dyn age::Recipient + Send>>, FileError> {
+    let text = fs::read_to_string(path)
+        .map_err(|e| FileError::Recipient(format!("{}: {e}", path.display())))?;
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(parse_recipient)
+        .collect()
+}
+
+/// The identities in a file: age identities (`AGE-SECRET-KEY-1…` lines) or one OpenSSH
+/// private key (unencrypted).
+pub fn read_identities(path: &Path) -> Result<Vec<Box<dyn age::Identity>>, FileError> {
+    let text = fs::read_to_string(path)
+        .map_err(|e| FileError::Identity(format!("{}: {e}", path.display())))?;
+    if text.contains("PRIVATE KEY-----") {
+        let identity = age::ssh::Identity::from_buffer(
+            io::Cursor::new(text.as_bytes()),
+            Some(path.display().to_string()),
+        )
+        .map_err(|e| FileError::Identity(format!("{}: {e}", path.display())))?;
+        return match identity {
+            age::ssh::Identity::Unencrypted(_) => Ok(vec![Box::new(identity)]),
+            _ => Err(FileError::Identity(format!(
+                "{}: an encrypted or unsupported SSH key",
+                path.display()
+            ))),
+        };
+    }
+    let bad = |e: &dyn std::fmt::Display| FileError::Identity(format!("{}: {e}", path.display()));
+    age::IdentityFile::from_buffer(io::Cursor::new(text.as_bytes()))
+        .map_err(|e| bad(&e))?
+        .into_identities()
+        .map_err(|e| bad(&e))
+}
+
+/// Seals `input` to every recipient into `output` (ASCII armor when `armor`). Returns the
+/// plaintext bytes read.
+pub fn seal(
+    recipients: Vec<Box<dyn age::Recipient + Send>>,
+    input: &mut dyn Read,
+    output: &mut dyn Write,
+    armor: bool,
+) -> Result<u64, FileError> {
+    let encryptor = age::Encryptor::with_recipients(recipients.iter().map(|r| r.as_ref() as _))
+        .map_err(|e| FileError::Recipient(e.to_string()))?;
+    let format = if armor {
+        age::armor::Format::AsciiArmor
+    } else {
+        age::armor::Format::Binary
+    };
+    let armored = age::armor::ArmoredWriter::wrap_output(output, format)?;
+    let mut writer = encryptor.wrap_output(armored)?;
+    let n = io::copy(input, &mut writer)?;
+    writer.finish()?.finish()?;
+    Ok(n)
+}
+
+/// Opens `input` with the first identity that unwraps its file key, writing the plaintext to
+/// `output` as each chunk authenticates. The caller must not keep `output` if this fails
+/// (see [`open_file`]). Returns the plaintext bytes written.
+pub fn open(
+    identities: &[Box<dyn age::Identity>],
+    input: &mut dyn Read,
+    output: &mut dyn Write,
+) -> Result<u64, FileError> {
+    if identities.is_empty() {
+        return Err(FileError::Identity("none given".into()));
+    }
+    let armored = age::armor::ArmoredReader::new(BufReader::new(input));
+    let decryptor =
+        age::Decryptor::new_buffered(armored).map_err(|e| FileError::Refused(e.to_string()))?;
+    let mut reader = decryptor
+        .decrypt(identities.iter().map(|i| i.as_ref() as _))
+        .map_err(|e| FileError::Refused(e.to_string()))?;
+    io::copy(&mut reader, output).map_err(|e| match e.kind() {
+        // The STREAM reader reports a chunk that fails to authenticate (altered, reordered,
+        // truncated, or data after the last chunk) as invalid data.
+        io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => {
+            FileError::Refused(e.to_string())
+        }
+        _ => FileError::Io(e),
+    })
+}
+
+/// [`open`] from the file `input` into a new file `output`, which appears only if the whole
+/// file authenticated ([`write_new`]).
+pub fn open_file(
+    identities: &[Box<dyn age::Identity>],
+    input: &Path,
+    output: &Path,
+) -> Result<u64, FileError> {
+    let mut source = File::open(input)?;
+    write_new(output, |out| open(identities, &mut source, out))
+}
+
+/// Writes the new file `path` through `write`: into a temporary file beside it (created 0600,
+/// never an existing file), synced and renamed into place only when `write` succeeded, removed
+/// otherwise — a failed seal or open leaves nothing behind. An existing `path` is refused.
+pub fn write_new(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> Result<u64, FileError>,
+) -> Result<u64, FileError> {
+    if path.exists() {
+        return Err(FileError::Io(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists; not overwritten", path.display()),
+        )));
+    }
+    let partial = partial_path(path);
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut writer = BufWriter::new(options.open(&partial)?);
+    let result = write(&mut writer).and_then(|n| {
+        let file = writer.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        fs::rename(&partial, path)?;
+        Ok(n)
+    });
+    if result.is_err() {
+        let _ = fs::remove_file(&partial);
+    }
+    result
+}
+
+/// `dir/.name.partial-<pid>`: beside the destination, so the rename is atomic.
+fn partial_path(output: &Path) -> PathBuf {
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "output".into());
+    output.with_file_name(format!(".{name}.partial-{}", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use age::secrecy::ExposeSecret;
+
+    fn identity() -> (age::x25519::Identity, String) {
+        let id = age::x25519::Identity::generate();
+        let recipient = id.to_public().to_string();
+        (id, recipient)
+    }
+
+    fn sealed(recipient: &str, plain: &[u8], armor: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        seal(
+            vec![parse_recipient(recipient).unwrap()],
+            &mut &plain[..],
+            &mut out,
+            armor,
+        )
+        .unwrap();
+        out
+    }
+
+    fn opened(id: &age::x25519::Identity, file: &[u8]) -> Result<Vec<u8>, FileError> {
+        let ids: Vec<Box<dyn age::Identity>> = vec![Box::new(id.clone())];
+        let mut out = Vec::new();
+        open(&ids, &mut &file[..], &mut out).map(|_| out)
+    }
+
+    #[test]
+    fn round_trip_binary_and_armored_across_chunk_sizes() {
+        let (id, recipient) = identity();
+        for len in [0, 1, 65_535, 65_536, 65_537, 200_000] {
+            let plain: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            for armor in [false, true] {
+                let file = sealed(&recipient, &plain, armor);
+                assert_eq!(
+                    opened(&id, &file).unwrap(),
+                    plain,
+                    "len {len} armor {armor}"
+                );
+            }
+        }
+        assert!(!id.to_string().expose_secret().is_empty());
+    }
+
+    /// Every altered file fails: a flipped bit anywhere, the last chunk cut, two chunks
+    /// swapped, a chunk dropped, bytes appended.
+    #[test]
+    fn tampering_truncation_and_reordering_fail() {
+        let (id, recipient) = identity();
+        let plain: Vec<u8> = (0..3 * 65_536 + 100).map(|i| (i % 253) as u8).collect();
+        let file = sealed(&recipient, &plain, false);
+        // The payload starts after the header's MAC line and the 16-byte nonce.
+        let header_end = file.windows(4).position(|w| w == b"--- ").unwrap();
+        let payload =
+            header_end + file[header_end..].iter().position(|&b| b == b'\n').unwrap() + 1 + 16;
+        let chunk = 65_536 + 16;
+        for at in [
+            10,
+            header_end + 5,
+            payload + 3,
+            payload + chunk + 9,
+            file.len() - 1,
+        ] {
+            let mut bad = file.clone();
+            bad[at] ^= 1;
+            assert!(opened(&id, &bad).is_err(), "bit flipped at {at}");
+        }
+        assert!(opened(&id, &file[..file.len() - 10]).is_err(), "truncated");
+        assert!(
+            opened(&id, &file[..payload + 2 * chunk]).is_err(),
+            "last chunk dropped"
+        );
+        let mut swapped = file[..payload].to_vec();
+        swapped.extend_from_slice(&file[payload + chunk..payload + 2 * chunk]);
+        swapped.extend_from_slice(&file[payload..payload + chunk]);
+        swapped.extend_from_slice(&file[payload + 2 * chunk..]);
+        assert_eq!(swapped.len(), file.len());
+        assert!(opened(&id, &swapped).is_err(), "chunks swapped");
+        let mut longer = file.clone();
+        longer.extend_from_slice(b"more");
+        assert!(opened(&id, &longer).is_err(), "data appended");
+        assert_eq!(opened(&id, &file).unwrap(), plain);
+    }
+
+    #[test]
+    fn another_identity_does_not_open() {
+        let (_, recipient) = identity();
+        let (other, _) = identity();
+        let file = sealed(&recipient, b"secret", false);
+        assert!(matches!(opened(&other, &file), Err(FileError::Refused(_))));
+    }
+
+    #[test]
+    fn a_failed_open_leaves_no_output_file() {
+        let (id, recipient) = identity();
+        let dir = tempfile::tempdir().unwrap();
+        let plain = vec![5u8; 150_000];
+        let mut file = sealed(&recipient, &plain, false);
+        let input = dir.path().join("backup.age");
+        let output = dir.path().join("backup.json");
+        let last = file.len() - 1;
+        file[last] ^= 1;
+        fs::write(&input, &file).unwrap();
+        let ids: Vec<Box<dyn age::Identity>> = vec![Box::new(id.clone())];
+        assert!(open_file(&ids, &input, &output).is_err());
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "only the input is left"
+        );
+        file[last] ^= 1;
+        fs::write(&input, &file).unwrap();
+        assert_eq!(
+            open_file(&ids, &input, &output).unwrap(),
+            plain.len() as u64
+        );
+        assert_eq!(fs::read(&output).unwrap(), plain);
+    }
+}

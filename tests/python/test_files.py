@@ -1,0 +1,251 @@
+"""`fieldseal file seal|open` (issue 19, docs/files.md) against the reference age
+implementation (Debian's `age`, Go): files sealed by fieldseal to X25519 and SSH RSA recipients
+open with `age`, and files `age` seals open with fieldseal; the keyring opens what was sealed to
+it and nothing else; every altered, truncated or reordered file is refused with no plaintext
+left behind; a large file goes through in constant memory."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(shutil.which("age") is None, reason="the age tool is not installed")
+
+CHUNK = 64 * 1024
+TAG = 16
+
+
+def run(*args, ok=True, **kw):
+    r = subprocess.run([str(a) for a in args], capture_output=True, **kw)
+    if ok:
+        assert r.returncode == 0, r.stderr.decode()
+    return r
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory, fieldseal_bin):
+    d = tmp_path_factory.mktemp("files")
+    run("age-keygen", "-o", d / "id.txt")
+    recipient = run("age-keygen", "-y", d / "id.txt").stdout.decode().strip()
+    run("ssh-keygen", "-q", "-t", "rsa", "-b", "3072", "-N", "", "-f", d / "rsa")
+    run(fieldseal_bin, "keys", "init", "--out", d / "keyring.json")
+    run(fieldseal_bin, "keys", "init", "--out", d / "other.json")
+    return d, recipient
+
+
+def plaintext(d: Path, size: int, name="plain.bin") -> Path:
+    p = d / name
+    p.write_bytes(os.urandom(size))
+    return p
+
+
+def fresh(d: Path, name: str) -> Path:
+    p = d / name
+    if p.exists():
+        p.unlink()
+    return p
+
+
+@pytest.mark.parametrize("size", [0, 1, CHUNK, CHUNK + 1, 3 * CHUNK + 17])
+@pytest.mark.parametrize("armor", [False, True])
+def test_fieldseal_seals_age_opens(keys, fieldseal_bin, size, armor):
+    d, recipient = keys
+    plain = plaintext(d, size)
+    sealed = fresh(d, "a.age")
+    run(fieldseal_bin, "file", "seal", "--in", plain, "--out", sealed, "--to", recipient,
+        *(["--armor"] if armor else []))
+    assert sealed.stat().st_mode & 0o777 == 0o600
+    out = run("age", "-d", "-i", d / "id.txt", sealed).stdout
+    assert out == plain.read_bytes()
+
+
+@pytest.mark.parametrize("armor", [False, True])
+def test_age_seals_fieldseal_opens(keys, fieldseal_bin, armor):
+    d, recipient = keys
+    plain = plaintext(d, 2 * CHUNK + 5)
+    sealed = fresh(d, "b.age")
+    run("age", "-r", recipient, *(["-a"] if armor else []), "-o", sealed, plain)
+    opened = fresh(d, "b.out")
+    run(fieldseal_bin, "file", "open", "--in", sealed, "--out", opened, "--identity", d / "id.txt")
+    assert opened.read_bytes() == plain.read_bytes()
+    assert opened.stat().st_mode & 0o777 == 0o600
+
+
+def test_ssh_rsa_both_ways(keys, fieldseal_bin):
+    d, _ = keys
+    pub = (d / "rsa.pub").read_text().strip()
+    plain = plaintext(d, CHUNK + 3)
+    sealed = fresh(d, "c.age")
+    run(fieldseal_bin, "file", "seal", "--in", plain, "--out", sealed, "--to", pub)
+    assert run("age", "-d", "-i", d / "rsa", sealed).stdout == plain.read_bytes()
+    sealed2 = fresh(d, "c2.age")
+    run("age", "-R", d / "rsa.pub", "-o", sealed2, plain)
+    opened = fresh(d, "c.out")
+    run(fieldseal_bin, "file", "open", "--in", sealed2, "--out", opened, "--identity", d / "rsa")
+    assert opened.read_bytes() == plain.read_bytes()
+
+
+def test_the_keyring_opens_its_files_and_no_other(keys, fieldseal_bin):
+    d, recipient = keys
+    plain = plaintext(d, 100_000)
+    sealed = fresh(d, "k.age")
+    # To the keyring and an age recipient at once: either opens it.
+    run(fieldseal_bin, "file", "seal", "--in", plain, "--out", sealed, "--keyring", d / "keyring.json",
+        "--to", recipient)
+    assert b"-> fieldseal-keyring " in sealed.read_bytes()[:1000]
+    opened = fresh(d, "k.out")
+    run(fieldseal_bin, "file", "open", "--in", sealed, "--out", opened, "--keyring", d / "keyring.json")
+    assert opened.read_bytes() == plain.read_bytes()
+    assert run("age", "-d", "-i", d / "id.txt", sealed).stdout == plain.read_bytes()
+    # Another keyring does not open it, and leaves no output.
+    refused = fresh(d, "k2.out")
+    r = run(fieldseal_bin, "file", "open", "--in", sealed, "--out", refused, "--keyring", d / "other.json",
+            ok=False)
+    assert r.returncode == 1, r.stderr
+    assert not refused.exists()
+
+
+def altered(file: bytes):
+    """Every way to alter a sealed file of four chunks: (name, bytes)."""
+    start = file.index(b"\n--- ")
+    payload = file.index(b"\n", start + 1) + 1 + 16  # the MAC line, then the 16-byte nonce
+    c = CHUNK + TAG
+    chunks = [file[payload + i * c: payload + (i + 1) * c] for i in range(4)]
+    yield "bit flipped in the header", file[:20] + bytes([file[20] ^ 1]) + file[21:]
+    yield "bit flipped in the MAC", file[:start + 8] + bytes([file[start + 8] ^ 1]) + file[start + 9:]
+    for i in (0, 2, 3):
+        at = payload + i * c + 100 if i < 3 else len(file) - 3
+        yield f"bit flipped in chunk {i}", file[:at] + bytes([file[at] ^ 1]) + file[at + 1:]
+    yield "last chunk dropped", file[:payload + 3 * c]
+    yield "cut inside the last chunk", file[:-5]
+    yield "chunks 0 and 1 swapped", file[:payload] + chunks[1] + chunks[0] + b"".join(chunks[2:])
+    yield "chunk 1 repeated", file[:payload] + chunks[0] + chunks[1] + chunks[1] + b"".join(chunks[3:])
+    yield "data appended", file + b"x"
+
+
+def test_altered_files_are_refused_without_output(keys, fieldseal_bin):
+    d, recipient = keys
+    plain = plaintext(d, 3 * CHUNK + 1000)
+    sealed = fresh(d, "t.age")
+    run(fieldseal_bin, "file", "seal", "--in", plain, "--out", sealed, "--to", recipient)
+    original = sealed.read_bytes()
+    for name, bad in altered(original):
+        assert bad != original, name
+        path = d / "t-bad.age"
+        path.write_bytes(bad)
+        out = fresh(d, "t.out")
+        r = run(fieldseal_bin, "file", "open", "--in", path, "--out", out, "--identity", d / "id.txt",
+                ok=False)
+        assert r.returncode != 0, name
+        assert not out.exists(), name
+        assert not any(p.name.startswith(".t.out.partial") for p in d.iterdir()), name
+        # The reference implementation refuses it too.
+        assert run("age", "-d", "-i", d / "id.txt", path, ok=False).returncode != 0, name
+
+
+def test_existing_outputs_are_never_overwritten(keys, fieldseal_bin):
+    d, recipient = keys
+    plain = plaintext(d, 10)
+    target = d / "exists.age"
+    target.write_bytes(b"keep me")
+    r = run(fieldseal_bin, "file", "seal", "--in", plain, "--out", target, "--to", recipient, ok=False)
+    assert r.returncode != 0 and target.read_bytes() == b"keep me"
+
+
+def test_a_large_file_in_constant_memory(keys, fieldseal_bin, tmp_path):
+    d, recipient = keys
+    size = 32 * 2**20
+    plain = tmp_path / "big.bin"
+    with open(plain, "wb") as f:
+        block = os.urandom(2**20)
+        for _ in range(size // len(block)):
+            f.write(block)
+    sealed, opened = tmp_path / "big.age", tmp_path / "big.out"
+
+    def peak_kib(*args):
+        # A fresh interpreter whose only child is the command: its children's peak RSS is
+        # the command's own.
+        probe = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
+                 "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+        return int(run(sys.executable, "-c", probe, *args).stdout)
+
+    seal_peak = peak_kib(fieldseal_bin, "file", "seal", "--in", plain, "--out", sealed, "--to", recipient)
+    open_peak = peak_kib(fieldseal_bin, "file", "open", "--in", sealed, "--out", opened,
+                         "--identity", d / "id.txt")
+    assert sealed.stat().st_size > size
+    assert run("cmp", plain, opened).returncode == 0
+    # Peak resident memory far below the file's size.
+    assert seal_peak < 40 * 1024 and open_peak < 40 * 1024, (seal_peak, open_peak)
+
+
+def independent_open_keyring_file(file: bytes, secret: bytes, kid: str) -> bytes:
+    """The age v1 format and the `fieldseal-keyring` stanza (docs/files.md) opened with Python
+    `cryptography` alone: HKDF for the wrap key, AES-256-GCM for the file key, the header MAC,
+    then STREAM (ChaCha20-Poly1305, 64 KiB chunks, counter nonce, last-chunk flag)."""
+    import base64
+    import hashlib
+    import hmac
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    def hkdf(ikm, salt, info, n=32):
+        return HKDF(algorithm=hashes.SHA256(), length=n, salt=salt, info=info).derive(ikm)
+
+    def b64(text):
+        return base64.b64decode(text + "=" * (-len(text) % 4))
+
+    lines, at = [], 0
+    while True:
+        end = file.index(b"\n", at)
+        lines.append(file[at:end].decode())
+        at = end + 1
+        if lines[-1].startswith("--- "):
+            break
+    assert lines[0] == "age-encryption.org/v1"
+    file_key, i = None, 1
+    while not lines[i].startswith("---"):
+        args = lines[i][3:].split(" ")
+        body, i = "", i + 1
+        while True:
+            body += lines[i]
+            i += 1
+            if len(lines[i - 1]) < 64:
+                break
+        if args[0] == "fieldseal-keyring" and args[1] == kid:
+            raw = b64(body)
+            wrap = AESGCM(hkdf(secret, None, b"fieldseal file key wrap v1"))
+            file_key = wrap.decrypt(raw[:12], raw[12:], b"fieldseal-keyring/v1 " + kid.encode())
+    assert file_key is not None, "no stanza for the keyring"
+    mac_line = lines[-1]
+    header = file[:file.index(b"\n--- ") + 4]
+    mac = hmac.new(hkdf(file_key, b"", b"header"), header, hashlib.sha256).digest()
+    assert hmac.compare_digest(mac, b64(mac_line[4:])), "header MAC"
+    nonce, payload = file[at:at + 16], file[at + 16:]
+    aead = ChaCha20Poly1305(hkdf(file_key, nonce, b"payload"))
+    out, counter = b"", 0
+    chunk = CHUNK + TAG
+    for start in range(0, max(len(payload), 1), chunk):
+        piece = payload[start:start + chunk]
+        last = start + chunk >= len(payload)
+        out += aead.decrypt(counter.to_bytes(11, "big") + (b"\x01" if last else b"\x00"), piece, None)
+        counter += 1
+    return out
+
+
+def test_an_independent_implementation_opens_keyring_files(keys, fieldseal_bin):
+    import base64
+    import json
+
+    d, _ = keys
+    ring = json.loads((d / "keyring.json").read_text())
+    key = ring["keys"][0]
+    for size in (0, 5, CHUNK, 2 * CHUNK + 9):
+        plain = plaintext(d, size)
+        sealed = fresh(d, "i.age")
+        run(fieldseal_bin, "file", "seal", "--in", plain, "--out", sealed, "--keyring", d / "keyring.json")
+        opened = independent_open_keyring_file(sealed.read_bytes(), base64.b64decode(key["secret"]), key["id"])
+        assert opened == plain.read_bytes(), size
