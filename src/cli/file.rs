@@ -18,6 +18,31 @@ pub enum FileCommand {
     Seal(SealArgs),
     /// Open a sealed file. The output appears only once the whole file authenticated.
     Open(OpenArgs),
+    /// Rewrap a sealed file's header for new recipients without re-encrypting its payload:
+    /// after `keys rotate`, `--keyring` opens with any key and seals to the new primary.
+    Rewrap(RewrapArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RewrapArgs {
+    /// The sealed file (binary).
+    #[arg(long = "in")]
+    input: PathBuf,
+    /// The rewrapped file; it must not exist yet.
+    #[arg(long = "out")]
+    output: PathBuf,
+    /// An identity that opens the file today (repeatable).
+    #[arg(long = "identity")]
+    identity: Vec<PathBuf>,
+    /// Open with this keyring and seal to its primary key.
+    #[arg(long)]
+    keyring: Option<PathBuf>,
+    /// A new recipient: `age1…` or an OpenSSH public key line (repeatable).
+    #[arg(long = "to")]
+    to: Vec<String>,
+    /// A file of new recipients, one per line (repeatable).
+    #[arg(long = "recipients-file")]
+    recipients_file: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -62,6 +87,7 @@ pub fn file(command: FileCommand) -> ExitCode {
     let result = match command {
         FileCommand::Seal(args) => seal(args),
         FileCommand::Open(args) => open(args),
+        FileCommand::Rewrap(args) => rewrap(args),
     };
     match result {
         Ok(message) => {
@@ -85,16 +111,24 @@ fn keyring(path: &Path) -> Result<Arc<crate::crypto::Keyring>, Failure> {
     super::keys::load_keyring(path).map(Arc::new)
 }
 
-fn seal(args: SealArgs) -> Result<String, Failure> {
-    let mut recipients = Vec::new();
-    for r in &args.to {
+type Recipients = Vec<Box<dyn age::Recipient + Send>>;
+type Identities = Vec<Box<dyn age::Identity>>;
+
+/// The recipients named by `--to`, `--recipients-file` and the keyring's primary.
+fn recipients(
+    to: &[String],
+    files: &[PathBuf],
+    ring: Option<&Arc<crate::crypto::Keyring>>,
+) -> Result<Recipients, Failure> {
+    let mut recipients: Recipients = Vec::new();
+    for r in to {
         recipients.push(file::parse_recipient(r).map_err(usage)?);
     }
-    for path in &args.recipients_file {
+    for path in files {
         recipients.extend(file::read_recipients(path).map_err(usage)?);
     }
-    if let Some(path) = &args.keyring {
-        recipients.push(Box::new(KeyringRecipient::new(keyring(path)?)));
+    if let Some(ring) = ring {
+        recipients.push(Box::new(KeyringRecipient::new(ring.clone())));
     }
     if recipients.is_empty() {
         return Err((
@@ -102,6 +136,33 @@ fn seal(args: SealArgs) -> Result<String, Failure> {
             "no recipient: give --to, --recipients-file or --keyring".into(),
         ));
     }
+    Ok(recipients)
+}
+
+/// The identities named by `--identity` and the keyring.
+fn identities(
+    files: &[PathBuf],
+    ring: Option<&Arc<crate::crypto::Keyring>>,
+) -> Result<Identities, Failure> {
+    let mut identities: Identities = Vec::new();
+    for path in files {
+        identities.extend(file::read_identities(path).map_err(usage)?);
+    }
+    if let Some(ring) = ring {
+        identities.push(Box::new(KeyringIdentity::new(ring.clone())));
+    }
+    if identities.is_empty() {
+        return Err((
+            exit::STARTUP,
+            "no identity: give --identity or --keyring".into(),
+        ));
+    }
+    Ok(identities)
+}
+
+fn seal(args: SealArgs) -> Result<String, Failure> {
+    let ring = args.keyring.as_deref().map(keyring).transpose()?;
+    let recipients = recipients(&args.to, &args.recipients_file, ring.as_ref())?;
     let count = recipients.len();
     let mut input: Box<dyn io::Read> = if args.input == Path::new("-") {
         Box::new(io::stdin().lock())
@@ -126,20 +187,25 @@ fn seal(args: SealArgs) -> Result<String, Failure> {
 }
 
 fn open(args: OpenArgs) -> Result<String, Failure> {
-    let mut identities: Vec<Box<dyn age::Identity>> = Vec::new();
-    for path in &args.identity {
-        identities.extend(file::read_identities(path).map_err(usage)?);
-    }
-    if let Some(path) = &args.keyring {
-        identities.push(Box::new(KeyringIdentity::new(keyring(path)?)));
-    }
-    if identities.is_empty() {
-        return Err((
-            exit::STARTUP,
-            "no identity: give --identity or --keyring".into(),
-        ));
-    }
+    let ring = args.keyring.as_deref().map(keyring).transpose()?;
+    let identities = identities(&args.identity, ring.as_ref())?;
     let n = file::open_file(&identities, &args.input, &args.output)
         .map_err(|e| (exit::FAILED, e.to_string()))?;
     Ok(format!("opened {n} bytes into {}", args.output.display()))
+}
+
+fn rewrap(args: RewrapArgs) -> Result<String, Failure> {
+    let ring = args.keyring.as_deref().map(keyring).transpose()?;
+    let identities = identities(&args.identity, ring.as_ref())?;
+    let recipients = recipients(&args.to, &args.recipients_file, ring.as_ref())?;
+    let count = recipients.len();
+    let mut source = fs::File::open(&args.input)
+        .map_err(|e| (exit::STARTUP, format!("{}: {e}", args.input.display())))?;
+    let n = file::write_new(&args.output, |out| {
+        file::rewrap::rewrap(&identities, &recipients, &mut source, out)
+    })
+    .map_err(|e| (exit::FAILED, e.to_string()))?;
+    Ok(format!(
+        "rewrapped for {count} recipient(s); {n} payload bytes copied unchanged"
+    ))
 }

@@ -18,6 +18,7 @@
 //! has authenticated.
 
 pub mod keyring;
+pub mod rewrap;
 
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
@@ -180,7 +181,7 @@ fn decrypt<R: BufRead>(
 const COPY_BUFFER: usize = 64 * 1024;
 
 /// `io::copy` with a chunk-sized buffer.
-fn copy(input: &mut dyn Read, output: &mut dyn Write) -> io::Result<u64> {
+pub(crate) fn copy(input: &mut dyn Read, output: &mut dyn Write) -> io::Result<u64> {
     let mut buf = vec![0u8; COPY_BUFFER];
     let mut total = 0u64;
     loop {

@@ -249,3 +249,45 @@ def test_an_independent_implementation_opens_keyring_files(keys, fieldseal_bin):
         run(fieldseal_bin, "file", "seal", "--in", plain, "--out", sealed, "--keyring", d / "keyring.json")
         opened = independent_open_keyring_file(sealed.read_bytes(), base64.b64decode(key["secret"]), key["id"])
         assert opened == plain.read_bytes(), size
+
+
+def test_rewrap_after_a_rotation_keeps_the_payload(keys, fieldseal_bin, tmp_path):
+    """A backup sealed to the keyring, the keyring rotated: `file rewrap --keyring` moves the
+    file to the new primary (and here to an age recipient too) without re-encrypting it; with
+    the old key then removed, the file still opens, and `age` opens it with the new identity."""
+    import json
+
+    d, _ = keys
+    ring = tmp_path / "ring.json"
+    run(fieldseal_bin, "keys", "init", "--out", ring, "--id", "old")
+    plain = plaintext(tmp_path, 3 * CHUNK + 5)
+    sealed = tmp_path / "backup.age"
+    run(fieldseal_bin, "file", "seal", "--in", plain, "--out", sealed, "--keyring", ring)
+    run(fieldseal_bin, "keys", "rotate", "--keyring", ring, "--id", "new")
+    run("age-keygen", "-o", tmp_path / "ops.key")
+    ops = run("age-keygen", "-y", tmp_path / "ops.key").stdout.decode().strip()
+    rewrapped = tmp_path / "backup2.age"
+    r = run(fieldseal_bin, "file", "rewrap", "--in", sealed, "--out", rewrapped, "--keyring", ring, "--to", ops)
+    assert b"payload bytes copied unchanged" in r.stderr
+    old, new = sealed.read_bytes(), rewrapped.read_bytes()
+    assert b"-> fieldseal-keyring new" in new and b"-> fieldseal-keyring old" not in new
+    payload = lambda f: f[f.index(b"\n", f.index(b"\n--- ") + 1) + 1:]
+    assert payload(old) == payload(new)
+    # The old key retired from the keyring: only the rewrapped file opens.
+    doc = json.loads(ring.read_text())
+    doc["keys"] = [k for k in doc["keys"] if k["id"] != "old"]
+    ring.write_text(json.dumps(doc))
+    for f, ok in ((rewrapped, True), (sealed, False)):
+        out = fresh(tmp_path, "restored.bin")
+        r = run(fieldseal_bin, "file", "open", "--in", f, "--out", out, "--keyring", ring, ok=False)
+        assert (r.returncode == 0) == ok, (f, r.stderr)
+        if ok:
+            assert out.read_bytes() == plain.read_bytes()
+    assert run("age", "-d", "-i", tmp_path / "ops.key", rewrapped).stdout == plain.read_bytes()
+    # A header altered by someone without the file key is refused, not rewrapped.
+    bad = tmp_path / "bad.age"
+    at = new.index(b"\n---")
+    bad.write_bytes(new[:at] + b"\n-> x y\n" + new[at:])
+    r = run(fieldseal_bin, "file", "rewrap", "--in", bad, "--out", fresh(tmp_path, "bad2.age"),
+            "--keyring", ring, ok=False)
+    assert r.returncode == 1 and b"MAC" in r.stderr, r.stderr
