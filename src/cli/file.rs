@@ -21,6 +21,8 @@ pub enum FileCommand {
     /// Rewrap a sealed file's header for new recipients without re-encrypting its payload:
     /// after `keys rotate`, `--keyring` opens with any key and seals to the new primary.
     Rewrap(RewrapArgs),
+    /// Check a sealed file's signature without opening it (no identity needed).
+    Verify(VerifyArgs),
 }
 
 #[derive(Args, Debug)]
@@ -65,6 +67,13 @@ pub struct SealArgs {
     /// ASCII armor (PEM-like text) instead of binary.
     #[arg(long)]
     armor: bool,
+    /// Sign the sealed file with this Ed25519 private key (PKCS#8 PEM); the signature goes to
+    /// `--signature`, by default `<out>.sig`.
+    #[arg(long)]
+    sign: Option<PathBuf>,
+    /// Where the signature goes (with `--sign`).
+    #[arg(long)]
+    signature: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -81,6 +90,26 @@ pub struct OpenArgs {
     /// Open with this keyring's keys (any key that is not disabled).
     #[arg(long)]
     keyring: Option<PathBuf>,
+    /// Require the sender's signature by this Ed25519 public key (PEM), verified over the whole
+    /// file before anything is written.
+    #[arg(long)]
+    verify: Option<PathBuf>,
+    /// The signature file (with `--verify`), by default `<in>.sig`.
+    #[arg(long)]
+    signature: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// The sealed file.
+    #[arg(long = "in")]
+    input: PathBuf,
+    /// The sender's Ed25519 public key (PEM).
+    #[arg(long = "key")]
+    key: PathBuf,
+    /// The signature file, by default `<in>.sig`.
+    #[arg(long)]
+    signature: Option<PathBuf>,
 }
 
 pub fn file(command: FileCommand) -> ExitCode {
@@ -88,6 +117,7 @@ pub fn file(command: FileCommand) -> ExitCode {
         FileCommand::Seal(args) => seal(args),
         FileCommand::Open(args) => open(args),
         FileCommand::Rewrap(args) => rewrap(args),
+        FileCommand::Verify(args) => verify(args),
     };
     match result {
         Ok(message) => {
@@ -164,6 +194,29 @@ fn seal(args: SealArgs) -> Result<String, Failure> {
     let ring = args.keyring.as_deref().map(keyring).transpose()?;
     let recipients = recipients(&args.to, &args.recipients_file, ring.as_ref())?;
     let count = recipients.len();
+    let signer = args
+        .sign
+        .as_deref()
+        .map(file::sign::Signer::load)
+        .transpose()
+        .map_err(usage)?;
+    let sig_path = match (&signer, &args.signature) {
+        (None, _) => None,
+        (Some(_), Some(path)) => Some(path.clone()),
+        (Some(_), None) if args.output == Path::new("-") => {
+            return Err((
+                exit::STARTUP,
+                "--sign with --out - needs --signature PATH".into(),
+            ))
+        }
+        (Some(_), None) => Some(sig_beside(&args.output)),
+    };
+    if let Some(path) = sig_path.as_deref().filter(|p| p.exists()) {
+        return Err((
+            exit::FAILED,
+            format!("{} exists; not overwritten", path.display()),
+        ));
+    }
     let mut input: Box<dyn io::Read> = if args.input == Path::new("-") {
         Box::new(io::stdin().lock())
     } else {
@@ -172,26 +225,74 @@ fn seal(args: SealArgs) -> Result<String, Failure> {
         )?))
     };
     let failed = |e: FileError| (exit::FAILED, e.to_string());
+    let mut digest = None;
     let n = if args.output == Path::new("-") {
-        let mut out = BufWriter::new(io::stdout().lock());
+        let mut out = file::sign::Hashing::new(BufWriter::new(io::stdout().lock()));
         let n = file::seal(recipients, &mut input, &mut out, args.armor).map_err(failed)?;
         out.flush().map_err(|e| failed(e.into()))?;
+        digest = Some(out.digest());
         n
     } else {
         file::write_new(&args.output, |out| {
-            file::seal(recipients, &mut input, out, args.armor)
+            let mut out = file::sign::Hashing::new(out);
+            let n = file::seal(recipients, &mut input, &mut out, args.armor)?;
+            digest = Some(out.digest());
+            Ok(n)
         })
         .map_err(failed)?
     };
+    if let (Some(signer), Some(path), Some(digest)) = (&signer, &sig_path, &digest) {
+        let text = signer.sign(digest);
+        file::write_new(path, |out| {
+            out.write_all(text.as_bytes())?;
+            Ok(text.len() as u64)
+        })
+        .map_err(failed)?;
+        return Ok(format!(
+            "sealed {n} bytes to {count} recipient(s); signed in {}",
+            path.display()
+        ));
+    }
     Ok(format!("sealed {n} bytes to {count} recipient(s)"))
 }
 
 fn open(args: OpenArgs) -> Result<String, Failure> {
     let ring = args.keyring.as_deref().map(keyring).transpose()?;
     let identities = identities(&args.identity, ring.as_ref())?;
-    let n = file::open_file(&identities, &args.input, &args.output)
-        .map_err(|e| (exit::FAILED, e.to_string()))?;
+    let failed = |e: FileError| (exit::FAILED, e.to_string());
+    let n = match &args.verify {
+        None => file::open_file(&identities, &args.input, &args.output).map_err(failed)?,
+        Some(key) => {
+            let verifier = file::sign::Verifier::load(key).map_err(usage)?;
+            let sig = read_signature(&args.input, args.signature.as_deref())?;
+            file::open_file_signed(&identities, &args.input, &args.output, &verifier, &sig)
+                .map_err(failed)?
+        }
+    };
     Ok(format!("opened {n} bytes into {}", args.output.display()))
+}
+
+fn verify(args: VerifyArgs) -> Result<String, Failure> {
+    let verifier = file::sign::Verifier::load(&args.key).map_err(usage)?;
+    let sig = read_signature(&args.input, args.signature.as_deref())?;
+    let digest = file::sign::digest_file(&args.input).map_err(usage)?;
+    verifier
+        .verify(&sig, &digest)
+        .map_err(|e| (exit::FAILED, e.to_string()))?;
+    Ok(format!("{}: signature verified", args.input.display()))
+}
+
+/// `file.sig` beside `file`.
+fn sig_beside(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".sig");
+    PathBuf::from(name)
+}
+
+fn read_signature(input: &Path, given: Option<&Path>) -> Result<String, Failure> {
+    let path = given.map_or_else(|| sig_beside(input), Path::to_path_buf);
+    fs::read_to_string(&path)
+        .map_err(|e| (exit::FAILED, format!("signature {}: {e}", path.display())))
 }
 
 fn rewrap(args: RewrapArgs) -> Result<String, Failure> {

@@ -19,6 +19,7 @@
 
 pub mod keyring;
 pub mod rewrap;
+pub mod sign;
 
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
@@ -205,6 +206,31 @@ pub fn open_file(
 ) -> Result<u64, FileError> {
     let mut source = File::open(input)?;
     write_new(output, |out| open(identities, &mut source, out))
+}
+
+/// [`open_file`] of a signed file: the signature (`sig_text`) is verified over the whole file
+/// first, before any plaintext is written; then the file is decrypted while it is hashed again,
+/// and the output appears only if those bytes are the ones that were verified.
+pub fn open_file_signed(
+    identities: &[Box<dyn age::Identity>],
+    input: &Path,
+    output: &Path,
+    verifier: &sign::Verifier,
+    sig_text: &str,
+) -> Result<u64, FileError> {
+    let verified = sign::digest_file(input)?;
+    verifier.verify(sig_text, &verified)?;
+    let mut source = sign::Hashing::new(File::open(input)?);
+    write_new(output, |out| {
+        let n = open(identities, &mut source, out)?;
+        copy(&mut source, &mut io::sink())?;
+        if source.digest() != verified {
+            return Err(FileError::Refused(
+                "the file changed between the signature check and decryption".into(),
+            ));
+        }
+        Ok(n)
+    })
 }
 
 /// Writes the new file `path` through `write`: into a temporary file beside it (created 0600,

@@ -291,3 +291,73 @@ def test_rewrap_after_a_rotation_keeps_the_payload(keys, fieldseal_bin, tmp_path
     r = run(fieldseal_bin, "file", "rewrap", "--in", bad, "--out", fresh(tmp_path, "bad2.age"),
             "--keyring", ring, ok=False)
     assert r.returncode == 1 and b"MAC" in r.stderr, r.stderr
+
+
+@pytest.fixture(scope="module")
+def signing(tmp_path_factory):
+    d = tmp_path_factory.mktemp("signing")
+    for name in ("sender", "other"):
+        run("openssl", "genpkey", "-algorithm", "ed25519", "-out", d / f"{name}.pem")
+        os.chmod(d / f"{name}.pem", 0o600)
+        run("openssl", "pkey", "-in", d / f"{name}.pem", "-pubout", "-out", d / f"{name}.pub.pem")
+    return d
+
+
+def test_signed_files_verify_with_an_independent_implementation(keys, signing, fieldseal_bin, tmp_path):
+    import base64
+    import hashlib
+
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    d, recipient = keys
+    plain = plaintext(tmp_path, CHUNK + 77)
+    sealed = tmp_path / "s.age"
+    run(fieldseal_bin, "file", "seal", "--in", plain, "--out", sealed, "--to", recipient,
+        "--sign", signing / "sender.pem")
+    sig = (tmp_path / "s.age.sig").read_text().splitlines()
+    assert sig[0].startswith("fieldseal-signature/v1 ed25519 ")
+    public = load_pem_public_key((signing / "sender.pub.pem").read_bytes())
+    message = b"fieldseal-signature/v1\n" + hashlib.sha512(sealed.read_bytes()).digest()
+    public.verify(base64.b64decode(sig[1]), message)  # raises if it does not verify
+    run(fieldseal_bin, "file", "verify", "--in", sealed, "--key", signing / "sender.pub.pem")
+    r = run(fieldseal_bin, "file", "verify", "--in", sealed, "--key", signing / "other.pub.pem", ok=False)
+    assert r.returncode == 1 and b"not by the given key" in r.stderr
+    # The sealed file itself is still a plain age file.
+    assert run("age", "-d", "-i", d / "id.txt", sealed).stdout == plain.read_bytes()
+    out = tmp_path / "s.out"
+    run(fieldseal_bin, "file", "open", "--in", sealed, "--out", out, "--identity", d / "id.txt",
+        "--verify", signing / "sender.pub.pem")
+    assert out.read_bytes() == plain.read_bytes()
+
+
+def test_open_verify_refuses_before_writing_anything(keys, signing, fieldseal_bin, tmp_path):
+    d, recipient = keys
+    plain = plaintext(tmp_path, 2 * CHUNK)
+    sealed = tmp_path / "v.age"
+    run(fieldseal_bin, "file", "seal", "--in", plain, "--out", sealed, "--to", recipient,
+        "--sign", signing / "sender.pem")
+    good = sealed.read_bytes()
+    unsigned = tmp_path / "u.age"
+    run(fieldseal_bin, "file", "seal", "--in", plain, "--out", unsigned, "--to", recipient)
+    # A file re-sealed by a recipient for the same recipients (age allows it) is not the
+    # sender's: its signature does not verify.
+    resealed = tmp_path / "r.age"
+    run("age", "-r", recipient, "-o", resealed, plain)
+    (tmp_path / "r.age.sig").write_bytes((tmp_path / "v.age.sig").read_bytes())
+    cases = {
+        "payload bit flipped": (sealed, good[:-40] + bytes([good[-40] ^ 1]) + good[-39:], "does not verify"),
+        "resealed by a recipient": (resealed, None, "does not verify"),
+        "no signature": (unsigned, None, "signature"),
+        "another sender's key": (sealed, good, "not by the given key"),
+    }
+    for name, (path, content, why) in cases.items():
+        if content is not None:
+            path.write_bytes(content)
+        out = fresh(tmp_path, "v.out")
+        key = "other.pub.pem" if name == "another sender's key" else "sender.pub.pem"
+        r = run(fieldseal_bin, "file", "open", "--in", path, "--out", out, "--identity", d / "id.txt",
+                "--verify", signing / key, ok=False)
+        assert r.returncode != 0, name
+        assert why.encode() in r.stderr, (name, r.stderr)
+        assert not out.exists(), name
+        assert not any(p.name.startswith(".v.out.partial") for p in tmp_path.iterdir()), name
