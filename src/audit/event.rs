@@ -178,6 +178,35 @@ pub enum Event {
         subject_sha256: String,
         at: String,
     },
+    /// A `fieldseal file` operation (docs/files.md): what was done to which sealed file, for
+    /// whom, by which keys — never a key, a file key or any plaintext.
+    File(FileEvent),
+}
+
+/// One `fieldseal file seal|open|rewrap|verify`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileEvent {
+    /// `seal`, `open`, `rewrap` or `verify`.
+    pub op: &'static str,
+    /// `ok` or `refused` (the file did not open, verify or rewrap), `failed` (I/O, arguments).
+    pub outcome: &'static str,
+    /// The sealed file's path, as given.
+    pub file: String,
+    /// SHA-512 (hex) of the sealed file when it was hashed (signed or verified files).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha512: Option<String>,
+    /// Plaintext bytes sealed or opened, payload bytes rewrapped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// The recipients sealed to: `x25519`, `ssh`, `keyring:<kid>`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<String>,
+    /// The signing (seal) or verifying (open, verify) key's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+    /// Why it was refused or failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl Event {
@@ -193,6 +222,7 @@ impl Event {
             Event::KeyAdded { .. } => "key_added",
             Event::KeyRemoved { .. } => "key_removed",
             Event::SubjectErased { .. } => "subject_erased",
+            Event::File(_) => "file",
         }
     }
 

@@ -23,7 +23,7 @@ use crate::secret_file::Exposure;
 pub use chain::{
     hex, parse_line, verify, Broken, Mac, Previous, Verified, VerifyError, MAC_SUFFIX_LEN,
 };
-pub use event::{CallerInfo, Event, FieldFailureInfo, FieldsEvent, KeyInfo, Outcome};
+pub use event::{CallerInfo, Event, FieldFailureInfo, FieldsEvent, FileEvent, KeyInfo, Outcome};
 pub use key::{AuditKey, AUDIT_KEY_LEN};
 pub use writer::{BATCH_BYTES, FSYNC_INTERVAL};
 
@@ -107,6 +107,11 @@ impl AuditLog {
     /// dropped because the queue is full (it is counted and the drop is logged).
     pub fn fields(&self, event: FieldsEvent) -> bool {
         self.send(Event::Fields(event))
+    }
+
+    /// A `file` event (`fieldseal file`).
+    pub fn file(&self, event: FileEvent) -> bool {
+        self.send(Event::File(event))
     }
 
     /// The startup `keyring_loaded` event (nothing when no keyring is configured).

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use clap::{Args, Subcommand};
 
 use super::exit;
+use crate::audit::{AuditLog, FileEvent};
+use crate::config::settings::{AuditSettings, AuditSinkTarget};
 use crate::file::{self, FileError, KeyringIdentity, KeyringRecipient};
 
 #[derive(Subcommand, Debug)]
@@ -45,6 +47,8 @@ pub struct RewrapArgs {
     /// A file of new recipients, one per line (repeatable).
     #[arg(long = "recipients-file")]
     recipients_file: Vec<PathBuf>,
+    #[command(flatten)]
+    audit: AuditArgs,
 }
 
 #[derive(Args, Debug)]
@@ -74,6 +78,8 @@ pub struct SealArgs {
     /// Where the signature goes (with `--sign`).
     #[arg(long)]
     signature: Option<PathBuf>,
+    #[command(flatten)]
+    audit: AuditArgs,
 }
 
 #[derive(Args, Debug)]
@@ -97,6 +103,8 @@ pub struct OpenArgs {
     /// The signature file (with `--verify`), by default `<in>.sig`.
     #[arg(long)]
     signature: Option<PathBuf>,
+    #[command(flatten)]
+    audit: AuditArgs,
 }
 
 #[derive(Args, Debug)]
@@ -110,15 +118,66 @@ pub struct VerifyArgs {
     /// The signature file, by default `<in>.sig`.
     #[arg(long)]
     signature: Option<PathBuf>,
+    #[command(flatten)]
+    audit: AuditArgs,
+}
+
+/// Where a `file` event goes: the proxy's audit log (docs/audit.md), when both are given.
+#[derive(Args, Debug, Clone)]
+pub struct AuditArgs {
+    /// Append a `file` event to this audit log (the chain `fieldseal audit verify` checks).
+    #[arg(long = "audit-log", requires = "audit_key")]
+    audit_log: Option<PathBuf>,
+    /// The audit log's HMAC key file.
+    #[arg(long = "audit-key", requires = "audit_log")]
+    audit_key: Option<PathBuf>,
 }
 
 pub fn file(command: FileCommand) -> ExitCode {
-    let result = match command {
-        FileCommand::Seal(args) => seal(args),
-        FileCommand::Open(args) => open(args),
-        FileCommand::Rewrap(args) => rewrap(args),
-        FileCommand::Verify(args) => verify(args),
+    let (op, audit) = match &command {
+        FileCommand::Seal(a) => ("seal", a.audit.clone()),
+        FileCommand::Open(a) => ("open", a.audit.clone()),
+        FileCommand::Rewrap(a) => ("rewrap", a.audit.clone()),
+        FileCommand::Verify(a) => ("verify", a.audit.clone()),
     };
+    // Opened first: an operation that cannot be audited is not performed.
+    let log = match open_audit(&audit) {
+        Ok(log) => log,
+        Err(message) => {
+            eprintln!("error: audit log: {message}");
+            return ExitCode::from(exit::STARTUP);
+        }
+    };
+    let mut event = FileEvent {
+        op,
+        outcome: "ok",
+        file: String::new(),
+        sha512: None,
+        bytes: None,
+        recipients: Vec::new(),
+        signer: None,
+        reason: None,
+    };
+    let result = match command {
+        FileCommand::Seal(args) => seal(args, &mut event),
+        FileCommand::Open(args) => open(args, &mut event),
+        FileCommand::Rewrap(args) => rewrap(args, &mut event),
+        FileCommand::Verify(args) => verify(args, &mut event),
+    };
+    if let Err((code, message)) = &result {
+        event.outcome = if *code == exit::FAILED {
+            "refused"
+        } else {
+            "failed"
+        };
+        event.reason = Some(message.clone());
+    }
+    if let Some(log) = &log {
+        if !log.file(event) || !log.flush(AUDIT_FLUSH) {
+            eprintln!("error: audit log: the event could not be written");
+            return ExitCode::from(exit::FAILED);
+        }
+    }
     match result {
         Ok(message) => {
             eprintln!("{message}");
@@ -132,6 +191,25 @@ pub fn file(command: FileCommand) -> ExitCode {
 }
 
 type Failure = (u8, String);
+
+/// How long the command waits for its audit event to reach the disk.
+const AUDIT_FLUSH: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The audit log named by `audit`, if any.
+fn open_audit(audit: &AuditArgs) -> Result<Option<AuditLog>, String> {
+    let (Some(log), Some(key)) = (&audit.audit_log, &audit.audit_key) else {
+        return Ok(None);
+    };
+    AuditLog::open(&AuditSettings {
+        sink: AuditSinkTarget::File(log.clone()),
+        key_file: key.clone(),
+    })
+    .map(Some)
+}
+
+fn hex(digest: &file::sign::Digest) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 fn usage(e: FileError) -> Failure {
     (exit::STARTUP, e.to_string())
@@ -149,16 +227,33 @@ fn recipients(
     to: &[String],
     files: &[PathBuf],
     ring: Option<&Arc<crate::crypto::Keyring>>,
+    event: &mut FileEvent,
 ) -> Result<Recipients, Failure> {
     let mut recipients: Recipients = Vec::new();
+    let kind = |r: &str| {
+        if r.trim().starts_with("age1") {
+            "x25519"
+        } else {
+            "ssh"
+        }
+    };
     for r in to {
         recipients.push(file::parse_recipient(r).map_err(usage)?);
+        event.recipients.push(kind(r).into());
     }
     for path in files {
-        recipients.extend(file::read_recipients(path).map_err(usage)?);
+        let read = file::read_recipients(path).map_err(usage)?;
+        event.recipients.extend(std::iter::repeat_n(
+            format!("file:{}", path.display()),
+            read.len(),
+        ));
+        recipients.extend(read);
     }
     if let Some(ring) = ring {
         recipients.push(Box::new(KeyringRecipient::new(ring.clone())));
+        event
+            .recipients
+            .push(format!("keyring:{}", ring.primary().id));
     }
     if recipients.is_empty() {
         return Err((
@@ -190,9 +285,10 @@ fn identities(
     Ok(identities)
 }
 
-fn seal(args: SealArgs) -> Result<String, Failure> {
+fn seal(args: SealArgs, event: &mut FileEvent) -> Result<String, Failure> {
+    event.file = args.output.display().to_string();
     let ring = args.keyring.as_deref().map(keyring).transpose()?;
-    let recipients = recipients(&args.to, &args.recipients_file, ring.as_ref())?;
+    let recipients = recipients(&args.to, &args.recipients_file, ring.as_ref(), event)?;
     let count = recipients.len();
     let signer = args
         .sign
@@ -241,7 +337,10 @@ fn seal(args: SealArgs) -> Result<String, Failure> {
         })
         .map_err(failed)?
     };
+    event.bytes = Some(n);
+    event.sha512 = digest.as_ref().map(hex);
     if let (Some(signer), Some(path), Some(digest)) = (&signer, &sig_path, &digest) {
+        event.signer = Some(signer.key_id().to_string());
         let text = signer.sign(digest);
         file::write_new(path, |out| {
             out.write_all(text.as_bytes())?;
@@ -256,7 +355,8 @@ fn seal(args: SealArgs) -> Result<String, Failure> {
     Ok(format!("sealed {n} bytes to {count} recipient(s)"))
 }
 
-fn open(args: OpenArgs) -> Result<String, Failure> {
+fn open(args: OpenArgs, event: &mut FileEvent) -> Result<String, Failure> {
+    event.file = args.input.display().to_string();
     let ring = args.keyring.as_deref().map(keyring).transpose()?;
     let identities = identities(&args.identity, ring.as_ref())?;
     let failed = |e: FileError| (exit::FAILED, e.to_string());
@@ -264,18 +364,23 @@ fn open(args: OpenArgs) -> Result<String, Failure> {
         None => file::open_file(&identities, &args.input, &args.output).map_err(failed)?,
         Some(key) => {
             let verifier = file::sign::Verifier::load(key).map_err(usage)?;
+            event.signer = Some(verifier.key_id().to_string());
             let sig = read_signature(&args.input, args.signature.as_deref())?;
             file::open_file_signed(&identities, &args.input, &args.output, &verifier, &sig)
                 .map_err(failed)?
         }
     };
+    event.bytes = Some(n);
     Ok(format!("opened {n} bytes into {}", args.output.display()))
 }
 
-fn verify(args: VerifyArgs) -> Result<String, Failure> {
+fn verify(args: VerifyArgs, event: &mut FileEvent) -> Result<String, Failure> {
+    event.file = args.input.display().to_string();
     let verifier = file::sign::Verifier::load(&args.key).map_err(usage)?;
+    event.signer = Some(verifier.key_id().to_string());
     let sig = read_signature(&args.input, args.signature.as_deref())?;
     let digest = file::sign::digest_file(&args.input).map_err(usage)?;
+    event.sha512 = Some(hex(&digest));
     verifier
         .verify(&sig, &digest)
         .map_err(|e| (exit::FAILED, e.to_string()))?;
@@ -295,10 +400,11 @@ fn read_signature(input: &Path, given: Option<&Path>) -> Result<String, Failure>
         .map_err(|e| (exit::FAILED, format!("signature {}: {e}", path.display())))
 }
 
-fn rewrap(args: RewrapArgs) -> Result<String, Failure> {
+fn rewrap(args: RewrapArgs, event: &mut FileEvent) -> Result<String, Failure> {
+    event.file = args.output.display().to_string();
     let ring = args.keyring.as_deref().map(keyring).transpose()?;
     let identities = identities(&args.identity, ring.as_ref())?;
-    let recipients = recipients(&args.to, &args.recipients_file, ring.as_ref())?;
+    let recipients = recipients(&args.to, &args.recipients_file, ring.as_ref(), event)?;
     let count = recipients.len();
     let mut source = fs::File::open(&args.input)
         .map_err(|e| (exit::STARTUP, format!("{}: {e}", args.input.display())))?;
@@ -306,6 +412,7 @@ fn rewrap(args: RewrapArgs) -> Result<String, Failure> {
         file::rewrap::rewrap(&identities, &recipients, &mut source, out)
     })
     .map_err(|e| (exit::FAILED, e.to_string()))?;
+    event.bytes = Some(n);
     Ok(format!(
         "rewrapped for {count} recipient(s); {n} payload bytes copied unchanged"
     ))

@@ -66,6 +66,10 @@ impl Signer {
         Ok(Self { pair, kid })
     }
 
+    pub fn key_id(&self) -> &str {
+        &self.kid
+    }
+
     /// The `.sig` file's text for a sealed file with this digest.
     pub fn sign(&self, digest: &Digest) -> String {
         let sig = self.pair.sign(&message(digest));
@@ -103,6 +107,10 @@ impl Verifier {
             kid: key_id(&public),
             public,
         })
+    }
+
+    pub fn key_id(&self) -> &str {
+        &self.kid
     }
 
     /// Whether `sig_text` is this key's signature over a file with `digest`.

@@ -361,3 +361,42 @@ def test_open_verify_refuses_before_writing_anything(keys, signing, fieldseal_bi
         assert why.encode() in r.stderr, (name, r.stderr)
         assert not out.exists(), name
         assert not any(p.name.startswith(".v.out.partial") for p in tmp_path.iterdir()), name
+
+
+def test_every_file_operation_is_audited(keys, signing, fieldseal_bin, tmp_path):
+    """`--audit-log/--audit-key` append a `file` event per operation to the proxy's audit
+    chain (docs/audit.md), which `fieldseal audit verify` then checks; no key or plaintext in
+    it."""
+    import json
+
+    d, recipient = keys
+    akey, log = tmp_path / "audit.key", tmp_path / "audit.log"
+    run(fieldseal_bin, "audit", "keygen", "--out", akey)
+    audit = ["--audit-log", log, "--audit-key", akey]
+    plain = plaintext(tmp_path, 1000)
+    sealed = tmp_path / "a.age"
+    run(fieldseal_bin, "file", "seal", "--in", plain, "--out", sealed, "--to", recipient,
+        "--keyring", d / "keyring.json", "--sign", signing / "sender.pem", *audit)
+    run(fieldseal_bin, "file", "open", "--in", sealed, "--out", tmp_path / "a.out", "--keyring",
+        d / "keyring.json", "--verify", signing / "sender.pub.pem", *audit)
+    run(fieldseal_bin, "file", "open", "--in", sealed, "--out", tmp_path / "b.out", "--keyring",
+        d / "other.json", *audit, ok=False)
+    run(fieldseal_bin, "file", "verify", "--in", sealed, "--key", signing / "sender.pub.pem", *audit)
+    run(fieldseal_bin, "audit", "verify", log, "--key", akey)
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    files = [e for e in events if e["event"] == "file"]
+    assert [(e["op"], e["outcome"]) for e in files] == [
+        ("seal", "ok"), ("open", "ok"), ("open", "refused"), ("verify", "ok")]
+    kid = json.loads((d / "keyring.json").read_text())["keys"][0]["id"]
+    assert files[0]["recipients"] == ["x25519", f"keyring:{kid}"]
+    assert files[0]["bytes"] == 1000 and len(files[0]["sha512"]) == 128
+    assert files[0]["signer"] == files[1]["signer"] == files[3]["signer"]
+    assert files[3]["sha512"] == files[0]["sha512"]
+    assert "no identity" in files[2]["reason"] or "does not open" in files[2]["reason"]
+    text = log.read_text()
+    secret = json.loads((d / "keyring.json").read_text())["keys"][0]["secret"]
+    assert secret not in text and "AGE-SECRET-KEY" not in text
+    # An audit log that cannot be opened stops the operation before it starts.
+    r = run(fieldseal_bin, "file", "seal", "--in", plain, "--out", tmp_path / "c.age", "--to", recipient,
+            "--audit-log", tmp_path / "missing-dir" / "x.log", "--audit-key", akey, ok=False)
+    assert r.returncode == 64 and not (tmp_path / "c.age").exists()
