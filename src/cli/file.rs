@@ -41,14 +41,21 @@ pub struct RewrapArgs {
     /// Open with this keyring and seal to its primary key.
     #[arg(long)]
     keyring: Option<PathBuf>,
-    /// A new recipient: `age1…` or an OpenSSH public key line (repeatable).
-    #[arg(long = "to")]
-    to: Vec<String>,
-    /// A file of new recipients, one per line (repeatable).
-    #[arg(long = "recipients-file")]
-    recipients_file: Vec<PathBuf>,
+    #[command(flatten)]
+    recipients: RecipientArgs,
     #[command(flatten)]
     audit: AuditArgs,
+}
+
+/// Public-key recipients, as age writes them.
+#[derive(Args, Debug)]
+pub struct RecipientArgs {
+    /// A recipient: `age1…` or an OpenSSH public key line (repeatable).
+    #[arg(long = "to")]
+    to: Vec<String>,
+    /// A file of recipients, one per line, `#` comments (repeatable).
+    #[arg(long = "recipients-file")]
+    recipients_file: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -59,12 +66,8 @@ pub struct SealArgs {
     /// Where the sealed file goes (`-`: stdout). An existing file is not overwritten.
     #[arg(long = "out")]
     output: PathBuf,
-    /// A recipient: `age1…` or an OpenSSH public key line (repeatable).
-    #[arg(long = "to")]
-    to: Vec<String>,
-    /// A file of recipients, one per line (repeatable).
-    #[arg(long = "recipients-file")]
-    recipients_file: Vec<PathBuf>,
+    #[command(flatten)]
+    recipients: RecipientArgs,
     /// Also seal to this keyring's primary key (it opens with the keyring).
     #[arg(long)]
     keyring: Option<PathBuf>,
@@ -224,8 +227,7 @@ type Identities = Vec<Box<dyn age::Identity>>;
 
 /// The recipients named by `--to`, `--recipients-file` and the keyring's primary.
 fn recipients(
-    to: &[String],
-    files: &[PathBuf],
+    args: &RecipientArgs,
     ring: Option<&Arc<crate::crypto::Keyring>>,
     event: &mut FileEvent,
 ) -> Result<Recipients, Failure> {
@@ -237,11 +239,11 @@ fn recipients(
             "ssh"
         }
     };
-    for r in to {
+    for r in &args.to {
         recipients.push(file::parse_recipient(r).map_err(usage)?);
         event.recipients.push(kind(r).into());
     }
-    for path in files {
+    for path in &args.recipients_file {
         let read = file::read_recipients(path).map_err(usage)?;
         event.recipients.extend(std::iter::repeat_n(
             format!("file:{}", path.display()),
@@ -288,7 +290,7 @@ fn identities(
 fn seal(args: SealArgs, event: &mut FileEvent) -> Result<String, Failure> {
     event.file = args.output.display().to_string();
     let ring = args.keyring.as_deref().map(keyring).transpose()?;
-    let recipients = recipients(&args.to, &args.recipients_file, ring.as_ref(), event)?;
+    let recipients = recipients(&args.recipients, ring.as_ref(), event)?;
     let count = recipients.len();
     let signer = args
         .sign
@@ -404,7 +406,7 @@ fn rewrap(args: RewrapArgs, event: &mut FileEvent) -> Result<String, Failure> {
     event.file = args.output.display().to_string();
     let ring = args.keyring.as_deref().map(keyring).transpose()?;
     let identities = identities(&args.identity, ring.as_ref())?;
-    let recipients = recipients(&args.to, &args.recipients_file, ring.as_ref(), event)?;
+    let recipients = recipients(&args.recipients, ring.as_ref(), event)?;
     let count = recipients.len();
     let mut source = fs::File::open(&args.input)
         .map_err(|e| (exit::STARTUP, format!("{}: {e}", args.input.display())))?;
