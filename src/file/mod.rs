@@ -91,8 +91,8 @@ pub fn read_recipients(path: &Path) -> Result<Vec<Box<dyn age::Recipient + Send>
 /// The identities in a file: age identities (`AGE-SECRET-KEY-1…` lines) or one OpenSSH
 /// private key (unencrypted).
 pub fn read_identities(path: &Path) -> Result<Vec<Box<dyn age::Identity>>, FileError> {
-    let text = fs::read_to_string(path)
-        .map_err(|e| FileError::Identity(format!("{}: {e}", path.display())))?;
+    // Secret keys: read into memory that is zeroized when dropped.
+    let text = crate::secret_file::read_pem(path, "identity file").map_err(FileError::Identity)?;
     if text.contains("PRIVATE KEY-----") {
         let identity = age::ssh::Identity::from_buffer(
             io::Cursor::new(text.as_bytes()),
