@@ -210,10 +210,6 @@ fn open_audit(audit: &AuditArgs) -> Result<Option<AuditLog>, String> {
     .map(Some)
 }
 
-fn hex(digest: &file::sign::Digest) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn usage(e: FileError) -> Failure {
     (exit::STARTUP, e.to_string())
 }
@@ -340,7 +336,7 @@ fn seal(args: SealArgs, event: &mut FileEvent) -> Result<String, Failure> {
         .map_err(failed)?
     };
     event.bytes = Some(n);
-    event.sha512 = digest.as_ref().map(hex);
+    event.sha512 = digest.as_ref().map(|d| crate::audit::hex(d));
     if let (Some(signer), Some(path), Some(digest)) = (&signer, &sig_path, &digest) {
         event.signer = Some(signer.key_id().to_string());
         let text = signer.sign(digest);
@@ -382,7 +378,7 @@ fn verify(args: VerifyArgs, event: &mut FileEvent) -> Result<String, Failure> {
     event.signer = Some(verifier.key_id().to_string());
     let sig = read_signature(&args.input, args.signature.as_deref())?;
     let digest = file::sign::digest_file(&args.input).map_err(usage)?;
-    event.sha512 = Some(hex(&digest));
+    event.sha512 = Some(crate::audit::hex(&digest));
     verifier
         .verify(&sig, &digest)
         .map_err(|e| (exit::FAILED, e.to_string()))?;

@@ -74,13 +74,19 @@ pub fn rewrap(
 /// Reads until the end of the MAC line (`--- …\n`); returns what was read and where the
 /// header ends.
 fn read_header(input: &mut dyn Read) -> Result<(Vec<u8>, usize), FileError> {
+    const MAC_LINE: &[u8] = b"\n--- ";
     let mut buf = Vec::new();
     let mut piece = [0u8; 4096];
+    // Where the next search starts: each byte is searched once, not once per read.
+    let mut searched = 0;
     loop {
-        if let Some(at) = find(&buf, b"\n--- ") {
-            if let Some(nl) = buf[at + 1..].iter().position(|&b| b == b'\n') {
+        if let Some(at) = memchr::memmem::find(&buf[searched..], MAC_LINE).map(|i| searched + i) {
+            if let Some(nl) = memchr::memchr(b'\n', &buf[at + 1..]) {
                 return Ok((buf, at + 1 + nl + 1));
             }
+            searched = at;
+        } else {
+            searched = buf.len().saturating_sub(MAC_LINE.len() - 1);
         }
         if buf.len() > MAX_HEADER {
             return Err(FileError::Refused("no age header within 1 MiB".into()));
@@ -93,10 +99,6 @@ fn read_header(input: &mut dyn Read) -> Result<(Vec<u8>, usize), FileError> {
         };
         buf.extend_from_slice(&piece[..n]);
     }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// The stanzas of a binary age header and where its `---` line starts.
@@ -213,6 +215,29 @@ mod tests {
         assert!(opened(&ids, &rewrapped).is_err());
     }
 
+    /// The MAC line is found wherever reads cut it (here: one byte per read), and a file with
+    /// no header within the bound is refused.
+    #[test]
+    fn the_header_end_is_found_across_reads() {
+        struct Drip<'a>(&'a [u8]);
+        impl Read for Drip<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let n = self.0.len().min(1).min(buf.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let file = b"age-encryption.org/v1\n-> X25519 abc\nAAAA\n--- MAC\npayload";
+        let (_, end) = read_header(&mut Drip(file)).unwrap();
+        assert_eq!(&file[end..], b"payload");
+        let junk = vec![b'x'; MAX_HEADER + 10];
+        assert!(matches!(
+            read_header(&mut &junk[..]),
+            Err(FileError::Refused(_))
+        ));
+    }
+
     #[test]
     fn an_altered_header_is_refused() {
         let id = age::x25519::Identity::generate();
@@ -228,7 +253,7 @@ mod tests {
         let to: Vec<Box<dyn age::Recipient + Send>> =
             vec![parse_recipient(&id.to_public().to_string()).unwrap()];
         // A grease stanza slipped in: the MAC no longer verifies.
-        let at = find(&file, b"---").unwrap();
+        let at = memchr::memmem::find(&file, b"---").unwrap();
         let mut bad = file[..at].to_vec();
         bad.extend_from_slice(b"-> extra arg\n\n");
         bad.extend_from_slice(&file[at..]);

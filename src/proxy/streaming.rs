@@ -175,9 +175,10 @@ impl Body for SealingBody {
                 let raw = std::str::from_utf8(v.raw).expect("the streamer validated UTF-8");
                 // The path is spelled for the operations the audit keeps one by one; past
                 // those they are only counted, and a failure spells its own.
-                let path = match ops.detail.len() < MAX_AUDITED_OPS {
-                    true => v.path.spell(),
-                    false => String::new(),
+                let path = if ops.detail.len() < MAX_AUDITED_OPS {
+                    v.path.spell()
+                } else {
+                    String::new()
                 };
                 let found = Found {
                     selector: v.selector,

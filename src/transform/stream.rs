@@ -288,20 +288,12 @@ impl Streamer {
             {
                 let off = string_run(&chunk[i..]);
                 if off > 0 {
-                    let run = &chunk[i..i + off];
-                    {
-                        if self.in_key {
-                            self.key.extend_from_slice(run);
-                            if self.key.len() > MAX_KEY_BYTES {
-                                return Err(StreamError::TooLarge {
-                                    offset: self.offset,
-                                });
-                            }
-                        }
-                        self.offset += off as u64;
-                        i += off;
-                        continue;
+                    if self.in_key {
+                        self.push_key(&chunk[i..i + off])?;
                     }
+                    self.offset += off as u64;
+                    i += off;
+                    continue;
                 }
             }
             let b = chunk[i];
@@ -334,6 +326,17 @@ impl Streamer {
         }
         if self.expect != Expect::Done || self.token != Token::None || self.utf8_left != 0 {
             return Err(self.invalid("the body ends before the document does"));
+        }
+        Ok(())
+    }
+
+    /// More of the member name being read, within [`MAX_KEY_BYTES`].
+    fn push_key<E>(&mut self, bytes: &[u8]) -> Result<(), StreamError<E>> {
+        self.key.extend_from_slice(bytes);
+        if self.key.len() > MAX_KEY_BYTES {
+            return Err(StreamError::TooLarge {
+                offset: self.offset,
+            });
         }
         Ok(())
     }
@@ -382,12 +385,7 @@ impl Streamer {
             Token::Str { escape, hex } => {
                 self.token = self.string_byte(b, escape, hex)?;
                 if self.in_key {
-                    self.key.push(b);
-                    if self.key.len() > MAX_KEY_BYTES {
-                        return Err(StreamError::TooLarge {
-                            offset: self.offset,
-                        });
-                    }
+                    self.push_key(&[b])?;
                 }
                 if self.token == Token::None {
                     if self.in_key {

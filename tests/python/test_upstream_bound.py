@@ -24,7 +24,8 @@ def upstream():
 @pytest.fixture(scope="module")
 def proxy(upstream, pki, fieldseal_bin, tmp_path_factory):
     p = Proxy(fieldseal_bin, pki, upstream.port, tmp_path_factory.mktemp("bound"),
-              f"limits:\n  max_upstream_requests: {BOUND}\ntimeouts:\n  upstream_connect: 1s\n")
+              f"limits:\n  max_upstream_requests: {BOUND}\ntimeouts:\n  upstream_connect: 1s\n"
+              "  upstream_read: 1s\n")
     yield p
     p.stop()
 
@@ -78,3 +79,20 @@ def test_a_waiting_request_goes_through_when_a_turn_frees(proxy, upstream, pki):
     assert [r[0] for r in results] == [200] * (BOUND + 1), results
     took = sorted(r[2] for r in results)
     assert took[0] < 1.1 and took[-1] >= 1.15, took
+
+
+@pytest.mark.parametrize("http2", [False, True])
+def test_a_pass_through_body_that_goes_quiet_is_cut_at_the_read_timeout(proxy, upstream, pki, http2):
+    """No rules on this route: the body streams as the app sends it. Pieces 300 ms apart pass
+    (`timeouts.upstream_read` bounds each gap, not the whole body); pieces 2.5 s apart are cut
+    after the first, at about the 1 s bound, and the client sees an incomplete body."""
+    with httpx.Client(http2=http2, verify=pki.context(), timeout=10) as c:
+        r = c.get(proxy.url("/drip?chunks=5&ms=300"))
+        assert r.status_code == 200 and r.json()["pad"][-1] == "end"
+        started = time.monotonic()
+        with pytest.raises(httpx.HTTPError):
+            with c.stream("GET", proxy.url("/drip?chunks=5&ms=2500")) as r:
+                assert r.status_code == 200
+                for _ in r.iter_bytes():
+                    pass
+        assert time.monotonic() - started < 2.4
