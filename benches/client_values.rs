@@ -1,14 +1,15 @@
 //! Opening client-encrypted values (contract §3), per operation: a JWE with RSA-OAEP-256 +
-//! A256GCM under RSA-2048 and RSA-3072 keys, an HPKE (X25519, AES-256-GCM) JWE, and a
-//! whole-body envelope. The private-key operation dominates the RSA cases; HPKE's X25519 is
-//! what makes it the cheap scheme.
+//! A256GCM under RSA-2048 and RSA-3072 keys, an HPKE JWE under X25519 (`HPKE-X25519-A256GCM`)
+//! and under the post-quantum X-Wing (`HPKE-10`), and a whole-body envelope whose session key
+//! is wrapped with each of RSA-2048, X25519 and X-Wing. The private-key operation dominates
+//! every case: this is the open cost of each scheme side by side.
 
 use aes_gcm::aead::AeadInPlace;
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
 use base64::Engine;
 use criterion::{criterion_group, criterion_main, Criterion};
 use fieldseal::crypto::client_keys::ClientKeys;
-use fieldseal::crypto::hpke::{self, Suite};
+use fieldseal::crypto::hpke;
 use fieldseal::crypto::{envelope, jwe, rsa_keys};
 use rsa::rand_core::OsRng;
 use std::hint::black_box;
@@ -59,14 +60,13 @@ fn rsa_jwe(key: &rsa_keys::RsaKey) -> String {
 }
 
 fn hpke_jwe(key: &hpke::HpkeKey) -> String {
+    let suite = key.kem().published_suite();
     let header = B64URL.encode(format!(
         r#"{{"alg":"{}","kid":"{}"}}"#,
-        hpke::ALG_A256GCM,
+        suite.alg(),
         key.kid()
     ));
-    let (enc, ct) = key
-        .seal(Suite::X25519Aes256Gcm, header.as_bytes(), VALUE)
-        .unwrap();
+    let (enc, ct) = key.seal(suite, b"", header.as_bytes(), VALUE).unwrap();
     [
         header,
         B64URL.encode(enc),
@@ -77,7 +77,32 @@ fn hpke_jwe(key: &hpke::HpkeKey) -> String {
     .join(".")
 }
 
-fn envelope_body(key: &rsa_keys::RsaKey, body: &[u8]) -> Vec<u8> {
+/// An envelope's request body around `data` (nonce ‖ ciphertext ‖ tag).
+fn envelope_json(wrapped: &[u8], data: &[u8], kid: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "encrypted_session_key": B64.encode(wrapped),
+        "encrypted_data": B64.encode(data),
+        "kid": kid,
+    }))
+    .unwrap()
+}
+
+/// An envelope whose session key is HPKE-wrapped to `key`, as a client makes it.
+fn hpke_envelope_body(key: &hpke::HpkeKey, body: &[u8]) -> Vec<u8> {
+    let (session, data) = envelope_data(body);
+    let (enc, ct) = key
+        .seal(
+            key.kem().published_suite(),
+            envelope::HPKE_WRAP_INFO,
+            b"",
+            &session,
+        )
+        .unwrap();
+    envelope_json(&[enc, ct].concat(), &data, key.kid())
+}
+
+/// A fixed session key and the body sealed under it.
+fn envelope_data(body: &[u8]) -> ([u8; 32], Vec<u8>) {
     let session = [5u8; 32];
     let nonce = [1u8; 12];
     let mut data = body.to_vec();
@@ -85,24 +110,27 @@ fn envelope_body(key: &rsa_keys::RsaKey, body: &[u8]) -> Vec<u8> {
         .unwrap()
         .encrypt_in_place_detached(Nonce::from_slice(&nonce), envelope::REQUEST_AAD, &mut data)
         .unwrap();
-    let data = [&nonce[..], &data, &tag].concat();
-    serde_json::to_vec(&serde_json::json!({
-        "encrypted_session_key": B64.encode(wrap(&public_key(key), &session)),
-        "encrypted_data": B64.encode(data),
-        "kid": key.kid,
-    }))
-    .unwrap()
+    (session, [&nonce[..], &data, &tag].concat())
+}
+
+fn envelope_body(key: &rsa_keys::RsaKey, body: &[u8]) -> Vec<u8> {
+    let (session, data) = envelope_data(body);
+    envelope_json(&wrap(&public_key(key), &session), &data, &key.kid)
 }
 
 fn client_values(c: &mut Criterion) {
     let load = |bits| rsa_keys::from_pem(&rsa_keys::generate(bits).unwrap()).unwrap();
     let (k2048, k3072) = (load(2048), load(3072));
-    let x25519 = hpke::from_pem(&hpke::generate().unwrap()).unwrap();
+    let x25519 = hpke::from_pem(&hpke::generate(hpke::KemKind::X25519).unwrap()).unwrap();
+    let xwing = hpke::from_pem(&hpke::generate(hpke::KemKind::XWing).unwrap()).unwrap();
     let jwe_2048 = rsa_jwe(&k2048);
     let jwe_3072 = rsa_jwe(&k3072);
     let hpke_value = hpke_jwe(&x25519);
-    let keys = ClientKeys::new(vec![k2048, k3072], vec![x25519]).unwrap();
+    let xwing_value = hpke_jwe(&xwing);
     let doc = serde_json::json!({ "pad": "x".repeat(1010) }).to_string();
+    let env_x25519 = hpke_envelope_body(&x25519, doc.as_bytes());
+    let env_xwing = hpke_envelope_body(&xwing, doc.as_bytes());
+    let keys = ClientKeys::new(vec![k2048, k3072], vec![x25519, xwing]).unwrap();
     let env_1k = envelope_body(&keys.rsa_keys()[0], doc.as_bytes());
 
     let mut group = c.benchmark_group("client_values");
@@ -115,8 +143,17 @@ fn client_values(c: &mut Criterion) {
     group.bench_function("jwe_open_hpke_x25519_a256gcm", |b| {
         b.iter(|| jwe::open(black_box(&hpke_value), &keys).unwrap())
     });
+    group.bench_function("jwe_open_hpke_10_xwing", |b| {
+        b.iter(|| jwe::open(black_box(&xwing_value), &keys).unwrap())
+    });
     group.bench_function("envelope_open_rsa2048_1KiB", |b| {
         b.iter(|| envelope::open_request(black_box(&env_1k), &keys).unwrap())
+    });
+    group.bench_function("envelope_open_x25519_1KiB", |b| {
+        b.iter(|| envelope::open_request(black_box(&env_x25519), &keys).unwrap())
+    });
+    group.bench_function("envelope_open_xwing_1KiB", |b| {
+        b.iter(|| envelope::open_request(black_box(&env_xwing), &keys).unwrap())
     });
     group.finish();
 }

@@ -416,7 +416,10 @@ fn client_key_problems_are_reported_and_good_keys_are_listed() {
         "{stdout}"
     );
     assert!(stdout.contains("RSA-2048 kid "), "{stdout}");
-    assert!(stdout.contains("X25519 (HPKE) kid "), "{stdout}");
+    assert!(
+        stdout.contains("X25519 (HPKE, HPKE-X25519-A256GCM) kid "),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("seed-compatible public key at /pk"),
         "{stdout}"
@@ -439,7 +442,7 @@ fn client_key_problems_are_reported_and_good_keys_are_listed() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("keys.hpke_private_key:") && stderr.contains("not an X25519 key"),
+        stderr.contains("keys.hpke_private_key:") && stderr.contains("not an X25519 or X-Wing key"),
         "{stderr}"
     );
     let (code, _, stderr) = check(
@@ -451,11 +454,19 @@ fn client_key_problems_are_reported_and_good_keys_are_listed() {
         stderr.contains("keys.public_key_path: serves an RSA public key"),
         "{stderr}"
     );
+    // An HPKE key is enough for envelopes (the session key is HPKE-wrapped).
+    assert!(!stderr.contains("routes.0.envelope"), "{stderr}");
+    assert!(stderr.contains("routes.1.request.max_age"), "{stderr}");
+    let (code, _, stderr) = check(
+        "",
+        "routes:\n  - name: s\n    match: { path: \"/s\" }\n    envelope: true\n",
+    );
+    assert_eq!(code, 1);
     assert!(
-        stderr.contains("routes.0.envelope: needs `keys.rsa_private_key`"),
+        stderr
+            .contains("routes.0.envelope: needs `keys.rsa_private_key` or `keys.hpke_private_key`"),
         "{stderr}"
     );
-    assert!(stderr.contains("routes.1.request.max_age"), "{stderr}");
 
     // Key files others can read are refused, like every secret file.
     use std::os::unix::fs::PermissionsExt;

@@ -105,25 +105,31 @@ impl Demo {
         self.jwe_with(plaintext, "")
     }
 
+    /// `plaintext` HPKE-encrypted (`HPKE-10`) to the demo's post-quantum X-Wing key.
+    fn pq_jwe(&self, plaintext: &[u8]) -> String {
+        self.jwe_to("xwing.pem", plaintext, "")
+    }
+
     /// Any JSON value HPKE-encrypted with `cty: json` (opens to that value, `null` included).
     fn jwe_json(&self, value: &Value) -> String {
         self.jwe_with(value.to_string().as_bytes(), r#","cty":"json""#)
     }
 
     fn jwe_with(&self, plaintext: &[u8], extra_header: &str) -> String {
-        let key = fieldseal::crypto::hpke::load(&self.config.with_file_name("x25519.pem")).unwrap();
+        self.jwe_to("x25519.pem", plaintext, extra_header)
+    }
+
+    /// A compact HPKE JWE to the key in `key_file`, under the suite its JWK publishes.
+    fn jwe_to(&self, key_file: &str, plaintext: &[u8], extra_header: &str) -> String {
+        let key = fieldseal::crypto::hpke::load(&self.config.with_file_name(key_file)).unwrap();
+        let suite = key.kem().published_suite();
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let header = b64.encode(format!(
-            r#"{{"alg":"HPKE-X25519-A256GCM","kid":"{}"{extra_header}}}"#,
+            r#"{{"alg":"{}","kid":"{}"{extra_header}}}"#,
+            suite.alg(),
             key.kid()
         ));
-        let (enc, ct) = key
-            .seal(
-                fieldseal::crypto::hpke::Suite::X25519Aes256Gcm,
-                header.as_bytes(),
-                plaintext,
-            )
-            .unwrap();
+        let (enc, ct) = key.seal(suite, b"", header.as_bytes(), plaintext).unwrap();
         [
             header,
             b64.encode(enc),
@@ -274,6 +280,26 @@ async fn demo_serves_the_demo_app_through_the_proxy() {
     assert_no_plaintext("PUT an HPKE JWE", &headers, &text);
     let updated: Value = serde_json::from_str(&text).unwrap();
     assert!(is_token(&updated["ssn"]), "{updated}");
+    assert_eq!(
+        demo.open("ssn", updated["ssn"].as_str().unwrap()),
+        json!(JWE_SSN)
+    );
+
+    // Beside it, a post-quantum X-Wing key (`AKP`, `HPKE-10`): clients choose.
+    let pq = &jwks["keys"][1];
+    assert_eq!(
+        (pq["kty"].as_str(), pq["alg"].as_str()),
+        (Some("AKP"), Some("HPKE-10"))
+    );
+    let key = fieldseal::crypto::hpke::load(&demo.config.with_file_name("xwing.pem")).unwrap();
+    assert_eq!(pq["kid"].as_str(), Some(key.kid()));
+    let jwe = demo.pq_jwe(JWE_SSN.as_bytes());
+    let (status, headers, text) = demo
+        .send("PUT", "/api/users/1", true, &json!({ "ssn": jwe }))
+        .await;
+    assert_eq!(status, 200, "{text}");
+    assert_no_plaintext("PUT an HPKE-10 JWE", &headers, &text);
+    let updated: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(
         demo.open("ssn", updated["ssn"].as_str().unwrap()),
         json!(JWE_SSN)

@@ -77,7 +77,12 @@ pub fn describe(s: &Settings) -> String {
             let _ = writeln!(out, "  RSA-{} kid {}", k.bits, k.kid);
         }
         for k in client.hpke_keys() {
-            let _ = writeln!(out, "  X25519 (HPKE) kid {}", k.kid());
+            let kem = match k.kem() {
+                crate::crypto::hpke::KemKind::X25519 => "X25519",
+                crate::crypto::hpke::KemKind::XWing => "X-Wing, post-quantum",
+            };
+            let alg = k.kem().published_suite().alg();
+            let _ = writeln!(out, "  {kem} (HPKE, {alg}) kid {}", k.kid());
         }
         if let Some(p) = &s.keys.public_key_path {
             let _ = writeln!(out, "  seed-compatible public key at {p}");

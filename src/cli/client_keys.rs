@@ -27,11 +27,15 @@ pub enum RsaCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum HpkeCommand {
-    /// Write a new X25519 private key (PKCS#8 PEM, mode 0600; refuses to overwrite a file)
-    /// for `keys.hpke_private_key`; prints its kid (the RFC 7638 JWK thumbprint).
+    /// Write a new HPKE private key (PKCS#8 PEM, mode 0600; refuses to overwrite a file) for
+    /// `keys.hpke_private_key`; prints its kid (the RFC 7638 JWK thumbprint).
     Generate {
         #[arg(long)]
         out: PathBuf,
+        /// `x25519` (JWE `alg` HPKE-X25519-A256GCM) or `xwing`, the post-quantum hybrid
+        /// MLKEM768-X25519 (JWE `alg` HPKE-10).
+        #[arg(long, default_value = "x25519", value_parser = ["x25519", "xwing"])]
+        kem: String,
     },
 }
 
@@ -43,7 +47,7 @@ pub fn rsa(command: RsaCommand) -> ExitCode {
 
 pub fn hpke(command: HpkeCommand) -> ExitCode {
     exit(match command {
-        HpkeCommand::Generate { out } => generate_hpke(&out),
+        HpkeCommand::Generate { out, kem } => generate_hpke(&out, &kem),
     })
 }
 
@@ -90,16 +94,21 @@ fn generate(out: &Path, bits: usize) -> Result<(), String> {
     Ok(())
 }
 
-fn generate_hpke(out: &Path) -> Result<(), String> {
+fn generate_hpke(out: &Path, kem: &str) -> Result<(), String> {
+    let (kem, what) = match kem {
+        "xwing" => (hpke::KemKind::XWing, "X-Wing"),
+        _ => (hpke::KemKind::X25519, "X25519"),
+    };
     if out.exists() || out.is_symlink() {
-        return Err(refuse_existing(out, "X25519"));
+        return Err(refuse_existing(out, what));
     }
-    let pem = hpke::generate()?;
+    let pem = hpke::generate(kem)?;
     let key = hpke::from_pem(&pem).map_err(|e| format!("the generated key does not load: {e}"))?;
-    write_new(out, &pem, "X25519")?;
+    write_new(out, &pem, what)?;
     println!(
-        "wrote {} (X25519 for HPKE, kid {})",
+        "wrote {} ({what} for HPKE, JWE alg {}, kid {})",
         out.display(),
+        kem.published_suite().alg(),
         key.kid()
     );
     Ok(())

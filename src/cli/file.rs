@@ -1,4 +1,5 @@
-//! `fieldseal file seal|open`: files and backups sealed with age v1 (docs/files.md).
+//! `fieldseal file keygen|seal|open|rewrap|verify`: files and backups sealed with age v1
+//! (docs/files.md).
 
 use std::fs;
 use std::io::{self, BufReader, BufWriter, Write};
@@ -15,8 +16,18 @@ use crate::file::{self, FileError, KeyringIdentity, KeyringRecipient};
 
 #[derive(Subcommand, Debug)]
 pub enum FileCommand {
-    /// Seal a file (any size, constant memory) to one or more recipients: age X25519 (`age1…`)
-    /// or OpenSSH public keys, and/or the keyring's primary key.
+    /// Write a new age identity file (mode 0600; refuses to overwrite) and print its recipient:
+    /// post-quantum (`age1pq1…`, X-Wing) with `--pq`, X25519 (`age1…`) otherwise.
+    Keygen(KeygenArgs),
+    #[command(flatten)]
+    Audited(AuditedCommand),
+}
+
+/// The operations on sealed files, each one an audit event.
+#[derive(Subcommand, Debug)]
+pub enum AuditedCommand {
+    /// Seal a file (any size, constant memory) to one or more recipients: age post-quantum
+    /// (`age1pq1…`), X25519 (`age1…`) or OpenSSH public keys, and/or the keyring's primary key.
     Seal(SealArgs),
     /// Open a sealed file. The output appears only once the whole file authenticated.
     Open(OpenArgs),
@@ -25,6 +36,16 @@ pub enum FileCommand {
     Rewrap(RewrapArgs),
     /// Check a sealed file's signature without opening it (no identity needed).
     Verify(VerifyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct KeygenArgs {
+    /// The identity file; it must not exist yet.
+    #[arg(long = "out")]
+    output: PathBuf,
+    /// A post-quantum identity (age's `mlkem768x25519`: X-Wing, ML-KEM-768 + X25519).
+    #[arg(long)]
+    pq: bool,
 }
 
 #[derive(Args, Debug)]
@@ -50,7 +71,9 @@ pub struct RewrapArgs {
 /// Public-key recipients, as age writes them.
 #[derive(Args, Debug)]
 pub struct RecipientArgs {
-    /// A recipient: `age1…` or an OpenSSH public key line (repeatable).
+    /// A recipient: `age1pq1…`, `age1…` or an OpenSSH public key line (repeatable). Post-quantum
+    /// recipients cannot be mixed with classical ones (age's rule: the file would only have
+    /// classical strength).
     #[arg(long = "to")]
     to: Vec<String>,
     /// A file of recipients, one per line, `#` comments (repeatable).
@@ -93,7 +116,8 @@ pub struct OpenArgs {
     /// Where the plaintext goes; it must not exist yet.
     #[arg(long = "out")]
     output: PathBuf,
-    /// A file of age identities (`AGE-SECRET-KEY-1…`) or an OpenSSH private key (repeatable).
+    /// A file of age identities (`AGE-SECRET-KEY-1…`, `AGE-SECRET-KEY-PQ-1…`) or an OpenSSH
+    /// private key (repeatable).
     #[arg(long = "identity")]
     identity: Vec<PathBuf>,
     /// Open with this keyring's keys (any key that is not disabled).
@@ -137,11 +161,55 @@ pub struct AuditArgs {
 }
 
 pub fn file(command: FileCommand) -> ExitCode {
+    match command {
+        FileCommand::Keygen(args) => keygen(&args),
+        FileCommand::Audited(command) => audited(command),
+    }
+}
+
+/// Writes a new identity file as `age-keygen` does (comment lines with the creation time and
+/// the public key, then the secret) and prints the recipient on stdout.
+fn keygen(args: &KeygenArgs) -> ExitCode {
+    let (secret, public) = if args.pq {
+        let id = file::PqIdentity::generate();
+        (id.to_secret_string(), id.to_public().to_string())
+    } else {
+        use age::secrecy::ExposeSecret;
+        let id = age::x25519::Identity::generate();
+        (
+            zeroize::Zeroizing::new(id.to_string().expose_secret().to_string()),
+            id.to_public().to_string(),
+        )
+    };
+    let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+    let text = zeroize::Zeroizing::new(format!(
+        "# created: {created}\n# public key: {public}\n{}\n",
+        *secret
+    ));
+    match crate::secret_file::create_private(&args.output, text.as_bytes()) {
+        Ok(()) => {
+            println!("{public}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let why = match e.kind() {
+                io::ErrorKind::AlreadyExists => {
+                    "it exists; refusing to overwrite an identity".into()
+                }
+                _ => e.to_string(),
+            };
+            eprintln!("error: cannot write {}: {why}", args.output.display());
+            ExitCode::from(exit::FAILED)
+        }
+    }
+}
+
+fn audited(command: AuditedCommand) -> ExitCode {
     let (op, audit) = match &command {
-        FileCommand::Seal(a) => ("seal", a.audit.clone()),
-        FileCommand::Open(a) => ("open", a.audit.clone()),
-        FileCommand::Rewrap(a) => ("rewrap", a.audit.clone()),
-        FileCommand::Verify(a) => ("verify", a.audit.clone()),
+        AuditedCommand::Seal(a) => ("seal", a.audit.clone()),
+        AuditedCommand::Open(a) => ("open", a.audit.clone()),
+        AuditedCommand::Rewrap(a) => ("rewrap", a.audit.clone()),
+        AuditedCommand::Verify(a) => ("verify", a.audit.clone()),
     };
     // Opened first: an operation that cannot be audited is not performed.
     let log = match open_audit(&audit) {
@@ -162,10 +230,10 @@ pub fn file(command: FileCommand) -> ExitCode {
         reason: None,
     };
     let result = match command {
-        FileCommand::Seal(args) => seal(args, &mut event),
-        FileCommand::Open(args) => open(args, &mut event),
-        FileCommand::Rewrap(args) => rewrap(args, &mut event),
-        FileCommand::Verify(args) => verify(args, &mut event),
+        AuditedCommand::Seal(args) => seal(args, &mut event),
+        AuditedCommand::Open(args) => open(args, &mut event),
+        AuditedCommand::Rewrap(args) => rewrap(args, &mut event),
+        AuditedCommand::Verify(args) => verify(args, &mut event),
     };
     if let Err((code, message)) = &result {
         event.outcome = if *code == exit::FAILED {

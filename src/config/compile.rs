@@ -1771,8 +1771,11 @@ impl<'a> Compiler<'a> {
             );
         }
         if rules.envelope {
-            if !keys.has_rsa_keys() {
-                self.problem(&format!("{key}.envelope"), "needs `keys.rsa_private_key`");
+            if !keys.has_envelope_keys() {
+                self.problem(
+                    &format!("{key}.envelope"),
+                    "needs `keys.rsa_private_key` or `keys.hpke_private_key`",
+                );
             }
             if !rules.response.as_ref().is_none_or(ResponseRules::is_empty)
                 || !rules.request.as_ref().is_none_or(RequestRules::is_empty)

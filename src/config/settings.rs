@@ -178,12 +178,11 @@ impl fmt::Display for KeyringKek {
 }
 
 impl KeySources {
-    /// Whether an RSA key is configured (envelopes and the seed endpoint need one). During
-    /// `check` with a broken key file this is false, but the file's problem is reported too.
-    pub fn has_rsa_keys(&self) -> bool {
-        self.client
-            .as_ref()
-            .is_some_and(|c| !c.rsa_keys().is_empty())
+    /// Whether a client key is configured that envelopes can wrap their session key with (RSA,
+    /// or HPKE: X25519 or X-Wing). During `check` with a broken key file this is false, but the
+    /// file's problem is reported too.
+    pub fn has_envelope_keys(&self) -> bool {
+        self.client.as_ref().is_some_and(|c| !c.is_empty())
     }
 }
 

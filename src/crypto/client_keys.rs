@@ -1,5 +1,5 @@
-//! The private keys clients encrypt to (contract §3): every configured RSA key (and X25519
-//! HPKE key), the JWKS that publishes them, and the lookup by `kid` that JWE values and
+//! The private keys clients encrypt to (contract §3): every configured RSA key (and HPKE key,
+//! X25519 or post-quantum X-Wing), the JWKS that publishes them, and the lookup by `kid` that JWE values and
 //! envelopes use.
 //!
 //! Several keys may be live at once so that a rotation never strands a client: the new key is
@@ -117,6 +117,6 @@ impl KeyUnwrap for ClientKeys {
         ciphertext: &[u8],
     ) -> Option<Result<Zeroizing<Vec<u8>>, ()>> {
         self.hpke(kid)
-            .map(|k| k.open(suite, encapsulated, aad, ciphertext))
+            .map(|k| k.open(suite, encapsulated, b"", aad, ciphertext))
     }
 }

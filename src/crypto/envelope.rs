@@ -1,16 +1,24 @@
 //! Whole-body envelopes (contract §3): the client encrypts its entire JSON body under a fresh
-//! 32-byte session key, wraps that key with one of the proxy's RSA keys, and gets the app's
+//! 32-byte session key, wraps that key with one of the proxy's public keys, and gets the app's
 //! response sealed under the same session key.
 //!
 //! ```text
-//! request  {"encrypted_session_key": b64(RSA-OAEP-SHA256(session key)),
-//!           "encrypted_data": b64(nonce12 || ciphertext || tag16), "kid": "<RSA kid>"}
+//! request  {"encrypted_session_key": b64(RSA-OAEP-SHA256(session key))
+//!                                 or b64(HPKE enc || HPKE ciphertext of the session key),
+//!           "encrypted_data": b64(nonce12 || ciphertext || tag16), "kid": "<JWKS kid>"}
 //!           AES-256-GCM, AAD "fieldseal-envelope-request"
 //! response {"encrypted_data": b64(nonce12 || ciphertext || tag16)}
 //!           same session key, fresh nonce, AAD "fieldseal-envelope-response"
 //! ```
 //! (`b64` = standard base64 with padding.) The two AADs differ so that a response can never be
 //! replayed to the proxy as a request body, nor a request reflected as a response.
+//!
+//! The contract wraps the session key with RSA-OAEP. When `kid` names one of the proxy's HPKE
+//! keys instead (X25519, or the post-quantum X-Wing), the session key is HPKE-sealed (base
+//! mode, single shot) with the suite that key's JWK `alg` names, `info` [`HPKE_WRAP_INFO`] and
+//! an empty AAD; `encrypted_session_key` is the encapsulated key followed by that ciphertext —
+//! exactly what `cryptography`'s `hpke.Suite.encrypt(key, public_key, info=…)` returns, so a
+//! Python client needs nothing but the stock API.
 //!
 //! Like JWE values, the RSA step must not be a padding oracle: a session key that does not
 //! unwrap is replaced by a random one and the AES-GCM decryption runs anyway, so a bad wrapped
@@ -31,9 +39,15 @@ pub const REQUEST_AAD: &[u8] = b"fieldseal-envelope-request";
 /// AAD of response envelopes.
 pub const RESPONSE_AAD: &[u8] = b"fieldseal-envelope-response";
 
+/// HPKE `info` of a session key wrapped to an HPKE key: binds the wrap to this use, so an HPKE
+/// JWE value's ciphertext can never stand in for a session key.
+pub const HPKE_WRAP_INFO: &[u8] = b"fieldseal-envelope-session-key/v1";
+
 const SESSION_KEY_LEN: usize = 32;
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
+/// An HPKE-wrapped session key: the key and the AEAD tag (both HPKE suites use a 16-byte tag).
+const SESSION_KEY_WITH_TAG: usize = SESSION_KEY_LEN + TAG_LEN;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -43,7 +57,7 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 pub enum EnvelopeError {
     /// Not a JSON object with exactly the three string members, or bad base64 / lengths.
     Malformed,
-    /// `kid` names no RSA key of the proxy.
+    /// `kid` names no RSA or HPKE key of the proxy.
     UnknownKey(String),
     /// The session key did not unwrap or the data failed authentication (not told apart).
     DecryptionFailed,
@@ -73,7 +87,7 @@ impl EnvelopeError {
 /// The session key of one exchange, kept to seal the response. Zeroized on drop.
 pub struct SessionKey {
     key: Zeroizing<[u8; SESSION_KEY_LEN]>,
-    /// The RSA key that unwrapped it (for metrics and the audit log).
+    /// The RSA or HPKE key that unwrapped it (for metrics and the audit log).
     pub kid: String,
 }
 
@@ -154,13 +168,23 @@ pub fn open_request(body: &[u8], keys: &ClientKeys) -> Result<OpenedEnvelope, En
     if data.len() < NONCE_LEN + TAG_LEN {
         return Err(EnvelopeError::Malformed);
     }
-    let rsa = keys
-        .rsa(&envelope.kid)
-        .ok_or_else(|| EnvelopeError::UnknownKey(envelope.kid.to_string()))?;
-
     // Unwrap, or fall back to a random key without branching on which (see the module doc).
-    let key = super::jwe::key_or_random(rsa.decrypt_oaep_sha256(&wrapped))
-        .map_err(|()| EnvelopeError::DecryptionFailed)?;
+    let unwrapped = if let Some(rsa) = keys.rsa(&envelope.kid) {
+        rsa.decrypt_oaep_sha256(&wrapped)
+    } else if let Some(hpke) = keys.hpke(&envelope.kid) {
+        let kem = hpke.kem();
+        match wrapped.len().checked_sub(kem.enc_len()) {
+            Some(SESSION_KEY_WITH_TAG) => {
+                let (enc, ct) = wrapped.split_at(kem.enc_len());
+                hpke.open(kem.published_suite(), enc, HPKE_WRAP_INFO, b"", ct)
+            }
+            _ => Err(()),
+        }
+    } else {
+        return Err(EnvelopeError::UnknownKey(envelope.kid.to_string()));
+    };
+    let kid = envelope.kid.to_string();
+    let key = super::jwe::key_or_random(unwrapped).map_err(|()| EnvelopeError::DecryptionFailed)?;
 
     let (nonce, ciphertext) = data.split_at(NONCE_LEN);
     // Per-request cipher: zeroized on drop, GHASH's key included.
@@ -180,10 +204,7 @@ pub fn open_request(body: &[u8], keys: &ClientKeys) -> Result<OpenedEnvelope, En
     }
     Ok(OpenedEnvelope {
         plaintext,
-        session: SessionKey {
-            key,
-            kid: rsa.kid.clone(),
-        },
+        session: SessionKey { key, kid },
         iat: envelope.iat,
         jti: envelope.jti.map(std::borrow::Cow::into_owned),
     })
@@ -277,6 +298,65 @@ mod tests {
             "kid": kid,
         });
         (serde_json::to_vec(&body).unwrap(), session)
+    }
+
+    /// An envelope whose session key is HPKE-wrapped to an X25519 or X-Wing key opens, its
+    /// response seals under the same session key, and every wrong wrap fails like a bad tag.
+    #[test]
+    fn hpke_wrapped_session_keys_open_for_both_kems() {
+        use crate::crypto::hpke::{self, KemKind};
+        for kem in [KemKind::X25519, KemKind::XWing] {
+            let pem = hpke::generate(kem).unwrap();
+            let key = hpke::from_pem(&pem).unwrap();
+            let kid = key.kid().to_string();
+            let session = [3u8; 32];
+            let seal_with = |info: &[u8]| {
+                let (enc, ct) = key
+                    .seal(kem.published_suite(), info, b"", &session)
+                    .unwrap();
+                [enc, ct].concat()
+            };
+            let good = seal_with(HPKE_WRAP_INFO);
+            let nonce = [9u8; 12];
+            let data = Aes256Gcm::new_from_slice(&session)
+                .unwrap()
+                .encrypt(
+                    Nonce::from_slice(&nonce),
+                    Payload {
+                        msg: br#"{"ssn":"123-45-6789"}"#,
+                        aad: REQUEST_AAD,
+                    },
+                )
+                .unwrap();
+            let body = |wrapped: &[u8]| {
+                serde_json::to_vec(&json!({
+                    "encrypted_session_key": B64.encode(wrapped),
+                    "encrypted_data": B64.encode([&nonce[..], &data].concat()),
+                    "kid": kid,
+                }))
+                .unwrap()
+            };
+            let keys = ClientKeys::new(vec![], vec![hpke::from_pem(&pem).unwrap()]).unwrap();
+            let opened = open_request(&body(&good), &keys).unwrap();
+            assert_eq!(&opened.plaintext[..], br#"{"ssn":"123-45-6789"}"#);
+            assert_eq!(opened.session.kid, kid);
+            assert_eq!(&opened.session.key[..], &session);
+
+            // Another info (e.g. a JWE value's ciphertext), a flipped bit, a cut: refused alike.
+            let mut flipped = good.clone();
+            flipped[kem.enc_len() + 1] ^= 1;
+            for bad in [
+                seal_with(b""),
+                flipped,
+                good[..good.len() - 1].to_vec(),
+                good[1..].to_vec(),
+            ] {
+                assert_eq!(
+                    open_request(&body(&bad), &keys).unwrap_err(),
+                    EnvelopeError::DecryptionFailed
+                );
+            }
+        }
     }
 
     #[test]

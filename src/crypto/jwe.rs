@@ -7,7 +7,7 @@
 //! - `alg` `RSA-OAEP-256`, `enc` `A256GCM` (contract §3): the content-encryption key (CEK) is
 //!   wrapped with one of the proxy's RSA keys, named by the required `kid`.
 //! - HPKE integrated encryption (draft-ietf-jose-hpke-encrypt-20 §5): `alg`
-//!   `HPKE-X25519-A256GCM` or `HPKE-3` and no `enc`; the encrypted-key segment is the HPKE
+//!   `HPKE-X25519-A256GCM`, `HPKE-3` or the post-quantum `HPKE-10` and no `enc`; the encrypted-key segment is the HPKE
 //!   encapsulated key, the IV and tag segments are empty, the ciphertext segment is the HPKE
 //!   ciphertext (tag included), the HPKE `aad` is the protected header as received and `info`
 //!   is empty. See [`super::hpke`].
@@ -76,8 +76,9 @@ pub trait KeyUnwrap {
     /// names the kid and is safe to distinguish: the kid is public, from the JWKS).
     fn knows(&self, kid: &str) -> bool;
 
-    /// HPKE base-mode open with the X25519 key `kid` (empty `info`). `None` when there is no
-    /// such key; `Some(Err(()))` for every decryption failure alike. The default has no keys.
+    /// HPKE base-mode open with the HPKE key `kid` (empty `info`). `None` when there is no
+    /// such key; `Some(Err(()))` for every decryption failure alike, a suite of another KEM
+    /// than the key's included. The default has no keys.
     #[allow(clippy::result_unit_err)]
     fn hpke_open(
         &self,
@@ -1001,6 +1002,48 @@ mod tests {
         );
     }
 
+    /// draft-skokan-jose-hpke-pq-pqt, test vectors, HPKE-10: the post-quantum JWE made by the
+    /// draft authors' implementation opens with the vector's key; one flipped bit anywhere in
+    /// it (header, encapsulated key, ciphertext) is refused.
+    #[test]
+    fn the_draft_hpke_10_vector_opens() {
+        let jwk: Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/jose-hpke-pq/HPKE-10.jwk.json"
+        ))
+        .unwrap();
+        let seed = B64URL.decode(jwk["priv"].as_str().unwrap()).unwrap();
+        let pem = crate::crypto::hpke::pem(
+            crate::crypto::hpke::KemKind::XWing,
+            &seed.try_into().unwrap(),
+        );
+        let keys =
+            ClientKeys::new(vec![], vec![crate::crypto::hpke::from_pem(&pem).unwrap()]).unwrap();
+        let vector = include_str!("../../tests/fixtures/jose-hpke-pq/HPKE-10-compact.txt").trim();
+        assert!(looks_like_jwe(vector));
+        let opened = open(vector, &keys).unwrap();
+        let text = opened.value.as_str().unwrap();
+        assert!(text.starts_with("You can trust us to stick with you through thick and thin"));
+        assert!(text.ends_with("We are your friends, Frodo."));
+        assert_eq!(opened.kid, jwk["kid"]);
+        for segment in [1, 3] {
+            assert_eq!(
+                open(&flip(vector, segment, 7), &keys).unwrap_err(),
+                JweError::DecryptionFailed
+            );
+        }
+        // The same value under the X25519 suite's name: refused like a bad tag.
+        let parts: Vec<&str> = vector.split('.').collect();
+        let relabelled = B64URL.encode(
+            serde_json::to_string(&json!({"alg": "HPKE-X25519-A256GCM", "kid": jwk["kid"]}))
+                .unwrap(),
+        );
+        let forged = [relabelled.as_str(), parts[1], "", parts[3], ""].join(".");
+        assert_eq!(
+            open(&forged, &keys).unwrap_err(),
+            JweError::DecryptionFailed
+        );
+    }
+
     /// Seals like a client: HPKE single-shot with the encoded header as AAD.
     fn hpke_compact(
         keys: &ClientKeys,
@@ -1012,7 +1055,7 @@ mod tests {
         let header = B64URL.encode(serde_json::to_string(header).unwrap());
         let suite = Suite::from_alg(header_alg(&header)).unwrap_or(Suite::X25519Aes256Gcm);
         let (enc, ct) = keys.hpke_keys()[0]
-            .seal(suite, header.as_bytes(), plaintext)
+            .seal(suite, b"", header.as_bytes(), plaintext)
             .unwrap();
         [
             header,

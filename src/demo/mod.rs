@@ -60,10 +60,13 @@ pub fn write_files(
     let keyring =
         zeroize::Zeroizing::new(serde_json::to_vec_pretty(&keyring).map_err(|e| e.to_string())?);
     write_private(&dir.join("keyring.json"), &keyring).map_err(|e| e.to_string())?;
-    // An X25519 key (instant to make, unlike RSA) so the demo publishes a JWKS clients can
-    // encrypt to with HPKE.
-    let x25519 = crate::crypto::hpke::generate()?;
+    // An X25519 and a post-quantum X-Wing key (instant to make, unlike RSA) so the demo
+    // publishes a JWKS clients can encrypt to with HPKE, classical or post-quantum.
+    use crate::crypto::hpke::KemKind;
+    let x25519 = crate::crypto::hpke::generate(KemKind::X25519)?;
     write_private(&dir.join("x25519.pem"), x25519.as_bytes()).map_err(|e| e.to_string())?;
+    let xwing = crate::crypto::hpke::generate(KemKind::XWing)?;
+    write_private(&dir.join("xwing.pem"), xwing.as_bytes()).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("cert.pem"), cert.cert.pem()).map_err(|e| e.to_string())?;
     write_private(
         &dir.join("key.pem"),
@@ -80,7 +83,7 @@ tls:
   key: key.pem
 keys:
   keyring: keyring.json
-  hpke_private_key: x25519.pem
+  hpke_private_key: [x25519.pem, xwing.pem]
 headers:
   permissions-policy: "geolocation=(), camera=()"
 # The one route that opens tokens seals the same selectors in its answers, and the app answers a

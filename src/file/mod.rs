@@ -9,6 +9,8 @@
 //! to X25519 (`age1…`) or SSH RSA/Ed25519 recipients open with the age and rage tools, and
 //! theirs open here; a host that only seals holds no key that opens.
 //!
+//! Post-quantum recipients (`age1pq1…`, age's `mlkem768x25519` type, X-Wing) are in [`pq`].
+//!
 //! One recipient type is fieldseal's own, [`keyring::KeyringRecipient`]: the file key wrapped
 //! under a keyring key (stanza `fieldseal-keyring <kid>`), so the proxy's keyring opens the
 //! backups of the data it seals in flight, and rotates with it.
@@ -18,6 +20,7 @@
 //! has authenticated.
 
 pub mod keyring;
+pub mod pq;
 pub mod rewrap;
 pub mod sign;
 
@@ -26,6 +29,7 @@ use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 pub use keyring::{KeyringIdentity, KeyringRecipient};
+pub use pq::{PqIdentity, PqRecipient};
 
 /// Why a file could not be sealed or opened.
 #[derive(Debug)]
@@ -56,10 +60,16 @@ impl From<io::Error> for FileError {
     }
 }
 
-/// A recipient written as age writes them: `age1…` (X25519) or an OpenSSH public key line
-/// (`ssh-rsa …`, `ssh-ed25519 …`).
+/// A recipient written as age writes them: `age1pq1…` (post-quantum X-Wing), `age1…`
+/// (X25519) or an OpenSSH public key line (`ssh-rsa …`, `ssh-ed25519 …`).
 pub fn parse_recipient(text: &str) -> Result<Box<dyn age::Recipient + Send>, FileError> {
     let text = text.trim();
+    if text.starts_with("age1pq1") {
+        return text
+            .parse::<PqRecipient>()
+            .map(|r| Box::new(r) as Box<dyn age::Recipient + Send>)
+            .map_err(FileError::Recipient);
+    }
     if text.starts_with("age1") {
         return text
             .parse::<age::x25519::Recipient>()
@@ -73,7 +83,7 @@ pub fn parse_recipient(text: &str) -> Result<Box<dyn age::Recipient + Send>, Fil
             .map_err(|e| FileError::Recipient(format!("{e:?}")));
     }
     Err(FileError::Recipient(
-        "expected an age1… X25519 recipient or an OpenSSH public key".into(),
+        "expected an age1pq1… or age1… recipient or an OpenSSH public key".into(),
     ))
 }
 
@@ -88,8 +98,8 @@ pub fn read_recipients(path: &Path) -> Result<Vec<Box<dyn age::Recipient + Send>
         .collect()
 }
 
-/// The identities in a file: age identities (`AGE-SECRET-KEY-1…` lines) or one OpenSSH
-/// private key (unencrypted).
+/// The identities in a file: age identities (`AGE-SECRET-KEY-1…` and post-quantum
+/// `AGE-SECRET-KEY-PQ-1…` lines) or one OpenSSH private key (unencrypted).
 pub fn read_identities(path: &Path) -> Result<Vec<Box<dyn age::Identity>>, FileError> {
     // Secret keys: read into memory that is zeroized when dropped.
     let text = crate::secret_file::read_pem(path, "identity file").map_err(FileError::Identity)?;
@@ -108,10 +118,30 @@ pub fn read_identities(path: &Path) -> Result<Vec<Box<dyn age::Identity>>, FileE
         };
     }
     let bad = |e: &dyn std::fmt::Display| FileError::Identity(format!("{}: {e}", path.display()));
-    age::IdentityFile::from_buffer(io::Cursor::new(text.as_bytes()))
-        .map_err(|e| bad(&e))?
-        .into_identities()
-        .map_err(|e| bad(&e))
+    // age's reader does not know the post-quantum type yet: those lines are parsed here, the
+    // rest by age.
+    let mut identities: Vec<Box<dyn age::Identity>> = Vec::new();
+    let mut rest = zeroize::Zeroizing::new(String::new());
+    for line in text.lines() {
+        if pq::is_identity_line(line) {
+            identities.push(Box::new(PqIdentity::parse(line).map_err(|e| bad(&e))?));
+        } else {
+            rest.push_str(line);
+            rest.push('\n');
+        }
+    }
+    let has_classical = rest
+        .lines()
+        .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+    if has_classical || identities.is_empty() {
+        identities.extend(
+            age::IdentityFile::from_buffer(io::Cursor::new(rest.as_bytes()))
+                .map_err(|e| bad(&e))?
+                .into_identities()
+                .map_err(|e| bad(&e))?,
+        );
+    }
+    Ok(identities)
 }
 
 /// Seals `input` to every recipient into `output` (ASCII armor when `armor`). Returns the

@@ -1254,7 +1254,10 @@ mod tests {
 
     /// A client key set with one X25519 key, and HPKE JWE values made for it.
     fn client_keys() -> ClientKeys {
-        let key = crate::crypto::hpke::from_pem(&crate::crypto::hpke::generate().unwrap()).unwrap();
+        let key = crate::crypto::hpke::from_pem(
+            &crate::crypto::hpke::generate(crate::crypto::hpke::KemKind::X25519).unwrap(),
+        )
+        .unwrap();
         ClientKeys::new(vec![], vec![key]).unwrap()
     }
 
@@ -1271,6 +1274,7 @@ mod tests {
         let (enc, ct) = key
             .seal(
                 crate::crypto::hpke::Suite::X25519Aes256Gcm,
+                b"",
                 header.as_bytes(),
                 plaintext,
             )

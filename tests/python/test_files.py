@@ -13,8 +13,7 @@ import pytest
 
 pytestmark = pytest.mark.skipif(shutil.which("age") is None, reason="the age tool is not installed")
 
-CHUNK = 64 * 1024
-TAG = 16
+from age_helpers import CHUNK, TAG, hkdf, open_age
 
 
 def run(*args, ok=True, **kw):
@@ -182,58 +181,17 @@ def test_a_large_file_in_constant_memory(keys, fieldseal_bin, tmp_path):
 
 def independent_open_keyring_file(file: bytes, secret: bytes, kid: str) -> bytes:
     """The age v1 format and the `fieldseal-keyring` stanza (docs/files.md) opened with Python
-    `cryptography` alone: HKDF for the wrap key, AES-256-GCM for the file key, the header MAC,
-    then STREAM (ChaCha20-Poly1305, 64 KiB chunks, counter nonce, last-chunk flag)."""
-    import base64
-    import hashlib
-    import hmac
+    `cryptography` alone: HKDF for the wrap key, AES-256-GCM for the file key, then the header
+    MAC and STREAM (age_helpers)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
-    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+    def unwrap(args, raw):
+        if args[0] != "fieldseal-keyring" or args[1] != kid:
+            return None
+        wrap = AESGCM(hkdf(secret, None, b"fieldseal file key wrap v1"))
+        return wrap.decrypt(raw[:12], raw[12:], b"fieldseal-keyring/v1 " + kid.encode())
 
-    def hkdf(ikm, salt, info, n=32):
-        return HKDF(algorithm=hashes.SHA256(), length=n, salt=salt, info=info).derive(ikm)
-
-    def b64(text):
-        return base64.b64decode(text + "=" * (-len(text) % 4))
-
-    lines, at = [], 0
-    while True:
-        end = file.index(b"\n", at)
-        lines.append(file[at:end].decode())
-        at = end + 1
-        if lines[-1].startswith("--- "):
-            break
-    assert lines[0] == "age-encryption.org/v1"
-    file_key, i = None, 1
-    while not lines[i].startswith("---"):
-        args = lines[i][3:].split(" ")
-        body, i = "", i + 1
-        while True:
-            body += lines[i]
-            i += 1
-            if len(lines[i - 1]) < 64:
-                break
-        if args[0] == "fieldseal-keyring" and args[1] == kid:
-            raw = b64(body)
-            wrap = AESGCM(hkdf(secret, None, b"fieldseal file key wrap v1"))
-            file_key = wrap.decrypt(raw[:12], raw[12:], b"fieldseal-keyring/v1 " + kid.encode())
-    assert file_key is not None, "no stanza for the keyring"
-    mac_line = lines[-1]
-    header = file[:file.index(b"\n--- ") + 4]
-    mac = hmac.new(hkdf(file_key, b"", b"header"), header, hashlib.sha256).digest()
-    assert hmac.compare_digest(mac, b64(mac_line[4:])), "header MAC"
-    nonce, payload = file[at:at + 16], file[at + 16:]
-    aead = ChaCha20Poly1305(hkdf(file_key, nonce, b"payload"))
-    out, counter = b"", 0
-    chunk = CHUNK + TAG
-    for start in range(0, max(len(payload), 1), chunk):
-        piece = payload[start:start + chunk]
-        last = start + chunk >= len(payload)
-        out += aead.decrypt(counter.to_bytes(11, "big") + (b"\x01" if last else b"\x00"), piece, None)
-        counter += 1
-    return out
+    return open_age(file, unwrap)
 
 
 def test_an_independent_implementation_opens_keyring_files(keys, fieldseal_bin):
