@@ -14,7 +14,11 @@
 //!   HPKE ciphertext of the 16-byte file key: HPKE base mode, KEM X-Wing (`0x647a`), KDF
 //!   HKDF-SHA256, AEAD ChaCha20-Poly1305, `info` [`INFO`], empty AAD;
 //! - the stanzas carry the label `postquantum`, so age refuses to mix them with classical
-//!   recipients in one file (which would give the file only classical strength).
+//!   recipients in one file (which would give the file only classical strength);
+//! - a stanza whose X25519 share is a low-order point (an all-zero X25519 shared secret) is
+//!   refused as an invalid header, as age requires. rust-hpke's X-Wing does not check this
+//!   (X-Wing itself does not need it), so the identity keeps the X25519 half of its seed and
+//!   runs that exchange once more with AWS-LC, which refuses an all-zero result.
 //!
 //! The HPKE and X-Wing primitives are rust-hpke's, the same as the proxy's `HPKE-10`
 //! ([`crate::crypto::hpke`]).
@@ -57,8 +61,26 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 #[derive(Clone)]
 pub struct PqRecipient(Box<PublicKey>);
 
-/// An `AGE-SECRET-KEY-PQ-1…` identity. Its seed is zeroized on drop (x-wing's key).
-pub struct PqIdentity(Box<PrivateKey>);
+/// An `AGE-SECRET-KEY-PQ-1…` identity: the X-Wing key (its seed zeroized on drop by x-wing)
+/// and the X25519 half expanded from that seed, for the low-order check.
+pub struct PqIdentity {
+    key: Box<PrivateKey>,
+    x25519: Zeroizing<[u8; 32]>,
+}
+
+/// X-Wing's seed expansion (draft-connolly-cfrg-xwing-kem): SHAKE256(seed) gives 64 bytes of
+/// ML-KEM-768 seed, then the 32-byte X25519 private key.
+fn x25519_half(seed: &[u8]) -> Zeroizing<[u8; 32]> {
+    use shake::{ExtendableOutput, Update, XofReader};
+    let mut shake = shake::Shake256::default();
+    shake.update(seed);
+    let mut reader = shake.finalize_xof();
+    let mut mlkem_seed = Zeroizing::new([0u8; 64]);
+    reader.read(&mut mlkem_seed[..]);
+    let mut x25519 = Zeroizing::new([0u8; 32]);
+    reader.read(&mut x25519[..]);
+    x25519
+}
 
 impl fmt::Debug for PqIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -99,7 +121,28 @@ impl PqIdentity {
     /// A new identity from the OS CSPRNG.
     pub fn generate() -> Self {
         let (private, _) = XWing::gen_keypair();
-        PqIdentity(Box::new(private))
+        Self::from_key(private)
+    }
+
+    fn from_key(key: PrivateKey) -> Self {
+        let seed = Zeroizing::new(key.to_bytes());
+        PqIdentity {
+            x25519: x25519_half(&seed),
+            key: Box::new(key),
+        }
+    }
+
+    /// Whether the X25519 share of a stanza gives a non-zero shared secret with this identity
+    /// (AWS-LC's X25519 fails on an all-zero result, i.e. on a low-order point).
+    fn contributory(&self, share: &[u8]) -> bool {
+        use aws_lc_rs::agreement::{agree, PrivateKey, UnparsedPublicKey, X25519};
+        let Ok(private) = PrivateKey::from_private_key(&X25519, &self.x25519[..]) else {
+            return false;
+        };
+        agree(&private, UnparsedPublicKey::new(&X25519, share), (), |_| {
+            Ok(())
+        })
+        .is_ok()
     }
 
     /// Parses an `AGE-SECRET-KEY-PQ-1…` line (case-insensitive, as Bech32 is).
@@ -114,13 +157,13 @@ impl PqIdentity {
             return Err("not an AGE-SECRET-KEY-PQ-1… identity (expected a 32-byte seed)".into());
         }
         PrivateKey::from_bytes(&seed)
-            .map(|k| PqIdentity(Box::new(k)))
+            .map(Self::from_key)
             .map_err(|_| "the AGE-SECRET-KEY-PQ-1… identity is not a valid X-Wing seed".into())
     }
 
     /// The identity as age writes it, upper case; zeroized when dropped.
     pub fn to_secret_string(&self) -> Zeroizing<String> {
-        let seed = Zeroizing::new(self.0.to_bytes());
+        let seed = Zeroizing::new(self.key.to_bytes());
         let text = Zeroizing::new(
             bech32::encode(IDENTITY_HRP, seed.to_base32(), Variant::Bech32)
                 .expect("the HRP is valid"),
@@ -130,7 +173,7 @@ impl PqIdentity {
 
     /// The recipient that seals to this identity.
     pub fn to_public(&self) -> PqRecipient {
-        PqRecipient(Box::new(XWing::sk_to_pk(&self.0)))
+        PqRecipient(Box::new(XWing::sk_to_pk(&self.key)))
     }
 }
 
@@ -176,11 +219,15 @@ impl age::Identity for PqIdentity {
             Ok(enc) if enc.len() == XWING_ENC_LEN && stanza.body.len() == BODY_LEN => enc,
             _ => return Some(Err(age::DecryptError::InvalidHeader)),
         };
+        // The last 32 bytes of the encapsulated key are the X25519 share.
+        if !self.contributory(&enc[XWING_ENC_LEN - 32..]) {
+            return Some(Err(age::DecryptError::InvalidHeader));
+        }
         let enc = EncappedKey::from_bytes(&enc).ok()?;
         // A stanza for another identity does not open: not this identity's, so `None`.
         let opened = hpke::single_shot_open::<Aead, Kdf, XWing>(
             &hpke::OpModeR::Base,
-            &self.0,
+            &self.key,
             &enc,
             INFO,
             &stanza.body,
@@ -290,6 +337,16 @@ mod tests {
                 Some(Err(age::DecryptError::InvalidHeader))
             ));
         }
+        // A low-order X25519 share (here the all-zero point): invalid, as age requires.
+        let zero_share = with(&|s| {
+            let mut enc = B64.decode(&s.args[0]).unwrap();
+            enc[XWING_ENC_LEN - 32..].fill(0);
+            s.args[0] = B64.encode(enc);
+        });
+        assert!(matches!(
+            id.unwrap_stanza(&zero_share),
+            Some(Err(age::DecryptError::InvalidHeader))
+        ));
         // Tampered body or another identity: not opened by this identity.
         assert!(id.unwrap_stanza(&with(&|s| s.body[0] ^= 1)).is_none());
         assert!(PqIdentity::generate().unwrap_stanza(good).is_none());
