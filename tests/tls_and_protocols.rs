@@ -200,3 +200,57 @@ async fn connections_beyond_the_limit_are_refused() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Key exchange: a client preferring the post-quantum hybrid `X25519MLKEM768` (as current
+/// browsers, Go and OpenSSL 3.5 do) gets it, so recorded traffic stays closed to a future
+/// quantum computer; a client offering only X25519 or P-256 still connects, classically. The
+/// server follows the client's order (rustls), so what decides is that the hybrid is there.
+#[tokio::test]
+async fn post_quantum_key_exchange_is_preferred_and_classical_still_works() {
+    use rustls::crypto::aws_lc_rs::kx_group;
+    use rustls::pki_types::pem::PemObject;
+    let pki = Pki::new();
+    let up = TestUpstream::start().await;
+    let proxy = ProxyProcess::start(&config_yaml(&pki, up.addr, ""));
+    let with_groups = |groups: Vec<&'static dyn rustls::crypto::SupportedKxGroup>| {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from_pem_slice(pki.ca_pem.as_bytes()).unwrap())
+            .unwrap();
+        let provider = rustls::crypto::CryptoProvider {
+            kx_groups: groups,
+            ..rustls::crypto::aws_lc_rs::default_provider()
+        };
+        let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        std::sync::Arc::new(config)
+    };
+    for (offered, expected) in [
+        // A client that prefers a classical group gets it.
+        (
+            vec![kx_group::X25519, kx_group::X25519MLKEM768],
+            rustls::NamedGroup::X25519,
+        ),
+        (
+            vec![kx_group::X25519MLKEM768, kx_group::X25519],
+            rustls::NamedGroup::X25519MLKEM768,
+        ),
+        (vec![kx_group::X25519], rustls::NamedGroup::X25519),
+        (vec![kx_group::SECP256R1], rustls::NamedGroup::secp256r1),
+    ] {
+        let tls = tls_connect(proxy.listen, with_groups(offered.clone()))
+            .await
+            .unwrap();
+        let group = tls
+            .get_ref()
+            .1
+            .negotiated_key_exchange_group()
+            .unwrap()
+            .name();
+        assert_eq!(group, expected, "offered {offered:?}");
+    }
+}
