@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """Load test of routes receiving client-encrypted fields: req/s through the release binary for
-one `PUT` body carrying a value as plaintext, an fs1 token, a JWE under RSA-2048 / RSA-3072, and
-an HPKE JWE. The upstream is nginx answering 200 without reading the JSON, so the figures are
-the proxy's cost. Rounds alternate the cases (A B C … A B C …) and medians are printed.
+one `PUT` body carrying a value as plaintext, an fs1 token, a JWE under RSA-2048 / RSA-3072, an
+HPKE JWE under X25519 and a post-quantum one under X-Wing (`HPKE-10`). The upstream is nginx
+answering 200 without reading the JSON, so the figures are the proxy's cost. Rounds alternate
+the cases (A B C … A B C …) and medians are printed.
+
+Then, for scale, what the same opens cost an app that does them itself in Python (`cryptography`,
+one core, µs per value): RSA-OAEP-256 + AES-GCM, and HPKE under X25519 and X-Wing.
 
     cargo build --release
     .venv/bin/python benches/load/client_values.py [--duration 8] [--rounds 3] [--connections 32]
 
-Needs nginx and oha (`cargo install oha`), plus the test venv (jwcrypto, pyhpke, cryptography).
+Needs nginx and wrk, plus the test venv (jwcrypto, pyhpke, cryptography).
 Not part of the test suite: the numbers are noisy on a shared 2-core machine.
 """
 import argparse
@@ -30,6 +34,8 @@ from jwcrypto.common import json_encode
 from pyhpke import AEADId, CipherSuite, KDFId, KEMId, KEMKey
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "python"))
+import pq_helpers as pq  # noqa: E402  (the tests' HPKE-10 client)
 SSN = "123-45-6789"
 
 
@@ -65,6 +71,45 @@ def hpke_jwe(key) -> str:
     return ".".join([header, b64url(enc), "", b64url(sender.seal(SSN.encode(), aad=header.encode())), ""])
 
 
+def xwing_jwe(seed: bytes) -> str:
+    pub = b64url(pq.public_key(seed))
+    canonical = json.dumps({"alg": "HPKE-10", "kty": "AKP", "pub": pub}, separators=(",", ":"))
+    import hashlib
+    kid = b64url(hashlib.sha256(canonical.encode()).digest())
+    header = b64url(json.dumps({"alg": "HPKE-10", "kid": kid}).encode())
+    enc, ct = pq.seal(pq.public_key(seed), b"", header.encode(), SSN.encode())
+    return ".".join([header, b64url(enc), "", b64url(ct), ""])
+
+
+def in_app_costs(r2048, x, seed, n: int = 400) -> dict:
+    """µs per open when a Python app does it itself with `cryptography`."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives import hpke
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+    cek, nonce = os.urandom(32), os.urandom(12)
+    wrapped, sealed = r2048.public_key().encrypt(cek, oaep), AESGCM(cek).encrypt(nonce, SSN.encode(), b"h")
+    x_suite = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
+    x_ct = x_suite.encrypt(SSN.encode(), x.public_key())
+    w_key = pq.private_key(seed)
+    w_ct = pq.CRYPTOGRAPHY_SUITE.encrypt(SSN.encode(), w_key.public_key())
+    ops = {
+        "RSA-OAEP-256 (2048) + AES-GCM": lambda: AESGCM(r2048.decrypt(wrapped, oaep)).decrypt(nonce, sealed, b"h"),
+        "HPKE X25519": lambda: x_suite.decrypt(x_ct, x),
+        "HPKE X-Wing (ML-KEM-768 + X25519)": lambda: pq.CRYPTOGRAPHY_SUITE.decrypt(w_ct, w_key),
+    }
+    out = {}
+    for name, op in ops.items():
+        op()
+        start = time.perf_counter()
+        for _ in range(n):
+            op()
+        out[name] = (time.perf_counter() - start) / n * 1e6
+    return out
+
+
 def wait_port(port: int) -> None:
     for _ in range(200):
         try:
@@ -75,16 +120,16 @@ def wait_port(port: int) -> None:
     raise RuntimeError(f"port {port} did not open")
 
 
-def oha(url: str, body: Path, seconds: int, connections: int) -> float:
-    out = subprocess.run(
-        ["oha", "--no-tui", "--insecure", "--output-format", "json", "-z", f"{seconds}s", "-c", str(connections),
-         "-m", "PUT", "-T", "application/json", "-D", str(body), url],
-        check=True, capture_output=True, text=True).stdout
-    doc = json.loads(out)
-    codes = doc.get("statusCodeDistribution", {})
-    if set(codes) - {"200"}:
-        raise RuntimeError(f"non-200 responses: {codes}")
-    return doc["summary"]["requestsPerSec"]
+def wrk(url: str, body: Path, seconds: int, connections: int) -> float:
+    """req/s of `PUT url` with `body` (HTTP/1.1 over TLS, 2 threads); every answer must be 200."""
+    script = body.with_suffix(".lua")
+    script.write_text(f"wrk.method = 'PUT'\nwrk.body = {json.dumps(body.read_text())}\n"
+                      "wrk.headers['Content-Type'] = 'application/json'\n")
+    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url],
+                         check=True, capture_output=True, text=True).stdout
+    if "Non-2xx" in out:
+        raise RuntimeError(f"non-200 responses:\n{out}")
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
 
 def main() -> None:
@@ -114,6 +159,9 @@ http {{ access_log off; client_body_buffer_size 16k;
             x25519.X25519PrivateKey.generate()
         for name, key in (("r2048", r2048), ("r3072", r3072), ("x", x)):
             write_key(d / f"{name}.pem", key)
+        seed = os.urandom(32)
+        (d / "w.pem").write_bytes(pq.pem(seed))
+        (d / "w.pem").chmod(0o600)
         # A self-signed certificate for the listener.
         subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
                         "-nodes", "-keyout", str(d / "tls.key"), "-out", str(d / "tls.crt"), "-days", "1",
@@ -127,7 +175,7 @@ tls: {{ cert: "{d}/tls.crt", key: "{d}/tls.key" }}
 keys:
   keyring: "{d}/keyring.json"
   rsa_private_key: ["{d}/r2048.pem", "{d}/r3072.pem"]
-  hpke_private_key: "{d}/x.pem"
+  hpke_private_key: ["{d}/x.pem", "{d}/w.pem"]
 routes:
   - name: fields
     match: {{ path: "/api/users/{{id}}", methods: [PUT] }}
@@ -145,6 +193,7 @@ routes:
             "JWE RSA-2048": rsa_jwe(r2048),
             "JWE RSA-3072": rsa_jwe(r3072),
             "JWE HPKE X25519": hpke_jwe(x),
+            "JWE HPKE-10 X-Wing": xwing_jwe(seed),
         }
         bodies = {}
         for name, value in cases.items():
@@ -155,11 +204,14 @@ routes:
         results = {name: [] for name in cases}
         for _ in range(args.rounds):
             for name, body in bodies.items():
-                results[name].append(oha(url, body, args.duration, args.connections))
-        print(f"{'value at $.ssn':<18} {'value bytes':>11} {'median req/s':>13}  rounds")
+                results[name].append(wrk(url, body, args.duration, args.connections))
+        print(f"{'value at $.ssn':<20} {'value bytes':>11} {'median req/s':>13}  rounds")
         for name, rates in results.items():
-            print(f"{name:<18} {len(cases[name]):>11} {statistics.median(rates):>13.0f}  "
+            print(f"{name:<20} {len(cases[name]):>11} {statistics.median(rates):>13.0f}  "
                   + ", ".join(f"{r:.0f}" for r in rates))
+        print("\nthe same opens in a Python app (cryptography), µs per value:")
+        for name, us in in_app_costs(r2048, x, seed).items():
+            print(f"  {name:<36} {us:>8.1f}")
     finally:
         for p in procs:
             p.terminate()

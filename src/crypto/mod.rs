@@ -9,6 +9,7 @@ pub mod keyring;
 pub mod rsa_keys;
 pub mod token;
 pub mod wrap;
+pub mod xwing;
 
 pub use keyring::{Key, KeyState, Keyring, KeyringError};
 pub use token::{OpenError, TOKEN_PREFIX};
