@@ -3,7 +3,9 @@
 `age` (the reference Go implementation, the same format and recipient type) and `openssl enc`
 (AES-256-CTR with a PBKDF2 passphrase key: no authentication, a floor rather than a peer) on
 the same file, rounds alternated, each command pinned to CPU 0 with `taskset`, CPU time
-(user + sys of the child) and wall time per run; medians printed.
+(user + sys of the child) and wall time per run; medians printed. fieldseal also seals to a
+post-quantum `age1pq1…` recipient: the recipient only changes the header, so its figure should
+match X25519's.
 
     cargo build --release
     python3 benches/load/files.py [--mib 256] [--rounds 3]
@@ -54,6 +56,8 @@ def main() -> None:
                                    capture_output=True, text=True).stdout.strip()
         subprocess.run([args.fieldseal, "keys", "init", "--out", d / "keyring.json"], check=True,
                        capture_output=True)
+        pq_recipient = subprocess.run([args.fieldseal, "file", "keygen", "--pq", "--out", d / "pq.txt"],
+                                      check=True, capture_output=True, text=True).stdout.strip()
 
         def fresh(name):
             p = d / name
@@ -66,12 +70,16 @@ def main() -> None:
             "fieldseal seal (X25519)": lambda: [fs, "file", "seal", "--in", plain, "--out", fresh("f.age"),
                                                 "--to", recipient],
             "age -r (X25519)": lambda: ["age", "-r", recipient, "-o", fresh("a.age"), plain],
+            "fieldseal seal (post-quantum)": lambda: [fs, "file", "seal", "--in", plain, "--out",
+                                                     fresh("p.age"), "--to", pq_recipient],
             "fieldseal seal (keyring)": lambda: [fs, "file", "seal", "--in", plain, "--out", fresh("k.age"),
                                                  "--keyring", d / "keyring.json"],
             "openssl enc -aes-256-ctr": lambda: ["openssl", "enc", "-aes-256-ctr", "-pbkdf2", "-pass",
                                                  "pass:bench", "-in", plain, "-out", fresh("o.enc")],
             "fieldseal open (X25519)": lambda: [fs, "file", "open", "--in", d / "f.age", "--out",
                                                 fresh("f.out"), "--identity", d / "id.txt"],
+            "fieldseal open (post-quantum)": lambda: [fs, "file", "open", "--in", d / "p.age", "--out",
+                                                     fresh("p.out"), "--identity", d / "pq.txt"],
             "age -d (X25519)": lambda: ["age", "-d", "-i", d / "id.txt", "-o", fresh("a.out"), d / "a.age"],
             "openssl enc -d -aes-256-ctr": lambda: ["openssl", "enc", "-d", "-aes-256-ctr", "-pbkdf2", "-pass",
                                                     "pass:bench", "-in", d / "o.enc", "-out", fresh("o.out")],

@@ -387,19 +387,26 @@ fn seal(args: SealArgs, event: &mut FileEvent) -> Result<String, Failure> {
         )?))
     };
     let failed = |e: FileError| (exit::FAILED, e.to_string());
+    // The sealed file's SHA-512 is what a signature and an audit event name; without either it
+    // is not computed (it costs more than the encryption itself).
+    let hash = signer.is_some() || args.audit.audit_log.is_some();
     let mut digest = None;
     let n = if args.output == Path::new("-") {
-        let mut out = file::sign::Hashing::new(BufWriter::new(io::stdout().lock()));
-        let n = file::seal(recipients, &mut input, &mut out, args.armor).map_err(failed)?;
+        let mut out = BufWriter::new(io::stdout().lock());
+        let n = seal_to(
+            recipients,
+            &mut input,
+            &mut out,
+            args.armor,
+            hash,
+            &mut digest,
+        )
+        .map_err(failed)?;
         out.flush().map_err(|e| failed(e.into()))?;
-        digest = Some(out.digest());
         n
     } else {
         file::write_new(&args.output, |out| {
-            let mut out = file::sign::Hashing::new(out);
-            let n = file::seal(recipients, &mut input, &mut out, args.armor)?;
-            digest = Some(out.digest());
-            Ok(n)
+            seal_to(recipients, &mut input, out, args.armor, hash, &mut digest)
         })
         .map_err(failed)?
     };
@@ -419,6 +426,24 @@ fn seal(args: SealArgs, event: &mut FileEvent) -> Result<String, Failure> {
         ));
     }
     Ok(format!("sealed {n} bytes to {count} recipient(s)"))
+}
+
+/// Seals into `out`, and with `hash` records the SHA-512 of what was written in `digest`.
+fn seal_to(
+    recipients: Vec<Box<dyn age::Recipient + Send>>,
+    input: &mut dyn io::Read,
+    out: &mut dyn Write,
+    armor: bool,
+    hash: bool,
+    digest: &mut Option<file::sign::Digest>,
+) -> Result<u64, FileError> {
+    if !hash {
+        return file::seal(recipients, input, out, armor);
+    }
+    let mut hashing = file::sign::Hashing::new(out);
+    let n = file::seal(recipients, input, &mut hashing, armor)?;
+    *digest = Some(hashing.digest());
+    Ok(n)
 }
 
 fn open(args: OpenArgs, event: &mut FileEvent) -> Result<String, Failure> {
