@@ -97,8 +97,8 @@ pub struct SealArgs {
     /// ASCII armor (PEM-like text) instead of binary.
     #[arg(long)]
     armor: bool,
-    /// Sign the sealed file with this Ed25519 private key (PKCS#8 PEM); the signature goes to
-    /// `--signature`, by default `<out>.sig`.
+    /// Sign the sealed file with this Ed25519 or RSA (RSA-PSS) private key (PKCS#8 PEM); the
+    /// signature goes to `--signature`, by default `<out>.sig`.
     #[arg(long)]
     sign: Option<PathBuf>,
     /// Where the signature goes (with `--sign`).
@@ -414,7 +414,7 @@ fn seal(args: SealArgs, event: &mut FileEvent) -> Result<String, Failure> {
     event.sha512 = digest.as_ref().map(|d| crate::audit::hex(d));
     if let (Some(signer), Some(path), Some(digest)) = (&signer, &sig_path, &digest) {
         event.signer = Some(signer.key_id().to_string());
-        let text = signer.sign(digest);
+        let text = signer.sign(digest).map_err(failed)?;
         file::write_new(path, |out| {
             out.write_all(text.as_bytes())?;
             Ok(text.len() as u64)

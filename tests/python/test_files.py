@@ -288,6 +288,54 @@ def test_signed_files_verify_with_an_independent_implementation(keys, signing, f
     assert out.read_bytes() == plain.read_bytes()
 
 
+def test_rsa_pss_signatures_both_ways_with_an_independent_implementation(keys, signing, fieldseal_bin, tmp_path):
+    """RSA-PSS (SHA-512, MGF1-SHA-512, 64-byte salt) for senders whose keys are RSA: fieldseal's
+    signature verifies with Python `cryptography`, and one `cryptography` makes verifies with
+    fieldseal; Ed25519 and RSA are not confused."""
+    import base64
+    import hashlib
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
+
+    pss = padding.PSS(mgf=padding.MGF1(hashes.SHA512()), salt_length=64)
+    run("openssl", "genpkey", "-algorithm", "rsa", "-pkeyopt", "rsa_keygen_bits:3072", "-out", tmp_path / "rsa.pem")
+    os.chmod(tmp_path / "rsa.pem", 0o600)
+    run("openssl", "pkey", "-in", tmp_path / "rsa.pem", "-pubout", "-out", tmp_path / "rsa.pub.pem")
+    d, recipient = keys
+    plain = plaintext(tmp_path, 3 * CHUNK + 5)
+    sealed = tmp_path / "r.age"
+    run(fieldseal_bin, "file", "seal", "--in", plain, "--out", sealed, "--to", recipient, "--sign", tmp_path / "rsa.pem")
+    head, sig = (tmp_path / "r.age.sig").read_text().splitlines()
+    assert head.startswith("fieldseal-signature/v1 rsa-pss-sha512 ")
+    message = b"fieldseal-signature/v1\n" + hashlib.sha512(sealed.read_bytes()).digest()
+    public = load_pem_public_key((tmp_path / "rsa.pub.pem").read_bytes())
+    public.verify(base64.b64decode(sig), message, pss, hashes.SHA512())  # raises if it does not verify
+
+    # The other way: cryptography signs another sealed file; fieldseal verifies and opens it.
+    other = tmp_path / "o.age"
+    run(fieldseal_bin, "file", "seal", "--in", plain, "--out", other, "--to", recipient)
+    private = load_pem_private_key((tmp_path / "rsa.pem").read_bytes(), None)
+    py_sig = private.sign(b"fieldseal-signature/v1\n" + hashlib.sha512(other.read_bytes()).digest(), pss,
+                          hashes.SHA512())
+    (tmp_path / "o.age.sig").write_text(f"{head}\n{base64.b64encode(py_sig).decode()}\n")
+    run(fieldseal_bin, "file", "verify", "--in", other, "--key", tmp_path / "rsa.pub.pem")
+    out = tmp_path / "o.out"
+    run(fieldseal_bin, "file", "open", "--in", other, "--out", out, "--identity", d / "id.txt",
+        "--verify", tmp_path / "rsa.pub.pem")
+    assert out.read_bytes() == plain.read_bytes()
+
+    # PKCS#1 v1.5 is not PSS; an Ed25519 key does not verify an RSA signature.
+    v15 = private.sign(b"fieldseal-signature/v1\n" + hashlib.sha512(other.read_bytes()).digest(),
+                       padding.PKCS1v15(), hashes.SHA512())
+    (tmp_path / "o.age.sig").write_text(f"{head}\n{base64.b64encode(v15).decode()}\n")
+    r = run(fieldseal_bin, "file", "verify", "--in", other, "--key", tmp_path / "rsa.pub.pem", ok=False)
+    assert r.returncode == 1 and b"does not verify" in r.stderr
+    r = run(fieldseal_bin, "file", "verify", "--in", sealed, "--key", signing / "sender.pub.pem", ok=False)
+    assert r.returncode == 1 and b"rsa-pss-sha512" in r.stderr
+
+
 def test_open_verify_refuses_before_writing_anything(keys, signing, fieldseal_bin, tmp_path):
     d, recipient = keys
     plain = plaintext(tmp_path, 2 * CHUNK)
