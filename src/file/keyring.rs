@@ -177,4 +177,35 @@ mod tests {
         assert!(open_with(ring("k1", 8)).is_err());
         assert!(open_with(ring("k9", 7)).is_err());
     }
+
+    /// After a rotation the old key (now `decrypt_only`) still opens its files; once retired
+    /// (`disabled`) it refuses them, with the same secret still in the keyring.
+    #[test]
+    fn a_rotated_key_opens_until_it_is_disabled() {
+        use crate::crypto::keyring::{disable, generate, rotate};
+        let mut file = generate("k1").unwrap();
+        let sealed_under = |file: &crate::crypto::keyring::KeyringFile| {
+            let ring = Arc::new(Keyring::build(file).unwrap());
+            let mut out = Vec::new();
+            let recipients: Vec<Box<dyn age::Recipient + Send>> =
+                vec![Box::new(KeyringRecipient::new(ring))];
+            seal(recipients, &mut &b"backup"[..], &mut out, false).unwrap();
+            out
+        };
+        let open_with = |file: &crate::crypto::keyring::KeyringFile, sealed: &[u8]| {
+            let ids: Vec<Box<dyn age::Identity>> = vec![Box::new(KeyringIdentity::new(Arc::new(
+                Keyring::build(file).unwrap(),
+            )))];
+            let mut out = Vec::new();
+            open(&ids, &mut &sealed[..], &mut out).map(|_| out)
+        };
+        let old = sealed_under(&file);
+        rotate(&mut file, Some("k2")).unwrap();
+        assert_eq!(open_with(&file, &old).unwrap(), b"backup");
+        assert!(disable(&mut file, "k1").unwrap());
+        assert!(open_with(&file, &old).is_err());
+        // Files sealed to the new primary are unaffected.
+        let new = sealed_under(&file);
+        assert_eq!(open_with(&file, &new).unwrap(), b"backup");
+    }
 }
