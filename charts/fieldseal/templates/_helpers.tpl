@@ -255,7 +255,11 @@ The fieldseal configuration file (contract §4), rendered from values.
 {{- $_ := set $cfg "tls" $tls -}}
 {{- $keys := dict "keyring" (printf "%s/keyring.json" (include "fieldseal.paths.keys" .)) -}}
 {{- if $v.keys.rsa.enabled }}{{ $_ := set $keys "rsa_private_key" (printf "%s/rsa.pem" (include "fieldseal.paths.keys" .)) }}{{ end -}}
-{{- if $v.keys.hpke.enabled }}{{ $_ := set $keys "hpke_private_key" (printf "%s/x25519.pem" (include "fieldseal.paths.keys" .)) }}{{ end -}}
+{{- /* HPKE keys: X25519 first, then the post-quantum X-Wing key; one path stays a string. */ -}}
+{{- $hpke := list -}}
+{{- if $v.keys.hpke.enabled }}{{ $hpke = append $hpke (printf "%s/x25519.pem" (include "fieldseal.paths.keys" .)) }}{{ end -}}
+{{- if $v.keys.hpkePq.enabled }}{{ $hpke = append $hpke (printf "%s/xwing.pem" (include "fieldseal.paths.keys" .)) }}{{ end -}}
+{{- if eq (len $hpke) 1 }}{{ $_ := set $keys "hpke_private_key" (first $hpke) }}{{ else if $hpke }}{{ $_ := set $keys "hpke_private_key" $hpke }}{{ end -}}
 {{- if $v.keys.publicKeyPath }}{{ $_ := set $keys "public_key_path" $v.keys.publicKeyPath }}{{ end -}}
 {{- if $v.keys.rotation }}{{ $_ := set $keys "rotation" $v.keys.rotation }}{{ end -}}
 {{- if $v.keys.wrapping.existingSecret -}}
@@ -516,6 +520,10 @@ files fieldseal watches.
       - key: {{ $v.keys.hpke.secretKey }}
         path: x25519.pem
       {{- end }}
+      {{- if $v.keys.hpkePq.enabled }}
+      - key: {{ $v.keys.hpkePq.secretKey }}
+        path: xwing.pem
+      {{- end }}
 {{- end }}
 {{- if $v.keys.wrapping.existingSecret }}
 - name: fieldseal-kek
@@ -572,6 +580,9 @@ fresh keyring (and client keys) into the fieldseal-keys emptyDir. Empty otherwis
 {{- end -}}
 {{- if and $v.keys.generate.clientKeys $v.keys.hpke.enabled -}}
 {{- $cmds = append $cmds (list "keygen-hpke" (list "hpke" "generate" "--out" (printf "%s/x25519.pem" $keys))) -}}
+{{- end -}}
+{{- if and $v.keys.generate.clientKeys $v.keys.hpkePq.enabled -}}
+{{- $cmds = append $cmds (list "keygen-hpke-pq" (list "hpke" "generate" "--kem" "xwing" "--out" (printf "%s/xwing.pem" $keys))) -}}
 {{- end -}}
 {{- range $cmds }}
 - name: {{ printf "%s-%s" $v.fieldseal.containerName (index . 0) }}
