@@ -16,6 +16,8 @@ import hashlib
 import json
 import os
 import subprocess
+import time
+import uuid
 
 import httpx
 import pytest
@@ -40,6 +42,11 @@ routes:
     match: {{ path: "/api/users/{{id}}", methods: [GET, PUT] }}
     request:
       decrypt: ["$.ssn", "$.quote"]
+  - name: fresh
+    match: {{ path: "/api/echo", methods: [POST] }}
+    request:
+      decrypt: ["$.ssn"]
+      max_age: 300
   - name: secure
     match: {{ path: "/api/secure/**", methods: [POST] }}
     envelope: true
@@ -94,9 +101,10 @@ def pq_keys(setup, c) -> list:
     return [k for k in published(setup, c) if k["kty"] == "AKP"]
 
 
-def hpke10_compact(jwk: dict, plaintext: bytes, alg="HPKE-10") -> str:
-    """JOSE integrated encryption: HPKE AAD = the encoded protected header, empty info."""
-    header = b64url(json.dumps({"alg": alg, "kid": jwk["kid"]}).encode())
+def hpke10_compact(jwk: dict, plaintext: bytes, alg="HPKE-10", **claims) -> str:
+    """JOSE integrated encryption: HPKE AAD = the encoded protected header, empty info.
+    `claims` (iat, jti) go into the protected header."""
+    header = b64url(json.dumps({"alg": alg, "kid": jwk["kid"], **claims}).encode())
     enc, ct = pq.seal(unb64url(jwk["pub"]), b"", header.encode(), plaintext)
     return ".".join([header, b64url(enc), "", b64url(ct), ""])
 
@@ -188,6 +196,31 @@ def test_hpke_10_values_open_and_every_alteration_is_refused(setup, pki):
             assert err["code"] == "field_rejected" and "decryption_failed" in err["message"], (what, err)
             assert SSN not in r.text
         assert stats(setup, c)["puts"] == before
+
+
+def test_hpke_10_values_are_single_use_and_fresh_on_max_age_routes(setup, pki):
+    """A captured post-quantum value is as replayable as a classical one: the same jti and iat
+    rules hold whatever the suite (contract §3), and a value refused as replayed stays refused."""
+    with client(pki) as c:
+        jwk = pq_keys(setup, c)[0]
+        url = setup["proxy"].url("/api/echo")
+        now = int(time.time())
+        fresh = hpke10_compact(jwk, SSN.encode(), iat=now, jti=str(uuid.uuid4()))
+        r = c.post(url, json={"ssn": fresh})
+        assert r.status_code == 200 and r.json()["json"] == {"ssn": SSN}, r.text
+        refused = {
+            "replayed": fresh,
+            "stale": hpke10_compact(jwk, SSN.encode(), iat=now - 301, jti=str(uuid.uuid4())),
+            "missing_jti": hpke10_compact(jwk, SSN.encode(), iat=now),
+            "missing_iat": hpke10_compact(jwk, SSN.encode(), jti=str(uuid.uuid4())),
+        }
+        for reason, value in refused.items():
+            r = c.post(url, json={"ssn": value})
+            assert r.status_code == 400 and reason in r.json()["error"]["message"], (reason, r.text)
+            assert SSN not in r.text
+        # Replay is global: the replayed value does not open on the route without max_age either.
+        r = c.put(setup["proxy"].url("/api/users/7"), json={"ssn": fresh})
+        assert r.status_code == 400 and "replayed" in r.json()["error"]["message"], r.text
 
 
 def envelope_with(wrapped: bytes, kid: str, session: bytes, body: bytes) -> dict:
