@@ -115,6 +115,17 @@ for f in "$CHART"/ci/*.yaml; do
     bad "helm template -f $f"; cat "$WORK/render/$name.err"
   fi
 done
+# The parent-chart example and the README's dependency snippet name this chart's version:
+# `helm dependency update` refuses any other (the copy below would not notice).
+chart_version="$(sed -nE 's/^version: *//p' "$CHART/Chart.yaml")"
+for f in "$CHART/examples/user-chart/Chart.yaml" "$CHART/README.md"; do
+  if [ "$(grep -cE "^    version: $chart_version\$" "$f")" = 1 ] \
+    && ! grep -E '^    version: [0-9]' "$f" | grep -vq "version: $chart_version\$"; then
+    ok "$f names the fieldseal dependency at version $chart_version (Chart.yaml)"
+  else
+    bad "$f: the fieldseal dependency version is not $chart_version (Chart.yaml)"; grep -nE '^    version:' "$f"
+  fi
+done
 # The parent-chart example: examples/user-chart with this chart as its dependency (copied in,
 # as `helm dependency update` would, without needing a repository).
 UC="$WORK/user-chart"
