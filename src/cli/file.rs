@@ -12,7 +12,7 @@ use clap::{Args, Subcommand};
 use super::exit;
 use crate::audit::{AuditLog, FileEvent};
 use crate::config::settings::{AuditSettings, AuditSinkTarget};
-use crate::file::{self, FileError, KeyringIdentity, KeyringRecipient};
+use crate::file::{self, FileError, KeyringIdentity};
 
 #[derive(Subcommand, Debug)]
 pub enum FileCommand {
@@ -286,26 +286,21 @@ fn keyring(path: &Path) -> Result<Arc<crate::crypto::Keyring>, Failure> {
     super::keys::load_keyring(path).map(Arc::new)
 }
 
-type Recipients = Vec<Box<dyn age::Recipient + Send>>;
+type Recipients = Vec<file::Recipient>;
 type Identities = Vec<Box<dyn age::Identity>>;
 
-/// The recipients named by `--to`, `--recipients-file` and the keyring's primary.
+/// The recipients named by `--to`, `--recipients-file` and the keyring's primary (last, with
+/// the label of the others: [`file::Recipient::keyring`]).
 fn recipients(
     args: &RecipientArgs,
     ring: Option<&Arc<crate::crypto::Keyring>>,
     event: &mut FileEvent,
 ) -> Result<Recipients, Failure> {
     let mut recipients: Recipients = Vec::new();
-    let kind = |r: &str| {
-        if r.trim().starts_with("age1") {
-            "x25519"
-        } else {
-            "ssh"
-        }
-    };
     for r in &args.to {
-        recipients.push(file::parse_recipient(r).map_err(usage)?);
-        event.recipients.push(kind(r).into());
+        let recipient = file::parse_recipient(r).map_err(usage)?;
+        event.recipients.push(recipient.kind());
+        recipients.push(recipient);
     }
     for path in &args.recipients_file {
         let read = file::read_recipients(path).map_err(usage)?;
@@ -316,10 +311,9 @@ fn recipients(
         recipients.extend(read);
     }
     if let Some(ring) = ring {
-        recipients.push(Box::new(KeyringRecipient::new(ring.clone())));
-        event
-            .recipients
-            .push(format!("keyring:{}", ring.primary().id));
+        let keyring = file::Recipient::keyring(ring.clone(), &recipients);
+        event.recipients.push(keyring.kind());
+        recipients.push(keyring);
     }
     if recipients.is_empty() {
         return Err((
@@ -394,7 +388,7 @@ fn seal(args: SealArgs, event: &mut FileEvent) -> Result<String, Failure> {
     let n = if args.output == Path::new("-") {
         let mut out = BufWriter::new(io::stdout().lock());
         let n = seal_to(
-            recipients,
+            &recipients,
             &mut input,
             &mut out,
             args.armor,
@@ -406,7 +400,7 @@ fn seal(args: SealArgs, event: &mut FileEvent) -> Result<String, Failure> {
         n
     } else {
         file::write_new(&args.output, |out| {
-            seal_to(recipients, &mut input, out, args.armor, hash, &mut digest)
+            seal_to(&recipients, &mut input, out, args.armor, hash, &mut digest)
         })
         .map_err(failed)?
     };
@@ -430,7 +424,7 @@ fn seal(args: SealArgs, event: &mut FileEvent) -> Result<String, Failure> {
 
 /// Seals into `out`, and with `hash` records the SHA-512 of what was written in `digest`.
 fn seal_to(
-    recipients: Vec<Box<dyn age::Recipient + Send>>,
+    recipients: &[file::Recipient],
     input: &mut dyn io::Read,
     out: &mut dyn Write,
     armor: bool,

@@ -60,26 +60,84 @@ impl From<io::Error> for FileError {
     }
 }
 
+/// Every kind of recipient `fieldseal file` seals to, one variant each: the audit log names
+/// the kind, and the keyring stanza takes the label of the recipients beside it.
+pub enum Recipient {
+    /// age's `mlkem768x25519` (`age1pq1…`, X-Wing): labelled `postquantum`.
+    PostQuantum(PqRecipient),
+    /// `age1…`.
+    X25519(age::x25519::Recipient),
+    /// An OpenSSH `ssh-rsa` (RSA-OAEP) or `ssh-ed25519` public key.
+    Ssh(age::ssh::Recipient),
+    /// The keyring's primary key (fieldseal's own stanza).
+    Keyring(KeyringRecipient),
+}
+
+impl Recipient {
+    /// The keyring's primary as a recipient beside `others`. age seals only to recipients
+    /// whose labels agree, so that a file is never weaker than its strongest recipient
+    /// promises; the keyring stanza is a 256-bit symmetric wrap, as safe from a quantum
+    /// computer as the payload itself, so it takes the `postquantum` label when every other
+    /// recipient is post-quantum and none otherwise: it joins either kind.
+    pub fn keyring(ring: std::sync::Arc<crate::crypto::Keyring>, others: &[Recipient]) -> Self {
+        let pq = !others.is_empty()
+            && others
+                .iter()
+                .all(|r| matches!(r, Recipient::PostQuantum(_)));
+        Recipient::Keyring(KeyringRecipient::new(ring).post_quantum(pq))
+    }
+
+    /// The kind, as the audit log's `recipients` name it.
+    pub fn kind(&self) -> String {
+        match self {
+            Recipient::PostQuantum(_) => "mlkem768x25519".into(),
+            Recipient::X25519(_) => "x25519".into(),
+            Recipient::Ssh(_) => "ssh".into(),
+            Recipient::Keyring(k) => format!("keyring:{}", k.kid()),
+        }
+    }
+}
+
+impl age::Recipient for Recipient {
+    fn wrap_file_key(
+        &self,
+        file_key: &age_core::format::FileKey,
+    ) -> Result<
+        (
+            Vec<age_core::format::Stanza>,
+            std::collections::HashSet<String>,
+        ),
+        age::EncryptError,
+    > {
+        match self {
+            Recipient::PostQuantum(r) => r.wrap_file_key(file_key),
+            Recipient::X25519(r) => r.wrap_file_key(file_key),
+            Recipient::Ssh(r) => r.wrap_file_key(file_key),
+            Recipient::Keyring(r) => r.wrap_file_key(file_key),
+        }
+    }
+}
+
 /// A recipient written as age writes them: `age1pq1…` (post-quantum X-Wing), `age1…`
 /// (X25519) or an OpenSSH public key line (`ssh-rsa …`, `ssh-ed25519 …`).
-pub fn parse_recipient(text: &str) -> Result<Box<dyn age::Recipient + Send>, FileError> {
+pub fn parse_recipient(text: &str) -> Result<Recipient, FileError> {
     let text = text.trim();
     if text.starts_with("age1pq1") {
         return text
             .parse::<PqRecipient>()
-            .map(|r| Box::new(r) as Box<dyn age::Recipient + Send>)
+            .map(Recipient::PostQuantum)
             .map_err(FileError::Recipient);
     }
     if text.starts_with("age1") {
         return text
             .parse::<age::x25519::Recipient>()
-            .map(|r| Box::new(r) as Box<dyn age::Recipient + Send>)
+            .map(Recipient::X25519)
             .map_err(|e| FileError::Recipient(e.to_string()));
     }
     if text.starts_with("ssh-") {
         return text
             .parse::<age::ssh::Recipient>()
-            .map(|r| Box::new(r) as Box<dyn age::Recipient + Send>)
+            .map(Recipient::Ssh)
             .map_err(|e| FileError::Recipient(format!("{e:?}")));
     }
     Err(FileError::Recipient(
@@ -88,7 +146,7 @@ pub fn parse_recipient(text: &str) -> Result<Box<dyn age::Recipient + Send>, Fil
 }
 
 /// The recipients of a file: one per non-empty line that is not a `#` comment.
-pub fn read_recipients(path: &Path) -> Result<Vec<Box<dyn age::Recipient + Send>>, FileError> {
+pub fn read_recipients(path: &Path) -> Result<Vec<Recipient>, FileError> {
     let text = fs::read_to_string(path)
         .map_err(|e| FileError::Recipient(format!("{}: {e}", path.display())))?;
     text.lines()
@@ -147,13 +205,14 @@ pub fn read_identities(path: &Path) -> Result<Vec<Box<dyn age::Identity>>, FileE
 /// Seals `input` to every recipient into `output` (ASCII armor when `armor`). Returns the
 /// plaintext bytes read.
 pub fn seal(
-    recipients: Vec<Box<dyn age::Recipient + Send>>,
+    recipients: &[Recipient],
     input: &mut dyn Read,
     output: &mut dyn Write,
     armor: bool,
 ) -> Result<u64, FileError> {
-    let encryptor = age::Encryptor::with_recipients(recipients.iter().map(|r| r.as_ref() as _))
-        .map_err(|e| FileError::Recipient(e.to_string()))?;
+    let encryptor =
+        age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
+            .map_err(|e| FileError::Recipient(e.to_string()))?;
     if !armor {
         let mut writer = encryptor.wrap_output(output)?;
         let n = copy(input, &mut writer)?;
@@ -317,7 +376,7 @@ mod tests {
     fn sealed(recipient: &str, plain: &[u8], armor: bool) -> Vec<u8> {
         let mut out = Vec::new();
         seal(
-            vec![parse_recipient(recipient).unwrap()],
+            &[parse_recipient(recipient).unwrap()],
             &mut &plain[..],
             &mut out,
             armor,

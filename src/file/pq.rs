@@ -242,10 +242,10 @@ impl age::Identity for PqIdentity {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::file::{open, seal};
+    use crate::file::{open, seal, Recipient};
     use age::Identity as _;
 
-    fn sealed_to(recipients: Vec<Box<dyn age::Recipient + Send>>, plain: &[u8]) -> Vec<u8> {
+    fn sealed_to(recipients: &[Recipient], plain: &[u8]) -> Vec<u8> {
         let mut file = Vec::new();
         seal(recipients, &mut &plain[..], &mut file, false).unwrap();
         file
@@ -290,7 +290,7 @@ mod tests {
     fn files_round_trip_and_only_the_identity_opens() {
         let id = PqIdentity::generate();
         let plain = vec![7u8; 200_000];
-        let file = sealed_to(vec![Box::new(id.to_public())], &plain);
+        let file = sealed_to(&[Recipient::PostQuantum(id.to_public())], &plain);
         assert!(file
             .windows(TAG.len() + 3)
             .any(|w| w == format!("-> {TAG}").as_bytes()));
@@ -357,8 +357,44 @@ mod tests {
         let pq = PqIdentity::generate().to_public();
         let classical = age::x25519::Identity::generate().to_public();
         let mut file = Vec::new();
-        let recipients: Vec<Box<dyn age::Recipient + Send>> =
-            vec![Box::new(pq), Box::new(classical)];
-        assert!(seal(recipients, &mut &b"x"[..], &mut file, false).is_err());
+        let recipients = [Recipient::PostQuantum(pq), Recipient::X25519(classical)];
+        assert!(seal(&recipients, &mut &b"x"[..], &mut file, false).is_err());
+    }
+
+    /// The keyring stanza (a symmetric wrap) joins post-quantum recipients as it joins
+    /// classical ones: each opens the file; a classical recipient is still refused beside them.
+    #[test]
+    fn the_keyring_stands_beside_post_quantum_recipients() {
+        use crate::file::KeyringIdentity;
+        use std::sync::Arc;
+        let ring = Arc::new(
+            crate::crypto::Keyring::single("k1", &[5; 32], "2026-12-01T00:00:00Z").unwrap(),
+        );
+        let id = PqIdentity::generate();
+        let pq = [Recipient::PostQuantum(id.to_public())];
+        let recipients = [
+            Recipient::PostQuantum(id.to_public()),
+            Recipient::keyring(ring.clone(), &pq),
+        ];
+        let mut file = Vec::new();
+        seal(&recipients, &mut &b"backup"[..], &mut file, false).unwrap();
+        let ids: [Vec<Box<dyn age::Identity>>; 2] = [
+            vec![Box::new(id)],
+            vec![Box::new(KeyringIdentity::new(ring.clone()))],
+        ];
+        for ids in &ids {
+            let mut out = Vec::new();
+            open(ids, &mut &file[..], &mut out).unwrap();
+            assert_eq!(out, b"backup");
+        }
+        // Labelled for the post-quantum company it keeps, the keyring does not make a
+        // classical recipient acceptable beside them.
+        let classical = Recipient::X25519(age::x25519::Identity::generate().to_public());
+        let mixed = [
+            Recipient::PostQuantum(PqIdentity::generate().to_public()),
+            Recipient::keyring(ring, &pq),
+            classical,
+        ];
+        assert!(seal(&mixed, &mut &b"x"[..], &mut Vec::new(), false).is_err());
     }
 }

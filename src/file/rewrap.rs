@@ -17,6 +17,7 @@ use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::Engine;
 
 use super::FileError;
+use age::Recipient as _;
 
 /// Largest header read: age headers are a few hundred bytes per recipient; this bounds what a
 /// file that is not an age file can make the command buffer.
@@ -28,7 +29,7 @@ const INTRO: &[u8] = b"age-encryption.org/v1\n";
 /// matches) into `output`, then copies the payload. Returns the payload bytes copied.
 pub fn rewrap(
     identities: &[Box<dyn age::Identity>],
-    recipients: &[Box<dyn age::Recipient + Send>],
+    recipients: &[super::Recipient],
     input: &mut dyn Read,
     output: &mut dyn Write,
 ) -> Result<u64, FileError> {
@@ -169,7 +170,7 @@ fn new_header(file_key: &FileKey, stanzas: &[Stanza]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::file::{open, parse_recipient, seal, KeyringIdentity, KeyringRecipient};
+    use crate::file::{open, parse_recipient, seal, KeyringIdentity, Recipient};
     use std::sync::Arc;
 
     fn opened(ids: &[Box<dyn age::Identity>], file: &[u8]) -> Result<Vec<u8>, FileError> {
@@ -187,17 +188,16 @@ mod tests {
         let plain: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
         let mut file = Vec::new();
         seal(
-            vec![parse_recipient(&old.to_public().to_string()).unwrap()],
+            &[parse_recipient(&old.to_public().to_string()).unwrap()],
             &mut &plain[..],
             &mut file,
             false,
         )
         .unwrap();
         let ids: Vec<Box<dyn age::Identity>> = vec![Box::new(old.clone())];
-        let to: Vec<Box<dyn age::Recipient + Send>> = vec![
-            parse_recipient(&new.to_public().to_string()).unwrap(),
-            Box::new(KeyringRecipient::new(ring.clone())),
-        ];
+        let new_recipient = parse_recipient(&new.to_public().to_string()).unwrap();
+        let keyring = Recipient::keyring(ring.clone(), std::slice::from_ref(&new_recipient));
+        let to = [new_recipient, keyring];
         let mut rewrapped = Vec::new();
         rewrap(&ids, &to, &mut &file[..], &mut rewrapped).unwrap();
         // The payload (everything after the MAC line) is the same bytes; the header is new.
@@ -243,15 +243,14 @@ mod tests {
         let id = age::x25519::Identity::generate();
         let mut file = Vec::new();
         seal(
-            vec![parse_recipient(&id.to_public().to_string()).unwrap()],
+            &[parse_recipient(&id.to_public().to_string()).unwrap()],
             &mut &b"secret"[..],
             &mut file,
             false,
         )
         .unwrap();
         let ids: Vec<Box<dyn age::Identity>> = vec![Box::new(id.clone())];
-        let to: Vec<Box<dyn age::Recipient + Send>> =
-            vec![parse_recipient(&id.to_public().to_string()).unwrap()];
+        let to = [parse_recipient(&id.to_public().to_string()).unwrap()];
         // A grease stanza slipped in: the MAC no longer verifies.
         let at = memchr::memmem::find(&file, b"---").unwrap();
         let mut bad = file[..at].to_vec();

@@ -365,6 +365,24 @@ def test_pq_and_classical_recipients_are_not_mixed(fieldseal_bin, tmp_path):
     for i, who in enumerate((ident, other)):
         run(fieldseal_bin, "file", "open", "--in", tmp_path / "two.age", "--out", tmp_path / f"o{i}", "--identity", who)
         assert (tmp_path / f"o{i}").read_bytes() == b"x"
+    # The keyring (a symmetric wrap, safe from a quantum computer) stands beside post-quantum
+    # recipients: the backup opens with the offline PQ identity and with the proxy's keyring,
+    # and the audit log names each recipient's kind. Beside a classical one it still refuses.
+    keyring, akey, log = tmp_path / "keyring.json", tmp_path / "audit.key", tmp_path / "audit.log"
+    run(fieldseal_bin, "keys", "init", "--out", keyring)
+    run(fieldseal_bin, "audit", "keygen", "--out", akey)
+    run(fieldseal_bin, "file", "seal", "--in", tmp_path / "plain", "--out", tmp_path / "k.age",
+        "--to", pq_recipient, "--keyring", keyring, "--audit-log", log, "--audit-key", akey)
+    for i, opener in enumerate((["--identity", ident], ["--keyring", keyring])):
+        out = tmp_path / f"k{i}.out"
+        run(fieldseal_bin, "file", "open", "--in", tmp_path / "k.age", "--out", out, *opener)
+        assert out.read_bytes() == b"x"
+    kid = json.loads(keyring.read_text())["primary"]
+    event = next(json.loads(line) for line in log.read_text().splitlines() if '"event":"file"' in line)
+    assert event["recipients"] == ["mlkem768x25519", f"keyring:{kid}"], event
+    r = run(fieldseal_bin, "file", "seal", "--in", tmp_path / "plain", "--out", tmp_path / "k2.age",
+            "--to", pq_recipient, "--to", classical, "--keyring", keyring, ok=False)
+    assert r.returncode != 0 and not (tmp_path / "k2.age").exists()
     # A recipient with a broken checksum is refused before anything is written.
     broken = pq_recipient[:-1] + ("q" if pq_recipient[-1] != "q" else "p")
     r = run(fieldseal_bin, "file", "seal", "--in", tmp_path / "plain", "--out", tmp_path / "b.age", "--to", broken, ok=False)
