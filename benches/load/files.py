@@ -8,7 +8,7 @@ post-quantum `age1pq1…` recipient: the recipient only changes the header, so i
 match X25519's.
 
     cargo build --release
-    python3 benches/load/files.py [--mib 256] [--rounds 3]
+    python3 benches/load/files.py [--mib 256] [--rounds 3] [--baseline OLD/fieldseal]
 
 The file lives in a temporary directory under /dev/shm when it exists (so the disk is not what
 is measured). Needs age, age-keygen, openssl and taskset. Not part of the test suite.
@@ -40,6 +40,9 @@ def timed(cmd) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fieldseal", type=Path, default=ROOT / "target/release/fieldseal")
+    ap.add_argument("--baseline", type=Path,
+                    help="another fieldseal binary (e.g. a build of the previous commit) measured "
+                         "in the same rounds: its seal and open rows, and the ratio to it")
     ap.add_argument("--mib", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
@@ -84,17 +87,29 @@ def main() -> None:
             "openssl enc -d -aes-256-ctr": lambda: ["openssl", "enc", "-d", "-aes-256-ctr", "-pbkdf2", "-pass",
                                                     "pass:bench", "-in", d / "o.enc", "-out", fresh("o.out")],
         }
+        if args.baseline:
+            base = args.baseline
+            variants["baseline seal (X25519)"] = lambda: [base, "file", "seal", "--in", plain, "--out",
+                                                          fresh("b.age"), "--to", recipient]
+            variants["baseline open (X25519)"] = lambda: [base, "file", "open", "--in", d / "b.age", "--out",
+                                                          fresh("b.out"), "--identity", d / "id.txt"]
         results = {name: [] for name in variants}
         for _ in range(args.rounds):
             for name, cmd in variants.items():
                 results[name].append(timed(cmd()))
         mb = args.mib * (1 << 20) / 1e6
         print(f"{args.mib} MiB file, {args.rounds} rounds, pinned to one CPU; medians")
-        print(f"{'':30} {'wall s':>7} {'CPU s':>7} {'MB/s (CPU)':>11}")
+        print(f"{'':30} {'wall s':>7} {'CPU s':>7} {'MB/s (CPU)':>11} {'vs age':>7}")
+        cpu = {name: statistics.median(r[1] for r in runs) for name, runs in results.items()}
         for name, runs in results.items():
             wall = statistics.median(r[0] for r in runs)
-            cpu = statistics.median(r[1] for r in runs)
-            print(f"{name:30} {wall:7.2f} {cpu:7.2f} {mb / cpu:11.0f}")
+            peer = "age -d (X25519)" if " open " in f" {name} " or name.startswith("age -d") else "age -r (X25519)"
+            ratio = f"{cpu[peer] / cpu[name]:7.2f}" if not name.startswith("openssl") else ""
+            print(f"{name:30} {wall:7.2f} {cpu[name]:7.2f} {mb / cpu[name]:11.0f} {ratio:>7}")
+        if args.baseline:
+            for op in ("seal", "open"):
+                print(f"fieldseal {op} (X25519) / baseline: "
+                      f"{cpu[f'baseline {op} (X25519)'] / cpu[f'fieldseal {op} (X25519)']:.2f}x the throughput")
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
