@@ -38,6 +38,10 @@ echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --all-targets
+echo "== fuzz targets and seed tools compile (running them: scripts/fuzz-smoke.sh, outside the suite)"
+# The fuzz workspace is not part of the crate's build, so nothing else notices when a change
+# to the library breaks a target (three had, unnoticed, until this check).
+cargo check --manifest-path fuzz/Cargo.toml --bins --examples --quiet
 echo "== pytest (FastAPI, Flask, httpx)"
 cargo build --bin fieldseal
 echo "== Helm chart (lint, template, manifest validation, fieldseal check of the rendered config)"

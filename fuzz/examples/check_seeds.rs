@@ -52,7 +52,19 @@ fn main() {
         println!(
             "envelope/{name}: {:?}",
             envelope::open_request(&data, client_keys())
-                .map(|(p, _)| String::from_utf8_lossy(&p).into_owned())
+                .map(|o| String::from_utf8_lossy(&o.plaintext).into_owned())
+        );
+    }
+    let identity: age::x25519::Identity = AGE_IDENTITY.parse().unwrap();
+    for (name, data) in seeds("age_file") {
+        let ids: Vec<Box<dyn age::Identity>> = vec![Box::new(identity.clone())];
+        let mut out = Vec::new();
+        println!(
+            "age_file/{name}: {}",
+            match fieldseal::file::open(&ids, &mut &data[..], &mut out) {
+                Ok(n) => format!("opens, {n} bytes"),
+                Err(e) => e.to_string(),
+            }
         );
     }
     let fx = config_fixture();

@@ -368,7 +368,63 @@ fn path_normalize() {
     }
 }
 
+/// Largest age file kept as a seed.
+const MAX_AGE_SEED: usize = 16 * 1024;
+
+/// Every vector of the C2SP age suite (`tests/fixtures/age-cctv/`) made for the fixed X25519
+/// identity, as the bare file (decompressed; up to [`MAX_AGE_SEED`]), and files fieldseal seals to it: binary, armored,
+/// empty, and across a chunk boundary.
+fn age_file() {
+    use std::io::Read;
+    let identity: age::x25519::Identity = AGE_IDENTITY.parse().unwrap();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/age-cctv");
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".md"))
+        .collect();
+    names.sort();
+    for name in names {
+        let raw = std::fs::read(dir.join(&name)).unwrap();
+        let split = raw.windows(2).position(|w| w == b"\n\n").unwrap();
+        let head = String::from_utf8_lossy(&raw[..split]);
+        if !head
+            .lines()
+            .any(|l| l == format!("identity: {AGE_IDENTITY}"))
+        {
+            continue;
+        }
+        let mut body = raw[split + 2..].to_vec();
+        if head.lines().any(|l| l == "compressed: zlib") {
+            let mut out = Vec::new();
+            flate2::read::ZlibDecoder::new(&body[..])
+                .read_to_end(&mut out)
+                .unwrap();
+            body = out;
+        }
+        // The suite's full-chunk stream vectors (64 KiB to megabytes) would slow every run and
+        // swell the corpus; the Python tests open them all, `sealed-two-chunks` covers a
+        // chunk boundary here.
+        if body.len() <= MAX_AGE_SEED {
+            write("age_file", &format!("cctv-{name}"), body);
+        }
+    }
+    let recipients = [fieldseal::file::Recipient::X25519(identity.to_public())];
+    for (name, len, armor) in [
+        ("empty", 0, false),
+        ("short", 5, false),
+        ("two-chunks", 65_536 + 3, false),
+        ("armored", 40, true),
+    ] {
+        let plain: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let mut sealed = Vec::new();
+        fieldseal::file::seal(&recipients, &mut &plain[..], &mut sealed, armor).unwrap();
+        write("age_file", &format!("sealed-{name}"), sealed);
+    }
+}
+
 fn main() {
+    age_file();
     fs1_token();
     jwe_compact();
     envelope();

@@ -44,7 +44,9 @@ fn session() -> &'static (SessionKey, [u8; 32]) {
     static SESSION: OnceLock<(SessionKey, [u8; 32])> = OnceLock::new();
     SESSION.get_or_init(|| {
         let (body, key) = envelope_request(b"{}", rsa_kid());
-        let session = envelope::open_request(&body, client_keys()).unwrap().session;
+        let session = envelope::open_request(&body, client_keys())
+            .unwrap()
+            .session;
         (session, key)
     })
 }
@@ -107,6 +109,7 @@ fuzz_target!(|data: &[u8]| {
         store: &store,
         window: std::time::Duration::from_secs(300),
         now: fieldseal::replay::unix_now(),
+        deferred: None,
     };
     let staged = runtime().block_on(stage::open_request(
         &mut headers,

@@ -175,7 +175,7 @@ fuzz_target!(|data: &[u8]| {
                 if seal_only {
                     return;
                 }
-                if response.encrypt.is_empty() {
+                if !response.seals() {
                     let byte_doc: Value = match out {
                         Some(b) => serde_json::from_slice(b).expect("output is JSON"),
                         None => original.clone(),

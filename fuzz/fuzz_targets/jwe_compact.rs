@@ -17,9 +17,9 @@ use base64::Engine;
 use fieldseal::config::settings::RequestRules;
 use fieldseal::crypto::hpke::Suite;
 use fieldseal::crypto::jwe::{self, looks_like_jwe, JweError, MAX_JWE_LEN};
-use fieldseal::transform::rules::{rewrite_request_body, Openers};
-use fieldseal::replay::Replay;
 use fieldseal::replay::MemoryReplayStore;
+use fieldseal::replay::Replay;
+use fieldseal::transform::rules::{rewrite_request_body, Openers};
 use fieldseal::transform::selector::Selector;
 use fieldseal_fuzz::{
     client_keys, fixed_wrapped_key, hpke_kid, jwe_hpke, jwe_rsa_with, keyring, rsa_kid, B64URL,
@@ -189,7 +189,9 @@ fn parse_and_open(compact: &str) {
                 store: store(),
                 window: Duration::from_secs(300),
                 now: fieldseal::replay::unix_now(),
+                deferred: None,
             }),
+            subject: None,
         };
         let mut ops = Vec::new();
         match rewrite_request_body(&body, rules, &openers, &mut ops) {

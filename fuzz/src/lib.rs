@@ -17,6 +17,11 @@ use rsa::rand_core::OsRng;
 use rsa::sha2::Sha256;
 use serde_json::Value;
 
+/// The X25519 identity of the C2SP age test vectors (a published test key): the `age_file`
+/// target opens with it, so the suite's vectors are its seeds.
+pub const AGE_IDENTITY: &str =
+    "AGE-SECRET-KEY-1EGTZVFFV20835NWYV6270LXYVK2VKNX2MMDKWYKLMGR48UAWX40Q2P2LM0";
+
 pub const B64URL: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 pub const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -167,7 +172,7 @@ pub fn jwe_rsa_with(header: &str, plaintext: &[u8], cek: &[u8; 32], wrapped: &[u
 pub fn jwe_hpke(header: &str, suite: Suite, plaintext: &[u8]) -> String {
     let header_b64 = B64URL.encode(header);
     let (enc, ct) = client_keys().hpke_keys()[0]
-        .seal(suite, header_b64.as_bytes(), plaintext)
+        .seal(suite, b"", header_b64.as_bytes(), plaintext)
         .expect("HPKE seal");
     [
         header_b64,
