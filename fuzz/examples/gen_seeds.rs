@@ -126,6 +126,16 @@ fn jwe_compact() {
         "hpke3",
         jwe_hpke(&h.to_string(), Suite::X25519Aes128Gcm, "plain ü".as_bytes()),
     );
+    let h = json!({"alg": "HPKE-10", "kid": hpke_key_for(Suite::XWingShake256Aes256Gcm).kid(), "iat": 1, "jti": "pq"});
+    write(
+        t,
+        "hpke10-xwing",
+        jwe_hpke(
+            &h.to_string(),
+            Suite::XWingShake256Aes256Gcm,
+            b"\"post-quantum\"",
+        ),
+    );
     // draft-ietf-jose-hpke-encrypt-20 Appendix A.7 (encrypted to the fixed HPKE key).
     write(t, "hpke3-draft-vector", "eyJhbGciOiJIUEtFLTMiLCJraWQiOiJuOWhqT3JoWHhzUV9sVE11M1Bxa2pIZ3dKVVJIWlBGM0hZNXAtTEZFZ3lnIn0.UkLR0N2IgxHkSZMhcCfxVO_F12kcq32ccJ8x8M4MfBE..I8Obflj3vInszfr9sC1tnnhaGPSGAL9L1-mURYJqYWWxTlI0OZrFSKiPY7dAuyrITxTiaboZTF2yNo0swzp8S5DTil1KdxCzrMUtz5Lb-rMbR5Q5uNO7NXegJceIQkR8p7iMfNXETCI8Pv36J45yDQDHrjNc6ZuJ8Xn6pHNFFot67L1GI0ULsrS2TCqztg2p76A1nObMGvA-1w5zwU6NN7p9WPCrvIKwO6MIl-LR4MV0-jnlmd5dlw3wGP5DDfqms7lZNbZ5X2d5U0s_7aT4Zar6ixUZrI6bSj4gntrEg8nLz9IlBT6tE6Gic3I2Abxbj1Ewn20WAZetzAQzWNdJk7lIZYAJZLeeBip605kw5DuwSEK_3jlXnPsDO3Zs.");
     // jwcrypto's output for kid `rsa1` (not a kid of these keys: unknown_key).

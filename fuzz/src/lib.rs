@@ -77,14 +77,39 @@ pub fn keyring() -> &'static Keyring {
     RING.get_or_init(|| Keyring::build(&keyring_file()).expect("fixed keyring is valid"))
 }
 
-/// The fixed client keys (one RSA, one X25519), built once.
+/// The fixed post-quantum X-Wing key (PKCS#8 `id-XWing` over a fixed 32-byte seed).
+pub fn test_xwing_pem() -> String {
+    const PREFIX: &str = "3034020100300d060b2b0601040183e62d81c87a0420";
+    let prefix: Vec<u8> = (0..PREFIX.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&PREFIX[i..i + 2], 16).unwrap())
+        .collect();
+    let seed: Vec<u8> = (0u8..32)
+        .map(|i| i.wrapping_mul(37).wrapping_add(11))
+        .collect();
+    let body = B64.encode([&prefix[..], &seed[..]].concat());
+    let (first, rest) = body.split_at(64);
+    format!("-----BEGIN PRIVATE KEY-----\n{first}\n{rest}\n-----END PRIVATE KEY-----\n")
+}
+
+/// The fixed client keys (one RSA, one X25519, one X-Wing), built once.
 pub fn client_keys() -> &'static ClientKeys {
     static KEYS: OnceLock<ClientKeys> = OnceLock::new();
     KEYS.get_or_init(|| {
         let rsa = fieldseal::crypto::rsa_keys::from_pem(TEST_RSA_PEM).expect("RSA test key");
         let hpke = fieldseal::crypto::hpke::from_pem(&test_hpke_pem()).expect("HPKE test key");
-        ClientKeys::new(vec![rsa], vec![hpke]).expect("distinct kids")
+        let xwing = fieldseal::crypto::hpke::from_pem(&test_xwing_pem()).expect("X-Wing test key");
+        ClientKeys::new(vec![rsa], vec![hpke, xwing]).expect("distinct kids")
     })
+}
+
+/// The fixed HPKE key for `suite`'s KEM.
+pub fn hpke_key_for(suite: Suite) -> &'static fieldseal::crypto::hpke::HpkeKey {
+    client_keys()
+        .hpke_keys()
+        .iter()
+        .find(|k| k.kem() == suite.kem())
+        .expect("a fixed key for every KEM")
 }
 
 /// The RSA key's `kid` (its RFC 7638 thumbprint).
@@ -168,10 +193,10 @@ pub fn jwe_rsa_with(header: &str, plaintext: &[u8], cek: &[u8; 32], wrapped: &[u
 }
 
 /// An HPKE integrated-encryption JWE (draft-ietf-jose-hpke-encrypt-20 §5) of `plaintext` with
-/// the protected header `header`, sealed to the proxy's X25519 key with `suite`.
+/// the protected header `header`, sealed to the proxy's key of `suite`'s KEM (X25519 or X-Wing).
 pub fn jwe_hpke(header: &str, suite: Suite, plaintext: &[u8]) -> String {
     let header_b64 = B64URL.encode(header);
-    let (enc, ct) = client_keys().hpke_keys()[0]
+    let (enc, ct) = hpke_key_for(suite)
         .seal(suite, b"", header_b64.as_bytes(), plaintext)
         .expect("HPKE seal");
     [
