@@ -17,7 +17,8 @@ use crate::file::{self, FileError, KeyringIdentity};
 #[derive(Subcommand, Debug)]
 pub enum FileCommand {
     /// Write a new age identity file (mode 0600; refuses to overwrite) and print its recipient:
-    /// post-quantum (`age1pq1…`, X-Wing) with `--pq`, X25519 (`age1…`) otherwise.
+    /// post-quantum (`age1pq1…`, X-Wing) with `--pq`, X25519 (`age1…`) otherwise. With
+    /// `--sign`, a signing key (ML-DSA-65 with `--pq`, Ed25519 otherwise) and its public key.
     Keygen(KeygenArgs),
     #[command(flatten)]
     Audited(AuditedCommand),
@@ -40,12 +41,18 @@ pub enum AuditedCommand {
 
 #[derive(Args, Debug)]
 pub struct KeygenArgs {
-    /// The identity file; it must not exist yet.
+    /// The identity (or, with `--sign`, signing key) file; it must not exist yet.
     #[arg(long = "out")]
     output: PathBuf,
-    /// A post-quantum identity (age's `mlkem768x25519`: X-Wing, ML-KEM-768 + X25519).
+    /// Post-quantum: an age `mlkem768x25519` identity (X-Wing, ML-KEM-768 + X25519), or with
+    /// `--sign` an ML-DSA-65 signing key.
     #[arg(long)]
     pq: bool,
+    /// A sender's signing key for `seal --sign` instead of an identity: PKCS#8 PEM (Ed25519, or
+    /// ML-DSA-65 with `--pq`); its public key (SubjectPublicKeyInfo PEM, for `--verify` and
+    /// `verify --key`) is printed.
+    #[arg(long)]
+    sign: bool,
 }
 
 #[derive(Args, Debug)]
@@ -168,9 +175,18 @@ pub fn file(command: FileCommand) -> ExitCode {
 }
 
 /// Writes a new identity file as `age-keygen` does (comment lines with the creation time and
-/// the public key, then the secret) and prints the recipient on stdout.
+/// the public key, then the secret) and prints the recipient on stdout; with `--sign`, a
+/// signing key, printing its public key.
 fn keygen(args: &KeygenArgs) -> ExitCode {
-    let (secret, public) = if args.pq {
+    let (secret, public) = if args.sign {
+        match file::sign::generate(args.pq) {
+            Ok((private, public)) => (private, public.trim_end().to_string()),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(exit::FAILED);
+            }
+        }
+    } else if args.pq {
         let id = file::PqIdentity::generate();
         (id.to_secret_string(), id.to_public().to_string())
     } else {
@@ -182,10 +198,14 @@ fn keygen(args: &KeygenArgs) -> ExitCode {
         )
     };
     let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
-    let text = zeroize::Zeroizing::new(format!(
-        "# created: {created}\n# public key: {public}\n{}\n",
-        *secret
-    ));
+    let text = if args.sign {
+        secret
+    } else {
+        zeroize::Zeroizing::new(format!(
+            "# created: {created}\n# public key: {public}\n{}\n",
+            *secret
+        ))
+    };
     match crate::secret_file::create_private(&args.output, text.as_bytes()) {
         Ok(()) => {
             println!("{public}");
@@ -193,9 +213,7 @@ fn keygen(args: &KeygenArgs) -> ExitCode {
         }
         Err(e) => {
             let why = match e.kind() {
-                io::ErrorKind::AlreadyExists => {
-                    "it exists; refusing to overwrite an identity".into()
-                }
+                io::ErrorKind::AlreadyExists => "it exists; refusing to overwrite a key".into(),
                 _ => e.to_string(),
             };
             eprintln!("error: cannot write {}: {why}", args.output.display());

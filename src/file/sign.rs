@@ -15,17 +15,21 @@
 //! <base64 of the signature>
 //! ```
 //!
-//! `<scheme>` is `ed25519` (RFC 8032) or `rsa-pss-sha512` (RSASSA-PSS, SHA-512, MGF1-SHA-512, a
-//! 64-byte salt; RSA keys of 2048 to 8192 bits) — the latter for teams whose backups are signed
-//! with RSA keys today. The key id is the first 16 characters of unpadded base64url of SHA-256
-//! of the public key (the raw 32 bytes for Ed25519, the DER `RSAPublicKey` for RSA): it names the
-//! key a signature claims, so a mismatch is reported as such.
+//! `<scheme>` is `ed25519` (RFC 8032), `ml-dsa-65` (FIPS 204, pure ML-DSA with an empty
+//! context: post-quantum, for backups that must stay attributable beyond the reach of a future
+//! quantum computer) or `rsa-pss-sha512` (RSASSA-PSS, SHA-512, MGF1-SHA-512, a 64-byte salt;
+//! RSA keys of 2048 to 8192 bits) — the latter for teams whose backups are signed with RSA keys
+//! today. The key id is the first 16 characters of unpadded base64url of SHA-256 of the public
+//! key (the raw 32 bytes for Ed25519, the raw 1,952 bytes for ML-DSA-65, the DER
+//! `RSAPublicKey` for RSA): it names the key a signature claims, so a mismatch is reported as
+//! such.
 
 use std::io::{self, Write};
 use std::path::Path;
 
 use aws_lc_rs::digest;
-use aws_lc_rs::signature::{self, Ed25519KeyPair, KeyPair, RsaKeyPair};
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::signature::{self, Ed25519KeyPair, KeyPair, PqdsaKeyPair, RsaKeyPair};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 
@@ -37,6 +41,8 @@ const FORMAT: &str = "fieldseal-signature/v1";
 const ED25519_OID: &str = "1.3.101.112";
 /// PKCS #1: rsaEncryption.
 const RSA_OID: &str = "1.2.840.113549.1.1.1";
+/// FIPS 204 (NIST CSOR): id-ml-dsa-65.
+const ML_DSA_65_OID: &str = "2.16.840.1.101.3.4.3.18";
 
 /// The sealed file's digest, as signed.
 pub type Digest = [u8; 64];
@@ -45,6 +51,7 @@ pub type Digest = [u8; 64];
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scheme {
     Ed25519,
+    MlDsa65,
     RsaPss,
 }
 
@@ -52,7 +59,16 @@ impl Scheme {
     fn name(self) -> &'static str {
         match self {
             Scheme::Ed25519 => "ed25519",
+            Scheme::MlDsa65 => "ml-dsa-65",
             Scheme::RsaPss => "rsa-pss-sha512",
+        }
+    }
+
+    fn verification(self) -> &'static dyn signature::VerificationAlgorithm {
+        match self {
+            Scheme::Ed25519 => &signature::ED25519,
+            Scheme::MlDsa65 => &signature::ML_DSA_65,
+            Scheme::RsaPss => &signature::RSA_PSS_2048_8192_SHA512,
         }
     }
 }
@@ -68,11 +84,49 @@ fn key_id(public: &[u8]) -> String {
 
 enum SigningKey {
     Ed25519(Ed25519KeyPair),
+    MlDsa65(PqdsaKeyPair),
     Rsa(RsaKeyPair),
 }
 
-/// A sender's private key, PKCS#8 PEM: Ed25519 (`openssl genpkey -algorithm ed25519`) or RSA
-/// (`openssl genpkey -algorithm rsa -pkeyopt rsa_keygen_bits:4096`, `fieldseal rsa generate`).
+/// A new signing key: its PKCS#8 PEM (the secret) and its SubjectPublicKeyInfo PEM. Ed25519, or
+/// ML-DSA-65 with `post_quantum` (the seed form of RFC 9881, which OpenSSL 3.5 and Python
+/// `cryptography` read).
+pub fn generate(post_quantum: bool) -> Result<(zeroize::Zeroizing<String>, String), FileError> {
+    let failed = |what: &str| FileError::Identity(format!("key generation failed: {what}"));
+    let (private_der, public_der) = if post_quantum {
+        let pair = PqdsaKeyPair::generate(&signature::ML_DSA_65_SIGNING)
+            .map_err(|_| failed("ML-DSA-65"))?;
+        let private = pair.to_pkcs8v1().map_err(|_| failed("ML-DSA-65 PKCS#8"))?;
+        let public = pair
+            .public_key()
+            .as_der()
+            .map_err(|_| failed("ML-DSA-65 SPKI"))?;
+        (private.as_ref().to_vec(), public.as_ref().to_vec())
+    } else {
+        let private = Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new())
+            .map_err(|_| failed("Ed25519"))?;
+        let pair =
+            Ed25519KeyPair::from_pkcs8(private.as_ref()).map_err(|_| failed("Ed25519 PKCS#8"))?;
+        let public = pair
+            .public_key()
+            .as_der()
+            .map_err(|_| failed("Ed25519 SPKI"))?;
+        (private.as_ref().to_vec(), public.as_ref().to_vec())
+    };
+    let private_der = zeroize::Zeroizing::new(private_der);
+    let pem = |label, der: &[u8]| {
+        pkcs8::der::pem::encode_string(label, pkcs8::LineEnding::LF, der).map_err(|_| failed("PEM"))
+    };
+    Ok((
+        zeroize::Zeroizing::new(pem("PRIVATE KEY", &private_der)?),
+        pem("PUBLIC KEY", &public_der)?,
+    ))
+}
+
+/// A sender's private key, PKCS#8 PEM: Ed25519 (`fieldseal file keygen --sign`, `openssl
+/// genpkey -algorithm ed25519`), ML-DSA-65 (`fieldseal file keygen --sign --pq`, `openssl
+/// genpkey -algorithm ML-DSA-65` from OpenSSL 3.5) or RSA (`openssl genpkey -algorithm rsa
+/// -pkeyopt rsa_keygen_bits:4096`, `fieldseal rsa generate`).
 pub struct Signer {
     key: SigningKey,
     kid: String,
@@ -94,14 +148,23 @@ impl Signer {
                 Ed25519KeyPair::from_pkcs8(der.as_bytes())
                     .map_err(|_| bad("is not a valid Ed25519 private key"))?,
             ),
+            ML_DSA_65_OID => SigningKey::MlDsa65(
+                PqdsaKeyPair::from_pkcs8(&signature::ML_DSA_65_SIGNING, der.as_bytes())
+                    .map_err(|_| bad("is not a valid ML-DSA-65 private key"))?,
+            ),
             RSA_OID => SigningKey::Rsa(
                 RsaKeyPair::from_pkcs8(der.as_bytes())
                     .map_err(|_| bad("is not a usable RSA private key (2048 to 8192 bits)"))?,
             ),
-            _ => return Err(bad("is neither an Ed25519 nor an RSA private key")),
+            _ => {
+                return Err(bad(
+                    "is neither an Ed25519, an ML-DSA-65 nor an RSA private key",
+                ))
+            }
         };
         let kid = match &key {
             SigningKey::Ed25519(pair) => key_id(pair.public_key().as_ref()),
+            SigningKey::MlDsa65(pair) => key_id(pair.public_key().as_ref()),
             SigningKey::Rsa(pair) => key_id(pair.public_key().as_ref()),
         };
         Ok(Self { key, kid })
@@ -116,6 +179,14 @@ impl Signer {
         let message = message(digest);
         let (scheme, sig) = match &self.key {
             SigningKey::Ed25519(pair) => (Scheme::Ed25519, pair.sign(&message).as_ref().to_vec()),
+            SigningKey::MlDsa65(pair) => {
+                let mut sig = vec![0u8; pair.algorithm().signature_len()];
+                let n = pair
+                    .sign(&message, &mut sig)
+                    .map_err(|_| FileError::Identity("ML-DSA-65 signing failed".into()))?;
+                sig.truncate(n);
+                (Scheme::MlDsa65, sig)
+            }
             SigningKey::Rsa(pair) => {
                 let mut sig = vec![0u8; pair.public_modulus_len()];
                 pair.sign(
@@ -137,10 +208,11 @@ impl Signer {
     }
 }
 
-/// A sender's public key, SubjectPublicKeyInfo PEM (`openssl pkey -pubout`): Ed25519 or RSA.
+/// A sender's public key, SubjectPublicKeyInfo PEM (`openssl pkey -pubout`, or what `fieldseal
+/// file keygen --sign` prints): Ed25519, ML-DSA-65 or RSA.
 pub struct Verifier {
     scheme: Scheme,
-    /// The raw Ed25519 key, or the DER `RSAPublicKey`.
+    /// The raw Ed25519 or ML-DSA-65 key, or the DER `RSAPublicKey`.
     public: Vec<u8>,
     kid: String,
 }
@@ -160,8 +232,16 @@ impl Verifier {
         let scheme = match spki.algorithm.oid.to_string().as_str() {
             ED25519_OID if bits.len() == 32 => Scheme::Ed25519,
             ED25519_OID => return Err(bad("is not a 32-byte Ed25519 public key")),
+            ML_DSA_65_OID if bits.len() == signature::ML_DSA_65_SIGNING.public_key_len() => {
+                Scheme::MlDsa65
+            }
+            ML_DSA_65_OID => return Err(bad("is not a 1,952-byte ML-DSA-65 public key")),
             RSA_OID => Scheme::RsaPss,
-            _ => return Err(bad("is neither an Ed25519 nor an RSA public key")),
+            _ => {
+                return Err(bad(
+                    "is neither an Ed25519, an ML-DSA-65 nor an RSA public key",
+                ))
+            }
         };
         Ok(Self {
             scheme,
@@ -201,11 +281,7 @@ impl Verifier {
             .next()
             .and_then(|l| STANDARD.decode(l.trim()).ok())
             .ok_or_else(|| refused("the signature line is not base64"))?;
-        let algorithm: &dyn signature::VerificationAlgorithm = match self.scheme {
-            Scheme::Ed25519 => &signature::ED25519,
-            Scheme::RsaPss => &signature::RSA_PSS_2048_8192_SHA512,
-        };
-        signature::UnparsedPublicKey::new(algorithm, &self.public)
+        signature::UnparsedPublicKey::new(self.scheme.verification(), &self.public)
             .verify(&message(digest), &sig)
             .map_err(|_| refused("does not verify: the file is not the one that was signed"))
     }
@@ -263,24 +339,82 @@ pub fn digest_file(path: &Path) -> Result<Digest, FileError> {
 mod tests {
     use super::*;
 
-    fn pem_pair(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-        use pkcs8::der::pem::LineEnding;
-        let rng = aws_lc_rs::rand::SystemRandom::new();
-        let doc = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
-        let pair = Ed25519KeyPair::from_pkcs8(doc.as_ref()).unwrap();
+    /// A key pair as `fieldseal file keygen --sign [--pq]` writes it.
+    fn pair_of(dir: &Path, name: &str, pq: bool) -> (std::path::PathBuf, std::path::PathBuf) {
+        let (private, public) = generate(pq).unwrap();
         let secret = dir.join(format!("{name}.pem"));
-        let pem =
-            pkcs8::der::pem::encode_string("PRIVATE KEY", LineEnding::LF, doc.as_ref()).unwrap();
-        std::fs::write(&secret, pem).unwrap();
-        // SubjectPublicKeyInfo: the fixed RFC 8410 prefix, then the 32 raw bytes.
-        let mut spki = vec![
+        std::fs::write(&secret, private.as_bytes()).unwrap();
+        let public_path = dir.join(format!("{name}.pub.pem"));
+        std::fs::write(&public_path, public).unwrap();
+        (secret, public_path)
+    }
+
+    fn pem_pair(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        pair_of(dir, name, false)
+    }
+
+    /// The generated Ed25519 public key is the RFC 8410 SubjectPublicKeyInfo of the key the
+    /// private file holds (the fixed 12-byte prefix, then the raw 32 bytes).
+    #[test]
+    fn generated_ed25519_keys_are_rfc_8410() {
+        let (private, public) = generate(false).unwrap();
+        let (_, der) = pkcs8::SecretDocument::from_pem(&private).unwrap();
+        let pair = Ed25519KeyPair::from_pkcs8(der.as_bytes()).unwrap();
+        let (_, spki) = pkcs8::Document::from_pem(&public).unwrap();
+        let prefix = [
             0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
         ];
-        spki.extend_from_slice(pair.public_key().as_ref());
-        let public = dir.join(format!("{name}.pub.pem"));
-        let pem = pkcs8::der::pem::encode_string("PUBLIC KEY", LineEnding::LF, &spki).unwrap();
-        std::fs::write(&public, pem).unwrap();
-        (secret, public)
+        assert_eq!(
+            spki.as_bytes(),
+            [&prefix[..], pair.public_key().as_ref()].concat()
+        );
+    }
+
+    /// ML-DSA-65: generated keys sign and verify; the signature is FIPS 204's 3,309 bytes; it
+    /// holds for its digest and key only, and is not taken for an Ed25519 one.
+    #[test]
+    fn ml_dsa_65_signatures_verify_for_their_digest_and_key_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (secret, public) = pair_of(dir.path(), "pq", true);
+        let (_, other) = pair_of(dir.path(), "pq2", true);
+        let (ed_secret, ed_public) = pem_pair(dir.path(), "e");
+        let digest = [5u8; 64];
+        let signer = Signer::load(&secret).unwrap();
+        let text = signer.sign(&digest).unwrap();
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next().unwrap(),
+            format!("fieldseal-signature/v1 ml-dsa-65 {}", signer.key_id())
+        );
+        assert_eq!(STANDARD.decode(lines.next().unwrap()).unwrap().len(), 3309);
+        let verifier = Verifier::load(&public).unwrap();
+        assert_eq!(verifier.key_id(), signer.key_id());
+        verifier.verify(&text, &digest).unwrap();
+        let mut changed = digest;
+        changed[10] ^= 0x80;
+        assert!(verifier.verify(&text, &changed).is_err());
+        let e = Verifier::load(&other)
+            .unwrap()
+            .verify(&text, &digest)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("made by key"), "{e}");
+        let ed_text = Signer::load(&ed_secret).unwrap().sign(&digest).unwrap();
+        assert!(verifier.verify(&ed_text, &digest).is_err());
+        assert!(Verifier::load(&ed_public)
+            .unwrap()
+            .verify(&text, &digest)
+            .is_err());
+        // A signature line changed in one bit does not verify.
+        let sig = lines_of(&text)[1].clone();
+        let mut raw = STANDARD.decode(&sig).unwrap();
+        raw[100] ^= 1;
+        let forged = text.replace(&sig, &STANDARD.encode(raw));
+        assert!(verifier.verify(&forged, &digest).is_err());
+    }
+
+    fn lines_of(text: &str) -> Vec<String> {
+        text.lines().map(str::to_string).collect()
     }
 
     /// An RSA key pair as `openssl genpkey` and `openssl pkey -pubout` write them.

@@ -388,3 +388,74 @@ def test_pq_and_classical_recipients_are_not_mixed(fieldseal_bin, tmp_path):
     r = run(fieldseal_bin, "file", "seal", "--in", tmp_path / "plain", "--out", tmp_path / "b.age", "--to", broken, ok=False)
     assert r.returncode != 0 and not (tmp_path / "b.age").exists()
     assert bech32_encode("age1pq", bech32_decode(pq_recipient)[1]) == pq_recipient
+
+
+def test_ml_dsa_65_file_signatures_both_ways_with_cryptography(fieldseal_bin, tmp_path):
+    """Post-quantum sender signatures (ML-DSA-65, FIPS 204, pure, empty context): the keys and
+    signatures fieldseal makes are read and verified by Python `cryptography`, and a key and a
+    signature `cryptography` makes are taken by fieldseal; a changed file or signature, and a
+    key of another scheme, are refused with nothing written."""
+    from cryptography.hazmat.primitives.asymmetric import mldsa
+
+    ident = tmp_path / "id.txt"
+    recipient = run(fieldseal_bin, "file", "keygen", "--pq", "--out", ident).stdout.decode().strip()
+    key, pub = tmp_path / "sender.pem", tmp_path / "sender.pub.pem"
+    pub.write_bytes(run(fieldseal_bin, "file", "keygen", "--sign", "--pq", "--out", key).stdout)
+    assert key.stat().st_mode & 0o777 == 0o600
+    private = serialization.load_pem_private_key(key.read_bytes(), None)
+    public = serialization.load_pem_public_key(pub.read_bytes())
+    assert isinstance(private, mldsa.MLDSA65PrivateKey) and private.public_key() == public
+    r = run(fieldseal_bin, "file", "keygen", "--sign", "--pq", "--out", key, ok=False)
+    assert r.returncode != 0 and b"refusing to overwrite" in r.stderr
+
+    plain = tmp_path / "plain"
+    plain.write_bytes(os.urandom(70_000))
+    sealed = tmp_path / "s.age"
+    run(fieldseal_bin, "file", "seal", "--in", plain, "--out", sealed, "--to", recipient, "--sign", key)
+    head, sig = (tmp_path / "s.age.sig").read_text().splitlines()
+    fmt, scheme, kid = head.split(" ")
+    assert (fmt, scheme) == ("fieldseal-signature/v1", "ml-dsa-65")
+    assert kid == b64url(hashlib.sha256(public.public_bytes_raw()).digest())[:16]
+    message = lambda path: b"fieldseal-signature/v1\n" + hashlib.sha512(path.read_bytes()).digest()  # noqa: E731
+    public.verify(base64.b64decode(sig), message(sealed))  # raises if it does not verify
+
+    # The other way: a key cryptography made signs through fieldseal, and a signature
+    # cryptography made over another sealed file verifies and opens with fieldseal.
+    py_key = mldsa.MLDSA65PrivateKey.generate()
+    write_private(tmp_path / "py.pem", py_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (tmp_path / "py.pub.pem").write_bytes(py_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    other = tmp_path / "o.age"
+    run(fieldseal_bin, "file", "seal", "--in", plain, "--out", other, "--to", recipient, "--sign", tmp_path / "py.pem")
+    run(fieldseal_bin, "file", "verify", "--in", other, "--key", tmp_path / "py.pub.pem")
+    py_kid = (tmp_path / "o.age.sig").read_text().split()[2]
+    third = tmp_path / "t.age"
+    run(fieldseal_bin, "file", "seal", "--in", plain, "--out", third, "--to", recipient)
+    (tmp_path / "t.age.sig").write_text(
+        f"fieldseal-signature/v1 ml-dsa-65 {py_kid}\n{base64.b64encode(py_key.sign(message(third))).decode()}\n")
+    out = tmp_path / "t.out"
+    run(fieldseal_bin, "file", "open", "--in", third, "--out", out, "--identity", ident, "--verify", tmp_path / "py.pub.pem")
+    assert out.read_bytes() == plain.read_bytes()
+
+    # Refused, with no output: a flipped byte in the sealed file; a flipped bit in the
+    # signature; the sender's Ed25519 key for an ML-DSA signature.
+    flipped = tmp_path / "f.age"
+    data = bytearray(sealed.read_bytes())
+    data[-100] ^= 1
+    flipped.write_bytes(bytes(data))
+    (tmp_path / "f.age.sig").write_text((tmp_path / "s.age.sig").read_text())
+    raw_sig = bytearray(base64.b64decode(sig))
+    raw_sig[1000] ^= 4
+    (tmp_path / "g.age").write_bytes(sealed.read_bytes())
+    (tmp_path / "g.age.sig").write_text(f"{head}\n{base64.b64encode(bytes(raw_sig)).decode()}\n")
+    ed_pub = tmp_path / "ed.pub.pem"
+    ed_pub.write_bytes(run(fieldseal_bin, "file", "keygen", "--sign", "--out", tmp_path / "ed.pem").stdout)
+    for what, file, verifier, reason in (("flipped file", flipped, pub, b"does not verify"),
+                                         ("flipped signature", tmp_path / "g.age", pub, b"does not verify"),
+                                         ("Ed25519 key", sealed, ed_pub, b"ml-dsa-65")):
+        out = tmp_path / "bad.out"
+        r = run(fieldseal_bin, "file", "open", "--in", file, "--out", out, "--identity", ident,
+                "--verify", verifier, ok=False)
+        assert r.returncode != 0 and reason in r.stderr, (what, r.stderr)
+        assert not out.exists(), what
