@@ -393,11 +393,7 @@ mod tests {
         let mut changed = digest;
         changed[10] ^= 0x80;
         assert!(verifier.verify(&text, &changed).is_err());
-        let e = Verifier::load(&other)
-            .unwrap()
-            .verify(&text, &digest)
-            .unwrap_err()
-            .to_string();
+        let e = refusal(&other, &text, &digest);
         assert!(e.contains("made by key"), "{e}");
         let ed_text = Signer::load(&ed_secret).unwrap().sign(&digest).unwrap();
         assert!(verifier.verify(&ed_text, &digest).is_err());
@@ -411,6 +407,15 @@ mod tests {
         raw[100] ^= 1;
         let forged = text.replace(&sig, &STANDARD.encode(raw));
         assert!(verifier.verify(&forged, &digest).is_err());
+    }
+
+    /// Why the public key at `public` refuses `text` for `digest`.
+    fn refusal(public: &Path, text: &str, digest: &Digest) -> String {
+        Verifier::load(public)
+            .unwrap()
+            .verify(text, digest)
+            .unwrap_err()
+            .to_string()
     }
 
     fn lines_of(text: &str) -> Vec<String> {
@@ -465,11 +470,7 @@ mod tests {
             .is_err());
         // Another RSA key: named as such.
         let (_, other) = rsa_pair(dir.path(), "o", 2048);
-        let e = Verifier::load(&other)
-            .unwrap()
-            .verify(&text, &digest)
-            .unwrap_err()
-            .to_string();
+        let e = refusal(&other, &text, &digest);
         assert!(e.contains("made by key"), "{e}");
         // A 1024-bit key is refused for signing.
         let (weak, _) = rsa_pair(dir.path(), "w", 1024);

@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -104,6 +105,11 @@ class Pki:
         for k, v in kw.items():
             setattr(ctx, k, v)
         return ctx
+
+
+def https_client(pki: Pki, http2: bool = True, timeout: float = 30) -> httpx.Client:
+    """An httpx client (HTTP/2 unless `http2=False`) that trusts the test CA."""
+    return httpx.Client(http2=http2, verify=pki.context(), timeout=timeout)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,6 @@ import subprocess
 import time
 import uuid
 
-import httpx
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, x25519
@@ -27,7 +26,7 @@ from jwcrypto.common import json_encode
 from pyhpke import AEADId, CipherSuite, KDFId, KEMId, KEMKey
 
 from jose_helpers import b64url, flip, rsa_jwe, unb64url
-from conftest import Proxy
+from conftest import Proxy, https_client as client
 
 SSN = "123-45-6789"
 SEED_PATH = "/api/encryption/public-key/"
@@ -79,10 +78,6 @@ def setup(app, pki, fieldseal_bin, tmp_path_factory):
     proxy = Proxy(fieldseal_bin, pki, app.port, d, config)
     yield {"proxy": proxy, "new": new, "old": old, "x25519": x, "dir": d, "config": config, "paths": paths}
     proxy.stop()
-
-
-def client(pki):
-    return httpx.Client(http2=True, verify=pki.context(), timeout=30)
 
 
 def jwks(setup, c) -> dict:

@@ -24,7 +24,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from conftest import APPS, Proxy, free_port, wait_port
+from conftest import APPS, Proxy, free_port, wait_port, https_client as client
 
 POLICY = """keys:
   keyring: "{keyring}"
@@ -114,10 +114,6 @@ def proxies(conduit, pki, fieldseal_bin, tmp_path_factory):
     yield started, secret, key["id"]
     for p in started.values():
         p.stop()
-
-
-def client(pki):
-    return httpx.Client(http2=True, verify=pki.context(), timeout=30)
 
 
 def direct(conduit, path):

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from conftest import Proxy
+from conftest import Proxy, https_client as client
 
 SSN = "123-45-6789"
 
@@ -49,10 +49,6 @@ def sealed(app, pki, fieldseal_bin, tmp_path_factory):
     p = Proxy(fieldseal_bin, pki, app.port, d, RULES.format(keyring=keyring))
     yield p, secret
     p.stop()
-
-
-def client(pki):
-    return httpx.Client(http2=True, verify=pki.context(), timeout=30)
 
 
 def test_get_seals_and_put_gives_the_app_plaintext(sealed, app, pki):

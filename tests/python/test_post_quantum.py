@@ -19,7 +19,6 @@ import subprocess
 import time
 import uuid
 
-import httpx
 import pytest
 from cryptography.hazmat.primitives import hpke, serialization
 from cryptography.hazmat.primitives.asymmetric import x25519
@@ -27,7 +26,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 import pq_helpers as pq
 from age_helpers import bech32_decode, bech32_encode, b64, open_age, seal_age, unb64
-from conftest import Proxy
+from conftest import Proxy, https_client as client
 from jose_helpers import b64url, flip, unb64url
 
 SSN = "123-45-6789"
@@ -85,10 +84,6 @@ def setup(app, pki, fieldseal_bin, tmp_path_factory):
     proxy = Proxy(fieldseal_bin, pki, app.port, d, config)
     yield {"proxy": proxy, "x25519": x, "dir": d}
     proxy.stop()
-
-
-def client(pki):
-    return httpx.Client(http2=True, verify=pki.context(), timeout=30)
 
 
 def published(setup, c) -> list:

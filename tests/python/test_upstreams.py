@@ -6,6 +6,7 @@ import ssl
 
 import httpx
 import pytest
+from conftest import https_client as client
 
 SECURITY_HEADERS = {
     "strict-transport-security": "max-age=63072000; includeSubDomains",
@@ -14,10 +15,6 @@ SECURITY_HEADERS = {
     "x-frame-options": "DENY",
     "referrer-policy": "no-referrer",
 }
-
-
-def client(pki, http2=True):
-    return httpx.Client(http2=http2, verify=pki.context(), timeout=30)
 
 
 def direct(app, path):
