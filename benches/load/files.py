@@ -68,6 +68,15 @@ def main() -> None:
                 p.unlink()
             return p
 
+        def fresh_signed(name):
+            fresh(name + ".sig")
+            return fresh(name)
+
+        # Sender signing keys: the SHA-512 of the sealed file is what signing costs.
+        for key, extra in (("ed.pem", []), ("mldsa.pem", ["--pq"])):
+            subprocess.run([args.fieldseal, "file", "keygen", "--sign", *extra, "--out", d / key],
+                           check=True, capture_output=True)
+
         fs = args.fieldseal
         variants = {
             "fieldseal seal (X25519)": lambda: [fs, "file", "seal", "--in", plain, "--out", fresh("f.age"),
@@ -77,6 +86,12 @@ def main() -> None:
                                                      fresh("p.age"), "--to", pq_recipient],
             "fieldseal seal (keyring)": lambda: [fs, "file", "seal", "--in", plain, "--out", fresh("k.age"),
                                                  "--keyring", d / "keyring.json"],
+            "fieldseal seal --sign Ed25519": lambda: [fs, "file", "seal", "--in", plain, "--out",
+                                                     fresh_signed("e.age"), "--to", recipient,
+                                                     "--sign", d / "ed.pem"],
+            "fieldseal seal --sign ML-DSA-65": lambda: [fs, "file", "seal", "--in", plain, "--out",
+                                                       fresh_signed("m.age"), "--to", recipient,
+                                                       "--sign", d / "mldsa.pem"],
             "openssl enc -aes-256-ctr": lambda: ["openssl", "enc", "-aes-256-ctr", "-pbkdf2", "-pass",
                                                  "pass:bench", "-in", plain, "-out", fresh("o.enc")],
             "fieldseal open (X25519)": lambda: [fs, "file", "open", "--in", d / "f.age", "--out",
