@@ -409,6 +409,41 @@ mod tests {
         assert!(verifier.verify(&forged, &digest).is_err());
     }
 
+    /// The documented vector (docs/files.md, "The `.sig` file"): Ed25519 is deterministic, so
+    /// the seed 00..1f over the file `fieldseal signature vector\n` gives exactly this `.sig`.
+    #[test]
+    fn the_documented_ed25519_vector() {
+        let dir = tempfile::tempdir().unwrap();
+        let seed: Vec<u8> = (0u8..32).collect();
+        let pkcs8 = [
+            &[
+                0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+                0x04, 0x20,
+            ][..],
+            &seed,
+        ]
+        .concat();
+        let path = dir.path().join("v.pem");
+        std::fs::write(
+            &path,
+            pkcs8::der::pem::encode_string("PRIVATE KEY", pkcs8::LineEnding::LF, &pkcs8).unwrap(),
+        )
+        .unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"fieldseal signature vector\n").unwrap();
+        let digest = digest_file(&file).unwrap();
+        assert_eq!(
+            digest[..8],
+            [0xb9, 0xa2, 0xfd, 0x8c, 0x54, 0x8a, 0x29, 0xc0],
+            "SHA-512 of the vector file"
+        );
+        assert_eq!(
+            Signer::load(&path).unwrap().sign(&digest).unwrap(),
+            "fieldseal-signature/v1 ed25519 Vkdap1RjR0wChd9d\n\
+             JTAW7QfF/hZMhNXhbDgtxyJjVTVU7Hm8ZrmkfJ6lQqyLW28Mdnitay3Pt1NAHRAnE0BrZAaiD6osKxQWmsKcCA==\n"
+        );
+    }
+
     /// Why the public key at `public` refuses `text` for `digest`.
     fn refusal(public: &Path, text: &str, digest: &Digest) -> String {
         Verifier::load(public)

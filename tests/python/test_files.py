@@ -406,3 +406,36 @@ def test_every_file_operation_is_audited(keys, signing, fieldseal_bin, tmp_path)
     r = run(fieldseal_bin, "file", "seal", "--in", plain, "--out", tmp_path / "c.age", "--to", recipient,
             "--audit-log", tmp_path / "missing-dir" / "x.log", "--audit-key", akey, ok=False)
     assert r.returncode == 64 and not (tmp_path / "c.age").exists()
+
+
+# docs/files.md, "The `.sig` file": Ed25519 is deterministic, so the signature format has a
+# vector any implementation reproduces.
+SIG_VECTOR = ("fieldseal-signature/v1 ed25519 Vkdap1RjR0wChd9d\n"
+              "JTAW7QfF/hZMhNXhbDgtxyJjVTVU7Hm8ZrmkfJ6lQqyLW28Mdnitay3Pt1NAHRAnE0BrZAaiD6osKxQWmsKcCA==\n")
+
+
+def test_the_documented_signature_vector(fieldseal_bin, tmp_path):
+    """Python `cryptography` makes the documented `.sig` from the documented key and file, byte
+    for byte (message, key id and encoding as docs/files.md specifies them), and fieldseal
+    verifies it, and refuses it for a file one byte different."""
+    import base64
+    import hashlib
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    kid = base64.urlsafe_b64encode(hashlib.sha256(raw).digest()).rstrip(b"=").decode()[:16]
+    data = b"fieldseal signature vector\n"
+    sig = key.sign(b"fieldseal-signature/v1\n" + hashlib.sha512(data).digest())
+    assert f"fieldseal-signature/v1 ed25519 {kid}\n{base64.b64encode(sig).decode()}\n" == SIG_VECTOR
+
+    (tmp_path / "file").write_bytes(data)
+    (tmp_path / "file.sig").write_text(SIG_VECTOR)
+    (tmp_path / "pub.pem").write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    run(fieldseal_bin, "file", "verify", "--in", tmp_path / "file", "--key", tmp_path / "pub.pem")
+    (tmp_path / "file").write_bytes(data[:-1] + b"!")
+    r = run(fieldseal_bin, "file", "verify", "--in", tmp_path / "file", "--key", tmp_path / "pub.pem", ok=False)
+    assert r.returncode == 1 and b"does not verify" in r.stderr
