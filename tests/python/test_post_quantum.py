@@ -454,3 +454,35 @@ def test_ml_dsa_65_file_signatures_both_ways_with_cryptography(fieldseal_bin, tm
                 "--verify", verifier, ok=False)
         assert r.returncode != 0 and reason in r.stderr, (what, r.stderr)
         assert not out.exists(), what
+
+
+EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "clients", "python", "send_envelope.py")
+
+
+@pytest.mark.parametrize("kem", ["xwing", "x25519"])
+def test_the_envelope_client_example_round_trips(setup, pki, kem):
+    """examples/clients/python/send_envelope.py, as a user runs it: the app receives the body
+    in the clear, the sealed answer is opened by the client, and the envelope on the wire
+    carries iat and jti and the chosen key's kid (the X-Wing key unless --kem x25519)."""
+    import sys
+
+    base = f"https://localhost:{setup['proxy'].listen}"
+    common = [sys.executable, EXAMPLE, base, "/api/secure/echo", "--cafile", str(pki.ca), "--kem", kem]
+    r = subprocess.run([*common, "--body", '{"amount": 42, "iban": "DE89"}'], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "HTTP 200" in r.stderr, r.stderr
+    assert json.loads(r.stdout)["received"] == {"amount": 42, "iban": "DE89"}
+
+    r = subprocess.run([*common, "--body", '{"amount": 1}', "--dry-run"], capture_output=True, text=True, timeout=60)
+    envelope = json.loads(r.stdout)
+    assert set(envelope) == {"encrypted_session_key", "encrypted_data", "kid", "iat", "jti"}
+    with client(pki) as c:
+        kinds = {k["kid"]: k["kty"] for k in published(setup, c)}
+    assert kinds[envelope["kid"]] == ("AKP" if kem == "xwing" else "OKP")
+    # X-Wing's encapsulated key is 1,120 bytes, X25519's 32; then the wrapped 32-byte key + tag.
+    assert len(base64.b64decode(envelope["encrypted_session_key"])) == (1120 if kem == "xwing" else 32) + 48
+    assert "DE89" not in r.stdout
+
+    # An answer that is not sealed (here: a path that is no envelope route, so the app's own
+    # 404) is printed as it came, and the exit code says so.
+    r = subprocess.run([*common[:3], "/api/nowhere", *common[4:], "--body", "{}"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "HTTP 404" in r.stderr, r.stderr
