@@ -104,8 +104,8 @@ pub struct SealArgs {
     /// ASCII armor (PEM-like text) instead of binary.
     #[arg(long)]
     armor: bool,
-    /// Sign the sealed file with this Ed25519 or RSA (RSA-PSS) private key (PKCS#8 PEM); the
-    /// signature goes to `--signature`, by default `<out>.sig`.
+    /// Sign the sealed file with this Ed25519, ML-DSA-65 or RSA (RSA-PSS) private key (PKCS#8
+    /// PEM); the signature goes to `--signature`, by default `<out>.sig`.
     #[arg(long)]
     sign: Option<PathBuf>,
     /// Where the signature goes (with `--sign`).
@@ -130,8 +130,8 @@ pub struct OpenArgs {
     /// Open with this keyring's keys (any key that is not disabled).
     #[arg(long)]
     keyring: Option<PathBuf>,
-    /// Require the sender's signature by this Ed25519 public key (PEM), verified over the whole
-    /// file before anything is written.
+    /// Require the sender's signature by this Ed25519, ML-DSA-65 or RSA public key (PEM),
+    /// verified over the whole file before anything is written.
     #[arg(long)]
     verify: Option<PathBuf>,
     /// The signature file (with `--verify`), by default `<in>.sig`.
@@ -146,7 +146,7 @@ pub struct VerifyArgs {
     /// The sealed file.
     #[arg(long = "in")]
     input: PathBuf,
-    /// The sender's Ed25519 public key (PEM).
+    /// The sender's Ed25519, ML-DSA-65 or RSA public key (PEM).
     #[arg(long = "key")]
     key: PathBuf,
     /// The signature file, by default `<in>.sig`.
