@@ -486,3 +486,28 @@ def test_the_envelope_client_example_round_trips(setup, pki, kem):
     # 404) is printed as it came, and the exit code says so.
     r = subprocess.run([*common[:3], "/api/nowhere", *common[4:], "--body", "{}"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "HTTP 404" in r.stderr, r.stderr
+
+
+def test_a_post_quantum_envelope_is_single_use(setup, pki):
+    """Replay, for envelopes wrapped to the X-Wing key: the example client's envelope (iat and
+    jti bound into its AAD) opens once; the same bytes again are refused as replayed, and a
+    changed jti (with the AAD it was sealed under) fails to open, without reaching the app."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("send_envelope", EXAMPLE)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    base = f"https://localhost:{setup['proxy'].listen}"
+    url = setup["proxy"].url("/api/secure/echo")
+    with client(pki) as c:
+        envelope, session = example.seal_request(*example.fetch_key(c, base, "xwing"), b'{"amount": 7}')
+        r = c.post(url, json=envelope)
+        assert r.status_code == 200, r.text
+        assert json.loads(example.open_response(session, r.json()))["received"] == {"amount": 7}
+        before = stats(setup, c)["secure"]
+        r = c.post(url, json=envelope)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "envelope_rejected", r.text
+        assert "replayed" in r.json()["error"]["message"]
+        r = c.post(url, json={**envelope, "jti": envelope["jti"] + "x"})
+        assert r.status_code == 400 and "decryption_failed" in r.json()["error"]["message"], r.text
+        assert stats(setup, c)["secure"] == before
